@@ -1,0 +1,30 @@
+VENV   := .venv
+PY     := $(VENV)/bin/python
+DLCLI  := $(VENV)/bin/dlcli
+EXTRAS := dev$(shell nvidia-smi -L >/dev/null 2>&1 && echo ,gpu)
+
+.PHONY: setup train test test-all lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+train: setup
+	$(DLCLI) train configs/mnist.yaml
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check dlcli tests benchmarks
+	$(VENV)/bin/ruff format --check dlcli tests benchmarks
+
+bench: setup
+	$(PY) benchmarks/bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,131 @@
+"""The `dlcli` command line: each command parses its arguments, calls one library function and
+hands the result to dlcli.report. TensorFlow is imported only inside commands that need it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from dlcli.errors import DlcliError
+
+app = typer.Typer(
+    help="Train, evaluate and use Keras models from YAML experiment specs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+stdout = Console()
+stderr = Console(stderr=True)
+_state = {"debug": False}
+
+SpecPath = Annotated[Path, typer.Argument(help="The YAML experiment spec.", show_default=False)]
+Overrides = Annotated[
+    list[str],
+    typer.Option(
+        "--set", help="Override a key of the spec: --set fit.epochs=3 (repeatable).",
+        metavar="KEY.PATH=VALUE",
+    ),
+]  # fmt: skip
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """A DlcliError becomes `Error: ...` on stderr and its exit code; --debug keeps tracebacks."""
+    try:
+        yield
+    except DlcliError as error:
+        if _state["debug"]:
+            raise
+        stderr.print(f"Error: {error}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(error.exit_code) from None
+
+
+def _quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ start-up log lines off the user's terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+) -> None:
+    """Train, evaluate and use Keras models from YAML experiment specs.
+
+    Example: dlcli train configs/mnist.yaml
+    """
+    _state["debug"] = debug
+    _quiet_tensorflow()
+
+
+@app.command()
+def train(
+    spec_path: SpecPath,
+    overrides: Overrides = [],  # noqa: B006 (Typer reads the default)
+    tensorboard: Annotated[bool, typer.Option(help="Write TensorBoard logs.")] = False,
+) -> None:
+    """Train the model a spec describes, evaluate it on the test set and save it.
+
+    Example: dlcli train configs/mnist.yaml --set fit.epochs=1
+    """
+    with _user_errors():
+        from dlcli import report
+        from dlcli.spec import load_spec
+        from dlcli.train import train as run_training
+
+        spec = load_spec(spec_path, overrides)
+        result = run_training(spec, spec_path.parent, report.TrainView(stderr), tensorboard=tensorboard)
+        report.train_result(stdout, result)
+
+
+@app.command()
+def validate(spec_path: SpecPath, overrides: Overrides = []) -> None:  # noqa: B006
+    """Check a spec without training (instant: TensorFlow is not loaded).
+
+    Example: dlcli validate configs/mnist.yaml
+    """
+    with _user_errors():
+        from dlcli.spec import load_spec
+
+        spec = load_spec(spec_path, overrides)
+        stdout.print(f"{spec_path}: valid ({spec.name}: {len(spec.model.layers)} layers)")
+
+
+@app.command()
+def summary(spec_path: SpecPath, overrides: Overrides = []) -> None:  # noqa: B006
+    """Build the model a spec describes and print its layers and parameter counts.
+
+    Example: dlcli summary configs/mnist_cnn.yaml
+    """
+    with _user_errors():
+        from dlcli.model import build_model, load_plugins
+        from dlcli.spec import load_spec
+
+        spec = load_spec(spec_path, overrides)
+        load_plugins(spec.plugins)
+        model = build_model(spec.model, spec.name)
+        model.summary(print_fn=lambda line, **_: stdout.print(line, markup=False, highlight=False))
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the spec (for editor completion and checks).
+
+    Example: dlcli schema > dlcli-spec.schema.json
+    """
+    from dlcli.spec import json_schema
+
+    print(json_schema())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

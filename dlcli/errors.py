@@ -1,0 +1,88 @@
+"""The one family of user-facing errors; each class has its own exit code.
+
+Library code raises these; only `dlcli.cli` catches them and turns them into one line on
+stderr and the exit code below. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class DlcliError(Exception):
+    """A mistake the user can fix; `str(error)` is the one line shown."""
+
+    exit_code = 1
+
+
+class ConfigError(DlcliError):
+    """The spec (YAML file or --set override) is malformed or invalid."""
+
+    exit_code = 3
+
+
+class DataError(DlcliError):
+    """The dataset cannot be loaded or does not fit the model and loss."""
+
+    exit_code = 4
+
+
+class DownloadError(DataError):
+    """Every source of a dataset failed (no network, digest mismatch, no mirror)."""
+
+    exit_code = 5
+
+
+class ModelFileError(DlcliError):
+    """A model file is missing, corrupt, unsafe or not a dlcli model."""
+
+    exit_code = 6
+
+
+class InputError(DlcliError):
+    """An input to predict (image, csv, npy) cannot be read or does not fit the model."""
+
+    exit_code = 7
+
+
+class TrainingError(DlcliError):
+    """Training failed for a reason the user can act on."""
+
+    exit_code = 8
+
+
+class NonFiniteLossError(TrainingError):
+    """The loss became NaN or Inf; nothing was saved as the result."""
+
+    exit_code = 9
+
+
+class OutOfMemoryError(TrainingError):
+    """A batch did not fit in memory."""
+
+    exit_code = 10
+
+
+class OutputError(DlcliError):
+    """A result file or run directory cannot be written."""
+
+    exit_code = 11
+
+
+class Interrupted(DlcliError):
+    """Training was stopped by SIGINT or SIGTERM after a backup was written."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+EXIT_CODES: dict[str, int] = {
+    "ConfigError": ConfigError.exit_code,
+    "DataError": DataError.exit_code,
+    "DownloadError": DownloadError.exit_code,
+    "ModelFileError": ModelFileError.exit_code,
+    "InputError": InputError.exit_code,
+    "TrainingError": TrainingError.exit_code,
+    "NonFiniteLossError": NonFiniteLossError.exit_code,
+    "OutOfMemoryError": OutOfMemoryError.exit_code,
+    "OutputError": OutputError.exit_code,
+}
