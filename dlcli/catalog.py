@@ -151,6 +151,12 @@ def _alias_strings(namespace: str) -> frozenset[str]:
     )
 
 
+def identifiers(namespace: str) -> set[str]:
+    """Every name `resolve` accepts in a namespace, for suggesting the nearest one."""
+    names = {n for n in public_names(namespace) or {} if n not in ("get", "serialize", "deserialize")}
+    return names | set(_COMPILE_SHORTCUTS.get(namespace, ())) | _alias_strings(namespace)
+
+
 def resolve(namespace: str, identifier: str) -> str | None:
     """The public name Keras's `get` resolves `identifier` to, or None if it does not.
 

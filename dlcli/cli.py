@@ -126,6 +126,73 @@ def schema() -> None:
     print(json_schema())
 
 
+ModelPath = Annotated[
+    Path, typer.Argument(help="A .keras model trained by dlcli.", show_default=False)
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document, nothing else.")]
+
+
+@app.command()
+def evaluate(
+    model_path: ModelPath,
+    split: Annotated[str, typer.Option(help="The split: test, validation or train.")] = "test",
+    data: Annotated[
+        Path | None, typer.Option(help="Evaluate on this .npz or .csv file or image folder.")
+    ] = None,
+    json_output: JsonFlag = False,
+    output: Annotated[
+        Path | None, typer.Option(help="Folder for evaluation.json and plots [default: beside it].")
+    ] = None,
+) -> None:
+    """Report metrics, per-class scores and the confusion matrix of a trained model.
+
+    Example: dlcli evaluate runs/mnist-1/model.keras --split test
+    """
+    with _user_errors():
+        from dlcli import report
+        from dlcli.evaluate import evaluate as run_evaluation
+
+        result = run_evaluation(model_path, split=split, data=data, output_dir=output)
+        report.notes(stderr, result.warnings)
+        (report.evaluation_json if json_output else report.evaluation)(stdout, result)
+
+
+@app.command()
+def predict(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Image files, folders or glob patterns; .csv or .npy rows for other models.",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        Path | None, typer.Option(help="The .keras model [default: the newest runs/*/model.keras].")
+    ] = None,
+    top_k: Annotated[int, typer.Option(min=1, help="Labels shown per input.")] = 3,
+    json_output: JsonFlag = False,
+    csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV rows.")] = False,
+    raw: Annotated[
+        bool, typer.Option(help="Only convert and resize images: no inversion, no MNIST framing.")
+    ] = False,
+) -> None:
+    """Predict labels (or values) for images, or rows of features, with a trained model.
+
+    Example: dlcli predict examples/digits/7.png --top-k 3
+    """
+    if json_output and csv_output:
+        raise typer.BadParameter("give --json or --csv, not both")
+    with _user_errors():
+        from dlcli import report
+        from dlcli.predict import predict as run_prediction
+
+        result = run_prediction(inputs, model_path=model, top_k=top_k, raw=raw)
+        report.notes(stderr, result.notes)
+        style = "json" if json_output else "csv" if csv_output else "table"
+        report.prediction_output(stdout, result, style)
+        report.skipped(stderr, result.problems)
+        result.raise_for_problems()
+
 def main() -> None:
     """Console-script entry point."""
     app()

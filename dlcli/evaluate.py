@@ -1,8 +1,36 @@
-"""Metrics of a trained model on a dataset split: the numbers behind `dlcli evaluate`."""
+"""Metrics of a trained model on a dataset split: the numbers behind `dlcli evaluate`.
+
+`evaluate` needs nothing but the model file: the dlcli.json inside names the dataset (with the
+seed that made the splits), the task and the class names. Loss and the compiled metrics come
+from Keras's own `model.evaluate`; the per-class report, confusion matrix, ROC AUC and regression
+errors are computed from `model.predict` on the same examples.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
 import numpy as np
+
+from dlcli.errors import DataError, OutputError
+
+SPLITS = ("test", "validation", "train")
+EVALUATE_BATCH_SIZE = 1024
+MOST_CONFUSED = 5
+MAX_MISCLASSIFIED = 36
+BINARY_THRESHOLD = 0.5  # what Keras's accuracy metrics use for a sigmoid output
+
+
+def true_classes(labels: np.ndarray, task: str) -> np.ndarray:
+    """Class index per example from sparse, one-hot or 0/1 float labels."""
+    labels = np.asarray(labels)
+    if task == "binary":
+        return (labels.reshape(-1) >= 0.5).astype("int64")
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        return np.argmax(labels, axis=-1)
+    return labels.reshape(-1).astype("int64")
 
 
 def predicted_classes(probabilities: np.ndarray, task: str, threshold: float = 0.5) -> np.ndarray:
@@ -16,7 +44,425 @@ def confusion_matrix(labels: np.ndarray, probabilities: np.ndarray, task: str) -
     """Rows are true classes, columns predicted classes."""
     predicted = predicted_classes(probabilities, task)
     classes = 2 if task == "binary" else probabilities.shape[-1]
-    labels = labels.reshape(-1).astype("int64")
     matrix = np.zeros((classes, classes), dtype="int64")
-    np.add.at(matrix, (labels, predicted), 1)
+    np.add.at(matrix, (true_classes(labels, task), predicted), 1)
     return matrix
+
+
+@dataclass(frozen=True)
+class ClassScores:
+    name: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+def _f1(precision: float, recall: float) -> float:
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator / denominator) if denominator else 0.0
+
+
+def scores_from_counts(
+    names: list[str], true_positives: np.ndarray, predicted: np.ndarray, support: np.ndarray
+) -> tuple[list[ClassScores], dict[str, ClassScores]]:
+    """Per-class precision, recall and F1, then their macro and weighted averages.
+
+    A class that is neither present nor predicted is left out of the macro average (as
+    scikit-learn does when the labels are not given).
+    """
+    classes = []
+    for name, hits, guessed, count in zip(names, true_positives, predicted, support, strict=True):
+        precision, recall = _ratio(hits, guessed), _ratio(hits, count)
+        classes.append(ClassScores(name, precision, recall, _f1(precision, recall), int(count)))
+    seen = [c for c, guessed in zip(classes, predicted, strict=True) if c.support or guessed]
+    total = sum(c.support for c in classes)
+    averages = {}
+    for label, weights in (
+        ("macro avg", [1.0] * len(seen)),
+        ("weighted avg", [float(c.support) for c in seen]),
+    ):
+        weight_sum = sum(weights) or 1.0
+        averages[label] = ClassScores(
+            label,
+            sum(w * c.precision for w, c in zip(weights, seen, strict=True)) / weight_sum,
+            sum(w * c.recall for w, c in zip(weights, seen, strict=True)) / weight_sum,
+            sum(w * c.f1 for w, c in zip(weights, seen, strict=True)) / weight_sum,
+            total,
+        )
+    return classes, averages
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the ROC curve (the Mann-Whitney statistic, ties counted half); None when
+    only one class is present."""
+    positive = np.asarray(labels).reshape(-1).astype(bool)
+    scores = np.asarray(scores, dtype="float64").reshape(-1)
+    positives, negatives = int(positive.sum()), int((~positive).sum())
+    if positives == 0 or negatives == 0:
+        return None
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    average_rank = np.cumsum(counts) - (counts - 1) / 2  # 1-based rank, averaged over ties
+    ranks = average_rank[inverse]
+    return float(
+        (ranks[positive].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+    )
+
+
+def regression_errors(targets: np.ndarray, outputs: np.ndarray) -> dict[str, float | None]:
+    """MAE, MSE, RMSE and R² over every output value (R² is None for constant targets)."""
+    targets = np.asarray(targets, dtype="float64").reshape(len(targets), -1)
+    outputs = np.asarray(outputs, dtype="float64").reshape(len(outputs), -1)
+    error = outputs - targets
+    mse = float(np.mean(error**2))
+    total = float(np.sum((targets - targets.mean(axis=0)) ** 2))
+    r2 = None if total == 0 else 1.0 - float(np.sum(error**2)) / total
+    return {"mae": float(np.mean(np.abs(error))), "mse": mse, "rmse": mse**0.5, "r2": r2}
+
+
+def most_confused(matrix: np.ndarray, names: list[str], limit: int) -> list[tuple[str, str, int]]:
+    """The largest off-diagonal counts: (true class, predicted class, count)."""
+    off = matrix.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None, kind="stable")[:limit]
+    pairs = [np.unravel_index(index, off.shape) for index in order]
+    return [(names[t], names[p], int(off[t, p])) for t, p in pairs if off[t, p] > 0]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything `dlcli evaluate` reports; `to_dict` is evaluation.json."""
+
+    model_path: Path
+    data: str
+    split: str
+    task: str
+    examples: int
+    metrics: dict[str, float]  # Keras's model.evaluate: the loss and the compiled metrics
+    class_names: list[str] = field(default_factory=list)
+    classes: list[ClassScores] = field(default_factory=list)
+    averages: dict[str, ClassScores] = field(default_factory=dict)
+    confusion: np.ndarray | None = None
+    confused_pairs: list[tuple[str, str, int]] = field(default_factory=list)
+    threshold: float | None = None
+    roc_auc: float | None = None
+    regression: dict[str, float | None] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        def scores(item: ClassScores) -> dict[str, Any]:
+            return {
+                "precision": item.precision,
+                "recall": item.recall,
+                "f1": item.f1,
+                "support": item.support,
+            }
+
+        result: dict[str, Any] = {
+            "model": str(self.model_path),
+            "data": self.data,
+            "split": self.split,
+            "task": self.task,
+            "examples": self.examples,
+            "metrics": self.metrics,
+        }
+        if self.classes:
+            result["classes"] = {item.name: scores(item) for item in self.classes}
+            result["averages"] = {name: scores(item) for name, item in self.averages.items()}
+        if self.confusion is not None:
+            result["confusion_matrix"] = {
+                "labels": self.class_names,
+                "rows_true_columns_predicted": self.confusion.tolist(),
+            }
+            result["most_confused"] = [
+                {"true": true, "predicted": predicted, "count": count}
+                for true, predicted, count in self.confused_pairs
+            ]
+        if self.task == "binary":
+            result["roc_auc"] = self.roc_auc
+        if self.threshold is not None:
+            result["threshold"] = self.threshold
+        if self.regression:
+            result["regression"] = self.regression
+        result["files"] = {name: str(path) for name, path in self.files.items()}
+        result["warnings"] = self.warnings
+        return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def _single(shape: Any) -> tuple[Any, ...] | None:
+    """A model's input or output shape without the batch axis; None for several tensors."""
+    if isinstance(shape, list):
+        if len(shape) != 1:
+            return None
+        shape = shape[0]
+    return tuple(shape[1:])
+
+
+def _dataset_base_dir(dataset: Any, metadata: dict[str, Any], model_path: Path) -> Path:
+    """The folder the spec's relative dataset paths start from.
+
+    dlcli.json may name it (`spec_dir`); otherwise the folder `dlcli train` was run from (the
+    run directory's parent's parent, for the default `output.dir: runs`) and the current
+    folder are tried, in that order.
+    """
+    relative = [
+        value
+        for source in (dataset.npz, dataset.csv, dataset.images)
+        if source is not None
+        for value in (getattr(source, "path", None), getattr(source, "train", None))
+        if value and not Path(value).expanduser().is_absolute()
+    ]
+    candidates = [Path(metadata["spec_dir"])] if metadata.get("spec_dir") else []
+    candidates += [model_path.resolve().parent.parent.parent, Path.cwd()]
+    if not relative:
+        return candidates[0]
+    for candidate in candidates:
+        if all((candidate / value).exists() for value in relative):
+            return candidate
+    looked = ", ".join(str(candidate) for candidate in dict.fromkeys(candidates))
+    raise DataError(
+        f"the model was trained on {relative[0]}, which was not found relative to {looked}; "
+        "run evaluate from the folder of the spec, or pass the data with --data PATH"
+    )
+
+
+def _file_dataset(path: Path, split: str, metadata: dict[str, Any]) -> Any:
+    """A DatasetSpec that reads all of `path` as its training split (for --data)."""
+    from dlcli.spec import CsvSource, DatasetSpec, ImagesSource, NpzSource, Spec
+
+    original = Spec.model_validate(metadata["spec"]).dataset
+    if path.is_dir():
+        image = (metadata.get("input") or {}).get("image") or {}
+        if not image:
+            raise DataError(f"{path}: a folder of images, but the model was not trained on images")
+        mode = {1: "grayscale", 3: "rgb", 4: "rgba"}.get(image.get("channels", 3), "rgb")
+        size = [image["height"], image["width"]]
+        return DatasetSpec(images=ImagesSource(train=str(path), image_size=size, color_mode=mode))
+    if path.suffix.lower() == ".npz":
+        with np.load(path, allow_pickle=False) as file:
+            names = set(file.files)
+        short = {"validation": "val"}.get(split, split)
+        for x_key, y_key in ((f"x_{short}", f"y_{short}"), ("x", "y")):
+            if {x_key, y_key} <= names:
+                return DatasetSpec(npz=NpzSource(path=str(path), x_train=x_key, y_train=y_key))
+        raise DataError(
+            f"{path}: has no `x_{short}`/`y_{short}` or `x`/`y` arrays; it holds "
+            f"{', '.join(sorted(names)) or 'nothing'}"
+        )
+    if path.suffix.lower() == ".csv":
+        label = original.csv.label if original.csv else "label"
+        features = original.csv.features if original.csv else None
+        return DatasetSpec(csv=CsvSource(train=str(path), label=label, features=features))
+    raise DataError(
+        f"{path}: --data takes a .npz file, a .csv file or a folder of images "
+        "(one subfolder per class)"
+    )
+
+
+def load_examples(
+    metadata: dict[str, Any], model_path: Path, split: str, data: Path | None
+) -> tuple[np.ndarray, np.ndarray, str, str, list[str]]:
+    """(x, y, what the data is, the split used, warnings) for the model's dataset or `data`."""
+    from dlcli.data import load_dataset
+    from dlcli.spec import Spec
+
+    if split not in SPLITS:
+        raise DataError(f"--split must be one of {', '.join(SPLITS)}. Received: {split!r}")
+    spec = Spec.model_validate(metadata["spec"])
+    warnings: list[str] = []
+    if data is not None:
+        if not data.exists():
+            raise DataError(f"data file not found: {data}")
+        try:
+            splits = load_dataset(_file_dataset(data, split, metadata), Path.cwd(), 0)
+        except (OSError, ValueError) as error:
+            raise DataError(f"{data}: cannot be read ({error})") from error
+        names, model_names = splits.info.class_names, metadata.get("class_names")
+        if names and model_names and list(names) != list(model_names):
+            raise DataError(
+                f"{data}: its classes are {', '.join(names)} but the model's are "
+                f"{', '.join(model_names)}"
+            )
+        return splits.train.x, splits.train.y, str(data), "all", warnings
+    splits = load_dataset(
+        spec.dataset, _dataset_base_dir(spec.dataset, metadata, model_path), spec.seed or 0
+    )
+    trained_on = (metadata.get("dataset") or {}).get("digest")
+    if trained_on and splits.info.digest != trained_on:
+        warnings.append(
+            f"the data of {splits.info.source} is not the data the model was trained on "
+            "(its digest differs); the numbers describe the data as it is now"
+        )
+    chosen = {"train": splits.train, "validation": splits.validation, "test": splits.test}[split]
+    if split == "test" and splits.test_is_train:
+        warnings.append(f"{splits.info.source} has no test split; evaluating on the training data")
+        split = "train"
+    if chosen is None:
+        raise DataError(
+            f"{splits.info.source} has no validation split (the spec sets no "
+            "`dataset.validation_split`); use --split test or --split train"
+        )
+    return chosen.x, chosen.y, splits.info.source, split, warnings
+
+
+def _check_fits(x: np.ndarray, y: np.ndarray, model: Any, task: str, where: str) -> None:
+    expected = _single(model.input_shape)
+    if expected is None:
+        raise DataError("evaluate takes models with one input and one output")
+    found = tuple(x.shape[1:])
+    fits = len(found) == len(expected) and all(
+        e is None or e == f for e, f in zip(expected, found, strict=True)
+    )
+    if not fits:
+        raise DataError(f"{where}: examples have shape {found} but the model takes {expected}")
+    units = (_single(model.output_shape) or (None,))[-1]
+    if task == "multiclass" and units and (y.ndim == 1 or y.shape[-1] == 1):
+        labels = y.reshape(-1)
+        bad = (labels < 0) | (labels >= units) | (labels % 1 != 0)
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise DataError(
+                f"{where}: labels must be class indices 0..{units - 1}; {int(bad.sum())} are "
+                f"not, the first is {labels[first]!r} at index {first}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluate
+
+
+def _output_dir(model_path: Path, output_dir: Path | None) -> Path:
+    folder = output_dir if output_dir is not None else model_path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create {folder}: {error.strerror or error}") from error
+    return folder
+
+
+def _file_suffix(split: str, data: Path | None) -> str:
+    """evaluation.json for the test split; other splits and --data files get their own names,
+    so the run directory's test-set files are not replaced by other numbers."""
+    if data is not None:
+        return f"-{data.stem if data.is_file() else data.name}"
+    return "" if split == "test" else f"-{split}"
+
+
+def _classification(
+    task: str,
+    y: np.ndarray,
+    outputs: np.ndarray,
+    class_names: list[str] | None,
+) -> dict[str, Any]:
+    """Per-class scores, averages, confusion matrix and (binary) ROC AUC."""
+    if task == "multilabel":
+        truth = np.asarray(y).reshape(len(y), -1) >= 0.5
+        guessed = outputs.reshape(len(outputs), -1) >= BINARY_THRESHOLD
+        names = class_names or [str(i) for i in range(truth.shape[1])]
+        classes, averages = scores_from_counts(
+            names, (truth & guessed).sum(axis=0), guessed.sum(axis=0), truth.sum(axis=0)
+        )
+        return {"classes": classes, "averages": averages, "threshold": BINARY_THRESHOLD}
+    matrix = confusion_matrix(y, outputs, task)
+    names = list(class_names or [])
+    if len(names) != len(matrix):
+        names = [str(i) for i in range(len(matrix))]
+    classes, averages = scores_from_counts(
+        names, np.diag(matrix), matrix.sum(axis=0), matrix.sum(axis=1)
+    )
+    result: dict[str, Any] = {
+        "class_names": names,
+        "classes": classes,
+        "averages": averages,
+        "confusion": matrix,
+        "confused_pairs": most_confused(matrix, names, MOST_CONFUSED),
+    }
+    if task == "binary":
+        result["threshold"] = BINARY_THRESHOLD
+        result["roc_auc"] = roc_auc(true_classes(y, task), outputs)
+    return result
+
+
+def _misclassified(
+    x: np.ndarray, y: np.ndarray, outputs: np.ndarray, task: str, names: list[str]
+) -> tuple[np.ndarray, list[str]]:
+    """Up to MAX_MISCLASSIFIED wrong images, the most confident mistakes first, with titles."""
+    truth, guessed = true_classes(y, task), predicted_classes(outputs, task)
+    if task == "binary":
+        confidence = np.abs(outputs.reshape(-1) - 0.5) + 0.5
+    else:
+        confidence = outputs.max(axis=-1)
+    wrong = np.flatnonzero(truth != guessed)
+    wrong = wrong[np.argsort(-confidence[wrong], kind="stable")][:MAX_MISCLASSIFIED]
+    titles = [
+        f"true {names[truth[i]]}, predicted {names[guessed[i]]} ({confidence[i]:.2f})"
+        for i in wrong
+    ]
+    return x[wrong], titles
+
+
+def evaluate(
+    model_path: Path,
+    *,
+    split: str = "test",
+    data: Path | None = None,
+    output_dir: Path | None = None,
+) -> Evaluation:
+    """Evaluate a dlcli model on a split of the data it was trained on, or on `data`.
+
+    Writes evaluation.json, and for classifiers confusion_matrix.png (plus misclassified.png
+    for image data), beside the model or in `output_dir`.
+    """
+    from dlcli import artifact, report
+
+    loaded = artifact.load(model_path)
+    metadata = loaded.metadata or {}
+    task = metadata.get("task", "multiclass")
+    x, y, source, split, warnings = load_examples(metadata, loaded.path, split, data)
+    _check_fits(x, y, loaded.model, task, str(data or source))
+    if len(x) == 0:
+        raise DataError(f"{data or source}: the {split} split holds no examples")
+    batch_size = max(EVALUATE_BATCH_SIZE, int(metadata["spec"]["fit"].get("batch_size", 0)))
+    keras_metrics = loaded.model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+    outputs = np.asarray(loaded.model.predict(x, batch_size=batch_size, verbose=0))
+    details: dict[str, Any] = {}
+    if task in ("multiclass", "binary", "multilabel"):
+        details = _classification(task, y, outputs, metadata.get("class_names"))
+    else:
+        details["regression"] = regression_errors(y, outputs)
+
+    folder = _output_dir(loaded.path, output_dir)
+    suffix = _file_suffix(split, data)
+    files: dict[str, Path] = {}
+    if details.get("confusion") is not None:
+        files["confusion_matrix"] = folder / f"confusion_matrix{suffix}.png"
+        report.save_confusion_matrix(
+            details["confusion"], details["class_names"], files["confusion_matrix"]
+        )
+        is_image = (metadata.get("input") or {}).get("image") is not None or x.ndim in (3, 4)
+        images, titles = _misclassified(x, y, outputs, task, details["class_names"])
+        if is_image and len(images):
+            files["misclassified"] = folder / f"misclassified{suffix}.png"
+            report.save_image_grid(images, titles, files["misclassified"])
+    files["evaluation"] = folder / f"evaluation{suffix}.json"
+    evaluation = Evaluation(
+        model_path=loaded.path,
+        data=source,
+        split=split,
+        task=task,
+        examples=len(x),
+        metrics={name: float(value) for name, value in keras_metrics.items()},
+        files=files,
+        warnings=warnings,
+        **details,
+    )
+    artifact.write_json(files["evaluation"], evaluation.to_dict())
+    return evaluation

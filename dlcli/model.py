@@ -98,6 +98,36 @@ def build_model(spec: ModelSpec, name: str, *, float32_outputs: bool = False) ->
     return keras.Model(inputs=list(tensors[i.name] for i in spec.inputs), outputs=result, name=name)
 
 
+# Constructor arguments that give a preprocessing layer its statistics; without them it adapts.
+_STATISTICS = frozenset({"mean", "variance", "vocabulary", "bin_boundaries", "idf_weights"})
+
+
+def adapt_preprocessing(model: Any, spec: ModelSpec, x: Any) -> list[str]:
+    """`adapt()` the preprocessing layers (Normalization, ...) to the training data.
+
+    Returns the names of the layers adapted. A layer deeper in the model is adapted on what
+    reaches it, computed by the layers before it.
+    """
+    import keras
+
+    written = {layer.name: layer for layer in spec.layers if layer.name}
+    adapted = []
+    for index, layer in enumerate(model.layers):
+        if not hasattr(layer, "adapt"):
+            continue
+        layer_spec = written.get(layer.name) or (
+            spec.layers[index] if not spec.is_graph and index < len(spec.layers) else None
+        )
+        if layer_spec is not None and _STATISTICS & set(layer_spec.config):
+            continue
+        if any(layer.input is model_input for model_input in model.inputs):
+            layer.adapt(x)
+        else:
+            layer.adapt(keras.Model(model.inputs, layer.input).predict(x, verbose=0))
+        adapted.append(layer.name)
+    return adapted
+
+
 def _loss(loss: KerasObject | dict[str, KerasObject]) -> Any:
     import keras
 

@@ -150,3 +150,184 @@ def save_confusion_matrix(matrix: np.ndarray, labels: list[str], path: Path) -> 
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate and predict
+
+if TYPE_CHECKING:
+    from dlcli.evaluate import ClassScores, Evaluation
+    from dlcli.predict import PredictResult
+
+MAX_MATRIX_CLASSES = 20
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def evaluation(console: Console, result: Evaluation) -> None:
+    """The evaluation report: metrics, per-class scores, confusion matrix, files written."""
+    data = result.data if result.split == "all" else f"{result.data}, {result.split} split"
+    console.print(
+        f"Evaluated {result.model_path} on {data} ({result.examples:,} examples)",
+        markup=False, highlight=False, soft_wrap=True,
+    )  # fmt: skip
+    metrics = "  ".join(f"{name} {value:.4f}" for name, value in result.metrics.items())
+    console.print(metrics, markup=False, highlight=False)
+    if result.regression:
+        errors = result.regression
+        console.print(
+            f"MAE {_number(errors['mae'])}  MSE {_number(errors['mse'])}  "
+            f"RMSE {_number(errors['rmse'])}  R² {_number(errors['r2'])}",
+            highlight=False,
+        )
+    if result.task == "binary":
+        console.print(
+            f"ROC AUC {_number(result.roc_auc)} (threshold {result.threshold})", highlight=False
+        )
+    if result.classes:
+        console.print(_scores_table(result.classes, result.averages))
+    if result.confusion is not None:
+        if len(result.class_names) <= MAX_MATRIX_CLASSES:
+            console.print(_matrix_table(result.confusion, result.class_names))
+        if result.confused_pairs:
+            pairs = ", ".join(f"{t} as {p} ({n})" for t, p, n in result.confused_pairs)
+            notes(console, [f"Most confused (true as predicted): {pairs}"])
+    written = result.files.items()
+    notes(console, [f"{name.replace('_', ' ').capitalize()}: {path}" for name, path in written])
+
+
+def _scores_table(classes: list[ClassScores], averages: dict[str, ClassScores]) -> Table:
+    table = Table(title="Per class", title_justify="left")
+    table.add_column("class")
+    for column in ("precision", "recall", "f1", "support"):
+        table.add_column(column, justify="right")
+    rows = list(classes)
+    for index, item in enumerate([*rows, *averages.values()]):
+        table.add_row(
+            item.name, f"{item.precision:.4f}", f"{item.recall:.4f}", f"{item.f1:.4f}",
+            f"{item.support:,}", end_section=index == len(rows) - 1,
+        )  # fmt: skip
+    return table
+
+
+def _matrix_table(matrix: np.ndarray, names: list[str]) -> Table:
+    table = Table(title="Confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    table.add_column("")
+    for name in names:
+        table.add_column(name, justify="right")
+    for name, row in zip(names, matrix, strict=True):
+        table.add_row(name, *(str(count) for count in row))
+    return table
+
+
+def evaluation_json(console: Console, result: Evaluation) -> None:
+    """evaluation.json on stdout, nothing else."""
+    import json
+
+    console.out(json.dumps(result.to_dict(), indent=2), highlight=False)
+
+
+def notes(console: Console, lines: list[str]) -> None:
+    """Warnings and remarks (the chosen model, assumptions) as plain lines."""
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def save_image_grid(images: np.ndarray, titles: list[str], path: Path) -> None:
+    """A grid of images (grey or colour, any value range) with a title over each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(6, len(images))
+    rows = -(-len(images) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, image, title in zip(axes.flat, images, titles, strict=False):
+        image = np.asarray(image, dtype="float32")
+        if image.ndim == 3 and image.shape[-1] == 1:
+            image = image[..., 0]
+        low, high = float(image.min()), float(image.max())
+        image = (image - low) / (high - low) if high > low else np.zeros_like(image)
+        axis.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
+        axis.set_title(title, fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _top_cell(label: str, probability: float) -> str:
+    return f"{label} {probability:.1%}"
+
+
+def predictions(console: Console, result: PredictResult) -> None:
+    """A table: one row per input with its top-k labels and probabilities (or values)."""
+    table = Table(show_edge=False)
+    table.add_column("input")
+    rows = result.predictions
+    regression = result.task == "regression"
+    width = max((len(p.values if regression else p.labels) for p in rows), default=1)
+    if regression:
+        for index in range(width):
+            table.add_column("value" if width == 1 else f"value {index}", justify="right")
+    else:
+        for rank in range(1, width + 1):
+            table.add_column({1: "top 1"}.get(rank, f"{rank}"), justify="left")
+    for prediction in rows:
+        if regression:
+            cells = [f"{value:.4g}" for value in prediction.values]
+        else:
+            pairs = zip(prediction.labels, prediction.probabilities, strict=True)
+            cells = [_top_cell(label, probability) for label, probability in pairs]
+        table.add_row(prediction.name, *cells)
+    console.print(table, markup=False, highlight=False)
+
+
+def predictions_json(console: Console, result: PredictResult) -> None:
+    """One JSON document on stdout."""
+    import json
+
+    console.out(json.dumps(result.to_dict(), indent=2), highlight=False)
+
+
+def predictions_csv(console: Console, result: PredictResult) -> None:
+    """One CSV row per input: input, row, then label/probability pairs or the values."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    rows = result.predictions
+    if result.task == "regression":
+        width = max((len(p.values) for p in rows), default=1)
+        names = ["value"] if width == 1 else [f"value_{index}" for index in range(width)]
+        writer.writerow(["input", "row", *names])
+        for p in rows:
+            values = [f"{value:.6g}" for value in p.values]
+            writer.writerow([p.input, "" if p.row is None else p.row, *values])
+    else:
+        width = max((len(p.labels) for p in rows), default=1)
+        header = [f"{kind}_{n}" for n in range(1, width + 1) for kind in ("label", "probability")]
+        writer.writerow(["input", "row", *header])
+        for p in rows:
+            cells = [
+                cell
+                for label, probability in zip(p.labels, p.probabilities, strict=True)
+                for cell in (label, f"{probability:.6f}")
+            ]
+            writer.writerow([p.input, "" if p.row is None else p.row, *cells])
+    console.out(buffer.getvalue().rstrip("\n"), highlight=False)
+
+
+def prediction_output(console: Console, result: PredictResult, style: str) -> None:
+    """Predictions as a table, JSON (`style="json"`) or CSV (`style="csv"`)."""
+    {"json": predictions_json, "csv": predictions_csv}.get(style, predictions)(console, result)
+
+
+def skipped(console: Console, problems: list[str]) -> None:
+    """One line per input that could not be predicted."""
+    notes(console, [f"Skipped {problem}" for problem in problems])

@@ -99,9 +99,13 @@ def format_path(path: KeyPath) -> str:
 
 
 def _suggest(word: str, options: Iterable[str]) -> str:
-    lowered = {option.lower(): option for option in options}
-    close = difflib.get_close_matches(word.lower(), sorted(lowered), n=1, cutoff=0.6)
-    return f" (did you mean `{lowered[close[0]]}`?)" if close else ""
+    """` (did you mean `x`?)` for the closest option, exact case preferred, else ""."""
+    options = sorted(set(options))
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if not close:
+        lowered = {option.lower(): option for option in options}
+        close = [lowered[m] for m in difflib.get_close_matches(word.lower(), sorted(lowered), 1)]
+    return f" (did you mean `{close[0]}`?)" if close else ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,7 +227,9 @@ class KerasObject(BaseModel):
     def _from_yaml(cls, data: Any) -> Any:
         if isinstance(data, str):
             return {"class_name": data}
-        if isinstance(data, dict) and len(data) == 1 and "class_name" not in data:
+        if isinstance(data, KerasObject) or (isinstance(data, dict) and "class_name" in data):
+            return data
+        if isinstance(data, dict) and len(data) == 1:
             (class_name, config), *_ = data.items()
             if config is None:
                 config = {}
@@ -235,7 +241,7 @@ class KerasObject(BaseModel):
                 )
             return {"class_name": str(class_name), "config": config}
         raise PydanticCustomError(
-            "keras_object", "expected a name or a one-key mapping {{ClassName: {{arguments}}}}"
+            "keras_object", "expected a name, or a mapping of one class name to its arguments"
         )
 
     @model_serializer
@@ -522,7 +528,7 @@ def _check_object(
     if obj.class_name in refused:
         yield path, f"`{obj.class_name}` is refused: {refused[obj.class_name]}"
         return
-    usable = [n for n in names if n not in refused and n not in ("get", "serialize", "deserialize")]
+    usable = [n for n in catalog.identifiers(namespace) if n not in refused]
     resolved = catalog.resolve(namespace, obj.class_name)
     if resolved is None:
         if custom_allowed:

@@ -103,7 +103,7 @@ def check_against_model(splits: Splits, model: Any, task: str) -> None:
                     raise DataError(
                         f"{name} labels must be class indices 0..{units - 1} for a "
                         f"{units}-unit output; {int(bad.sum())} are not, the first is "
-                        f"{split.y[first]!r} at index {first}"
+                        f"{split.y[first].item()!r} at index {first}"
                     )
         if task in ("binary", "multilabel"):
             bad = ((split.y < 0) | (split.y > 1)).reshape(len(split.y), -1).any(axis=1)
@@ -186,7 +186,13 @@ def train(spec: Spec, spec_dir: Path, view: ProgressView, *, tensorboard: bool =
     import keras
 
     from dlcli.device import select_device
-    from dlcli.model import build_callbacks, build_model, compile_model, load_plugins
+    from dlcli.model import (
+        adapt_preprocessing,
+        build_callbacks,
+        build_model,
+        compile_model,
+        load_plugins,
+    )
 
     keras.utils.set_random_seed(spec.seed)
     device = select_device()
@@ -199,6 +205,7 @@ def train(spec: Spec, spec_dir: Path, view: ProgressView, *, tensorboard: bool =
     loss_name = str(spec.compile.loss.class_name if not isinstance(spec.compile.loss, dict) else "")
     task = task_of(loss_name, model.output_shape[-1] if not isinstance(model.output_shape, list) else 0)
     check_against_model(splits, model, task)
+    adapt_preprocessing(model, spec.model, splits.train.x)
 
     view.start(device.description, splits, run_dir)
     progress = _progress_callback(view, spec.fit.epochs, steps)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from typing import Any
 
 import numpy as np
@@ -55,7 +57,15 @@ Arrays = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def fetch(spec: DatasetSpec) -> Arrays:
-    """The raw `load_data()` arrays of a Keras dataset, or one DownloadError saying what to do."""
+    """The raw `load_data()` arrays of a Keras dataset, or one DownloadError saying what to do.
+
+    Keras reports downloads on stdout, which is for results; they go to stderr instead.
+    """
+    with contextlib.redirect_stdout(sys.stderr):
+        return _fetch(spec)
+
+
+def _fetch(spec: DatasetSpec) -> Arrays:
     if spec.name == "mnist":
         from dlcli.data.mnist import load_mnist
 

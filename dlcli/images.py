@@ -1,0 +1,226 @@
+"""The one path from an image file to model input, shared by training and `dlcli predict`.
+
+Training from image folders and predicting both decode with `open_image` and convert with
+`to_array`, so the two cannot drift apart. `open_image` refuses, before decoding, what is not a
+PNG, JPEG, BMP, GIF or WebP picture of at most `MAX_PIXELS` pixels, and turns truncated or
+corrupt data into one line naming the file. `to_array` makes an image look like the training
+images: their size and channels, their polarity (light ink on a dark background or dark on
+light) and, for models trained on MNIST, the MNIST framing of the digit.
+
+Opening an image turns PIL's decompression-bomb warning into an error through
+`warnings.catch_warnings`, which is not thread-safe: open images from one thread at a time.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from dlcli.data import ImageInfo, Polarity
+from dlcli.errors import InputError
+
+MAX_PIXELS = 40_000_000
+FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP")  # MPO: the multi-picture JPEG of cameras
+MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+WORKING_SIDE = 512  # MNIST framing works on a copy whose longer side is at most this
+MIN_CONTRAST = 32  # grey levels between ink and background for the ink to count as ink
+MNIST_BOX = 20 / 28  # MNIST digits fit a 20x20 box inside the 28x28 field
+SPECK_FRACTION = 0.05  # a run of ink lines holding less of the ink than this is a stray speck
+
+# PIL checks the size in the header when it opens a file: it warns above this and raises above
+# twice this. `open_image` turns the warning into an error too, so the limit is exactly this.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+# What PIL's decoders raise on truncated or corrupt data.
+_CORRUPT = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+_SIXTEEN_BIT = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+def open_image(path: Path) -> Image.Image:
+    """Decode an image file safely into mode L, LA, RGB or RGBA, turned upright as its EXIF says.
+
+    The format and the size are checked from the header, before any pixel is decoded. Of an
+    animation (GIF, WebP, APNG) the first frame is read. 16-bit grey is scaled to 8 bits, and
+    palette or colour-key transparency becomes an alpha channel.
+
+    Raises:
+        InputError: one line naming the path and the problem: no such file, not an image, an
+            unsupported format, over `MAX_PIXELS` pixels, or truncated or corrupt data.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (IsADirectoryError, PermissionError) as error:
+        raise InputError(f"{path}: cannot read the file ({error.strerror})") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not an image (cannot identify image file)") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise InputError(
+            f"{path}: the image is over the {MAX_PIXELS:,}-pixel limit (decompression bomb?)"
+        ) from None
+    except _CORRUPT:
+        raise InputError(f"{path}: truncated or corrupt image data") from None
+    with image:
+        if image.format not in FORMATS:
+            raise InputError(
+                f"{path}: {image.format} images are not supported; use PNG, JPEG, BMP, GIF or WebP"
+            )
+        try:
+            image.load()
+            ImageOps.exif_transpose(image, in_place=True)
+        except _CORRUPT:
+            raise InputError(f"{path}: truncated or corrupt image data") from None
+    return _normalized(image)
+
+
+def _normalized(image: Image.Image) -> Image.Image:
+    """The image in mode L, LA, RGB or RGBA."""
+    if image.mode in _SIXTEEN_BIT:
+        values = np.clip(np.asarray(image).astype(np.int64), 0, 65535)
+        return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8))
+    if image.mode in ("L", "LA", "RGB", "RGBA") and "transparency" not in image.info:
+        return image
+    if image.has_transparency_data:
+        return image.convert("RGBA")
+    return image.convert("L" if image.mode == "1" else "RGB")
+
+
+def to_array(image: Image.Image, info: ImageInfo, *, raw: bool = False) -> np.ndarray:
+    """The image as uint8 pixels (0..255) of shape (height, width, channels) of `info`.
+
+    Transparent pixels are laid on white when the visible content is dark and on black when it
+    is light, so that the content stays visible: a dark digit on a transparent canvas becomes
+    dark on white, a white one becomes white on black. Unless `raw`:
+
+    - when `info.polarity` is known and the image's own polarity (`estimate_polarity`) is the
+      opposite, the image is inverted (the alpha channel, if any, is kept);
+    - with `info.framing == "mnist"` the image is framed as the MNIST digits were: background
+      removed, contrast stretched, cropped to the ink, fitted into a 20x20 box (aspect ratio
+      kept, anti-aliased) and placed in the 28x28 field with its centre of mass at (14, 14).
+      MNIST framing implies light ink on a dark background.
+
+    With `raw` the image is only converted to the channels and resized; training from image
+    folders decodes that way.
+    """
+    mode = MODES.get(info.channels)
+    if mode is None:
+        raise InputError(
+            f"the model takes images with {info.channels} channels; dlcli reads images with "
+            "1 (grayscale), 3 (RGB) or 4 (RGBA) channels"
+        )
+    if info.framing == "mnist" and not raw:
+        gray = _with_channels(image, "L")
+        factor = -(-max(gray.size) // WORKING_SIDE)
+        working = np.asarray(gray.reduce(factor) if factor > 1 else gray)
+        framed = _frame_mnist(working, info.height, info.width)
+        return np.array(Image.fromarray(framed).convert(mode)).reshape(framed.shape + (-1,))
+    image = _with_channels(image, mode)
+    if image.size != (info.width, info.height):
+        image = image.resize((info.width, info.height), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    pixels = np.array(image).reshape(info.height, info.width, info.channels)
+    if not raw and info.polarity is not None:
+        gray = pixels[..., 0] if info.channels == 1 else np.asarray(image.convert("L"))
+        found = estimate_polarity(gray)
+        if found is not None and found != info.polarity:
+            pixels[..., :3] = 255 - pixels[..., :3]
+    return pixels
+
+
+def _with_channels(image: Image.Image, mode: str) -> Image.Image:
+    """The image in `mode`; for L and RGB, transparency is laid on a background that contrasts."""
+    if mode != "RGBA" and image.mode in ("LA", "RGBA") and image.getchannel("A").getextrema()[0] < 255:
+        rgba = image.convert("RGBA")
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.float64)
+        luminance = np.asarray(rgba.convert("L"), dtype=np.float64)
+        dark_content = (luminance * alpha).sum() < 128 * alpha.sum() or not alpha.any()
+        level = 255 if dark_content else 0
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (level, level, level, 255)), rgba)
+    return image if image.mode == mode else image.convert(mode)
+
+
+def _border_mask(shape: tuple[int, ...]) -> np.ndarray:
+    """A frame around the image, 1/32 of its shorter side wide (at least one pixel)."""
+    width = max(1, min(shape[:2]) // 32)
+    mask = np.ones(shape[:2], dtype=bool)
+    mask[width:-width, width:-width] = False
+    return mask
+
+
+def estimate_polarity(gray: np.ndarray) -> Polarity | None:
+    """Whether the content of a grayscale image is lighter or darker than its background.
+
+    The background is the median of a frame around the image; the content is whichever of the
+    darkest and the lightest pixels (0.5th and 99.5th percentiles) lies further from it, by at
+    least `MIN_CONTRAST` grey levels and 1.5 times as far as the other. None when neither does:
+    a blank image, or a photograph with no clear ink.
+    """
+    background = float(np.median(gray[_border_mask(gray.shape)]))
+    darkest, lightest = np.percentile(gray, [0.5, 99.5])
+    below, above = background - darkest, lightest - background
+    if above >= MIN_CONTRAST and above >= 1.5 * below:
+        return "light_on_dark"
+    if below >= MIN_CONTRAST and below >= 1.5 * above:
+        return "dark_on_light"
+    return None
+
+
+def _frame_mnist(gray: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Frame the ink of a grayscale image as in MNIST: light on dark, 20x20, centred by mass."""
+    if estimate_polarity(gray) == "dark_on_light":
+        gray = 255 - gray
+    values = gray.astype(np.float64)
+    mask = _border_mask(values.shape)
+    rows, columns = np.indices(values.shape)
+    border = values[mask]
+    spread = 1.4826 * np.median(np.abs(border - np.median(border))) + 1.0
+    background = np.abs(border - np.median(border)) <= 3 * spread  # ink on the border left out
+    # A plane fitted to the background follows light falling off across a photographed page.
+    design = np.column_stack([np.ones(mask.sum()), rows[mask], columns[mask]])[background]
+    plane = np.linalg.lstsq(design, border[background], rcond=None)[0]
+    residual = values - (plane[0] + plane[1] * rows + plane[2] * columns)
+    noise = 1.4826 * np.median(np.abs(residual[mask][background]))
+    ink = np.clip(residual, 0, None)
+    peak = float(np.percentile(ink, 99.9))
+    canvas = np.zeros((height, width), dtype=np.uint8)
+    if peak < MIN_CONTRAST:
+        return canvas  # no ink: an empty field
+    # Faint noise, JPEG artefacts and paper texture fall under the threshold; the strokes are
+    # stretched so that their cores are white, as in MNIST.
+    threshold = min(max(0.2 * peak, 4 * noise), 0.4 * peak)
+    strokes = np.clip((ink - threshold) / (0.6 * peak - threshold), 0, 1) * 255
+    top, bottom = _ink_span(strokes.sum(axis=1))
+    left, right = _ink_span(strokes[top:bottom].sum(axis=0))
+    crop = strokes[top:bottom, left:right].astype(np.float32)
+    scale = round(min(height, width) * MNIST_BOX) / max(crop.shape)
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+    digit = np.clip(np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.LANCZOS)), 0, 255)
+    mass = digit.sum()
+    centre_row = digit.sum(axis=1) @ np.arange(digit.shape[0]) / mass
+    centre_column = digit.sum(axis=0) @ np.arange(digit.shape[1]) / mass
+    # Shift by whole pixels, as MNIST did (its centres of mass lie within 0.5 px of (14, 14)),
+    # keeping the digit inside the field.
+    top = int(np.clip(np.floor(height / 2 - centre_row + 0.5), 0, height - digit.shape[0]))
+    left = int(np.clip(np.floor(width / 2 - centre_column + 0.5), 0, width - digit.shape[1]))
+    canvas[top : top + digit.shape[0], left : left + digit.shape[1]] = np.round(digit)
+    return canvas
+
+
+def _ink_span(profile: np.ndarray) -> tuple[int, int]:
+    """Start and end of the ink along one axis, given the ink summed across the other axis.
+
+    The profile splits into runs of lines with ink, separated by empty lines; runs holding
+    less than `SPECK_FRACTION` of the ink are stray specks and left out, unless none is larger.
+    """
+    filled = np.concatenate(([False], profile > 0, [False]))
+    edges = np.flatnonzero(filled[1:] != filled[:-1])
+    starts, ends = edges[::2], edges[1::2]
+    masses = np.array([profile[start:end].sum() for start, end in zip(starts, ends)])
+    kept = np.flatnonzero(masses >= min(SPECK_FRACTION * masses.sum(), masses.max()))
+    return int(starts[kept[0]]), int(ends[kept[-1]])

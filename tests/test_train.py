@@ -1,0 +1,183 @@
+"""`dlcli train` end to end on tiny data: run directories, the artifact, data checks, exit codes."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dlcli.cli import app
+from dlcli.errors import ConfigError
+
+from .conftest import CONFIGS, REPO
+
+runner = CliRunner()
+XOR = REPO / "configs" / "xor.yaml"
+
+
+def train(*args: str) -> object:
+    return runner.invoke(app, ["train", *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def xor_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object, object]:
+    """The shipped XOR spec trained twice in one folder (module scope: trained once)."""
+    folder = tmp_path_factory.mktemp("xor")
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.chdir(folder)
+    first, second = train(XOR), train(XOR, "--set", "fit.epochs=1")
+    monkeypatch.undo()
+    return folder, first, second
+
+
+def test_xor_is_learned_and_saved(xor_runs: tuple[Path, object, object]) -> None:
+    folder, result, _ = xor_runs
+    assert result.exit_code == 0, result.output
+    run_dir = folder / "runs" / "xor-1"
+    assert "On the training data (no test split): accuracy 1.0000" in result.stdout
+    assert f"Run directory: {run_dir}" in result.stdout
+    assert "Training on CPU (no GPU found)" in result.stderr
+    expected = {"spec.yaml", "model.keras", "history.csv", "metrics.json", "curves.png"}
+    assert expected <= {p.name for p in run_dir.iterdir()}
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["evaluated_on"] == "train" and metrics["train"]["accuracy"] == 1.0
+    assert metrics["epochs"] == 100
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,accuracy,loss") and len(history) == 101
+
+
+def test_artifact_embeds_everything_predict_needs(xor_runs: tuple[Path, object, object]) -> None:
+    folder, _, _ = xor_runs
+    with zipfile.ZipFile(folder / "runs" / "xor-1" / "model.keras") as archive:
+        assert {"config.json", "model.weights.h5", "dlcli.json"} <= set(archive.namelist())
+        metadata = json.loads(archive.read("dlcli.json"))
+    assert metadata["format"] == 1
+    assert set(metadata["versions"]) == {"dlcli", "keras", "tensorflow"}
+    assert metadata["task"] == "binary"
+    assert metadata["spec"]["seed"] == 1 and metadata["spec"]["name"] == "xor"
+    assert metadata["input"] == {"shape": [2], "dtype": "float32", "feature_names": None,
+                                 "image": None}  # fmt: skip
+    assert metadata["dataset"]["sizes"] == {"train": 4, "test": 0}
+    assert len(metadata["dataset"]["digest"]) == 64
+    assert metadata["training"]["device"] == "CPU (no GPU found)"
+
+
+def test_a_second_run_never_touches_the_first(xor_runs: tuple[Path, object, object]) -> None:
+    folder, _, second = xor_runs
+    assert second.exit_code == 0, second.output
+    assert (folder / "runs" / "xor-2" / "model.keras").is_file()
+    resolved = (folder / "runs" / "xor-2" / "spec.yaml").read_text()
+    assert "epochs: 1\n" in resolved and "seed: 1\n" in resolved
+    first = json.loads((folder / "runs" / "xor-1" / "metrics.json").read_text())
+    assert first["epochs"] == 100
+
+
+def test_seed_is_chosen_and_recorded_when_missing(tmp_path: Path) -> None:
+    spec = tmp_path / "xor.yaml"
+    spec.write_text(XOR.read_text().replace("seed: 1\n", ""))
+    result = train(spec, "--set", "fit.epochs=1")
+    assert result.exit_code == 0, result.output
+    resolved = (tmp_path / "runs" / "xor-1" / "spec.yaml").read_text()
+    assert "seed: " in resolved
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def npz_spec(tmp_path: Path, units: int = 3, loss: str = "sparse_categorical_crossentropy") -> Path:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: tiny\nseed: 0\ndataset:\n  npz: data.npz\nmodel:\n  input: [4]\n  layers:\n"
+        f"    - Dense: {{units: {units}, activation: softmax}}\n"
+        f"compile:\n  loss: {loss}\n  metrics: [accuracy]\nfit:\n  epochs: 1\n"
+    )
+    return spec
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        (
+            {"x_train": np.zeros((6, 5)), "y_train": np.zeros(6)},
+            "train data has examples of shape (5,) but the model input is (4,); change "
+            "`model.input` to [5] or reshape the data",
+        ),
+        (
+            {"x_train": np.zeros((6, 4)), "y_train": np.array([0, 1, 2, 3, 1, 7])},
+            "train labels must be class indices 0..2 for a 3-unit output; 2 are not, "
+            "the first is 3 at index 3",
+        ),
+        (
+            {"x_train": np.array([[0, 0, 0, 0]] * 3 + [[0, np.nan, 0, 0]] * 2), "y_train": np.zeros(5)},
+            "train data has 2 example(s) with NaN or Inf values; the first is index 3",
+        ),
+        (
+            {"x_train": np.zeros((6, 4)), "y_train": np.zeros(5)},
+            "data.npz: `x_train` has 6 rows but `y_train` has 5",
+        ),
+        (
+            {"x_train": np.array([[1, 2, 3, 4]] * 2, dtype=object), "y_train": np.zeros(2)},
+            "data.npz: `x_train`/`y_train` holds Python objects (pickle), which are refused; "
+            "save plain numeric arrays",
+        ),
+        (
+            {"features": np.zeros((6, 4)), "labels": np.zeros(6)},
+            "data.npz: no `x_train`/`y_train` arrays; it holds features, labels "
+            "(set dataset.npz.x_train/y_train)",
+        ),
+    ],
+)  # fmt: skip
+def test_data_problems_are_named_before_fit(
+    tmp_path: Path, arrays: dict[str, np.ndarray], message: str
+) -> None:
+    write_npz(tmp_path / "data.npz", **arrays)
+    result = train(npz_spec(tmp_path))
+    assert result.exit_code == 4, result.output
+    assert result.stderr.strip().endswith(message)
+    assert result.stderr.count("\n") <= 4 and "Traceback" not in result.output
+
+
+def test_missing_dataset_file(tmp_path: Path) -> None:
+    result = train(npz_spec(tmp_path))
+    assert result.exit_code == 4
+    assert f"Error: dataset file not found: {tmp_path / 'data.npz'}" in result.stderr
+
+
+def test_spec_error_exit_code_and_debug_traceback(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(XOR.read_text().replace("epochs: 100", "epochs: 0"))
+    result = train(spec)
+    assert result.exit_code == 3
+    assert result.stderr == (
+        f"Error: `fit.epochs` must be greater than 0. Received: 0 ({spec}, line 19)\n"
+    )
+    assert not (tmp_path / "runs").exists()
+    debug = runner.invoke(app, ["--debug", "train", str(spec)])
+    assert isinstance(debug.exception, ConfigError)
+
+
+def test_unwritable_output_folder_is_reported_before_training(tmp_path: Path) -> None:
+    (tmp_path / "runs").write_text("a file, not a folder")
+    result = train(XOR)
+    assert result.exit_code == 11
+    assert "Error: cannot create" in result.stderr and "runs" in result.stderr
+
+
+@pytest.mark.usefixtures("fake_keras_datasets")
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_shipped_config_trains(config: Path) -> None:
+    """Each config, on synthetic stand-ins of its dataset's shape, for one epoch."""
+    result = train(config, "--set", "fit.epochs=1")
+    assert result.exit_code == 0, result.output
+    run_dir = Path("runs") / f"{config.stem}-1"
+    metadata = json.loads(zipfile.ZipFile(run_dir / "model.keras").read("dlcli.json"))
+    assert metadata["spec"]["name"] == config.stem
+    assert (run_dir / "curves.png").stat().st_size > 1000
+    if metadata["task"] in ("multiclass", "binary"):
+        assert (run_dir / "confusion_matrix.png").is_file()
