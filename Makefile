@@ -17,6 +17,9 @@ train: setup
 	$(DLCLI) train configs/mnist.yaml
 
 test: setup
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: setup
 	$(PY) -m pytest -q
 
 lint: setup

@@ -15,6 +15,7 @@ from dlcli.spec import ImagesSource
 CHANNELS = {"grayscale": 1, "rgb": 3, "rgba": 4}
 POLARITY_SAMPLE = 256  # training images looked at to tell the polarity
 POLARITY_AGREEMENT = 0.9  # the share of them that must agree on it
+POLARITIES: tuple[Polarity, ...] = ("light_on_dark", "dark_on_light")
 
 
 def load_images(
@@ -55,10 +56,10 @@ def load_images(
                 f"{folders[split]}: its class folders {_names(sorted(classes))} differ from those "
                 f"of the training folder {folders['train']}: {_names(class_names)}"
             )
-    splits: dict[str, Split] = {}
+    decoded: dict[str, tuple[list[np.ndarray], list[int]]] = {}
     problems: list[str] = []
     for split, classes in files.items():
-        pixels, labels = [], []
+        pixels, labels = decoded.setdefault(split, ([], []))
         for index, name in enumerate(class_names):
             for path in classes[name]:
                 try:
@@ -67,19 +68,17 @@ def load_images(
                     problems.append(str(error))
                     continue
                 labels.append(index)
-        splits[split] = Split(
-            np.stack(pixels) if pixels else np.empty((0, height, width, image_info.channels)),
-            np.array(labels, dtype=np.int64),
-        )
     if problems:
         total = sum(len(paths) for classes in files.values() for paths in classes.values())
         message = f"{len(problems)} of {total} image files cannot be read; the first: {problems[0]}"
         if not skip_bad:
             raise DataError(message)
         warnings.warn(f"{message} (skipped)", stacklevel=2)
-    for split, data in splits.items():
-        if len(data) == 0:
+    splits: dict[str, Split] = {}
+    for split, (pixels, labels) in decoded.items():
+        if not pixels:
             raise DataError(f"{folders[split]}: none of its image files can be read")
+        splits[split] = Split(np.stack(pixels), np.array(labels, dtype=np.int64))
     polarity = _polarity(splits["train"].x) if image_info.channels == 1 else None
     info = DatasetInfo(
         source=source.train,
@@ -97,7 +96,7 @@ def _class_files(folder: Path) -> dict[str, list[Path]]:
         entry.name: sorted(
             path
             for path in entry.rglob("*")
-            if path.is_file() and not any(part.startswith(".") for part in path.parts[-1:])
+            if path.is_file()
             and not any(part.startswith(".") for part in path.relative_to(entry).parts)
         )
         for entry in folder.iterdir()
@@ -124,7 +123,7 @@ def _polarity(images: np.ndarray) -> Polarity | None:
     """The polarity that nearly all of an evenly spread sample of grayscale images share."""
     sample = images[:: max(1, len(images) // POLARITY_SAMPLE)][:POLARITY_SAMPLE]
     found = [estimate_polarity(image[..., 0]) for image in sample]
-    for polarity in ("light_on_dark", "dark_on_light"):
+    for polarity in POLARITIES:
         if found.count(polarity) >= POLARITY_AGREEMENT * len(found):
             return polarity
     return None
