@@ -68,8 +68,16 @@ def main_options(
 
 @app.command()
 def train(
-    spec_path: SpecPath,
+    spec_path: Annotated[
+        Path | None, typer.Argument(help="The YAML experiment spec.", show_default=False)
+    ] = None,
     overrides: Overrides = [],  # noqa: B006 (Typer reads the default)
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue an interrupted run from its backup.")
+    ] = None,
+    restart: Annotated[
+        bool, typer.Option(help="With --resume: start that run over (after a spec change).")
+    ] = False,
     tensorboard: Annotated[bool, typer.Option(help="Write TensorBoard logs.")] = False,
 ) -> None:
     """Train the model a spec describes, evaluate it on the test set and save it.
@@ -78,11 +86,21 @@ def train(
     """
     with _user_errors():
         from dlcli import report
+        from dlcli import train as training
         from dlcli.spec import load_spec
-        from dlcli.train import train as run_training
 
-        spec = load_spec(spec_path, overrides)
-        result = run_training(spec, spec_path.parent, report.TrainView(stderr), tensorboard=tensorboard)
+        view = report.TrainView(stderr)
+        if resume is not None:
+            spec, spec_dir = training.prepare_resume(resume, restart=restart)
+            result = training.train(spec, spec_dir, view, tensorboard=tensorboard, run_dir=resume)
+        elif spec_path is not None:
+            spec = load_spec(spec_path, overrides)
+            result = training.train(
+                spec, spec_path.parent, view, tensorboard=tensorboard, spec_file=spec_path,
+                overrides=overrides,
+            )  # fmt: skip
+        else:
+            raise typer.BadParameter("give a SPEC to train, or --resume RUN_DIR")
         report.train_result(stdout, result)
 
 
@@ -192,6 +210,7 @@ def predict(
         report.prediction_output(stdout, result, style)
         report.skipped(stderr, result.problems)
         result.raise_for_problems()
+
 
 def main() -> None:
     """Console-script entry point."""

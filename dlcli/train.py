@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import random
+import shlex
+import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,10 +21,21 @@ import numpy as np
 
 from dlcli import __version__
 from dlcli.data import Splits, check_finite, load_dataset
-from dlcli.errors import DataError, NonFiniteLossError, OutputError
-from dlcli.spec import Spec
+from dlcli.errors import (
+    ConfigError,
+    DataError,
+    DlcliError,
+    Interrupted,
+    NonFiniteLossError,
+    OutOfMemoryError,
+    OutputError,
+    TrainingError,
+)
+from dlcli.spec import Spec, format_path
 
 PREDICT_BATCH_SIZE = 1024
+BACKUP_DIR = "backup"
+RUN_RECORD = "run.json"  # what --resume needs besides spec.yaml: the spec's folder
 
 
 class ProgressView(Protocol):
@@ -122,27 +140,77 @@ def _steps_per_execution(spec: Spec, steps_per_epoch: int) -> int:
     return max(1, min(steps_per_epoch // 10, 64))
 
 
+class _Stop(Exception):
+    """Raised from a callback at a batch boundary to leave `fit` before the epoch ends.
+
+    Leaving by an exception skips `on_epoch_end`, so the backup keeps the last completed epoch
+    and no half-trained or NaN weights are written anywhere.
+    """
+
+    def __init__(self, epoch: int, batch: int, *, signal_number: int = 0, loss: float = 0.0):
+        super().__init__()
+        self.epoch, self.batch, self.signal_number, self.loss = epoch, batch, signal_number, loss
+
+
 def _progress_callback(view: ProgressView, epochs: int, steps: int) -> Any:
     import keras
 
     class Progress(keras.callbacks.Callback):
+        """Feeds the view; stops at the next batch boundary on a signal or a NaN/Inf loss."""
+
+        signal_number = 0
+        epoch = 1
+
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.epoch = epoch + 1
             view.start_epoch(epoch + 1, epochs, steps)
 
         def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-            loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
-                self.model.stop_training = True
-                self.non_finite = (self.epoch, batch + 1, float(loss))
-            view.advance(batch + 1, {k: float(v) for k, v in (logs or {}).items()})
+            logs = {key: float(value) for key, value in (logs or {}).items()}
+            if self.signal_number:
+                raise _Stop(self.epoch, batch + 1, signal_number=self.signal_number)
+            if not math.isfinite(logs.get("loss", 0.0)):
+                raise _Stop(self.epoch, batch + 1, loss=logs["loss"])
+            view.advance(batch + 1, logs)
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            self.epoch = epoch + 2
             view.end_epoch(epoch + 1, {k: float(v) for k, v in (logs or {}).items()})
 
-    progress = Progress()
-    progress.epoch, progress.non_finite = 1, None
-    return progress
+    return Progress()
+
+
+@contextmanager
+def _signals_stop(progress: Any) -> Iterator[None]:
+    """SIGINT and SIGTERM ask the progress callback to stop; a second signal acts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+
+    def request_stop(number: int, frame: Any) -> None:
+        progress.signal_number = number
+        for restored, handler in previous.items():
+            signal.signal(restored, handler)
+
+    for number in previous:
+        signal.signal(number, request_stop)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _read_history(path: Path) -> dict[str, list[float]]:
+    """history.csv (continuous across resumes) as columns; Keras writes NA for missing values."""
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = [key for key in (rows[0] if rows else {}) if key != "epoch"]
+    return {
+        key: [float(row[key]) for row in rows]
+        for key in columns
+        if all(row[key] not in ("", "NA") for row in rows)
+    }
 
 
 def metadata(
@@ -155,7 +223,11 @@ def metadata(
     info = splits.info
     image = info.image
     return {
-        "versions": {"dlcli": __version__, "keras": keras.__version__, "tensorflow": tf.__version__},
+        "versions": {
+            "dlcli": __version__,
+            "keras": keras.__version__,
+            "tensorflow": tf.__version__,
+        },
         "spec": spec.model_dump(mode="json", exclude_none=True),
         "dataset": {"source": info.source, "digest": info.digest, "sizes": info.sizes},
         "task": task,
@@ -170,18 +242,152 @@ def metadata(
     }
 
 
-def train(spec: Spec, spec_dir: Path, view: ProgressView, *, tensorboard: bool = False) -> TrainResult:
-    """Train the model a spec describes and write everything to a new run directory."""
+def _stopped(stop: _Stop, run_dir: Path) -> DlcliError:
+    """The error for leaving fit early: interrupted (resumable) or a NaN/Inf loss."""
+    backup = run_dir / BACKUP_DIR
+    kept = (
+        f"the backup of epoch {stop.epoch - 1} is in {backup}"
+        if (backup / "training_metadata.json").is_file()
+        else "no epoch had completed, so there is no backup"
+    )
+    if stop.signal_number:
+        name = signal.Signals(stop.signal_number).name
+        return Interrupted(
+            f"{name} in epoch {stop.epoch}, batch {stop.batch}: stopped; {kept}. "
+            f"Resume with: dlcli train --resume {_shell_path(run_dir)}",
+            128 + stop.signal_number,
+        )
+    return NonFiniteLossError(
+        f"the loss became {stop.loss} in epoch {stop.epoch} by batch {stop.batch}; training "
+        f"stopped and no model was saved ({kept}); lower the learning rate or check the data "
+        "for extreme values"
+    )
+
+
+def _failed(error: Exception, spec: Spec, run_dir: Path) -> Exception:
+    """Name the errors a user can act on; anything else stays a bug with its traceback."""
+    import tensorflow as tf
+
+    if isinstance(error, tf.errors.ResourceExhaustedError):
+        smaller = max(1, spec.fit.batch_size // 2)
+        return OutOfMemoryError(
+            f"out of memory with batch_size {spec.fit.batch_size}: train again with a smaller "
+            f"`fit.batch_size`, e.g. --set fit.batch_size={smaller}; the backup in "
+            f"{run_dir / BACKUP_DIR} is kept"
+        )
+    if (run_dir / BACKUP_DIR).is_dir() and isinstance(error, OSError | ValueError | KeyError):
+        return TrainingError(
+            f"the backup in {run_dir / BACKUP_DIR} cannot be restored ({error}); "
+            f"start the run over with: dlcli train --resume {_shell_path(run_dir)} --restart"
+        )
+    return error
+
+
+def _first_difference(old: Any, new: Any, path: tuple = ()) -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in [*old, *(k for k in new if k not in old)]:
+            found = _first_difference(old.get(key), new.get(key), (*path, key))
+            if found:
+                return found
+        return ""
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for index, (a, b) in enumerate(zip(old, new, strict=True)):
+            found = _first_difference(a, b, (*path, index))
+            if found:
+                return found
+        return ""
+    return "" if old == new else f"{format_path(path)}: {old!r} -> {new!r}"
+
+
+def prepare_resume(run_dir: Path, *, restart: bool = False) -> tuple[Spec, Path]:
+    """The spec and spec folder to continue `run_dir` with.
+
+    The run's own spec.yaml is the spec. If the spec file it came from has changed since, resuming
+    is refused (the backup belongs to the old spec) unless `restart`, which starts the run over
+    with the file as it is now. A finished run is not resumed.
+    """
+    import json
+
+    from dlcli.spec import load_spec
+
+    record_path = run_dir / RUN_RECORD
+    if not run_dir.is_dir():
+        raise ConfigError(f"--resume {run_dir}: no such run directory")
+    if not record_path.is_file() or not (run_dir / "spec.yaml").is_file():
+        raise ConfigError(f"--resume {run_dir}: not a dlcli run directory (no {RUN_RECORD})")
+    if (run_dir / "model.keras").exists() and not restart:
+        raise ConfigError(
+            f"--resume {run_dir}: this run finished (model.keras exists); nothing to resume"
+        )
+    record = json.loads(record_path.read_text())
+    recorded = load_spec(run_dir / "spec.yaml")
+    spec_file = Path(record["spec_file"]) if record.get("spec_file") else None
+    spec = recorded
+    if spec_file is not None and spec_file.is_file():
+        current = load_spec(spec_file, record.get("overrides", []))
+        if current.seed is None:
+            current = current.model_copy(update={"seed": recorded.seed})
+        change = _first_difference(
+            recorded.model_dump(mode="json"), current.model_dump(mode="json")
+        )
+        if change and not restart:
+            raise ConfigError(
+                f"--resume {run_dir}: {spec_file} changed since the run was interrupted "
+                f"({change}); undo the change to resume, or add --restart to start the run over"
+            )
+        spec = current
+    if restart:
+        for leftover in (run_dir / BACKUP_DIR, run_dir / "history.csv", run_dir / "model.keras"):
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            elif leftover.exists():
+                leftover.unlink()
+    return spec, Path(record["spec_dir"])
+
+
+def _shell_path(path: Path) -> str:
+    """A path as the user would type it: relative to the current folder when inside it."""
+    try:
+        return shlex.quote(str(path.relative_to(Path.cwd())))
+    except ValueError:
+        return shlex.quote(str(path))
+
+
+def train(
+    spec: Spec,
+    spec_dir: Path,
+    view: ProgressView,
+    *,
+    tensorboard: bool = False,
+    run_dir: Path | None = None,
+    spec_file: Path | None = None,
+    overrides: Sequence[str] = (),
+) -> TrainResult:
+    """Train the model a spec describes and write everything to a new run directory.
+
+    With `run_dir` (see `prepare_resume`), training continues in that run from its backup.
+    `spec_file` and `overrides` are recorded so that `--resume` can tell if the spec changed.
+    """
     started = time.perf_counter()
     if spec.seed is None:
         spec = spec.model_copy(update={"seed": random.SystemRandom().randrange(2**31)})
     assert spec.seed is not None
-    output_dir = Path(spec.output.dir)
-    output_dir = output_dir if output_dir.is_absolute() else Path.cwd() / output_dir
-    run_dir = new_run_dir(output_dir, spec.name)
+    resuming = run_dir is not None
+    if run_dir is None:
+        output_dir = Path(spec.output.dir)
+        run_dir = new_run_dir(
+            output_dir if output_dir.is_absolute() else Path.cwd() / output_dir, spec.name
+        )
     from dlcli import artifact, report
 
     artifact.atomic_write(run_dir / "spec.yaml", spec.to_yaml().encode())
+    if not resuming:
+        record = {
+            "spec_dir": str(spec_dir.resolve()),
+            "spec_file": str(spec_file.resolve()) if spec_file else None,
+            "overrides": list(overrides),
+        }
+        artifact.write_json(run_dir / RUN_RECORD, record)
 
     import keras
 
@@ -203,48 +409,51 @@ def train(spec: Spec, spec_dir: Path, view: ProgressView, *, tensorboard: bool =
         model = build_model(spec.model, spec.name, float32_outputs=device.mixed_precision)
         compile_model(model, spec, steps_per_execution=_steps_per_execution(spec, steps))
     loss_name = str(spec.compile.loss.class_name if not isinstance(spec.compile.loss, dict) else "")
-    task = task_of(loss_name, model.output_shape[-1] if not isinstance(model.output_shape, list) else 0)
+    task = task_of(
+        loss_name, model.output_shape[-1] if not isinstance(model.output_shape, list) else 0
+    )
     check_against_model(splits, model, task)
     adapt_preprocessing(model, spec.model, splits.train.x)
 
     view.start(device.description, splits, run_dir)
     progress = _progress_callback(view, spec.fit.epochs, steps)
+    backup_dir = run_dir / BACKUP_DIR
     callbacks = [
         *build_callbacks(spec),
         progress,
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
+        keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True),
     ]
     if tensorboard or spec.output.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
     validation = splits.validation
     fit_started = time.perf_counter()
     try:
-        history = model.fit(
-            splits.train.x,
-            splits.train.y,
-            batch_size=spec.fit.batch_size,
-            epochs=spec.fit.epochs,
-            validation_data=None if validation is None else (validation.x, validation.y),
-            shuffle=spec.fit.shuffle,
-            callbacks=callbacks,
-            verbose=0,
-        )
+        with _signals_stop(progress):
+            model.fit(
+                splits.train.x,
+                splits.train.y,
+                batch_size=spec.fit.batch_size,
+                epochs=spec.fit.epochs,
+                validation_data=None if validation is None else (validation.x, validation.y),
+                shuffle=spec.fit.shuffle,
+                callbacks=callbacks,
+                verbose=0,
+            )
+    except _Stop as stop:
+        raise _stopped(stop, run_dir) from None
+    except Exception as error:
+        raise _failed(error, spec, run_dir) from error
     finally:
         view.stop()
     fit_seconds = time.perf_counter() - fit_started
-    if progress.non_finite:
-        epoch, batch, value = progress.non_finite
-        raise NonFiniteLossError(
-            f"the loss became {value} in epoch {epoch}, batch {batch}; nothing was saved as the "
-            f"result (lower the learning rate, or check the data for extreme values)"
-        )
     batch_size = max(spec.fit.batch_size, PREDICT_BATCH_SIZE)
     test_metrics = model.evaluate(
         splits.test.x, splits.test.y, batch_size=batch_size, verbose=0, return_dict=True
     )
     test_metrics = {name: float(value) for name, value in test_metrics.items()}
     evaluated_on = "train" if splits.test_is_train else "test"
-    history_lists = {k: [float(v) for v in values] for k, values in history.history.items()}
+    history_lists = _read_history(run_dir / "history.csv")
     total_seconds = time.perf_counter() - started
     training = {
         "epochs": len(history_lists.get("loss", [])),
