@@ -94,8 +94,7 @@ def _check_archive(path: Path) -> dict[str, Any] | None:
             packed = max(1, sum(member.compress_size for member in members))
             if total > MAX_UNCOMPRESSED_BYTES or total / packed > MAX_COMPRESSION_RATIO:
                 raise ModelFileError(
-                    f"{path}: unpacks to {total:,} bytes from {packed:,} "
-                    "(a zip bomb?); refused"
+                    f"{path}: unpacks to {total:,} bytes from {packed:,} (a zip bomb?); refused"
                 )
             names = {member.filename for member in members}
             if "config.json" not in names:

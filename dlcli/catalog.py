@@ -153,7 +153,9 @@ def _alias_strings(namespace: str) -> frozenset[str]:
 
 def identifiers(namespace: str) -> set[str]:
     """Every name `resolve` accepts in a namespace, for suggesting the nearest one."""
-    names = {n for n in public_names(namespace) or {} if n not in ("get", "serialize", "deserialize")}
+    names = {
+        n for n in public_names(namespace) or {} if n not in ("get", "serialize", "deserialize")
+    }
     return names | set(_COMPILE_SHORTCUTS.get(namespace, ())) | _alias_strings(namespace)
 
 

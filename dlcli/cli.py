@@ -79,6 +79,9 @@ def train(
         bool, typer.Option(help="With --resume: start that run over (after a spec change).")
     ] = False,
     tensorboard: Annotated[bool, typer.Option(help="Write TensorBoard logs.")] = False,
+    skip_bad: Annotated[
+        bool, typer.Option(help="Leave out image files that cannot be read (counted).")
+    ] = False,
 ) -> None:
     """Train the model a spec describes, evaluate it on the test set and save it.
 
@@ -92,12 +95,14 @@ def train(
         view = report.TrainView(stderr)
         if resume is not None:
             spec, spec_dir = training.prepare_resume(resume, restart=restart)
-            result = training.train(spec, spec_dir, view, tensorboard=tensorboard, run_dir=resume)
+            result = training.train(
+                spec, spec_dir, view, tensorboard=tensorboard, run_dir=resume, skip_bad=skip_bad
+            )
         elif spec_path is not None:
             spec = load_spec(spec_path, overrides)
             result = training.train(
                 spec, spec_path.parent, view, tensorboard=tensorboard, spec_file=spec_path,
-                overrides=overrides,
+                overrides=overrides, skip_bad=skip_bad,
             )  # fmt: skip
         else:
             raise typer.BadParameter("give a SPEC to train, or --resume RUN_DIR")

@@ -1,4 +1,4 @@
-"""Where training runs: every GPU through MirroredStrategy, else the CPU; mixed precision on GPUs."""
+"""Where training runs: all GPUs (MirroredStrategy) or the CPU; mixed precision on GPUs."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ class Device:
         if self.kind == "CPU":
             return "CPU (no GPU found)"
         precision = ", mixed precision (float16)" if self.mixed_precision else ""
-        return f"{len(self.names)} GPU{'s' if len(self.names) > 1 else ''}: {', '.join(self.names)}{precision}"
+        plural = "s" if len(self.names) > 1 else ""
+        return f"{len(self.names)} GPU{plural}: {', '.join(self.names)}{precision}"
 
 
 def _mixed_precision_safe(details: dict[str, Any]) -> bool:

@@ -7,8 +7,9 @@ corrupt data into one line naming the file. `to_array` makes an image look like 
 images: their size and channels, their polarity (light ink on a dark background or dark on
 light) and, for models trained on MNIST, the MNIST framing of the digit.
 
-Opening an image turns PIL's decompression-bomb warning into an error through
-`warnings.catch_warnings`, which is not thread-safe: open images from one thread at a time.
+`open_image` turns PIL's decompression-bomb warning into an error, and silences its notes on
+odd metadata, through `warnings.catch_warnings`, which is not thread-safe: open images from
+one thread at a time.
 """
 
 from __future__ import annotations
@@ -51,10 +52,16 @@ def open_image(path: Path) -> Image.Image:
         InputError: one line naming the path and the problem: no such file, not an image, an
             unsupported format, over `MAX_PIXELS` pixels, or truncated or corrupt data.
     """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # PIL's notes on odd metadata, e.g. EXIF
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return _normalized(_decoded(path))
+
+
+def _decoded(path: Path) -> Image.Image:
+    """Open, check and decode an image file (first frame), raising InputError for any problem."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
+        image = Image.open(path)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (IsADirectoryError, PermissionError) as error:
@@ -77,7 +84,7 @@ def open_image(path: Path) -> Image.Image:
             ImageOps.exif_transpose(image, in_place=True)
         except _CORRUPT:
             raise InputError(f"{path}: truncated or corrupt image data") from None
-    return _normalized(image)
+    return image
 
 
 def _normalized(image: Image.Image) -> Image.Image:

@@ -149,7 +149,9 @@ def compile_model(model: Any, spec: Spec, *, steps_per_execution: int) -> None:
     optimizer_spec = spec.compile.optimizer
     config = {k: _argument(k, v, "compile.optimizer") for k, v in optimizer_spec.config.items()}
     try:
-        optimizer = keras.optimizers.get({"class_name": optimizer_spec.class_name, "config": config})
+        optimizer = keras.optimizers.get(
+            {"class_name": optimizer_spec.class_name, "config": config}
+        )
         metrics = spec.compile.metrics
         model.compile(
             optimizer=optimizer,

@@ -59,6 +59,8 @@ class TrainView:
         sizes = ", ".join(f"{name} {count:,}" for name, count in splits.info.sizes.items() if count)
         self.console.print(f"Training on {device}")
         self.console.print(f"Data: {splits.info.source} ({sizes})")
+        if splits.info.skipped:
+            self.console.print(f"Skipped {splits.info.skipped} image files that cannot be read")
         self.console.print(f"Run directory: {run_dir}")
         self.progress.start()
 
@@ -266,7 +268,7 @@ def _top_cell(label: str, probability: float) -> str:
 
 def predictions(console: Console, result: PredictResult) -> None:
     """A table: one row per input with its top-k labels and probabilities (or values)."""
-    table = Table(show_edge=False)
+    table = Table()
     table.add_column("input")
     rows = result.predictions
     regression = result.task == "regression"
@@ -276,7 +278,7 @@ def predictions(console: Console, result: PredictResult) -> None:
             table.add_column("value" if width == 1 else f"value {index}", justify="right")
     else:
         for rank in range(1, width + 1):
-            table.add_column({1: "top 1"}.get(rank, f"{rank}"), justify="left")
+            table.add_column(f"top {rank}")
     for prediction in rows:
         if regression:
             cells = [f"{value:.4g}" for value in prediction.values]

@@ -98,7 +98,7 @@ def format_path(path: KeyPath) -> str:
     return text
 
 
-def _suggest(word: str, options: Iterable[str]) -> str:
+def suggest(word: str, options: Iterable[str]) -> str:
     """` (did you mean `x`?)` for the closest option, exact case preferred, else ""."""
     options = sorted(set(options))
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
@@ -210,7 +210,7 @@ class _Strict(BaseModel):
                     raise PydanticCustomError(
                         "unknown_key",
                         "unknown key `{key}`{hint}; valid keys: {valid}",
-                        {"key": key, "hint": _suggest(str(key), valid), "valid": ", ".join(valid)},
+                        {"key": key, "hint": suggest(str(key), valid), "valid": ", ".join(valid)},
                     )
         return data
 
@@ -444,7 +444,7 @@ def _describe(error: dict[str, Any]) -> tuple[KeyPath, str]:
         message = message.split(", ", 1)[1]
     if error["type"] == "literal_error":
         options = re.findall(r"'([^']*)'", error["ctx"]["expected"])
-        message += _suggest(str(error["input"]), options)
+        message += suggest(str(error["input"]), options)
     value = error.get("input")
     if error["type"] in ("missing",):
         return path, "is required but missing"
@@ -493,7 +493,7 @@ def _check_layers(spec: Spec, layers: list[tuple[KeyPath, LayerSpec]]) -> Iterat
         if spec.model.is_graph:
             for source in layer.inputs or []:
                 if source not in known:
-                    hint = _suggest(source, known)
+                    hint = suggest(source, known)
                     yield (
                         (*path, layer.class_name, "from"),
                         (
@@ -512,7 +512,7 @@ def _check_layers(spec: Spec, layers: list[tuple[KeyPath, LayerSpec]]) -> Iterat
             )
     for index, output in enumerate(spec.model.outputs or []):
         if output not in known:
-            yield ("model", "outputs", index), f"`{output}` is not a layer{_suggest(output, known)}"
+            yield ("model", "outputs", index), f"`{output}` is not a layer{suggest(output, known)}"
 
 
 def _check_object(
@@ -536,7 +536,7 @@ def _check_object(
         yield (
             path,
             (
-                f"unknown {kind} `{obj.class_name}`{_suggest(obj.class_name, usable)}; "
+                f"unknown {kind} `{obj.class_name}`{suggest(obj.class_name, usable)}; "
                 f"see keras.{namespace} for the valid names"
             ),
         )
@@ -555,7 +555,7 @@ def _check_object(
                 argument_path,
                 (
                     f"`{obj.class_name}` has no argument `{argument}`"
-                    f"{_suggest(str(argument), accepted)}"
+                    f"{suggest(str(argument), accepted)}"
                 ),
             )
             continue

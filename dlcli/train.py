@@ -362,11 +362,13 @@ def train(
     run_dir: Path | None = None,
     spec_file: Path | None = None,
     overrides: Sequence[str] = (),
+    skip_bad: bool = False,
 ) -> TrainResult:
     """Train the model a spec describes and write everything to a new run directory.
 
     With `run_dir` (see `prepare_resume`), training continues in that run from its backup.
     `spec_file` and `overrides` are recorded so that `--resume` can tell if the spec changed.
+    `skip_bad` leaves out unreadable image files (counted) instead of refusing the dataset.
     """
     started = time.perf_counter()
     if spec.seed is None:
@@ -402,7 +404,7 @@ def train(
 
     keras.utils.set_random_seed(spec.seed)
     device = select_device()
-    splits = load_dataset(spec.dataset, spec_dir, spec.seed)
+    splits = load_dataset(spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad)
     load_plugins(spec.plugins)
     steps = math.ceil(len(splits.train) / spec.fit.batch_size)
     with device.strategy.scope():

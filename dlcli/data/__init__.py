@@ -43,6 +43,7 @@ class DatasetInfo:
     feature_names: list[str] | None = None
     sizes: dict[str, int] = field(default_factory=dict)
     digest: str = ""
+    skipped: int = 0  # unreadable files left out (image folders with skip_bad)
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,11 @@ def _split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     return Split(split.x[keep], split.y[keep]), Split(split.x[held], split.y[held])
 
 
-def load_dataset(spec: DatasetSpec, base_dir: Path, seed: int) -> Splits:
-    """Load the dataset a spec names; relative paths are relative to `base_dir` (the spec's)."""
+def load_dataset(spec: DatasetSpec, base_dir: Path, seed: int, *, skip_bad: bool = False) -> Splits:
+    """Load the dataset a spec names; relative paths are relative to `base_dir` (the spec's).
+
+    `skip_bad` leaves out image files that cannot be decoded instead of refusing the dataset.
+    """
     if spec.name:
         from dlcli.data.keras_datasets import load
 
@@ -102,7 +106,7 @@ def load_dataset(spec: DatasetSpec, base_dir: Path, seed: int) -> Splits:
     elif spec.images:
         from dlcli.data.images import load_images
 
-        train, validation, test, info = load_images(spec.images, base_dir)
+        train, validation, test, info = load_images(spec.images, base_dir, skip_bad=skip_bad)
     else:
         from dlcli.data.files import load_inline
 
@@ -126,6 +130,7 @@ def load_dataset(spec: DatasetSpec, base_dir: Path, seed: int) -> Splits:
         feature_names=info.feature_names,
         sizes=sizes,
         digest=digest(*arrays),
+        skipped=info.skipped,
     )
     return Splits(train, test, validation, test_is_train, info)
 

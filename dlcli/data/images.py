@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ def load_images(
         DataError: a folder is missing, has fewer than two classes, an empty class, or class
             names that differ from the training folder's; or files cannot be decoded (all are
             tried first; the message counts them and names the first). With `skip_bad`,
-            undecodable files are left out instead, with one warning that counts them.
+            undecodable files are left out instead and counted in `info.skipped`.
     """
     height, width = source.image_size
     image_info = ImageInfo(height, width, CHANNELS[source.color_mode])
@@ -59,7 +58,9 @@ def load_images(
     decoded: dict[str, tuple[list[np.ndarray], list[int]]] = {}
     problems: list[str] = []
     for split, classes in files.items():
-        pixels, labels = decoded.setdefault(split, ([], []))
+        pixels: list[np.ndarray] = []
+        labels: list[int] = []
+        decoded[split] = (pixels, labels)
         for index, name in enumerate(class_names):
             for path in classes[name]:
                 try:
@@ -73,17 +74,17 @@ def load_images(
         message = f"{len(problems)} of {total} image files cannot be read; the first: {problems[0]}"
         if not skip_bad:
             raise DataError(message)
-        warnings.warn(f"{message} (skipped)", stacklevel=2)
     splits: dict[str, Split] = {}
-    for split, (pixels, labels) in decoded.items():
-        if not pixels:
+    for split, (images, indices) in decoded.items():
+        if not images:
             raise DataError(f"{folders[split]}: none of its image files can be read")
-        splits[split] = Split(np.stack(pixels), np.array(labels, dtype=np.int64))
+        splits[split] = Split(np.stack(images), np.array(indices, dtype=np.int64))
     polarity = _polarity(splits["train"].x) if image_info.channels == 1 else None
     info = DatasetInfo(
         source=source.train,
         class_names=class_names,
         image=ImageInfo(height, width, image_info.channels, polarity),
+        skipped=len(problems),
     )
     return splits["train"], splits.get("validation"), splits.get("test"), info
 

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import csv
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from dlcli.data import DatasetInfo, Split
 from dlcli.errors import DataError
-from dlcli.spec import CsvSource
+from dlcli.spec import CsvSource, suggest
 
 CHUNK_ROWS = 1024  # rows converted to numbers at a time
+
+LabelKind = Literal["integer", "number", "class"]
 
 
 @dataclass(frozen=True)
 class _Table:
-    """One CSV file: its features as numbers, its labels as written, and their line numbers."""
+    """One CSV file: its feature columns as numbers, its labels as written, their lines."""
 
     path: Path
+    feature_names: list[str]
     x: np.ndarray
     labels: list[str]
     lines: list[int]
@@ -31,48 +34,199 @@ def load_csv(
 ) -> tuple[Split, Split | None, Split | None, DatasetInfo]:
     """Train, validation and test examples from CSV files (paths relative to `base_dir`).
 
-    The features are the columns listed in `source.features`, else every column but the label;
-    x is float32 of shape (rows, features). Labels that are all integers stay int64 (class
-    indices, class_names None); labels that are all numbers become float32 regression targets;
-    other labels are class names, sorted, and y holds their indices; a validation or test label
-    missing from the training labels is an error. Blank lines are skipped; a UTF-8 byte order
-    mark is allowed.
+    The features are the columns that `source.features` lists, else every column of the
+    training file but the label, found by name in every file; x is float32 of shape
+    (rows, features). Labels that are all integers stay int64 (class indices; class_names is
+    None); labels that are all numbers become float32 regression targets; any other labels are
+    class names, sorted, and y holds their int64 indices. Blank lines (and rows of empty cells)
+    are skipped, and a UTF-8 byte order mark is allowed.
 
     Raises:
-        DataError: one line naming the file (and the line and column where it applies): a
+        DataError: one line naming the file, and the line and column where they apply: a
             missing or empty file, no data rows, an unknown label or feature column, a row with
-            the wrong number of columns, a value that is not a finite number, or an unknown label.
+            the wrong number of columns, a value that is not a finite number, or a validation
+            or test label that the training file does not have.
     """
-    paths = {
-        split: base_dir / Path(path).expanduser()
-        for split, path in (
-            ("train", source.train),
-            ("validation", source.validation),
-            ("test", source.test),
-        )
-        if path is not None
-    }
-    train = _read_table(paths["train"], source.label, source.features)
-    feature_names = _header(paths["train"])
-    feature_names = source.features or [name for name in feature_names if name != source.label]
-    tables = {"train": train} | {
-        split: _read_table(path, source.label, feature_names)
-        for split, path in paths.items()
-        if split != "train"
-    }
-    texts = [text for table in tables.values() for text in table.labels]
-    class_names: list[str] | None = None
+    train = _read_table(base_dir / Path(source.train).expanduser(), source.label, source.features)
+    others = [
+        None
+        if path is None
+        else _read_table(base_dir / Path(path).expanduser(), source.label, train.feature_names)
+        for path in (source.validation, source.test)
+    ]
+    texts = [text for table in (train, *others) if table is not None for text in table.labels]
+    kind: LabelKind = "class"
     if all(_is_integer(text) for text in texts):
-        labels = {split: np.array([int(text) for text in table.labels], dtype=np.int64)
-                  for split, table in tables.items()}
+        kind = "integer"
     elif all(_is_number(text) for text in texts):
-        labels = {split: _targets(table, source.label) for split, table in tables.items()}
-    else:
-        class_names = sorted(set(train.labels))
-        labels = {
-            split: _class_indices(table, class_names, paths["train"])
-            for split, table in tables.items()
-        }
-    splits = {split: Split(table.x, labels[split]) for split, table in tables.items()}
-    info = DatasetInfo(source=source.train, class_names=class_names, feature_names=feature_names)
-    return splits["train"], splits.get("validation"), splits.get("test"), info
+        kind = "number"
+    class_names = sorted(set(train.labels))
+
+    def split(table: _Table) -> Split:
+        return Split(table.x, _labels(table, kind, class_names, train.path))
+
+    validation, test = (None if table is None else split(table) for table in others)
+    info = DatasetInfo(
+        source=source.train,
+        class_names=class_names if kind == "class" else None,
+        feature_names=train.feature_names,
+    )
+    return split(train), validation, test, info
+
+
+def _read_table(path: Path, label: str, feature_names: list[str] | None) -> _Table:
+    """Read and check one CSV file; `feature_names` None means every column but the label."""
+    if not path.is_file():
+        raise DataError(f"dataset file not found: {path}")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as file:
+            reader = csv.reader(file, strict=True)
+            header = [name.strip() for name in next(reader, [])]
+            if not header:
+                raise DataError(
+                    f"{path}: the file is empty; expected a header row naming the columns, "
+                    "then one row per example"
+                )
+            feature_names = _feature_names(header, label, feature_names, path)
+            label_column = _column(header, label, "label", path)
+            feature_columns = [_column(header, name, "feature", path) for name in feature_names]
+            chunks: list[np.ndarray] = []
+            labels: list[str] = []
+            lines: list[int] = []
+            rows: list[list[str]] = []
+            for row in reader:
+                if not "".join(row).strip():
+                    continue
+                if len(row) != len(header):
+                    raise DataError(
+                        f"{path}, line {reader.line_num}: {len(row)} columns, but the header "
+                        f"has {len(header)}"
+                    )
+                text = row[label_column].strip()
+                if not text:
+                    raise DataError(f"{path}, line {reader.line_num}: the label `{label}` is empty")
+                labels.append(text)
+                lines.append(reader.line_num)
+                rows.append([row[column] for column in feature_columns])
+                if len(rows) == CHUNK_ROWS:
+                    chunks.append(_numbers(rows, lines[-len(rows) :], feature_names, path))
+                    rows = []
+            if rows:
+                chunks.append(_numbers(rows, lines[-len(rows) :], feature_names, path))
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text ({error.reason}); save it as UTF-8") from None
+    except csv.Error as error:
+        raise DataError(f"{path}, line {reader.line_num}: {error}") from None
+    if not labels:
+        raise DataError(f"{path}: no data rows after the header")
+    return _Table(path, feature_names, np.concatenate(chunks), labels, lines)
+
+
+def _feature_names(
+    header: list[str], label: str, feature_names: list[str] | None, path: Path
+) -> list[str]:
+    """The feature columns: those listed, else every column but the label; checked."""
+    if feature_names is None:
+        feature_names = [name for name in header if name != label]
+        if "" in feature_names:
+            raise DataError(
+                f"{path}: column {header.index('') + 1} has no name in the header "
+                "(a saved DataFrame index? save it with index=False, or list the "
+                "feature columns in dataset.csv.features)"
+            )
+    if label in feature_names:
+        raise DataError(
+            f"{path}: `{label}` is both the label and a feature; "
+            "leave it out of dataset.csv.features"
+        )
+    if not feature_names:
+        raise DataError(f"{path}: no feature columns besides the label `{label}`")
+    return feature_names
+
+
+def _column(header: list[str], name: str, role: str, path: Path) -> int:
+    """The index of the column `name`, or a DataError that lists the columns there are."""
+    count = header.count(name)
+    if count == 1:
+        return header.index(name)
+    if count > 1:
+        raise DataError(f"{path}: {count} columns are named `{name}`; give each a unique name")
+    hint = suggest(name, header)
+    if len(header) == 1 and (";" in header[0] or "\t" in header[0]):
+        hint = " (the columns seem separated by `;` or tabs; dlcli reads comma-separated files)"
+    setting = "dataset.csv.label" if role == "label" else "dataset.csv.features"
+    raise DataError(
+        f"{path}: no {role} column `{name}`{hint}; the columns are {_listing(header)} "
+        f"(see {setting})"
+    )
+
+
+def _listing(names: list[str]) -> str:
+    """`a`, `b`, `c`: the first ten names, then how many more there are."""
+    shown = ", ".join(f"`{name}`" for name in names[:10])
+    return f"{shown} and {len(names) - 10} more" if len(names) > 10 else shown
+
+
+def _numbers(rows: list[list[str]], lines: list[int], names: list[str], path: Path) -> np.ndarray:
+    """A chunk of feature values as float32, or a DataError naming the first bad value."""
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
+        try:
+            values = np.array(rows, dtype=np.float32)
+        except ValueError:
+            values = None
+        if values is not None and np.isfinite(values).all():
+            return values
+        for row, line in zip(rows, lines, strict=True):
+            for name, text in zip(names, row, strict=True):
+                where = f"{path}, line {line}, column `{name}`"
+                if not text.strip():
+                    raise DataError(f"{where}: the value is empty; fill in or drop missing values")
+                try:
+                    number = np.float32(text)
+                except ValueError:
+                    raise DataError(f"{where}: `{text}` is not a number") from None
+                if not np.isfinite(number):
+                    raise DataError(f"{where}: `{text}` is not a finite float32 number")
+        raise DataError(f"{path}: the features cannot be read as numbers")
+
+
+def _is_integer(text: str) -> bool:
+    """Whether `int()` reads the text."""
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_number(text: str) -> bool:
+    """Whether `float()` reads the text (NaN and infinity included; they are refused later)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _labels(table: _Table, kind: LabelKind, class_names: list[str], train_path: Path) -> np.ndarray:
+    """The labels of one file: int64 integers, float32 targets or int64 indices of classes."""
+    if kind == "integer":
+        return np.array([int(text) for text in table.labels], dtype=np.int64)
+    if kind == "number":
+        with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
+            targets = np.array([float(text) for text in table.labels], dtype=np.float32)
+        bad = np.flatnonzero(~np.isfinite(targets))
+        if bad.size:
+            line, text = table.lines[bad[0]], table.labels[bad[0]]
+            raise DataError(
+                f"{table.path}, line {line}: the label `{text}` is not a finite float32 number"
+            )
+        return targets
+    index = {name: position for position, name in enumerate(class_names)}
+    for text, line in zip(table.labels, table.lines, strict=True):
+        if text not in index:
+            raise DataError(
+                f"{table.path}, line {line}: the label `{text}` does not occur in the training "
+                f"file {train_path}, whose labels are {_listing(class_names)}"
+            )
+    return np.array([index[text] for text in table.labels], dtype=np.int64)
