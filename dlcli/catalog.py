@@ -138,7 +138,7 @@ def _snake_case(name: str) -> str:
 
 @cache
 def _alias_strings(namespace: str) -> frozenset[str]:
-    """String keys of the dict literals in `keras.src.<namespace>` (its ALL_OBJECTS_DICT aliases)."""
+    """String keys of the dict literals in `keras.src.<namespace>` (its ALL_OBJECTS_DICT)."""
     path = _module_file(f"keras.src.{namespace}")
     if path is None:
         return frozenset()
