@@ -7,10 +7,12 @@ reference, the task, class names, how inputs must look, final metrics, time and 
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import tempfile
 import zipfile
+import zlib
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,10 +60,11 @@ def write_json(path: Path, data: Any) -> None:
 def save(model: Any, metadata: dict[str, Any], path: Path) -> None:
     """Save `model` with `metadata` as dlcli.json; an earlier file is replaced only on success."""
     metadata = {"format": FORMAT_VERSION, **metadata}
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
-    os.close(handle)
-    temporary = Path(name)
+    temporary = None
     try:
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
+        os.close(handle)
+        temporary = Path(name)
         model.save(temporary)
         with zipfile.ZipFile(temporary, "a") as archive:
             archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2, default=str))
@@ -71,18 +74,30 @@ def save(model: Any, metadata: dict[str, Any], path: Path) -> None:
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
     finally:
-        with suppress(OSError):
-            temporary.unlink()
+        if temporary is not None:
+            with suppress(OSError):
+                temporary.unlink()
 
 
 def _walk(config: Any) -> Any:
-    if isinstance(config, dict):
-        yield config
-        for value in config.values():
-            yield from _walk(value)
-    elif isinstance(config, list):
-        for value in config:
-            yield from _walk(value)
+    """Every mapping in a JSON document, without recursion (a hostile file nests deeply)."""
+    pending = [config]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            yield node
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+
+
+def _parse_member(path: Path, member: str, data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise ModelFileError(f"{path}: {member} inside is corrupt ({error})") from error
+    except RecursionError as error:
+        raise ModelFileError(f"{path}: {member} inside is corrupt (nested too deeply)") from error
 
 
 def _check_archive(path: Path) -> dict[str, Any] | None:
@@ -100,19 +115,22 @@ def _check_archive(path: Path) -> dict[str, Any] | None:
             if "config.json" not in names:
                 raise ModelFileError(f"{path}: not a Keras model file (no config.json inside)")
             config_text = archive.read("config.json").decode("utf-8", "replace")
-            metadata = (
-                json.loads(archive.read(METADATA_MEMBER)) if METADATA_MEMBER in names else None
-            )
+            metadata_data = archive.read(METADATA_MEMBER) if METADATA_MEMBER in names else None
     except zipfile.BadZipFile as error:
         raise ModelFileError(
             f"{path}: not a Keras model file (not a zip archive: truncated or corrupt?)"
         ) from error
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ModelFileError(f"{path}: {METADATA_MEMBER} inside is corrupt ({error})") from error
-    try:
-        config = json.loads(config_text)
-    except json.JSONDecodeError as error:
-        raise ModelFileError(f"{path}: config.json inside is corrupt ({error})") from error
+    except (zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as error:
+        # a damaged deflate stream, an unknown compression method, an encrypted member
+        raise ModelFileError(
+            f"{path}: not a Keras model file (cannot be unpacked: {error})"
+        ) from error
+    metadata = None
+    if metadata_data is not None:
+        metadata = _parse_member(path, METADATA_MEMBER, metadata_data)
+        if not isinstance(metadata, dict):
+            raise ModelFileError(f"{path}: {METADATA_MEMBER} inside is corrupt (not an object)")
+    config = _parse_member(path, "config.json", config_text.encode())
     if any(marker in config_text for marker in _UNSAFE_MARKERS):
         raise ModelFileError(f"{path}: asks for unsafe deserialization; refused")
     for node in _walk(config):
@@ -124,6 +142,16 @@ def _check_archive(path: Path) -> dict[str, Any] | None:
                 f"{path}: names the Python module `{module}` ({class_name}); "
                 "only Keras's own objects are loaded"
             )
+        # "builtins" stands for Keras's own functions (relu, mse); never for Python's eval
+        registered = str(node.get("registered_name") or "")
+        names = [node.get("config")] if module == "builtins" else []
+        if registered.startswith("builtins>"):
+            names.append(registered.removeprefix("builtins>"))
+        for name in names:
+            if isinstance(name, str) and hasattr(builtins, name):
+                raise ModelFileError(
+                    f"{path}: names Python's built-in `{name}`; only Keras's own objects are loaded"
+                )
     return metadata
 
 

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from dlcli.errors import DlcliError
+from dlcli.errors import ConfigError, DlcliError
 
 app = typer.Typer(
     help="Train, evaluate and use Keras models from YAML experiment specs.",
@@ -93,6 +93,12 @@ def train(
         from dlcli.spec import load_spec
 
         view = report.TrainView(stderr)
+        if resume is not None and (spec_path is not None or overrides):
+            given = " ".join([str(spec_path or ""), *(f"--set {o}" for o in overrides)]).strip()
+            raise ConfigError(
+                f"--resume continues {resume} with its own spec.yaml, so `{given}` cannot be "
+                "applied; to change the spec, edit the spec file and add --restart"
+            )
         if resume is not None:
             spec, spec_dir = training.prepare_resume(resume, restart=restart)
             result = training.train(
@@ -149,8 +155,9 @@ def schema() -> None:
     print(json_schema())
 
 
-ModelPath = Annotated[
-    Path, typer.Argument(help="A .keras model trained by dlcli.", show_default=False)
+ModelPath = Annotated[  # str, not Path: Path would turn a URL's // into /
+    str,
+    typer.Argument(help="A .keras model trained by dlcli.", show_default=False, metavar="MODEL"),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document, nothing else.")]
 
@@ -158,13 +165,19 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document,
 @app.command()
 def evaluate(
     model_path: ModelPath,
-    split: Annotated[str, typer.Option(help="The split: test, validation or train.")] = "test",
+    split: Annotated[
+        str, typer.Option(help="test, validation or train.", metavar="SPLIT")
+    ] = "test",
     data: Annotated[
-        Path | None, typer.Option(help="Evaluate on this .npz or .csv file or image folder.")
+        Path | None,
+        typer.Option(help="Evaluate on this .npz or .csv file or image folder.", metavar="PATH"),
     ] = None,
     json_output: JsonFlag = False,
     output: Annotated[
-        Path | None, typer.Option(help="Folder for evaluation.json and plots [default: beside it].")
+        Path | None,
+        typer.Option(
+            help="Folder for evaluation.json and plots [default: beside it].", metavar="DIR"
+        ),
     ] = None,
 ) -> None:
     """Report metrics, per-class scores and the confusion matrix of a trained model.
@@ -187,16 +200,23 @@ def predict(
         typer.Argument(
             help="Image files, folders or glob patterns; .csv or .npy rows for other models.",
             show_default=False,
+            metavar="INPUT",
         ),
     ],
     model: Annotated[
-        Path | None, typer.Option(help="The .keras model [default: the newest runs/*/model.keras].")
+        str | None,
+        typer.Option(
+            help="The .keras model [default: the newest runs/*/model.keras].", metavar="PATH"
+        ),
     ] = None,
-    top_k: Annotated[int, typer.Option(min=1, help="Labels shown per input.")] = 3,
+    top_k: Annotated[int, typer.Option(min=1, help="Labels shown per input.", metavar="N")] = 3,
     json_output: JsonFlag = False,
     csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV rows.")] = False,
     raw: Annotated[
-        bool, typer.Option(help="Only convert and resize images: no inversion, no MNIST framing.")
+        bool,
+        typer.Option(
+            "--raw", help="Only convert and resize images: no inversion, no MNIST framing."
+        ),
     ] = False,
 ) -> None:
     """Predict labels (or values) for images, or rows of features, with a trained model.

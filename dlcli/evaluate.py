@@ -8,6 +8,7 @@ errors are computed from `model.predict` on the same examples.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,12 +207,22 @@ def _single(shape: Any) -> tuple[Any, ...] | None:
     return tuple(shape[1:])
 
 
+def _recorded_spec_dir(metadata: dict[str, Any], model_path: Path) -> list[Path]:
+    """The spec's folder as dlcli.json or the run directory's run.json records it, if they do."""
+    import json
+
+    recorded = [metadata.get("spec_dir")]
+    with suppress(OSError, ValueError, AttributeError):
+        recorded.append(json.loads((model_path.parent / "run.json").read_text()).get("spec_dir"))
+    return [Path(folder) for folder in recorded if isinstance(folder, str)]
+
+
 def _dataset_base_dir(dataset: Any, metadata: dict[str, Any], model_path: Path) -> Path:
     """The folder the spec's relative dataset paths start from.
 
-    dlcli.json may name it (`spec_dir`); otherwise the folder `dlcli train` was run from (the
-    run directory's parent's parent, for the default `output.dir: runs`) and the current
-    folder are tried, in that order.
+    The spec's folder where dlcli.json or the run directory's run.json records it; otherwise
+    the folder `dlcli train` was run from (the run directory's parent's parent, for the
+    default `output.dir: runs`) and the current folder are tried, in that order.
     """
     relative = [
         value
@@ -220,7 +231,7 @@ def _dataset_base_dir(dataset: Any, metadata: dict[str, Any], model_path: Path) 
         for value in (getattr(source, "path", None), getattr(source, "train", None))
         if value and not Path(value).expanduser().is_absolute()
     ]
-    candidates = [Path(metadata["spec_dir"])] if metadata.get("spec_dir") else []
+    candidates = _recorded_spec_dir(metadata, model_path)
     candidates += [model_path.resolve().parent.parent.parent, Path.cwd()]
     if not relative:
         return candidates[0]
@@ -410,7 +421,7 @@ def _misclassified(
 
 
 def evaluate(
-    model_path: Path,
+    model_path: Path | str,
     *,
     split: str = "test",
     data: Path | None = None,

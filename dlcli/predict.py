@@ -1,7 +1,7 @@
 """Input files -> model inputs (images, .csv, .npy) -> ranked predictions.
 
 Everything about how inputs must look comes from the dlcli.json inside the model: the input
-shape and dtype, and for images their size, channels, polarity and framing, so an image is
+shape, and for images their size, channels, polarity and framing, so an image is
 turned into exactly what the model was trained on (`dlcli.images.to_array`). A plain Keras
 model without dlcli.json is used when its input shape is unambiguous, and the assumption is
 said. Files that cannot be read are reported one by one; the others are still predicted.
@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import csv
 import glob
+import os
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ import numpy as np
 from dlcli.errors import InputError, ModelFileError
 
 PREDICT_BATCH_SIZE = 1024
+WORKERS = min(4, os.cpu_count() or 1)  # threads converting images (numpy and PIL release the GIL)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 TABLE_SUFFIXES = (".csv", ".npy")
 MAX_CSV_BYTES = 256 * 1024**2
@@ -83,7 +87,6 @@ class InputDescription:
     """What the model takes: from dlcli.json, or assumed from a plain Keras model's shape."""
 
     shape: tuple[int | None, ...]  # without the batch axis
-    dtype: str
     task: str
     class_names: list[str] | None
     image: Any = None  # dlcli.data.ImageInfo
@@ -128,7 +131,6 @@ def describe_inputs(
         return (
             InputDescription(
                 shape=shape,
-                dtype=described.get("dtype", "float32"),
                 task=metadata.get("task", "multiclass"),
                 class_names=metadata.get("class_names"),
                 image=info,
@@ -159,7 +161,6 @@ def describe_inputs(
     }[task]
     description = InputDescription(
         shape=shape,
-        dtype="float32",
         task=task,
         class_names=None,
         image=None if image_shape is None else ImageInfo(*image_shape),
@@ -207,21 +208,6 @@ def expand_inputs(inputs: list[str], suffixes: tuple[str, ...]) -> tuple[list[Pa
         else:
             problems.append(f"{text}: no such file")
     return list(files), problems
-
-
-def _to_model_shape(array: np.ndarray, description: InputDescription) -> np.ndarray:
-    """An image array (h, w, c) in the layout of the model input, e.g. (28, 28) for MNIST."""
-    if len(description.shape) == 2 and array.ndim == 3:
-        array = array[..., 0]
-    return array
-
-
-def _read_image(path: Path, description: InputDescription, raw: bool) -> np.ndarray:
-    from dlcli import images
-
-    return _to_model_shape(
-        images.to_array(images.open_image(path), description.image, raw=raw), description
-    )
 
 
 def _is_number(text: str) -> bool:
@@ -305,24 +291,60 @@ def _read_npy(path: Path, description: InputDescription) -> np.ndarray:
     return array
 
 
-def _examples(path: Path, description: InputDescription, raw: bool) -> np.ndarray:
-    """All examples in one file, shaped as the model takes them (one for an image)."""
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
+def _rows(path: Path, description: InputDescription) -> np.ndarray:
+    """The examples of a .npy or .csv file; an image file for a model that takes rows fails."""
+    if path.suffix.lower() == ".npy":
         return _read_npy(path, description)
-    if suffix == ".csv":
+    if path.suffix.lower() == ".csv":
         return _read_csv(path, description)
-    if description.image is None:
-        raise InputError(
-            f"{path}: the model takes rows of {description.shape[0]} features (.csv or .npy "
-            "files), not images"
-        )
-    return _read_image(path, description, raw)[None]
+    raise InputError(
+        f"{path}: the model takes rows of {description.shape[0]} features (.csv or .npy "
+        "files), not images"
+    )
 
 
-def _chunks(files: list[Path], size: int) -> Iterator[list[Path]]:
-    for start in range(0, len(files), size):
-        yield files[start : start + size]
+def _start(pool: ThreadPoolExecutor, path: Path, description: InputDescription, raw: bool) -> Any:
+    """Begin reading one file: its examples, or a Future of an image's pixels."""
+    from dlcli import images
+
+    if path.suffix.lower() in TABLE_SUFFIXES or description.image is None:
+        return _rows(path, description)
+    image = images.open_image(path)  # on this thread only: see dlcli.images
+    return pool.submit(images.to_array, image, description.image, raw=raw)
+
+
+def read_inputs(
+    files: list[Path], description: InputDescription, raw: bool
+) -> Iterator[tuple[Path, np.ndarray | InputError]]:
+    """Each file's examples, shaped as the model takes them, or the InputError it raised.
+
+    Files come back in order. Images are decoded on this thread and converted by
+    `dlcli.images.to_array` on worker threads, a few at a time, while the next are decoded.
+    """
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        window: deque[tuple[Path, Any]] = deque()
+
+        def finish() -> tuple[Path, np.ndarray | InputError]:
+            path, pending = window.popleft()
+            if not isinstance(pending, Future):
+                return path, pending
+            try:
+                pixels = pending.result()
+            except InputError as error:
+                return path, error
+            if len(description.shape) == 2 and pixels.ndim == 3:
+                pixels = pixels[..., 0]  # e.g. MNIST: the model takes (28, 28)
+            return path, pixels[None]
+
+        for path in files:
+            try:
+                window.append((path, _start(pool, path, description, raw)))
+            except InputError as error:
+                window.append((path, error))
+            if len(window) > 2 * WORKERS:
+                yield finish()
+        while window:
+            yield finish()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,10 +368,32 @@ def rank(
     ]
 
 
+def _predict_batch(
+    model: Any,
+    arrays: list[np.ndarray],
+    sources: list[tuple[str, int | None]],
+    description: InputDescription,
+    top_k: int,
+) -> list[Prediction]:
+    batch = np.concatenate(arrays)  # uint8 pixels or float rows: the model casts them
+    outputs = np.asarray(model.predict(batch, batch_size=PREDICT_BATCH_SIZE, verbose=0))
+    if description.task == "regression":
+        values = outputs.reshape(len(outputs), -1)
+        return [
+            Prediction(name, row, values=[float(v) for v in value])
+            for (name, row), value in zip(sources, values, strict=True)
+        ]
+    ranked = rank(outputs, description, top_k)
+    return [
+        Prediction(name, row, labels=labels, probabilities=probabilities)
+        for (name, row), (labels, probabilities) in zip(sources, ranked, strict=True)
+    ]
+
+
 def predict(
     inputs: list[str],
     *,
-    model_path: Path | None = None,
+    model_path: Path | str | None = None,
     top_k: int = 3,
     raw: bool = False,
     runs_dir: Path = DEFAULT_RUNS_DIR,
@@ -372,34 +416,20 @@ def predict(
     accepted = TABLE_SUFFIXES if description.image is None else IMAGE_SUFFIXES
     files, problems = expand_inputs(inputs, accepted)
     predictions: list[Prediction] = []
-    for chunk in _chunks(files, PREDICT_BATCH_SIZE):
-        arrays, sources = [], []
-        for path in chunk:
-            try:
-                examples = _examples(path, description, raw)
-            except InputError as error:
-                problems.append(str(error))
-                continue
-            arrays.append(examples)
-            rows = [None] if path.suffix.lower() not in TABLE_SUFFIXES else range(len(examples))
-            sources += [(str(path), row) for row in rows]
-        if not arrays:
+    arrays: list[np.ndarray] = []
+    sources: list[tuple[str, int | None]] = []
+    for path, examples in read_inputs(files, description, raw):
+        if isinstance(examples, InputError):
+            problems.append(str(examples))
             continue
-        batch = np.concatenate(arrays).astype(description.dtype, copy=False)
-        outputs = np.asarray(loaded.model.predict(batch, batch_size=PREDICT_BATCH_SIZE, verbose=0))
-        if description.task == "regression":
-            values = outputs.reshape(len(outputs), -1)
-            predictions += [
-                Prediction(name, row, values=[float(v) for v in value])
-                for (name, row), value in zip(sources, values, strict=True)
-            ]
-        else:
-            predictions += [
-                Prediction(name, row, labels=labels, probabilities=probabilities)
-                for (name, row), (labels, probabilities) in zip(
-                    sources, rank(outputs, description, top_k), strict=True
-                )
-            ]
+        arrays.append(examples)
+        rows = range(len(examples)) if path.suffix.lower() in TABLE_SUFFIXES else [None]
+        sources += [(str(path), row) for row in rows]
+        if len(sources) >= PREDICT_BATCH_SIZE:
+            predictions += _predict_batch(loaded.model, arrays, sources, description, top_k)
+            arrays, sources = [], []
+    if arrays:
+        predictions += _predict_batch(loaded.model, arrays, sources, description, top_k)
     if not predictions and len(problems) == 1:
         raise InputError(problems[0])
     return PredictResult(loaded.path, description.task, predictions, problems, notes)

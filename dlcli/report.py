@@ -10,6 +10,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from dlcli.data import Splits
@@ -192,6 +193,7 @@ def evaluation(console: Console, result: Evaluation) -> None:
         console.print(_scores_table(result.classes, result.averages))
     if result.confusion is not None:
         if len(result.class_names) <= MAX_MATRIX_CLASSES:
+            console.print("Confusion matrix (rows: true class, columns: predicted class)")
             console.print(_matrix_table(result.confusion, result.class_names))
         if result.confused_pairs:
             pairs = ", ".join(f"{t} as {p} ({n})" for t, p, n in result.confused_pairs)
@@ -201,26 +203,26 @@ def evaluation(console: Console, result: Evaluation) -> None:
 
 
 def _scores_table(classes: list[ClassScores], averages: dict[str, ClassScores]) -> Table:
-    table = Table(title="Per class", title_justify="left")
+    table = Table()
     table.add_column("class")
     for column in ("precision", "recall", "f1", "support"):
         table.add_column(column, justify="right")
     rows = list(classes)
     for index, item in enumerate([*rows, *averages.values()]):
         table.add_row(
-            item.name, f"{item.precision:.4f}", f"{item.recall:.4f}", f"{item.f1:.4f}",
+            Text(item.name), f"{item.precision:.4f}", f"{item.recall:.4f}", f"{item.f1:.4f}",
             f"{item.support:,}", end_section=index == len(rows) - 1,
         )  # fmt: skip
     return table
 
 
 def _matrix_table(matrix: np.ndarray, names: list[str]) -> Table:
-    table = Table(title="Confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    table = Table()
     table.add_column("")
     for name in names:
-        table.add_column(name, justify="right")
+        table.add_column(Text(name), justify="right")
     for name, row in zip(names, matrix, strict=True):
-        table.add_row(name, *(str(count) for count in row))
+        table.add_row(Text(name), *(str(count) for count in row))
     return table
 
 
@@ -268,6 +270,8 @@ def _top_cell(label: str, probability: float) -> str:
 
 def predictions(console: Console, result: PredictResult) -> None:
     """A table: one row per input with its top-k labels and probabilities (or values)."""
+    if not result.predictions:
+        return
     table = Table()
     table.add_column("input")
     rows = result.predictions
@@ -285,8 +289,8 @@ def predictions(console: Console, result: PredictResult) -> None:
         else:
             pairs = zip(prediction.labels, prediction.probabilities, strict=True)
             cells = [_top_cell(label, probability) for label, probability in pairs]
-        table.add_row(prediction.name, *cells)
-    console.print(table, markup=False, highlight=False)
+        table.add_row(Text(prediction.name), *(Text(cell) for cell in cells))
+    console.print(table)
 
 
 def predictions_json(console: Console, result: PredictResult) -> None:

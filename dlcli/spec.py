@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -108,6 +109,11 @@ def suggest(word: str, options: Iterable[str]) -> str:
     return f" (did you mean `{close[0]}`?)" if close else ""
 
 
+def _one_line(message: str) -> str:
+    """Control characters from the spec (a quoted key with a line break) written as escapes."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", lambda m: repr(m.group())[1:-1], message)
+
+
 # ---------------------------------------------------------------------------------------------
 # YAML
 
@@ -118,6 +124,15 @@ class _SpecLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.depth = 0
+
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        # The composer's depth check comes too late for `[[[[...`: PyYAML scans up to 1024
+        # characters ahead for a possible key, in time quadratic in the brackets (~1 s).
+        if self.flow_level >= MAX_DEPTH:
+            raise ConfigError(
+                f"the spec nests deeper than {MAX_DEPTH} levels (line {self.line + 1})"
+            )
+        super().fetch_flow_collection_start(token_class)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
@@ -145,6 +160,10 @@ class _SpecLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
+            if isinstance(key, list | dict):
+                raise ConfigError(
+                    f"a key must be a plain value, not a list or mapping (line {line})"
+                )
             if key in first_line:
                 raise ConfigError(
                     f"duplicate key `{key}` at lines {first_line[key]} and {line}; "
@@ -170,22 +189,33 @@ def parse_yaml(text: str, where: str) -> tuple[Any, dict[KeyPath, int]]:
     """Parse YAML text into plain data and a key path -> line map."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
         raise ConfigError(f"{where}: the spec is larger than 1 MiB; a spec holds no data")
-    loader = _SpecLoader(text)
+    loader = None
     try:
+        loader = _SpecLoader(text)  # refuses control characters before parsing
         node = loader.get_single_node()
         if node is None:
             return None, {}
         data = loader.construct_document(node)
     except ConfigError as error:
-        raise ConfigError(f"{where}: {error}") from None
+        raise ConfigError(_one_line(f"{where}: {error}")) from None
+    except yaml.reader.ReaderError as error:
+        line = text[: error.position].count("\n") + 1
+        raise ConfigError(
+            f"{where}, line {line}: invalid YAML: unacceptable character "
+            f"#x{error.character:04x}: {error.reason}"
+        ) from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = f", line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{where}{line}: invalid YAML: {error.problem or error}") from None
+        problem = " ".join(str(error.problem or error).split())
+        raise ConfigError(f"{where}{line}: invalid YAML: {problem}") from None
     except (yaml.YAMLError, RecursionError) as error:
-        raise ConfigError(f"{where}: invalid YAML: {error}") from None
+        raise ConfigError(f"{where}: invalid YAML: {' '.join(str(error).split())}") from None
+    except ValueError as error:  # an integer with more digits than Python converts
+        raise ConfigError(f"{where}: invalid YAML: {str(error).split(';')[0]}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     lines: dict[KeyPath, int] = {}
     _line_map(node, (), lines)
     return data, lines
@@ -257,10 +287,25 @@ class LayerSpec(KerasObject):
 
     @model_validator(mode="after")
     def _split_graph_keys(self) -> LayerSpec:
-        self.name = self.config.get("name")
-        source = self.config.pop("from", None)
-        if source is not None:
-            self.inputs = [source] if isinstance(source, str) else list(source)
+        name, source = self.config.get("name"), self.config.get("from")
+        if name is not None and not isinstance(name, str):
+            raise PydanticCustomError(
+                "layer_name",
+                "`{layer}.name` must be a string. Received: {received}",
+                {"layer": self.class_name, "received": repr(name)},
+            )
+        sources = [source] if isinstance(source, str) else source
+        if source is not None and not (
+            isinstance(sources, list) and sources and all(isinstance(s, str) for s in sources)
+        ):
+            raise PydanticCustomError(
+                "layer_from",
+                "`{layer}.from` must be a layer name or a list of them. Received: {received}",
+                {"layer": self.class_name, "received": repr(source)},
+            )
+        self.name = name
+        self.config.pop("from", None)
+        self.inputs = sources
         return self
 
     @model_serializer
@@ -451,7 +496,8 @@ def _describe(error: dict[str, Any]) -> tuple[KeyPath, str]:
     if not isinstance(value, dict | list) and error["type"] not in ("unknown_key",):
         message += f". Received: {value!r}"
         if isinstance(value, str) and _FLOAT_AS_STRING.match(value):
-            message += f" (YAML reads {value} as text; write it with a dot, e.g. 1.0e-3)"
+            example = f"{float(value):.1e}".replace("e-0", "e-")
+            message += f" (YAML reads {value} as text; write it with a dot, e.g. {example})"
     return path, message
 
 
@@ -464,7 +510,7 @@ def _where(locations: dict[KeyPath, str], path: KeyPath) -> str:
 
 def _message(path: KeyPath, message: str, locations: dict[KeyPath, str]) -> str:
     joiner = " " if message.startswith(("must ", "is ")) else ": "
-    return f"`{format_path(path)}`{joiner}{message} {_where(locations, path)}".rstrip()
+    return _one_line(f"`{format_path(path)}`{joiner}{message} {_where(locations, path)}".rstrip())
 
 
 def _keras_problems(spec: Spec) -> Iterator[tuple[KeyPath, str]]:
@@ -575,12 +621,26 @@ def _check_value(path: KeyPath, argument: str, value: Any) -> Iterator[tuple[Key
     if argument == "learning_rate" and isinstance(value, int | float) and value <= 0:
         yield path, f"must be greater than 0. Received: {value!r}"
         return
+    if argument == "learning_rate" and isinstance(value, float) and not math.isfinite(value):
+        yield path, f"must be a finite number greater than 0. Received: {value!r}"
+        return
+    if argument == "vocabulary" and isinstance(value, str):
+        yield (
+            path,
+            "must be a list of tokens; dlcli does not read files named in a spec. "
+            f"Received: {value!r}",
+        )
+        return
     if isinstance(value, dict) and ({"class_name", "module", "registered_name"} & set(value)):
         yield path, "serialized Keras configs are not accepted; write {ClassName: {arguments}}"
         return
     namespace = next((ns for pattern, ns in _NESTED_NAMESPACES if pattern.match(argument)), None)
     if namespace and (isinstance(value, str) or (isinstance(value, dict) and len(value) == 1)):
-        nested = KerasObject.model_validate(value)
+        try:
+            nested = KerasObject.model_validate(value)
+        except ValidationError as error:  # `{Name: 3}`: the arguments are not a mapping
+            yield path, error.errors(include_url=False)[0]["msg"]
+            return
         if isinstance(value, str) and namespace in ("optimizers.schedules", "layers"):
             return
         yield from _check_object(namespace, path[:-1] + (path[-1],), nested)
@@ -621,11 +681,16 @@ def load_spec(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
     if not path.is_file():
         raise ConfigError(f"spec file not found: {path}")
     try:
-        text = path.read_bytes()[: MAX_SPEC_BYTES + 1].decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
+        with path.open("rb") as handle:
+            data = handle.read(MAX_SPEC_BYTES + 1)  # a huge file is refused without reading it
     except OSError as error:
         raise ConfigError(f"{path}: cannot be read: {error.strerror}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise ConfigError(f"{path}: the spec is larger than 1 MiB; a spec holds no data")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
     return spec_from_text(text, str(path), overrides)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import errno
+import json
 import math
 import os
 import random
@@ -35,6 +37,7 @@ from dlcli.spec import Spec, format_path
 
 PREDICT_BATCH_SIZE = 1024
 BACKUP_DIR = "backup"
+_WRITE_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EFBIG}
 RUN_RECORD = "run.json"  # what --resume needs besides spec.yaml: the spec's folder
 
 
@@ -242,14 +245,66 @@ def metadata(
     }
 
 
+def _backup_epoch(backup: Path) -> int | None:
+    """The epochs a backup holds (Keras's training_metadata.json), None when there is none."""
+    try:
+        return int(json.loads((backup / "training_metadata.json").read_text())["epoch"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise TrainingError(
+            f"the backup in {backup} cannot be restored (training_metadata.json: {error}); "
+            f"start the run over with: dlcli train --resume {_shell_path(backup.parent)} --restart"
+        ) from error
+
+
+def _backup_note(run_dir: Path) -> str:
+    backup = run_dir / BACKUP_DIR
+    epoch = _backup_epoch(backup)
+    if epoch is None:
+        return "no epoch had completed, so there is no backup"
+    return f"the backup of epoch {epoch} is in {backup}"
+
+
+def _check_backup(backup: Path) -> None:
+    """Weights without their epoch count would silently start over at epoch 1: refuse."""
+    if (backup / "latest.weights.h5").exists() and _backup_epoch(backup) is None:
+        raise TrainingError(
+            f"the backup in {backup} cannot be restored (training_metadata.json is missing); "
+            f"start the run over with: dlcli train --resume {_shell_path(backup.parent)} --restart"
+        )
+
+
+def _trim_history(path: Path, epochs: int) -> None:
+    """Keep the header and the first `epochs` rows: the epochs the restored backup holds."""
+    if not path.is_file():
+        return
+    from dlcli.artifact import atomic_write
+
+    lines = path.read_bytes().splitlines(keepends=True)
+    if len(lines) > epochs + 1:
+        atomic_write(path, b"".join(lines[: epochs + 1]))
+
+
+def _restored_callback(run_dir: Path) -> Any:
+    import keras
+
+    class Restored(keras.callbacks.Callback):
+        """Runs right after BackupAndRestore: the history is cut to the restored epoch, so that
+        an epoch redone after a fallback to the previous backup is not logged twice."""
+
+        done = False
+
+        def on_train_begin(self, logs: dict | None = None) -> None:
+            _trim_history(run_dir / "history.csv", _backup_epoch(run_dir / BACKUP_DIR) or 0)
+            self.done = True
+
+    return Restored()
+
+
 def _stopped(stop: _Stop, run_dir: Path) -> DlcliError:
     """The error for leaving fit early: interrupted (resumable) or a NaN/Inf loss."""
-    backup = run_dir / BACKUP_DIR
-    kept = (
-        f"the backup of epoch {stop.epoch - 1} is in {backup}"
-        if (backup / "training_metadata.json").is_file()
-        else "no epoch had completed, so there is no backup"
-    )
+    kept = _backup_note(run_dir)
     if stop.signal_number:
         name = signal.Signals(stop.signal_number).name
         return Interrupted(
@@ -264,18 +319,29 @@ def _stopped(stop: _Stop, run_dir: Path) -> DlcliError:
     )
 
 
-def _failed(error: Exception, spec: Spec, run_dir: Path) -> Exception:
-    """Name the errors a user can act on; anything else stays a bug with its traceback."""
+def _failed(error: Exception, spec: Spec, run_dir: Path, *, restored: bool) -> Exception:
+    """Name the errors a user can act on; anything else stays a bug with its traceback.
+
+    `restored` tells a failure to read the backup (before training) from one while training.
+    """
     import tensorflow as tf
 
     if isinstance(error, tf.errors.ResourceExhaustedError):
         smaller = max(1, spec.fit.batch_size // 2)
         return OutOfMemoryError(
             f"out of memory with batch_size {spec.fit.batch_size}: train again with a smaller "
-            f"`fit.batch_size`, e.g. --set fit.batch_size={smaller}; the backup in "
-            f"{run_dir / BACKUP_DIR} is kept"
+            f"`fit.batch_size`, e.g. --set fit.batch_size={smaller}; {_backup_note(run_dir)}"
         )
-    if (run_dir / BACKUP_DIR).is_dir() and isinstance(error, OSError | ValueError | KeyError):
+    if restored and isinstance(error, OSError) and error.errno in _WRITE_ERRORS:
+        return OutputError(
+            f"cannot write {error.filename or run_dir / BACKUP_DIR}: {error.strerror}; "
+            f"{_backup_note(run_dir)}"
+        )
+    if (
+        not restored
+        and (run_dir / BACKUP_DIR).is_dir()
+        and isinstance(error, OSError | ValueError | KeyError)
+    ):
         return TrainingError(
             f"the backup in {run_dir / BACKUP_DIR} cannot be restored ({error}); "
             f"start the run over with: dlcli train --resume {_shell_path(run_dir)} --restart"
@@ -306,8 +372,6 @@ def prepare_resume(run_dir: Path, *, restart: bool = False) -> tuple[Spec, Path]
     is refused (the backup belongs to the old spec) unless `restart`, which starts the run over
     with the file as it is now. A finished run is not resumed.
     """
-    import json
-
     from dlcli.spec import load_spec
 
     record_path = run_dir / RUN_RECORD
@@ -420,11 +484,16 @@ def train(
     view.start(device.description, splits, run_dir)
     progress = _progress_callback(view, spec.fit.epochs, steps)
     backup_dir = run_dir / BACKUP_DIR
-    callbacks = [
-        *build_callbacks(spec),
-        progress,
+    _check_backup(backup_dir)
+    restored = _restored_callback(run_dir)
+    callbacks = [  # in this order: restore, cut the history to it, then log and train
+        keras.callbacks.BackupAndRestore(
+            str(backup_dir), double_checkpoint=True, delete_checkpoint=False
+        ),
+        restored,
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
-        keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True),
+        progress,
+        *build_callbacks(spec),
     ]
     if tensorboard or spec.output.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
@@ -445,7 +514,7 @@ def train(
     except _Stop as stop:
         raise _stopped(stop, run_dir) from None
     except Exception as error:
-        raise _failed(error, spec, run_dir) from error
+        raise _failed(error, spec, run_dir, restored=restored.done) from error
     finally:
         view.stop()
     fit_seconds = time.perf_counter() - fit_started
@@ -467,6 +536,7 @@ def train(
     model_path = run_dir / "model.keras"
     extra = {"metrics": metrics, "training": training}
     artifact.save(model, metadata(spec, splits, task, model, extra), model_path)
+    shutil.rmtree(backup_dir, ignore_errors=True)  # only now: the model is safely saved
     artifact.write_json(run_dir / "metrics.json", metrics)
     report.save_curves(history_lists, run_dir / "curves.png")
     if task in ("multiclass", "binary"):

@@ -1,0 +1,490 @@
+"""`dlcli evaluate` from nothing but the model file, on tiny models trained here in-process.
+
+Three models are trained once per session (`tiny_models`, also used by test_predict.py): `bars`
+(8x8 grayscale images in class folders: a light bar at the top, middle or bottom), `answer`
+(a binary classifier of CSV rows) and `line` (a linear regression from an .npz file).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import zipfile
+from dataclasses import dataclass
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from dlcli import evaluate
+from dlcli.cli import app
+
+runner = CliRunner()
+CLASSES = ("bottom", "middle", "top")  # sorted, as the class folders are read
+BAR_ROWS = {"top": 1, "middle": 3, "bottom": 5}
+
+
+class QuietView:
+    """A training progress view that shows nothing."""
+
+    def start(self, *args: object) -> None: ...
+    def start_epoch(self, *args: object) -> None: ...
+    def advance(self, *args: object) -> None: ...
+    def end_epoch(self, *args: object) -> None: ...
+    def stop(self) -> None: ...
+
+
+def bar_image(row: int, rng: np.random.Generator, *, dark_on_light: bool = False) -> Image.Image:
+    """An 8x8 grayscale image: a light two-pixel bar starting at `row`, on a dark background."""
+    pixels = rng.integers(0, 40, size=(8, 8))
+    pixels[row : row + 2, 1:7] = rng.integers(200, 256, size=(2, 6))
+    if dark_on_light:
+        pixels = 255 - pixels
+    return Image.fromarray(pixels.astype(np.uint8))
+
+
+def write_bars(folder: Path) -> None:
+    """Class folders of bar images; one test image of the `top` class shows a middle bar."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 12), ("test", 4)):
+        for name in CLASSES:
+            (folder / split / name).mkdir(parents=True)
+            for index in range(count):
+                bar_image(BAR_ROWS[name], rng).save(folder / split / name / f"{index}.png")
+    bar_image(BAR_ROWS["middle"], rng).save(folder / "test" / "top" / "odd.png")
+
+
+def write_answers(folder: Path) -> None:
+    """CSV files with features a, b and the label `answer` (yes when a + b > 0)."""
+    rng = np.random.default_rng(1)
+    for split, rows in (("train", 60), ("test", 24)):
+        x = rng.normal(size=(rows, 2)).round(3)
+        lines = ["a,b,answer"] + [f"{a},{b},{'yes' if a + b > 0 else 'no'}" for a, b in x.tolist()]
+        (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
+
+
+def write_line(folder: Path) -> None:
+    """An .npz file of y = x . (1, -2, 0.5) + 3 plus a little noise."""
+    rng = np.random.default_rng(2)
+    arrays = {}
+    for split, rows in (("train", 48), ("test", 16)):
+        x = rng.normal(size=(rows, 3)).astype("float32")
+        y = (x @ np.array([1.0, -2.0, 0.5]) + 3 + rng.normal(0, 0.1, rows)).astype("float32")
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
+    np.savez(folder / "line.npz", **arrays)
+
+
+SPECS = {
+    "bars": """
+name: bars
+seed: 1
+dataset:
+  images: {train: bars/train, test: bars/test, image_size: [8, 8], color_mode: grayscale}
+  validation_split: 0.25
+model:
+  input: [8, 8, 1]
+  layers:
+    - Rescaling: {scale: 0.00392156862745098}
+    - Flatten
+    - Dense: {units: 3, activation: softmax}
+compile:
+  optimizer: {Adam: {learning_rate: 0.05}}
+  loss: sparse_categorical_crossentropy
+  metrics: [accuracy]
+  jit_compile: false
+fit: {epochs: 6, batch_size: 3}
+""",
+    "answer": """
+name: answer
+seed: 1
+dataset:
+  csv: {train: answers/train.csv, test: answers/test.csv, label: answer}
+model:
+  input: [2]
+  layers:
+    - Dense: {units: 1, activation: sigmoid}
+compile:
+  optimizer: {Adam: {learning_rate: 0.1}}
+  loss: binary_crossentropy
+  metrics: [accuracy]
+  jit_compile: false
+fit: {epochs: 6, batch_size: 4}
+""",
+    "line": """
+name: line
+seed: 1
+dataset:
+  npz: line/line.npz
+model:
+  input: [3]
+  layers:
+    - Dense: {units: 1}
+compile:
+  optimizer: {Adam: {learning_rate: 0.1}}
+  loss: mse
+  metrics: [mae]
+  jit_compile: false
+fit: {epochs: 8, batch_size: 4}
+""",
+}
+
+
+@dataclass(frozen=True)
+class TinyModels:
+    folder: Path  # the project folder: specs, data and runs/
+    bars: Path
+    answer: Path
+    line: Path
+
+
+@functools.cache
+def _train_tiny_models(folder: Path) -> TinyModels:
+    from dlcli.spec import spec_from_text
+    from dlcli.train import train
+
+    for name, write in (("bars", write_bars), ("answers", write_answers), ("line", write_line)):
+        (folder / name).mkdir(parents=True)
+        write(folder / name)
+    models = {}
+    for name, text in SPECS.items():
+        spec = spec_from_text(text + f"output: {{dir: {folder / 'runs'}}}\n", f"{name}.yaml")
+        models[name] = train(spec, folder, QuietView()).model_path
+    return TinyModels(folder, **models)
+
+
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    """The three tiny models, trained once per test session under pytest's base temp folder."""
+    return _train_tiny_models(tmp_path_factory.getbasetemp() / "tiny-models")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    return tiny_models(tmp_path_factory)
+
+
+def run(*args: object) -> object:
+    return runner.invoke(app, [str(arg) for arg in args])
+
+
+def keras_evaluate(model_path: Path, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    import keras
+
+    model = keras.saving.load_model(model_path)
+    return model.evaluate(x, y, batch_size=1024, verbose=0, return_dict=True)
+
+
+def bars_test_split() -> tuple[np.ndarray, np.ndarray]:
+    """The bars test images as training read them (sorted class folders, sorted files)."""
+    from dlcli.data.images import load_images
+    from dlcli.spec import ImagesSource
+
+    source = ImagesSource(train="train", test="test", image_size=[8, 8], color_mode="grayscale")
+    _, _, test, _ = load_images(source, Path.cwd())
+    return test.x, test.y
+
+
+# ---------------------------------------------------------------------------------------------
+# Classification
+
+
+def test_multiclass_report_agrees_with_keras(models: TinyModels, isolated: Path) -> None:
+    result = run("evaluate", models.bars, "--json", "--output", isolated / "out")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)  # stdout holds the JSON document and nothing else
+    shutil.copytree(models.folder / "bars", isolated, dirs_exist_ok=True)
+    x, y = bars_test_split()
+    expected = keras_evaluate(models.bars, x, y)
+    assert report["metrics"] == pytest.approx(expected, rel=1e-6)
+    assert report["examples"] == 13 and report["split"] == "test" and report["task"] == "multiclass"
+    assert report["data"] == "bars/train"
+    matrix = np.array(report["confusion_matrix"]["rows_true_columns_predicted"])
+    assert report["confusion_matrix"]["labels"] == list(CLASSES)
+    assert matrix.tolist() == [[4, 0, 0], [0, 4, 0], [0, 1, 4]]  # the odd `top` image is middle
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(expected["accuracy"])
+    assert report["most_confused"] == [{"true": "top", "predicted": "middle", "count": 1}]
+    assert report["classes"]["middle"] == {
+        "precision": 0.8, "recall": 1.0, "f1": pytest.approx(8 / 9), "support": 4,
+    }  # fmt: skip
+    assert report["classes"]["top"] == {
+        "precision": 1.0,
+        "recall": 0.8,
+        "f1": pytest.approx(8 / 9),
+        "support": 5,
+    }
+    assert report["averages"]["macro avg"]["recall"] == pytest.approx((1 + 1 + 0.8) / 3)
+    assert report["averages"]["weighted avg"]["recall"] == pytest.approx((4 + 4 + 4) / 13)
+    assert "roc_auc" not in report and "regression" not in report
+    written = {name: Path(path).name for name, path in report["files"].items()}
+    assert written == {
+        "confusion_matrix": "confusion_matrix.png",
+        "misclassified": "misclassified.png",
+        "evaluation": "evaluation.json",
+    }
+    assert json.loads((isolated / "out" / "evaluation.json").read_text()) == report
+    with Image.open(isolated / "out" / "misclassified.png") as grid:
+        assert grid.format == "PNG" and grid.width > 100
+
+
+def test_terminal_report(models: TinyModels) -> None:
+    result = run("evaluate", models.bars, "--output", "out")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"Evaluated {models.bars} on bars/train, test split (13 examples)"
+    assert lines[1].startswith("accuracy 0.9231  loss ")
+    text = "\n".join(line.rstrip() for line in lines)
+    assert "│ bottom       │    1.0000 │ 1.0000 │ 1.0000 │       4 │" in text
+    assert "│ middle       │    0.8000 │ 1.0000 │ 0.8889 │       4 │" in text
+    assert "│ weighted avg │    0.9385 │ 0.9231 │ 0.9231 │      13 │" in text
+    assert "Confusion matrix (rows: true class, columns: predicted class)" in text
+    assert "┃        ┃ bottom ┃ middle ┃ top ┃" in text
+    assert "│ top    │      0 │      1 │   4 │" in text
+    assert "Most confused (true as predicted): top as middle (1)" in text
+    assert lines[-3:] == [
+        "Confusion matrix: out/confusion_matrix.png",
+        "Misclassified: out/misclassified.png",
+        "Evaluation: out/evaluation.json",
+    ]
+    assert result.stderr == ""
+
+
+def test_files_go_beside_the_model_and_other_splits_get_their_own(
+    models: TinyModels, isolated: Path
+) -> None:
+    copy = isolated / "runs" / "bars-1"
+    copy.mkdir(parents=True)
+    shutil.copy(models.bars, copy / "model.keras")
+    shutil.copytree(models.folder / "bars", isolated / "bars")  # the data, relative to the spec
+    test = run("evaluate", copy / "model.keras", "--json")
+    validation = run("evaluate", copy / "model.keras", "--split", "validation", "--json")
+    train = run("evaluate", copy / "model.keras", "--split", "train", "--json")
+    assert [r.exit_code for r in (test, validation, train)] == [0, 0, 0], validation.output
+    sizes = [json.loads(r.stdout)["examples"] for r in (test, validation, train)]
+    assert sizes == [13, 9, 27]  # 36 training images, a quarter held out for validation
+    assert {p.name for p in copy.iterdir()} == {
+        "model.keras",
+        "evaluation.json", "confusion_matrix.png", "misclassified.png",
+        "evaluation-validation.json", "confusion_matrix-validation.png",
+        "evaluation-train.json", "confusion_matrix-train.png",
+    }  # fmt: skip
+
+
+def test_binary_reports_roc_auc_and_threshold(models: TinyModels) -> None:
+    result = run("evaluate", models.answer, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["task"] == "binary" and report["threshold"] == 0.5
+    assert report["confusion_matrix"]["labels"] == ["no", "yes"]
+    assert sorted(report["classes"]) == ["no", "yes"]
+    import keras
+
+    from dlcli.data.tables import load_csv
+    from dlcli.spec import CsvSource
+
+    _, _, test, _ = load_csv(
+        CsvSource(train="train.csv", test="test.csv", label="answer"), models.folder / "answers"
+    )
+    model = keras.saving.load_model(models.answer)
+    assert report["metrics"] == pytest.approx(
+        model.evaluate(test.x, test.y, verbose=0, return_dict=True), rel=1e-6
+    )
+    scores = model.predict(test.x, verbose=0).reshape(-1)
+    positive, negative = scores[test.y == 1], scores[test.y == 0]
+    pairs = [(p > n) + 0.5 * (p == n) for p, n in product(positive, negative)]
+    assert report["roc_auc"] == pytest.approx(np.mean(pairs))
+    text = run("evaluate", models.answer).stdout
+    assert f"ROC AUC {report['roc_auc']:.4f} (threshold 0.5)" in text
+
+
+def test_regression_reports_errors(models: TinyModels) -> None:
+    result = run("evaluate", models.line, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["task"] == "regression" and report["examples"] == 16
+    import keras
+
+    with np.load(models.folder / "line" / "line.npz") as file:
+        x, y = file["x_test"], file["y_test"]
+    model = keras.saving.load_model(models.line)
+    errors = model.predict(x, verbose=0).reshape(-1) - y
+    mse = float(np.mean(errors**2))
+    assert report["regression"] == pytest.approx({
+        "mae": float(np.mean(np.abs(errors))), "mse": mse, "rmse": mse**0.5,
+        "r2": 1 - np.sum(errors**2) / np.sum((y - y.mean()) ** 2),
+    }, rel=1e-5)  # fmt: skip
+    assert report["metrics"]["loss"] == pytest.approx(mse, rel=1e-5)
+    assert report["metrics"]["mae"] == pytest.approx(report["regression"]["mae"], rel=1e-5)
+    assert "confusion_matrix" not in report and "files" in report
+    text = run("evaluate", models.line).stdout
+    r = report["regression"]
+    assert f"MAE {r['mae']:.4f}  MSE {r['mse']:.4f}  RMSE {r['rmse']:.4f}  R² {r['r2']:.4f}" in text
+
+
+def test_data_option_evaluates_a_file_checked_against_the_model(
+    models: TinyModels, isolated: Path
+) -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(10, 3)).astype("float32")
+    np.savez(isolated / "more.npz", x=x, y=x @ np.array([1.0, -2.0, 0.5], dtype="float32") + 3)
+    result = run("evaluate", models.line, "--data", "more.npz", "--json", "--output", "out")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["data"] == "more.npz" and report["split"] == "all" and report["examples"] == 10
+    assert (isolated / "out" / "evaluation-more.json").is_file()
+    np.savez(isolated / "wide.npz", x=np.zeros((4, 5), "float32"), y=np.zeros(4, "float32"))
+    wide = run("evaluate", models.line, "--data", "wide.npz")
+    assert wide.exit_code == 4
+    assert wide.stderr == "Error: wide.npz: examples have shape (5,) but the model takes (3,)\n"
+    np.savez(isolated / "odd.npz", inputs=np.zeros((4, 3)))
+    odd = run("evaluate", models.line, "--data", "odd.npz")
+    assert odd.exit_code == 4
+    assert (
+        odd.stderr
+        == "Error: odd.npz: has no `x_test`/`y_test` or `x`/`y` arrays; it holds inputs\n"
+    )
+    missing = run("evaluate", models.line, "--data", "nope.npz")
+    assert (missing.exit_code, missing.stderr) == (4, "Error: data file not found: nope.npz\n")
+    text = run("evaluate", models.line, "--data", "more.npz", "--output", "out")
+    assert text.stdout.startswith(f"Evaluated {models.line} on more.npz (10 examples)\n")
+
+
+def test_missing_data_and_splits_are_explained(models: TinyModels, isolated: Path) -> None:
+    moved = isolated / "elsewhere" / "run" / "model.keras"
+    moved.parent.mkdir(parents=True)
+    shutil.copy(models.bars, moved)
+    result = run("evaluate", moved)
+    assert result.exit_code == 4
+    assert result.stderr == (
+        "Error: the model was trained on bars/train, which was not found relative to "
+        f"{isolated}; run evaluate from the folder of the spec, or pass the data "
+        "with --data PATH\n"
+    )
+    (moved.parent / "run.json").write_text(json.dumps({"spec_dir": str(models.folder)}))
+    recorded = run("evaluate", moved, "--json")  # run.json names the spec's folder
+    assert recorded.exit_code == 0, recorded.output
+    assert json.loads(recorded.stdout)["examples"] == 13
+    no_validation = run("evaluate", models.answer, "--split", "validation")
+    assert no_validation.exit_code == 4
+    assert no_validation.stderr == (
+        "Error: answers/train.csv has no validation split (the spec sets no "
+        "`dataset.validation_split`); use --split test or --split train\n"
+    )
+    bad_split = run("evaluate", models.answer, "--split", "dev")
+    assert bad_split.exit_code == 4
+    assert bad_split.stderr == (
+        "Error: --split must be one of test, validation, train. Received: 'dev'\n"
+    )
+
+
+def test_changed_data_is_flagged(models: TinyModels, isolated: Path) -> None:
+    project = isolated / "project"
+    shutil.copytree(models.folder / "answers", project / "answers")
+    (project / "runs" / "answer-1").mkdir(parents=True)
+    shutil.copy(models.answer, project / "runs" / "answer-1" / "model.keras")
+    with open(project / "answers" / "test.csv", "a") as file:
+        file.write("1.0,1.0,yes\n")
+    result = run("evaluate", project / "runs" / "answer-1" / "model.keras", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["examples"] == 25
+    assert result.stderr == (
+        "the data of answers/train.csv is not the data the model was trained on (its digest "
+        "differs); the numbers describe the data as it is now\n"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad model files (the same checks guard predict)
+
+
+def lambda_model(path: Path) -> None:
+    import keras
+
+    inputs = keras.Input((2,))
+    keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs)).save(path)
+
+
+def without_metadata(source: Path, path: Path) -> None:
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(path, "w") as new:
+        for item in old.infolist():
+            if item.filename != "dlcli.json":
+                new.writestr(item, old.read(item))
+
+
+BAD_MODELS = {
+    "https://example.com/model.keras": "Error: https://example.com/model.keras: only local "
+    ".keras files are loaded, not URLs",
+    "folder": "Error: folder: is a folder, not a .keras model file",
+    "old.h5": "Error: old.h5: legacy HDF5 models are not loaded; re-save it as .keras with Keras 3",
+    "missing.keras": "Error: model file not found: missing.keras",
+    "empty.keras": "Error: empty.keras: the file is empty",
+    "text.keras": "Error: text.keras: not a Keras model file (not a zip archive: truncated or "
+    "corrupt?)",
+    "truncated.keras": "Error: truncated.keras: not a Keras model file (not a zip archive: "
+    "truncated or corrupt?)",
+    "lambda.keras": "Error: lambda.keras: contains a Lambda layer, which would run code; refused",
+    "plain.keras": "Error: plain.keras: has no dlcli.json, so it was not trained by dlcli; "
+    "`dlcli predict --model` can still use it",
+}
+
+
+def make_bad_models(folder: Path, good: Path) -> None:
+    (folder / "folder").mkdir()
+    (folder / "old.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
+    (folder / "empty.keras").write_bytes(b"")
+    (folder / "text.keras").write_text("not a model\n")
+    (folder / "truncated.keras").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    lambda_model(folder / "lambda.keras")
+    without_metadata(good, folder / "plain.keras")
+
+
+@pytest.mark.parametrize("name", sorted(BAD_MODELS))
+def test_bad_model_files_get_one_line_and_exit_code_6(
+    models: TinyModels, isolated: Path, name: str
+) -> None:
+    make_bad_models(isolated, models.line)
+    result = run("evaluate", name)
+    assert result.exit_code == 6, result.output
+    assert result.stderr == BAD_MODELS[name] + "\n"
+    assert result.stdout == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# The numbers themselves
+
+
+def test_roc_auc_counts_ties_half_and_needs_both_classes() -> None:
+    labels = np.array([0, 0, 1, 1, 1, 0])
+    scores = np.array([0.1, 0.4, 0.4, 0.8, 0.9, 0.2])
+    # positives 0.4, 0.8, 0.9 against negatives 0.1, 0.4, 0.2: 8 wins and one tie of 9 pairs
+    assert evaluate.roc_auc(labels, scores) == pytest.approx(8.5 / 9)
+    assert evaluate.roc_auc(np.ones(3), np.array([0.1, 0.5, 0.9])) is None
+
+
+def test_scores_follow_the_confusion_matrix() -> None:
+    matrix = np.array([[5, 1, 0], [2, 3, 0], [0, 0, 0]])
+    classes, averages = evaluate.scores_from_counts(
+        ["a", "b", "c"], np.diag(matrix), matrix.sum(axis=0), matrix.sum(axis=1)
+    )
+    assert [(c.precision, c.recall, c.support) for c in classes] == [
+        (5 / 7, 5 / 6, 6), (3 / 4, 3 / 5, 5), (0.0, 0.0, 0),
+    ]  # fmt: skip
+    assert classes[0].f1 == pytest.approx(2 * (5 / 7) * (5 / 6) / (5 / 7 + 5 / 6))
+    assert averages["macro avg"].precision == pytest.approx((5 / 7 + 3 / 4) / 2)  # c left out
+    assert averages["weighted avg"].recall == pytest.approx((5 + 3) / 11)
+    assert averages["weighted avg"].support == 11
+
+
+def test_one_hot_labels_and_most_confused_pairs() -> None:
+    one_hot = np.eye(3)[[0, 1, 2, 2]]
+    outputs = np.eye(3)[[0, 2, 1, 1]]
+    matrix = evaluate.confusion_matrix(one_hot, outputs, "multiclass")
+    assert matrix.tolist() == [[1, 0, 0], [0, 0, 1], [0, 2, 0]]
+    assert evaluate.most_confused(matrix, ["a", "b", "c"], 5) == [("c", "b", 2), ("b", "c", 1)]
+
+
+def test_regression_errors_r2_is_none_for_constant_targets() -> None:
+    errors = evaluate.regression_errors(np.array([2.0, 2.0]), np.array([[1.0], [3.0]]))
+    assert errors == {"mae": 1.0, "mse": 1.0, "rmse": 1.0, "r2": None}
