@@ -168,18 +168,25 @@ def test_python_tag_runs_nothing(tmp_path: Path) -> None:
 def test_graph_wiring_mistakes() -> None:
     graph = (REPO / "configs" / "mnist_two_branch.yaml").read_text()
     broken = graph.replace("from: [dense_view, conv_view]", "from: [dense_veiw, conv_view]")
-    with pytest.raises(ConfigError, match=r"`model.layers\[6\].Concatenate.from`: `dense_veiw` "
-                       r"is not an input or an earlier layer \(did you mean `dense_view`\?\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"`model.layers\[6\].Concatenate.from`: `dense_veiw` "
+        r"is not an input or an earlier layer \(did you mean `dense_view`\?\)",
+    ):
         spec_from_text(broken, "two_branch.yaml")
-    with pytest.raises(ConfigError, match=r"`model.outputs\[0\]`: `digits` is not a layer "
-                       r"\(did you mean `digit`\?\) \(two_branch.yaml, line 20\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"`model.outputs\[0\]`: `digits` is not a layer "
+        r"\(did you mean `digit`\?\) \(two_branch.yaml, line 20\)",
+    ):
         spec_from_text(graph.replace("outputs: [digit]", "outputs: [digits]"), "two_branch.yaml")
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("fit.epochs=-1", "`fit.epochs` must be greater than 0. Received: -1 (--set fit.epochs=-1)"),
+        ("fit.epochs=-1",
+         "`fit.epochs` must be greater than 0. Received: -1 (--set fit.epochs=-1)"),
         ("fit.nope.x=1", "`fit.nope`: unknown key `nope`; valid keys: epochs, batch_size, "
          "shuffle, callbacks (--set fit.nope.x=1)"),
         ("model.layers.9.units=1", "--set model.layers.9.units=1: `model.layers[9]` does not "

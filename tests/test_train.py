@@ -114,7 +114,8 @@ def npz_spec(tmp_path: Path, units: int = 3, loss: str = "sparse_categorical_cro
             "the first is 3 at index 3",
         ),
         (
-            {"x_train": np.array([[0, 0, 0, 0]] * 3 + [[0, np.nan, 0, 0]] * 2), "y_train": np.zeros(5)},
+            {"x_train": np.array([[0, 0, 0, 0]] * 3 + [[0, np.nan, 0, 0]] * 2),
+             "y_train": np.zeros(5)},
             "train data has 2 example(s) with NaN or Inf values; the first is index 3",
         ),
         (
