@@ -4,6 +4,7 @@ hands the result to dlcli.report. TensorFlow is imported only inside commands th
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,8 +37,14 @@ Overrides = Annotated[
 
 
 @contextmanager
-def _user_errors() -> Iterator[None]:
-    """A DlcliError becomes `Error: ...` on stderr and its exit code; --debug keeps tracebacks."""
+def _user_errors(*, tensorflow: bool = False) -> Iterator[None]:
+    """A DlcliError becomes `Error: ...` on stderr and its exit code; --debug keeps tracebacks.
+
+    `tensorflow` imports it first, quietly: its CUDA stubs print start-up lines straight to
+    file descriptor 2 during the import, before any log level applies (--debug shows them).
+    """
+    if tensorflow and not _state["debug"]:
+        _import_tensorflow_quietly()
     try:
         yield
     except DlcliError as error:
@@ -47,11 +54,20 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(error.exit_code) from None
 
 
-def _quiet_tensorflow() -> None:
-    """Keep TensorFlow's C++ start-up log lines off the user's terminal."""
+def _import_tensorflow_quietly() -> None:
+    if "tensorflow" in sys.modules:
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 @app.callback()
@@ -63,7 +79,6 @@ def main_options(
     Example: dlcli train configs/mnist.yaml
     """
     _state["debug"] = debug
-    _quiet_tensorflow()
 
 
 @app.command()
@@ -87,7 +102,7 @@ def train(
 
     Example: dlcli train configs/mnist.yaml --set fit.epochs=1
     """
-    with _user_errors():
+    with _user_errors(tensorflow=True):
         from dlcli import report
         from dlcli import train as training
         from dlcli.spec import load_spec
@@ -134,7 +149,7 @@ def summary(spec_path: SpecPath, overrides: Overrides = []) -> None:  # noqa: B0
 
     Example: dlcli summary configs/mnist_cnn.yaml
     """
-    with _user_errors():
+    with _user_errors(tensorflow=True):
         from dlcli.model import build_model, load_plugins
         from dlcli.spec import load_spec
 
@@ -184,7 +199,7 @@ def evaluate(
 
     Example: dlcli evaluate runs/mnist-1/model.keras --split test
     """
-    with _user_errors():
+    with _user_errors(tensorflow=True):
         from dlcli import report
         from dlcli.evaluate import evaluate as run_evaluation
 
@@ -225,7 +240,7 @@ def predict(
     """
     if json_output and csv_output:
         raise typer.BadParameter("give --json or --csv, not both")
-    with _user_errors():
+    with _user_errors(tensorflow=True):
         from dlcli import report
         from dlcli.predict import predict as run_prediction
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -66,3 +67,16 @@ def test_schema_is_json_schema_of_the_spec() -> None:
 def test_top_level_help(argv: list[str]) -> None:
     result = runner.invoke(app, argv)
     assert "train" in result.output and "validate" in result.output
+
+
+def test_tensorflow_start_up_noise_is_not_shown() -> None:
+    """TensorFlow's CUDA stubs write to file descriptor 2 while it is imported: a subprocess."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+    command = [sys.executable, "-m", "dlcli", "summary", str(REPO / "configs" / "xor.yaml")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert "Total params: 9" in result.stdout
