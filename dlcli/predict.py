@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from dlcli.data.tables import is_number
 from dlcli.errors import InputError, ModelFileError
 
 PREDICT_BATCH_SIZE = 1024
@@ -210,14 +211,6 @@ def expand_inputs(inputs: list[str], suffixes: tuple[str, ...]) -> tuple[list[Pa
     return list(files), problems
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _read_csv(path: Path, description: InputDescription) -> np.ndarray:
     """Rows of features; a header row selects the model's features by name."""
     if len(description.shape) != 1:
@@ -235,7 +228,7 @@ def _read_csv(path: Path, description: InputDescription) -> np.ndarray:
         raise InputError(f"{path}: not a readable CSV file ({error})") from error
     if not rows:
         raise InputError(f"{path}: the file holds no rows")
-    header = None if all(_is_number(cell) for cell in rows[0]) else [c.strip() for c in rows[0]]
+    header = None if all(is_number(cell) for cell in rows[0]) else [c.strip() for c in rows[0]]
     body = rows[1:] if header else rows
     columns = list(range(len(rows[0])))
     if header and description.feature_names:

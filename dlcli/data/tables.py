@@ -58,7 +58,7 @@ def load_csv(
     kind: LabelKind = "class"
     if all(_is_integer(text) for text in texts):
         kind = "integer"
-    elif all(_is_number(text) for text in texts):
+    elif all(is_number(text) for text in texts):
         kind = "number"
     class_names = sorted(set(train.labels))
 
@@ -199,7 +199,7 @@ def _is_integer(text: str) -> bool:
     return True
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
     """Whether `float()` reads the text (NaN and infinity included; they are refused later)."""
     try:
         float(text)
