@@ -6,15 +6,26 @@ reads Keras's generated public API modules (`keras/layers/__init__.py` is a list
 `ast`. The names therefore always match the installed Keras; nothing here is a hand-kept table.
 When a signature cannot be followed statically, `arguments` returns None and the check is
 left to Keras itself when the model is built.
+
+Parsing those files takes longer than the rest of `dlcli validate` together, so the answers are
+kept in `keras-catalog.json` in the dlcli cache folder for the next run, stamped with the Keras
+installation they were read from; another installation, or the same one reinstalled, reads
+its own source again.
 """
 
 from __future__ import annotations
 
 import ast
+import atexit
+import functools
 import importlib.util
+import json
+import os
 import re
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 # Strings that `model.compile` resolves itself (keras.src.trainers.compile_utils).
 _COMPILE_SHORTCUTS = {
@@ -44,6 +55,95 @@ def _module_file(module: str) -> Path | None:
     return None
 
 
+STORE_NAME = "keras-catalog.json"
+_STORE_FORMAT = 1
+
+
+@cache
+def _store() -> dict[str, Any]:
+    """Answers remembered from earlier runs with this Keras installation (empty if none)."""
+    root = _keras_root()
+    if root is None:
+        return {}
+    path = _store_path()
+    stamps = [str(root)]
+    for name in ("__init__.py", "src/version.py"):
+        try:
+            stamp = (root / name).stat()
+        except OSError:
+            return {}
+        stamps.append(f"{name}:{stamp.st_mtime_ns}:{stamp.st_size}")
+    stamp = f"{_STORE_FORMAT}|{'|'.join(stamps)}"
+    atexit.register(_save_store, path)
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if stored["stamp"] == stamp and isinstance(stored["answers"], dict):
+            return {"stamp": stamp, "answers": stored["answers"], "new": False}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return {"stamp": stamp, "answers": {}, "new": False}
+
+
+def _store_path() -> Path:
+    # The folder of dlcli.data.cache_dir, which is not imported here: it would import numpy.
+    if os.environ.get("DLCLI_CACHE"):
+        return Path(os.environ["DLCLI_CACHE"]) / STORE_NAME
+    home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(home) / "dlcli" / STORE_NAME
+
+
+def _save_store(path: Path) -> None:
+    """At exit: keep new answers for the next run (atomically; an unwritable cache is skipped)."""
+    store = _store()
+    if not store.get("new"):
+        return
+    import tempfile
+
+    document = json.dumps({"stamp": store["stamp"], "answers": store["answers"]})
+    temporary = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", dir=path.parent, prefix=".keras-catalog-", delete=False, encoding="utf-8"
+        ) as temporary:
+            temporary.write(document)
+        os.replace(temporary.name, path)
+    except OSError:
+        if temporary is not None:
+            Path(temporary.name).unlink(missing_ok=True)
+
+
+def _remembered(decode: Callable[[Any], Any]) -> Callable[[Callable[..., Any]], Any]:
+    """functools.cache whose answers also go to the store for the next run."""
+
+    def decorator(function: Callable[..., Any]) -> Any:
+        @cache
+        @functools.wraps(function)
+        def remembered(*args: str) -> Any:
+            store = _store()
+            if not store:
+                return function(*args)
+            key = " ".join((function.__name__, *args))
+            answers = store["answers"]
+            if key in answers:
+                return decode(answers[key])
+            value = function(*args)
+            if isinstance(value, frozenset):
+                answers[key] = sorted(value)
+            else:
+                answers[key] = value
+            store["new"] = True
+            return value
+
+        return remembered
+
+    return decorator
+
+
+def _optional(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda stored: None if stored is None else decode(stored)
+
+
 @cache
 def _parse(path: Path) -> ast.Module:
     return ast.parse(path.read_text(encoding="utf-8"))
@@ -62,7 +162,7 @@ def _imports(module: str) -> dict[str, tuple[str, str]]:
     return found
 
 
-@cache
+@_remembered(_optional(lambda names: {name: tuple(origin) for name, origin in names.items()}))
 def public_names(namespace: str) -> dict[str, tuple[str, str]] | None:
     """Public names of `keras.<namespace>` (e.g. "layers", "optimizers.schedules").
 
@@ -97,7 +197,7 @@ def _resolve_base(module: str, base: ast.expr) -> tuple[str, str] | None:
     return None
 
 
-@cache
+@_remembered(_optional(frozenset))
 def arguments(module: str, class_name: str) -> frozenset[str] | None:
     """Keyword arguments `class_name.__init__` accepts, following **kwargs into base classes.
 
@@ -136,7 +236,7 @@ def _snake_case(name: str) -> str:
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-@cache
+@_remembered(frozenset)
 def _alias_strings(namespace: str) -> frozenset[str]:
     """String keys of the dict literals in `keras.src.<namespace>` (its ALL_OBJECTS_DICT)."""
     path = _module_file(f"keras.src.{namespace}")

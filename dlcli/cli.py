@@ -102,10 +102,13 @@ def train(
 
     Example: dlcli train configs/mnist.yaml --set fit.epochs=1
     """
+    with _user_errors():  # a mistake in the spec is reported before TensorFlow loads (seconds)
+        from dlcli.spec import load_spec
+
+        spec = load_spec(spec_path, overrides) if spec_path and resume is None else None
     with _user_errors(tensorflow=True):
         from dlcli import report
         from dlcli import train as training
-        from dlcli.spec import load_spec
 
         view = report.TrainView(stderr)
         if resume is not None and (spec_path is not None or overrides):
@@ -119,8 +122,7 @@ def train(
             result = training.train(
                 spec, spec_dir, view, tensorboard=tensorboard, run_dir=resume, skip_bad=skip_bad
             )
-        elif spec_path is not None:
-            spec = load_spec(spec_path, overrides)
+        elif spec is not None and spec_path is not None:
             result = training.train(
                 spec, spec_path.parent, view, tensorboard=tensorboard, spec_file=spec_path,
                 overrides=overrides, skip_bad=skip_bad,

@@ -1,0 +1,578 @@
+"""`make bench`: dlcli against the book's plain Keras MNIST script, on this machine, in one run.
+
+Trains the same network both ways, alternately (at least 3 pairs, the order swapped from pair
+to pair so that neither always runs on a warmer machine), and reports for each the median of:
+the whole process's wall time, `fit` time, training samples per second, test accuracy and peak
+RSS; the ratios dlcli/baseline; and the compute floor: the network's training FLOPs divided by
+the best matrix-multiply throughput measured here, before and after the pairs.
+
+Also timed: `dlcli --help`, `dlcli validate` on a good and a bad spec (and whether either
+imports TensorFlow), `dlcli predict` on 1 and on 1,000 images against a plain Keras script that
+decodes the same PNGs and calls `model.predict`, and `dlcli evaluate` against `model.evaluate`.
+
+Usage: python benchmarks/bench.py [--pairs N] [--repeats N] [--output PATH]
+Prints a table and writes the results as JSON (default benchmarks/results.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+PYTHON = sys.executable
+# The console script users run (its start-up is what they wait for), else `python -m dlcli`.
+_SCRIPT = Path(PYTHON).with_name("dlcli")
+DLCLI = [str(_SCRIPT)] if _SCRIPT.is_file() else [PYTHON, "-m", "dlcli"]
+SPEC = REPO / "configs" / "mnist.yaml"
+
+# The book's network and schedule (configs/mnist.yaml, benchmarks/baseline_mnist.py).
+LAYER_WIDTHS = (28 * 28, 512, 10)
+BATCH_SIZE, EPOCHS, TRAIN_SAMPLES = 128, 5, 60_000
+# The matrix products of one training step, (m, k, n) with batch 128: forward through both
+# layers, the weight gradients (x^T . dh) and the second layer's input gradient (the first
+# layer's is not needed: the data takes no gradient). The probe also times a large square
+# product, the machine's best case.
+STEP_PRODUCTS = ((128, 784, 512), (128, 512, 10), (784, 128, 512), (512, 128, 10), (128, 10, 512))
+PROBE_SHAPES = (*STEP_PRODUCTS, (2048, 2048, 2048))
+
+TARGETS = {
+    "wall_ratio": 0.6,
+    "fit_ratio": 0.5,
+    "accuracy": 0.978,
+    "rss_ratio": 1.10,
+    "floor_ratio": 2.5,
+    "startup_seconds": 0.5,
+    "predict_ratio": 2.0,
+}
+# What TensorFlow prints on its own while it starts: users must not see it.
+TF_NOISE = re.compile(
+    r"absl::InitializeLog|cudart_stub|cpu_feature_guard|oneDNN custom operations|"
+    r"^[IWE]\d{4} \d\d:\d\d:\d\d|This TensorFlow binary is optimized",
+    re.MULTILINE,
+)
+BAD_SPEC = """\
+name: mnist
+dataset:
+  name: mnist
+model:
+  input: [28, 28]
+  layers:
+    - Flaten
+    - Dense: {units: 10, activation: softmax}
+compile:
+  loss: sparse_categorical_crossentropy
+fit:
+  epochs: 1
+"""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One child process: wall and CPU seconds, peak resident memory, exit status, output."""
+
+    wall: float
+    cpu: float
+    rss_mb: float
+    returncode: int
+    stdout: str
+    stderr: str
+    steal: float  # share of the machine's CPU time the hypervisor took meanwhile (Linux VMs)
+
+
+def cpu_ticks() -> list[int]:
+    try:
+        return [int(value) for value in Path("/proc/stat").read_text().split()[1:9]]
+    except (OSError, ValueError):
+        return [0] * 8
+
+
+def measure(command: list[str], *, env: dict[str, str] | None = None, cwd: Path = REPO) -> Run:
+    """Run a command to the end; its own rusage gives CPU time and peak RSS (Linux: KiB)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        ticks = cpu_ticks()
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=env, cwd=cwd)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        spent = [after - before for before, after in zip(ticks, cpu_ticks(), strict=True)]
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Run(
+            wall=wall,
+            cpu=usage.ru_utime + usage.ru_stime,
+            rss_mb=usage.ru_maxrss / 1024,
+            returncode=process.returncode,
+            stdout=out.read().decode(errors="replace"),
+            stderr=err.read().decode(errors="replace"),
+            steal=spent[7] / max(sum(spent), 1),
+        )
+
+
+def checked(run: Run, what: str) -> Run:
+    if run.returncode != 0:
+        tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-15:])
+        raise SystemExit(f"{what} failed with exit code {run.returncode}:\n{tail}")
+    return run
+
+
+def last_json(text: str) -> dict[str, Any]:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# The compute floor
+
+
+def training_flops_per_sample(widths: tuple[int, ...] = LAYER_WIDTHS) -> int:
+    """Multiply-adds x 2 of one training step per example: forward, weight gradients, and
+    input gradients for every layer but the first (the data needs none)."""
+    products = [a * b for a, b in zip(widths, widths[1:], strict=False)]
+    flops = 2 * (sum(products) + sum(products) + sum(products[1:]))
+    assert flops * BATCH_SIZE == sum(2 * m * k * n for m, k, n in STEP_PRODUCTS)
+    return flops
+
+
+def compute_floor(probes: list[dict[str, float]]) -> dict[str, Any]:
+    """Training FLOPs / best measured matmul throughput; also at the network's own shapes."""
+    best = {shape: max(sample[shape] for sample in probes) for shape in probes[0]}
+    peak_shape = max(best, key=best.__getitem__)
+    flops = training_flops_per_sample() * TRAIN_SAMPLES * EPOCHS
+    steps = EPOCHS * TRAIN_SAMPLES / BATCH_SIZE
+    at_shapes = steps * sum(
+        2 * m * k * n / (best[f"{m}x{k}x{n}"] * 1e9) for m, k, n in STEP_PRODUCTS
+    )
+    return {
+        "flops_per_sample": training_flops_per_sample(),
+        "training_flops": flops,
+        "matmul_gflops": probes,
+        "best_gflops": best[peak_shape],
+        "best_shape": peak_shape,
+        "floor_s": flops / (best[peak_shape] * 1e9),
+        "floor_at_network_shapes_s": at_shapes,
+    }
+
+
+def probe() -> None:
+    """(Child process) best-of-5 TensorFlow matmul GFLOP/s for PROBE_SHAPES, as JSON."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    rates = {}
+    for m, k, n in PROBE_SHAPES:
+        repeats = max(4, int(2e9 / (2 * m * k * n)))
+        a, b = tf.random.normal((m, k)), tf.random.normal((k, n))
+
+        @tf.function
+        def products(a: Any, b: Any, repeats: int = repeats) -> Any:
+            total = tf.zeros((a.shape[0], b.shape[1]))
+            for _ in tf.range(repeats):
+                total += tf.matmul(a, b)
+            return total
+
+        products(a, b).numpy()
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            products(a, b).numpy()
+            best = min(best, time.perf_counter() - started)
+        rates[f"{m}x{k}x{n}"] = 2 * m * k * n * repeats / best / 1e9
+    print(json.dumps(rates))
+
+
+def measure_matmul() -> dict[str, float]:
+    run = checked(measure([PYTHON, str(Path(__file__).resolve()), "--probe"]), "matmul probe")
+    return last_json(run.stdout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: baseline and dlcli, alternately
+
+
+def mnist_cache() -> Path:
+    """The cached MNIST arrays both sides read (fetched once if missing)."""
+    from dlcli.data import cache_dir
+    from dlcli.data.mnist import CACHE_FILE_NAME, load_mnist
+
+    load_mnist(cache_dir())
+    return cache_dir() / CACHE_FILE_NAME
+
+
+def run_baseline(mnist: Path) -> dict[str, Any]:
+    run = checked(measure([PYTHON, str(BENCHMARKS / "baseline_mnist.py"), str(mnist)]), "baseline")
+    result = last_json(run.stdout)
+    return {
+        "wall": run.wall,
+        "cpu": run.cpu,
+        "rss_mb": run.rss_mb,
+        "fit": result["fit_seconds"],
+        "accuracy": result["test_accuracy"],
+        "steal": run.steal,
+    }
+
+
+def xla_cache() -> Path:
+    from dlcli.data import cache_dir
+
+    return cache_dir() / "xla"
+
+
+def run_dlcli(runs_dir: Path) -> dict[str, Any]:
+    command = [*DLCLI, "train", str(SPEC), "--set", f"output.dir={runs_dir}"]
+    cache = "warm" if any(xla_cache().glob("*/*")) else "cold"
+    run = checked(measure(command), "dlcli train")
+    run_dir = max(runs_dir.glob("mnist-*"), key=lambda path: path.stat().st_mtime)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {
+        "wall": run.wall,
+        "cpu": run.cpu,
+        "rss_mb": run.rss_mb,
+        "fit": metrics["fit_seconds"],
+        "accuracy": metrics["test"]["accuracy"],
+        "device": metrics["device"],
+        "tf_noise_lines": len(TF_NOISE.findall(run.stderr)),
+        "model": str(run_dir / "model.keras"),
+        "xla_cache": cache,
+        "steal": run.steal,
+    }
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    samples = TRAIN_SAMPLES * EPOCHS
+    return {
+        "wall_s": median([r["wall"] for r in runs]),
+        "cpu_s": median([r["cpu"] for r in runs]),
+        "fit_s": median([r["fit"] for r in runs]),
+        "samples_per_s": median([samples / r["fit"] for r in runs]),
+        "accuracy": median([r["accuracy"] for r in runs]),
+        "accuracy_min": min(r["accuracy"] for r in runs),
+        "peak_rss_mb": median([r["rss_mb"] for r in runs]),
+        "runs": runs,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Start-up, predict and evaluate
+
+
+def imports_tensorflow(arguments: list[str]) -> bool:
+    run = measure([PYTHON, "-X", "importtime", "-m", "dlcli", *arguments])
+    return bool(re.search(r"\|\s+(tensorflow|keras)(\.|$)", run.stderr, re.MULTILINE))
+
+
+def time_startup(workdir: Path, repeats: int) -> dict[str, Any]:
+    bad = workdir / "bad.yaml"
+    bad.write_text(BAD_SPEC)
+    cases = {
+        "help": (["--help"], 0),
+        "validate_good": (["validate", str(SPEC)], 0),
+        "validate_bad": (["validate", str(bad)], None),
+    }
+    results: dict[str, Any] = {}
+    for name, (arguments, expected) in cases.items():
+        runs = [measure([*DLCLI, *arguments]) for _ in range(repeats)]
+        codes = {run.returncode for run in runs}
+        if (expected is not None and codes != {expected}) or (expected is None and 0 in codes):
+            raise SystemExit(f"dlcli {' '.join(arguments)}: unexpected exit codes {codes}")
+        results[name] = {
+            "wall_s": median([run.wall for run in runs]),
+            "cpu_s": median([run.cpu for run in runs]),
+            "imports_tensorflow": imports_tensorflow(arguments),
+            "output": (runs[-1].stdout + runs[-1].stderr).strip().splitlines()[-1][:160],
+        }
+    return results
+
+
+def write_digits(mnist: Path, folder: Path, count: int) -> list[Path]:
+    """The first `count` MNIST test images as PNG files (what a user would predict on)."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with np.load(mnist) as arrays:
+        images = arrays["x_test"][:count]
+    paths = [folder / f"{index:05d}.png" for index in range(count)]
+    for image, path in zip(images, paths, strict=True):
+        Image.fromarray(image).save(path)
+    return paths
+
+
+def time_inference(model: str, mnist: Path, workdir: Path, repeats: int) -> dict[str, Any]:
+    """dlcli predict/evaluate against plain Keras doing the same in a script of its own."""
+    digits = write_digits(mnist, workdir / "digits", 1000)
+    plain = [PYTHON, str(BENCHMARKS / "baseline_inference.py"), model]
+    cases: dict[str, tuple[list[str], list[str]]] = {
+        "predict_1": (
+            [*DLCLI, "predict", str(digits[0]), "--model", model],
+            [*plain, "predict", str(digits[0])],
+        ),
+        "predict_1000": (
+            [*DLCLI, "predict", str(digits[0].parent), "--model", model, "--csv"],
+            [*plain, "predict", str(digits[0].parent)],
+        ),
+        "evaluate": (
+            [*DLCLI, "evaluate", model, "--json", "--output", str(workdir / "evaluation")],
+            [*plain, "evaluate", str(mnist)],
+        ),
+    }
+    results: dict[str, Any] = {}
+    for name, (command, reference) in cases.items():
+        ours, theirs, parts = [], [], []
+        for _ in range(repeats):
+            ours.append(checked(measure(command), f"dlcli {name}"))
+            run = checked(measure(reference), f"plain Keras {name}")
+            theirs.append(run)
+            parts.append(last_json(run.stdout))
+        results[name] = {
+            "dlcli_wall_s": median([run.wall for run in ours]),
+            "plain_keras_wall_s": median([run.wall for run in theirs]),
+            "plain_keras_in_process_s": {
+                key: median([part[key] for part in parts]) for key in parts[0]
+            },
+            "dlcli_peak_rss_mb": median([run.rss_mb for run in ours]),
+            "tf_noise_lines": max(len(TF_NOISE.findall(run.stderr)) for run in ours),
+        }
+        results[name]["ratio"] = results[name]["dlcli_wall_s"] / results[name]["plain_keras_wall_s"]
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    memory_gib = 0.0
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        cpu = re.search(r"model name\s*:\s*(.*)", cpuinfo).group(1)  # type: ignore[union-attr]
+        flags = re.search(r"flags\s*:\s*(.*)", cpuinfo).group(1).split()  # type: ignore[union-attr]
+        cpu += f" ({', '.join(f for f in ('avx512f', 'amx_tile', 'avx512_bf16') if f in flags)})"
+        meminfo = Path("/proc/meminfo").read_text()
+        memory_gib = int(re.search(r"MemTotal:\s*(\d+)", meminfo).group(1)) / 2**20  # type: ignore[union-attr]
+    except (OSError, AttributeError):
+        pass
+
+    def package(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    gpu = (
+        shutil.which("nvidia-smi")
+        and subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_gib, 1),
+        "gpu": gpu or None,
+        "python": platform.python_version(),
+        "tensorflow": package("tensorflow"),
+        "keras": package("keras"),
+        "environment": {
+            key: os.environ[key]
+            for key in ("TF_ENABLE_ONEDNN_OPTS", "TF_XLA_FLAGS", "XLA_FLAGS", "OMP_NUM_THREADS")
+            if key in os.environ
+        },
+    }
+
+
+def print_table(results: dict[str, Any]) -> None:
+    base, ours = results["baseline"], results["dlcli"]
+    ratios, floor = results["ratios"], results["floor"]
+    rows = [
+        ("whole process, wall (s)", "wall_s", "{:.1f}"),
+        ("whole process, CPU (s)", "cpu_s", "{:.1f}"),
+        ("fit (s)", "fit_s", "{:.1f}"),
+        ("training samples/s", "samples_per_s", "{:,.0f}"),
+        ("test accuracy (median)", "accuracy", "{:.4f}"),
+        ("test accuracy (lowest)", "accuracy_min", "{:.4f}"),
+        ("peak RSS (MB)", "peak_rss_mb", "{:,.0f}"),
+    ]
+    pairs = results["pairs"]
+    print(f"\nMNIST MLP, {EPOCHS} epochs, batch {BATCH_SIZE}: medians of {pairs} alternating pairs")
+    print(f"{'':28}{'baseline':>12}{'dlcli':>12}{'dlcli/base':>12}")
+    for label, key, form in rows:
+        ratio = "" if "accuracy" in key else f"{ours[key] / base[key]:.2f}"
+        cells = [form.format(base[key]), form.format(ours[key])]
+        print(f"{label:28}{cells[0]:>12}{cells[1]:>12}{ratio:>12}")
+    cold = ours.get("first_run_cold_xla_cache")
+    if cold:
+        print(
+            f"{'dlcli first run (XLA cache cold)':28}{'':>12}{cold['wall']:>12.1f}"
+            f"{cold['wall'] / base['wall_s']:>12.2f}  wall; fit {cold['fit']:.1f} s "
+            f"({cold['fit'] / base['fit_s']:.2f})"
+        )
+    print(
+        f"\ncompute floor: {floor['training_flops'] / 1e9:.0f} GFLOP (training, "
+        f"{floor['flops_per_sample']:,} FLOP/sample) / {floor['best_gflops']:.0f} GFLOP/s "
+        f"(best TF matmul here, {floor['best_shape']}) = {floor['floor_s']:.1f} s; "
+        f"dlcli fit = {ratios['fit_over_floor']:.2f}x floor, baseline fit = "
+        f"{base['fit_s'] / floor['floor_s']:.2f}x"
+    )
+    print(
+        f"  at the network's own matmul shapes (batch 128): "
+        f"{floor['floor_at_network_shapes_s']:.1f} s; dlcli fit = "
+        f"{ratios['fit_over_floor_at_network_shapes']:.2f}x, baseline fit = "
+        f"{base['fit_s'] / floor['floor_at_network_shapes_s']:.2f}x"
+    )
+    steal = [run["steal"] for run in base["runs"] + ours["runs"]]
+    print(
+        f"CPU time the hypervisor took (steal) during the runs: {min(steal):.0%}-{max(steal):.0%}"
+    )
+    print(f"device: {ours['runs'][0]['device']}; {results['machine']['cpu']}")
+    print(f"TensorFlow start-up lines shown by dlcli train: {ours['tf_noise_lines']}")
+    print("\nstart-up (median wall, s)")
+    for name, row in results["startup"].items():
+        tf_note = "imports TensorFlow!" if row["imports_tensorflow"] else "no TensorFlow import"
+        print(f"  dlcli {name:24}{row['wall_s']:8.3f}   {tf_note}")
+    if results.get("inference"):
+        print("\ninference (median wall of the whole process, s)")
+        print(f"  {'':22}{'dlcli':>8}{'plain Keras':>13}{'ratio':>8}   plain Keras in-process")
+        for name, row in results["inference"].items():
+            inside = ", ".join(f"{k} {v:.2f}" for k, v in row["plain_keras_in_process_s"].items())
+            print(
+                f"  {name:22}{row['dlcli_wall_s']:8.2f}{row['plain_keras_wall_s']:13.2f}"
+                f"{row['ratio']:8.2f}   {inside}"
+            )
+    print("\ntargets")
+    for name, (value, target, passed) in results["targets"].items():
+        print(f"  {'PASS' if passed else 'FAIL'}  {name}: {value:.3f} (target {target})")
+
+
+def judge(results: dict[str, Any]) -> dict[str, tuple[float, Any, bool]]:
+    ratios, ours = results["ratios"], results["dlcli"]
+    targets: dict[str, tuple[float, Any, bool]] = {
+        "wall dlcli/baseline": (ratios["wall"], f"<= {TARGETS['wall_ratio']}", None),
+        "fit dlcli/baseline": (ratios["fit"], f"<= {TARGETS['fit_ratio']}", None),
+        "test accuracy (lowest run)": (ours["accuracy_min"], f">= {TARGETS['accuracy']}", None),
+        "peak RSS dlcli/baseline": (ratios["peak_rss"], f"<= {TARGETS['rss_ratio']}", None),
+        "fit / compute floor": (ratios["fit_over_floor"], f"<= {TARGETS['floor_ratio']}", None),
+        "fit / floor at the network's shapes": (
+            ratios["fit_over_floor_at_network_shapes"],
+            f"<= {TARGETS['floor_ratio']}",
+            None,
+        ),
+    }
+    for name, row in results["startup"].items():
+        targets[f"dlcli {name} (s)"] = (row["wall_s"], f"< {TARGETS['startup_seconds']}", None)
+    if results.get("inference"):
+        row = results["inference"]["predict_1000"]
+        targets["predict 1000 dlcli/plain Keras"] = (
+            row["ratio"],
+            f"< {TARGETS['predict_ratio']}",
+            None,
+        )
+    judged = {}
+    for name, (value, target, _) in targets.items():
+        operator, bound = target.split()
+        passed = {
+            "<=": value <= float(bound),
+            "<": value < float(bound),
+            ">=": value >= float(bound),
+        }[operator]
+        judged[name] = (value, target, passed)
+    return judged
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=3, help="baseline/dlcli pairs (>= 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per start-up/inference case")
+    parser.add_argument("--output", type=Path, default=BENCHMARKS / "results.json")
+    parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.probe:
+        probe()
+        return
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    mnist = mnist_cache()
+    workdir = Path(tempfile.mkdtemp(prefix="dlcli-bench-"))
+    try:
+        # The first dlcli run compiles with XLA from scratch; later ones load the programs.
+        shutil.rmtree(xla_cache(), ignore_errors=True)
+        print(f"matmul probe, then {arguments.pairs} pairs of training runs ...", flush=True)
+        probes = [measure_matmul()]
+        baseline_runs, dlcli_runs = [], []
+        for pair in range(arguments.pairs):
+            order = ("baseline", "dlcli") if pair % 2 == 0 else ("dlcli", "baseline")
+            for side in order:
+                if side == "baseline":
+                    baseline_runs.append(run_baseline(mnist))
+                    run = baseline_runs[-1]
+                else:
+                    dlcli_runs.append(run_dlcli(workdir / "runs"))
+                    run = dlcli_runs[-1]
+                print(
+                    f"  pair {pair + 1} {side:8} wall {run['wall']:6.1f}s  fit {run['fit']:6.1f}s"
+                    f"  accuracy {run['accuracy']:.4f}  RSS {run['rss_mb']:,.0f} MB"
+                    f"  steal {run['steal']:.0%}"
+                    + (f"  XLA cache {run['xla_cache']}" if "xla_cache" in run else ""),
+                    flush=True,
+                )
+        probes.append(measure_matmul())
+        print("start-up, predict and evaluate ...", flush=True)
+        startup = time_startup(workdir, max(arguments.repeats, 5))
+        inference = time_inference(dlcli_runs[-1]["model"], mnist, workdir, arguments.repeats)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    floor = compute_floor(probes)
+    base, ours = summarize(baseline_runs), summarize(dlcli_runs)
+    ours["tf_noise_lines"] = max(run["tf_noise_lines"] for run in dlcli_runs)
+    cold = [run for run in dlcli_runs if run["xla_cache"] == "cold"]
+    ours["first_run_cold_xla_cache"] = cold[0] if cold else None
+    results: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "load_average": {"before": load_before, "after": os.getloadavg()},
+        "pairs": arguments.pairs,
+        "baseline": base,
+        "dlcli": ours,
+        "ratios": {
+            "wall": ours["wall_s"] / base["wall_s"],
+            "cpu": ours["cpu_s"] / base["cpu_s"],
+            "fit": ours["fit_s"] / base["fit_s"],
+            "peak_rss": ours["peak_rss_mb"] / base["peak_rss_mb"],
+            "fit_over_floor": ours["fit_s"] / floor["floor_s"],
+            "fit_over_floor_at_network_shapes": ours["fit_s"] / floor["floor_at_network_shapes_s"],
+        },
+        "floor": floor,
+        "startup": startup,
+        "inference": inference,
+        "bench_seconds": None,
+    }
+    results["targets"] = judge(results)
+    results["bench_seconds"] = round(time.perf_counter() - started, 1)
+    arguments.output.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    print(f"\nresults: {arguments.output} ({results['bench_seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
