@@ -192,6 +192,7 @@ def _cpu_identity() -> str:
 
 # Device files of GPUs that TensorFlow could use (NVIDIA, WSL, ROCm).
 _GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
+_KEPT_PROGRAMS = 200
 
 
 def _keep_compiled_programs() -> None:
@@ -214,6 +215,10 @@ def _keep_compiled_programs() -> None:
     folder = cache_dir() / "xla" / f"tensorflow-{tf.__version__}-cpu-{machine}"
     if any(character.isspace() for character in str(folder)):
         return  # TF_XLA_FLAGS is split at spaces, and TensorFlow aborts on what it can't parse
+    with suppress(OSError):  # keep the newest programs (~200 KB each)
+        programs = sorted(folder.glob("*.pb"), key=lambda path: path.stat().st_mtime)
+        for program in programs[:-_KEPT_PROGRAMS]:
+            program.unlink()
     os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={folder}".strip()
 
 
