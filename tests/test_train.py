@@ -182,3 +182,37 @@ def test_every_shipped_config_trains(config: Path) -> None:
     assert (run_dir / "curves.png").stat().st_size > 1000
     if metadata["task"] in ("multiclass", "binary"):
         assert (run_dir / "confusion_matrix.png").is_file()
+
+
+@pytest.mark.parametrize(("steps", "expected"), [(1, 1), (12, 2), (469, 67), (938, 67), (467, 46)])
+def test_auto_steps_per_execution_divides_the_epoch_when_it_can(steps: int, expected: int) -> None:
+    from types import SimpleNamespace
+
+    from dlcli.train import _steps_per_execution
+
+    spec = SimpleNamespace(compile=SimpleNamespace(steps_per_execution="auto"))
+    assert _steps_per_execution(spec, steps) == expected  # 467 is prime: a tenth of it
+
+
+@pytest.mark.parametrize("steps_per_execution", [2, 3])  # divides 4 steps / does not
+def test_training_pipeline_serves_every_example_once_per_epoch(steps_per_execution: int) -> None:
+    """Full batches then the rest, as Keras does; each epoch in its own order."""
+    from dlcli.train import _training_data
+
+    x = np.arange(10, dtype="uint8")[:, None] * np.ones((1, 3), dtype="uint8")
+    y = np.arange(10, dtype="uint8")
+    arguments = _training_data(x, y, 3, True, steps_per_execution)
+    one_iterator = steps_per_execution == 2
+    assert arguments.get("steps_per_epoch") == (4 if one_iterator else None)
+    iterator = iter(arguments["x"])
+    epochs = []
+    for _ in range(3):
+        if not one_iterator:  # Keras makes a new iterator every epoch
+            iterator = iter(arguments["x"])
+        batches = [next(iterator) for _ in range(4)]
+        assert [len(labels) for _, labels in batches] == [3, 3, 3, 1]
+        labels = np.concatenate([labels.numpy() for _, labels in batches])
+        pixels = np.concatenate([pixels.numpy() for pixels, _ in batches])
+        assert sorted(labels) == list(range(10)) and (pixels[:, 0] == labels).all()
+        epochs.append(list(labels))
+    assert len({tuple(order) for order in epochs}) == 3
