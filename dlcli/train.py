@@ -153,39 +153,6 @@ def _steps_per_execution(spec: Spec, steps_per_epoch: int) -> int:
     return divisor if 4 * divisor >= wanted else wanted
 
 
-# Layers that XLA compiles into CPU code at least as fast as TensorFlow's kernels. Measured on
-# the 2-core benchmark machine: Conv2D nets ran 4-5x and Dropout nets 8x slower per epoch with
-# XLA on CPU (which is why Keras's own "auto" leaves XLA off there).
-_XLA_CPU_LAYERS = frozenset(
-    {
-        "InputLayer", "Dense", "EinsumDense", "Flatten", "Reshape", "Rescaling", "Normalization",
-        "Activation", "ReLU", "LeakyReLU", "ELU", "Softmax",
-        "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
-    }
-)  # fmt: skip
-# XLA fuses the optimizer's elementwise updates into one pass over each weight: on CPU that
-# saves about 1e-8 s per weight and step (MNIST MLP: 4.7 ms of ~10 ms a step), and compiling
-# costs a few seconds, so it pays from a few hundred million weight updates in the run.
-_XLA_CPU_MIN_UPDATES = 3e8
-
-
-def _xla_on_cpu(model: Any, spec: Spec, device_kind: str, steps_per_epoch: int) -> bool:
-    """Resolve `compile.jit_compile: auto` on CPU for the models where XLA pays; True if it did.
-
-    Keras resolves "auto" to XLA on GPUs and never on CPU. dlcli also uses it on CPU for
-    stacks of dense layers that train long enough to earn back the compile time.
-    """
-    if spec.compile.jit_compile != "auto" or device_kind != "CPU" or model.jit_compile:
-        return False
-    if any(type(layer).__name__ not in _XLA_CPU_LAYERS for layer in model.layers):
-        return False
-    weights = sum(math.prod(weight.shape) for weight in model.trainable_weights)
-    if weights * steps_per_epoch * spec.fit.epochs < _XLA_CPU_MIN_UPDATES:
-        return False
-    model.jit_compile = True  # Keras's setter keeps it off where a layer does not support XLA
-    return bool(model.jit_compile)
-
-
 def _cpu_identity() -> str:
     """The CPU model and its instruction set flags: compiled code depends on both."""
     import platform
@@ -665,7 +632,6 @@ def train(
     )
     check_against_model(splits, model, task)
     adapt_preprocessing(model, spec.model, splits.train.x)
-    _xla_on_cpu(model, spec, device.kind, steps)
 
     view.start(device.description, splits, run_dir)
     progress = _progress_callback(view, spec.fit.epochs, steps)

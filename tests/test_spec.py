@@ -24,15 +24,15 @@ CASES = [
     (
         replaced("epochs: 5", "epoch: 5"),
         "`fit.epoch`: unknown key `epoch` (did you mean `epochs`?); valid keys: epochs, "
-        "batch_size, shuffle, callbacks (configs/mnist.yaml, line 19)",
+        "batch_size, shuffle, callbacks (configs/mnist.yaml, line 20)",
     ),
     (
         replaced("epochs: 5", "epochs: -3"),
-        "`fit.epochs` must be greater than 0. Received: -3 (configs/mnist.yaml, line 19)",
+        "`fit.epochs` must be greater than 0. Received: -3 (configs/mnist.yaml, line 20)",
     ),
     (
         replaced("batch_size: 128", "batch_size: 0"),
-        "`fit.batch_size` must be greater than 0. Received: 0 (configs/mnist.yaml, line 20)",
+        "`fit.batch_size` must be greater than 0. Received: 0 (configs/mnist.yaml, line 21)",
     ),
     (
         replaced("name: mnist\nmodel", "name: mnist\n  validation_split: 1.5\nmodel"),
@@ -103,12 +103,12 @@ CASES = [
     (
         MNIST + "  callbacks:\n    - EarlyStoping: {monitor: val_loss}\n",
         "`fit.callbacks[0]`: unknown callback `EarlyStoping` (did you mean `EarlyStopping`?); "
-        "see keras.callbacks for the valid names (configs/mnist.yaml, line 22)",
+        "see keras.callbacks for the valid names (configs/mnist.yaml, line 23)",
     ),
     (
         MNIST + "  callbacks:\n    - LambdaCallback: {}\n",
         "`fit.callbacks[0]`: `LambdaCallback` is refused: it runs Python code from the spec "
-        "(configs/mnist.yaml, line 22)",
+        "(configs/mnist.yaml, line 23)",
     ),
     (
         replaced("name: mnist\nmodel", "name: minst\nmodel"),
@@ -127,21 +127,21 @@ CASES = [
     ),
     (
         replaced("epochs: 5", "epochs: [5"),
-        "configs/mnist.yaml, line 20: invalid YAML: expected ',' or ']', but got ':'",
+        "configs/mnist.yaml, line 21: invalid YAML: expected ',' or ']', but got ':'",
     ),
     (
         replaced("epochs: 5", "epochs: !!python/object/apply:os.system ['touch pwned']"),
         "configs/mnist.yaml: the YAML tag `!!python/object/apply:os.system` is not allowed "
-        "(line 19); a spec holds plain values, lists and mappings",
+        "(line 20); a spec holds plain values, lists and mappings",
     ),
     (
         replaced("  batch_size: 128", "  batch_size: 128\n  epochs: 3"),
-        "configs/mnist.yaml: duplicate key `epochs` at lines 19 and 21; keep only one of them",
+        "configs/mnist.yaml: duplicate key `epochs` at lines 20 and 22; keep only one of them",
     ),
     (
         replaced("epochs: 5", "epochs: &e 5\n  shuffle: *e"),
         "configs/mnist.yaml: anchors and aliases (&name, *name) are not allowed in a spec "
-        "(line 19); write the value out in full",
+        "(line 20); write the value out in full",
     ),
     (
         replaced("  layers:", "  outputs: [out]\n  layers:"),
