@@ -328,31 +328,34 @@ def write_digits(mnist: Path, folder: Path, count: int) -> list[Path]:
     return paths
 
 
-# In-process, after the imports (the target's own terms). dlcli's predict() end to end, then in
-# another process its parts: load the model, decode with dlcli's own image code, model.predict.
-PREDICT_WHOLE = """
-import json, sys, time
-import keras
-from dlcli.predict import predict
-started = time.perf_counter()
-result = predict([sys.argv[2]], model_path=sys.argv[1], top_k=1)
-print(json.dumps({"predict": time.perf_counter() - started, "count": len(result.predictions)}))
-"""
-PREDICT_PARTS = """
+# In-process, after the imports (the target's own terms), in one process so that both sides
+# see the same machine: dlcli's predict() end to end, and its parts: load the model, decode
+# with dlcli's own image code, and Keras's model.predict on the decoded array.
+PREDICT_IN_PROCESS = """
 import json, sys, time
 import keras, numpy as np
 from dlcli import artifact
-from dlcli.predict import IMAGE_SUFFIXES, describe_inputs, expand_inputs, read_inputs
-seconds, started = {}, time.perf_counter()
-loaded = artifact.load(sys.argv[1])
-seconds["load"], started = time.perf_counter() - started, time.perf_counter()
-description, _ = describe_inputs(loaded.model, loaded.metadata, loaded.path)
-files, _ = expand_inputs([sys.argv[2]], IMAGE_SUFFIXES)
-batch = np.concatenate([pixels for _, pixels in read_inputs(files, description, raw=False)])
-seconds["decode"], started = time.perf_counter() - started, time.perf_counter()
-loaded.model.predict(batch, verbose=0)
-seconds["model_predict"] = time.perf_counter() - started
-print(json.dumps(seconds))
+from dlcli.predict import IMAGE_SUFFIXES, describe_inputs, expand_inputs, predict, read_inputs
+
+def whole():
+    started = time.perf_counter()
+    predict([sys.argv[2]], model_path=sys.argv[1], top_k=1)
+    return {"predict": time.perf_counter() - started}
+
+def parts():
+    seconds, started = {}, time.perf_counter()
+    loaded = artifact.load(sys.argv[1])
+    seconds["load"], started = time.perf_counter() - started, time.perf_counter()
+    description, _ = describe_inputs(loaded.model, loaded.metadata, loaded.path)
+    files, _ = expand_inputs([sys.argv[2]], IMAGE_SUFFIXES)
+    batch = np.concatenate([pixels for _, pixels in read_inputs(files, description, raw=False)])
+    seconds["decode"], started = time.perf_counter() - started, time.perf_counter()
+    loaded.model.predict(batch, verbose=0)
+    seconds["model_predict"] = time.perf_counter() - started
+    return seconds
+
+order = (whole, parts) if sys.argv[3] == "whole first" else (parts, whole)
+print(json.dumps({key: value for step in order for key, value in step().items()}))
 """
 
 
@@ -394,18 +397,18 @@ def time_inference(model: str, mnist: Path, workdir: Path, repeats: int) -> dict
         results[name]["ratio"] = results[name]["dlcli_wall_s"] / results[name]["plain_keras_wall_s"]
     # The target's own terms: predict() = load + decode + at most 2x model.predict.
     folder = str(digits[0].parent)
-    whole, parts = [], []
-    for _ in range(repeats):
-        run = measure([PYTHON, "-c", PREDICT_WHOLE, model, folder])
-        whole.append(last_json(checked(run, "dlcli predict()").stdout)["predict"])
-        run = measure([PYTHON, "-c", PREDICT_PARTS, model, folder])
-        parts.append(last_json(checked(run, "predict parts").stdout))
-    part = {key: median([sample[key] for sample in parts]) for key in parts[0]}
-    dlcli_seconds = median(whole)
+    samples = []
+    for index in range(repeats):
+        order = "whole first" if index % 2 else "parts first"
+        run = measure([PYTHON, "-c", PREDICT_IN_PROCESS, model, folder, order])
+        sample = last_json(checked(run, "predict in-process").stdout)
+        sample["ratio"] = (sample["predict"] - sample["load"] - sample["decode"]) / sample[
+            "model_predict"
+        ]
+        samples.append(sample)
     results["predict_1000"]["in_process"] = {
-        "dlcli_predict_s": dlcli_seconds,
-        **{f"{key}_s": value for key, value in part.items()},
-        "ratio": (dlcli_seconds - part["load"] - part["decode"]) / part["model_predict"],
+        f"{key}_s" if key != "ratio" else key: median([sample[key] for sample in samples])
+        for key in samples[0]
     }
     return results
 
@@ -527,7 +530,7 @@ def print_table(results: dict[str, Any]) -> None:
         inside = results["inference"]["predict_1000"]["in_process"]
         print(
             f"  predict_1000 in-process (after imports): dlcli predict() "
-            f"{inside['dlcli_predict_s']:.2f} s = load {inside['load_s']:.2f} s + decode "
+            f"{inside['predict_s']:.2f} s = load {inside['load_s']:.2f} s + decode "
             f"{inside['decode_s']:.2f} s + {inside['ratio']:.2f} x model.predict "
             f"{inside['model_predict_s']:.2f} s"
         )

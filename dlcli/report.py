@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,13 +111,25 @@ def train_result(console: Console, result: TrainResult) -> None:
     console.print(f"Run directory: {result.run_dir}")
 
 
-def save_curves(history: dict[str, list[float]], path: Path) -> None:
-    """Loss and each metric per epoch, training and validation side by side."""
+def _pyplot() -> Any:
+    """matplotlib's pyplot, drawing to files only (the Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def load_plotting_in_background() -> None:
+    """Import matplotlib (about 1 s) on a thread while fit keeps TensorFlow busy, so that the
+    plots after training do not wait for it. Python's import lock makes `_pyplot` wait for it."""
+    threading.Thread(target=_pyplot, name="dlcli-import-matplotlib").start()
+
+
+def save_curves(history: dict[str, list[float]], path: Path) -> None:
+    """Loss and each metric per epoch, training and validation side by side."""
+    plt = _pyplot()
     names = [key for key in history if not key.startswith("val_") and key != "learning_rate"]
     figure, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
     for axis, name in zip(axes[0], names, strict=True):
@@ -133,11 +146,7 @@ def save_curves(history: dict[str, list[float]], path: Path) -> None:
 
 def save_confusion_matrix(matrix: np.ndarray, labels: list[str], path: Path) -> None:
     """The confusion matrix as a heat map with counts."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     size = max(4.0, 0.45 * len(labels) + 2)
     figure, axis = plt.subplots(figsize=(size, size))
     axis.imshow(matrix, cmap="Blues")
@@ -241,11 +250,7 @@ def notes(console: Console, lines: list[str]) -> None:
 
 def save_image_grid(images: np.ndarray, titles: list[str], path: Path) -> None:
     """A grid of images (grey or colour, any value range) with a title over each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     columns = min(6, len(images))
     rows = -(-len(images) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows), squeeze=False)
