@@ -228,7 +228,8 @@ def parse_yaml(text: str, where: str) -> tuple[Any, dict[KeyPath, int]]:
 class _Strict(BaseModel):
     """Unknown keys are refused with the nearest valid key; values are not coerced."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    # defer_build: validators are built on first use, once for the whole Spec (start-up time)
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True, defer_build=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -248,7 +249,7 @@ class _Strict(BaseModel):
 class KerasObject(BaseModel):
     """A Keras object written as `name` or `{ClassName: {argument: value}}`."""
 
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(strict=True, defer_build=True)
     class_name: str
     config: dict[str, Any] = Field(default_factory=dict)
 
