@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,12 +118,6 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def load_plotting_in_background() -> None:
-    """Import matplotlib (about 1 s) on a thread while fit keeps TensorFlow busy, so that the
-    plots after training do not wait for it. Python's import lock makes `_pyplot` wait for it."""
-    threading.Thread(target=_pyplot, name="dlcli-import-matplotlib").start()
 
 
 def save_curves(history: dict[str, list[float]], path: Path) -> None:

@@ -650,7 +650,6 @@ def train(
     if tensorboard or spec.output.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
     validation = splits.validation
-    report.load_plotting_in_background()  # for curves.png, while fit runs
     fit_started = time.perf_counter()
     try:
         with _signals_stop(progress):

@@ -80,3 +80,15 @@ def test_tensorflow_start_up_noise_is_not_shown() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert "Total params: 9" in result.stdout
+
+
+def test_commands_that_load_tensorflow_keep_exit_code_and_output(tmp_path: Path) -> None:
+    """They leave with os._exit (no teardown): the code and every line must still come out."""
+    import subprocess
+    import sys
+
+    missing = tmp_path / "missing.keras"
+    command = [sys.executable, "-m", "dlcli", "evaluate", str(missing)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 6
+    assert result.stderr == f"Error: model file not found: {missing}\n"
