@@ -34,9 +34,9 @@ from dlcli.errors import (
     OutputError,
     TrainingError,
 )
+from dlcli.evaluate import confusion_matrix, score
 from dlcli.spec import Spec, format_path
 
-PREDICT_BATCH_SIZE = 1024
 BACKUP_DIR = "backup"
 _WRITE_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EFBIG}
 RUN_RECORD = "run.json"  # what --resume needs besides spec.yaml: the spec's folder
@@ -198,22 +198,6 @@ def _keep_compiled_programs() -> None:
     os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={folder}".strip()
 
 
-def _inference_batch_size(model: Any, fit_batch_size: int, examples: int) -> int:
-    """Batch size for one pass of evaluate or predict: as large as about 256 MB of activations.
-
-    Each batch costs a Python round trip and each new batch shape a trace, so one pass over a
-    test set goes fastest in few, large batches; the activations of a batch bound its size.
-    """
-    try:
-        shapes = [tensor.shape for tensor in model.inputs]
-        shapes += [layer.output.shape for layer in model.layers]
-        per_example = 4 * sum(math.prod(d or 1 for d in shape[1:]) for shape in shapes)
-    except (AttributeError, ValueError, TypeError):  # nested or multi-output layers
-        return max(fit_batch_size, PREDICT_BATCH_SIZE)
-    fits = (256 * 1024 * 1024) // max(per_example, 1)
-    return max(fit_batch_size, min(examples, fits))
-
-
 # Above this size the training data goes to Keras's own adapter, which holds no shuffled copy.
 _SHUFFLED_COPY_MAX_BYTES = 512 * 1024 * 1024
 
@@ -246,6 +230,7 @@ def _training_data(
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     base_seed = tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64)  # from the run's seed
 
+    @tf.autograph.experimental.do_not_convert  # plain Python: AutoGraph took ~0.3 s to convert it
     def one_epoch(x: Any, y: Any) -> Any:
         if shuffle:
             seed = tf.stack([base_seed, epoch.assign_add(1)])
@@ -276,23 +261,6 @@ def _training_data(
         dataset = dataset.flat_map(one_epoch).apply(tf.data.experimental.assert_cardinality(steps))
     arguments = {"x": dataset.prefetch(2).with_options(options), "shuffle": False}
     return {**arguments, "steps_per_epoch": steps} if one_iterator else arguments
-
-
-# Up to this many batches, one pass runs faster eagerly than traced (tracing costs ~0.3 s).
-_EAGER_MAX_BATCHES = 8
-
-
-def _single_pass(model: Any, batches: int) -> None:
-    """Set up evaluate and predict for one pass over the test set each.
-
-    Tracing a function (and compiling it with XLA) costs more than it saves when it runs a
-    few times: a pass of at most `_EAGER_MAX_BATCHES` large batches runs eagerly (MNIST test
-    set, one batch of 10,000: evaluate + predict 0.5 s instead of 1.2 s traced).
-    """
-    if batches <= _EAGER_MAX_BATCHES and model.distribute_strategy.num_replicas_in_sync == 1:
-        model.run_eagerly = True
-        model.make_test_function(force=True)  # fit made one for the validation data
-        model.make_predict_function(force=True)
 
 
 class _Stop(Exception):
@@ -676,12 +644,10 @@ def train(
     finally:
         view.stop()
     fit_seconds = time.perf_counter() - fit_started
-    batch_size = _inference_batch_size(model, spec.fit.batch_size, len(splits.test))
-    _single_pass(model, math.ceil(len(splits.test) / batch_size))
-    test_metrics = model.evaluate(
-        splits.test.x, splits.test.y, batch_size=batch_size, verbose=0, return_dict=True
+    classifier = task in ("multiclass", "binary")
+    test_metrics, predicted = score(
+        model, splits.test.x, splits.test.y, spec.fit.batch_size, outputs=classifier
     )
-    test_metrics = {name: float(value) for name, value in test_metrics.items()}
     evaluated_on = "train" if splits.test_is_train else "test"
     history_lists = _read_history(run_dir / "history.csv")
     total_seconds = time.perf_counter() - started
@@ -698,10 +664,7 @@ def train(
     shutil.rmtree(backup_dir, ignore_errors=True)  # only now: the model is safely saved
     artifact.write_json(run_dir / "metrics.json", metrics)
     report.save_curves(history_lists, run_dir / "curves.png")
-    if task in ("multiclass", "binary"):
-        from dlcli.evaluate import confusion_matrix
-
-        predicted = model.predict(splits.test.x, batch_size=batch_size, verbose=0)
+    if predicted is not None:
         matrix = confusion_matrix(splits.test.y, predicted, task)
         labels = splits.info.class_names or [str(i) for i in range(len(matrix))]
         report.save_confusion_matrix(matrix, labels, run_dir / "confusion_matrix.png")

@@ -229,6 +229,29 @@ def test_multiclass_report_agrees_with_keras(models: TinyModels, isolated: Path)
         assert grid.format == "PNG" and grid.width > 100
 
 
+@pytest.mark.parametrize(("batch_bytes", "eager"), [(2**28, True), (1, False)])
+def test_score_is_kerass_evaluate_and_predict_in_one_batch_or_many(
+    models: TinyModels,
+    isolated: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    batch_bytes: int,
+    eager: bool,
+) -> None:
+    import keras
+
+    shutil.copytree(models.folder / "bars", isolated, dirs_exist_ok=True)
+    x, y = bars_test_split()
+    monkeypatch.setattr(evaluate, "_BATCH_BYTES", batch_bytes)  # 1: batches of one, 13 of them
+    model = keras.saving.load_model(models.bars)
+    metrics, outputs = evaluate.score(model, x, y, 1)
+    assert model.run_eagerly is eager  # one batch runs eagerly; 13 batches are traced
+    assert metrics == pytest.approx(keras_evaluate(models.bars, x, y), rel=1e-6)
+    assert outputs is not None and outputs.shape == (13, 3)
+    expected = keras.saving.load_model(models.bars).predict(x, verbose=0)
+    np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-6)
+    assert evaluate.score(model, x, y, 1, outputs=False)[1] is None
+
+
 def test_terminal_report(models: TinyModels) -> None:
     result = run("evaluate", models.bars, "--output", "out")
     assert result.exit_code == 0, result.output
