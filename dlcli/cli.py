@@ -40,11 +40,12 @@ Overrides = Annotated[
 def _user_errors(*, tensorflow: bool = False) -> Iterator[None]:
     """A DlcliError becomes `Error: ...` on stderr and its exit code; --debug keeps tracebacks.
 
-    `tensorflow` imports it first, quietly: its CUDA stubs print start-up lines straight to
-    file descriptor 2 during the import, before any log level applies (--debug shows them).
+    `tensorflow` imports it first, without its start-up lines (dlcli.device.import_tensorflow).
     """
-    if tensorflow and not _state["debug"]:
-        _import_tensorflow_quietly()
+    if tensorflow:
+        from dlcli.device import import_tensorflow
+
+        import_tensorflow()
     try:
         yield
     except DlcliError as error:
@@ -60,22 +61,6 @@ def _console(*, stderr: bool = False) -> Console:
     from rich.console import Console
 
     return Console(stderr=stderr)
-
-
-def _import_tensorflow_quietly() -> None:
-    if "tensorflow" in sys.modules:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 @app.callback()
@@ -114,7 +99,7 @@ def train(
         from dlcli.spec import load_spec
 
         spec = load_spec(spec_path, overrides) if spec_path and resume is None else None
-    with _user_errors(tensorflow=True):
+    with _user_errors():  # training imports TensorFlow itself, while it reads the dataset
         from dlcli import report
         from dlcli import train as training
 

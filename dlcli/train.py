@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -575,21 +576,27 @@ def train(
         }
         artifact.write_json(run_dir / RUN_RECORD, record)
 
+    from dlcli.device import import_tensorflow, select_device
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlcli-data") as reader:
+        # Reading the dataset needs no TensorFlow: it runs while TensorFlow loads (seconds).
+        reading = reader.submit(load_dataset, spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad)
+        import_tensorflow()
+        _keep_compiled_programs()
+        splits = reading.result()
     import keras
 
-    from dlcli.device import select_device
     from dlcli.model import (
         adapt_preprocessing,
         build_callbacks,
         build_model,
         compile_model,
+        create_training_variables,
         load_plugins,
     )
 
-    _keep_compiled_programs()
     keras.utils.set_random_seed(spec.seed)
     device = select_device()
-    splits = load_dataset(spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad)
     load_plugins(spec.plugins)
     steps = math.ceil(len(splits.train) / spec.fit.batch_size)
     per_execution = _steps_per_execution(spec, steps)
@@ -602,6 +609,8 @@ def train(
     )
     check_against_model(splits, model, task)
     adapt_preprocessing(model, spec.model, splits.train.x)
+    if device.strategy.num_replicas_in_sync == 1:  # a strategy makes Keras create them itself
+        create_training_variables(model, splits.train.x, splits.train.y)
 
     view.start(device.description, splits, run_dir)
     progress = _progress_callback(view, spec.fit.epochs, steps)

@@ -216,3 +216,24 @@ def test_training_pipeline_serves_every_example_once_per_epoch(steps_per_executi
         assert sorted(labels) == list(range(10)) and (pixels[:, 0] == labels).all()
         epochs.append(list(labels))
     assert len({tuple(order) for order in epochs}) == 3
+
+
+def test_training_variables_exist_before_fit_so_the_step_is_traced_once() -> None:
+    import keras
+
+    from dlcli.model import create_training_variables
+
+    x = np.random.default_rng(0).random((64, 3), dtype="float32")
+    y = (x.sum(axis=1) > 1.5).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"])
+    create_training_variables(model, x, y)
+    assert model.optimizer.built and len(model.optimizer.variables) > 2  # velocities too
+    assert model.compute_metrics(x, y, model(x))["accuracy"] > 0  # built, and states counted
+    model.reset_metrics()
+    traces = []
+    step = model.train_step
+    model.train_step = lambda data: traces.append(1) or step(data)
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert len(traces) == 1  # without the variables made beforehand, TensorFlow traces it twice
+    assert len(history.history["loss"]) == 2
