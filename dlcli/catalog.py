@@ -16,7 +16,6 @@ its own source again.
 from __future__ import annotations
 
 import ast
-import atexit
 import functools
 import importlib.util
 import json
@@ -74,7 +73,6 @@ def _store() -> dict[str, Any]:
             return {}
         stamps.append(f"{name}:{stamp.st_mtime_ns}:{stamp.st_size}")
     stamp = f"{_STORE_FORMAT}|{'|'.join(stamps)}"
-    atexit.register(_save_store, path)
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
         if stored["stamp"] == stamp and isinstance(stored["answers"], dict):
@@ -92,11 +90,13 @@ def _store_path() -> Path:
     return Path(home) / "dlcli" / STORE_NAME
 
 
-def _save_store(path: Path) -> None:
-    """At exit: keep new answers for the next run (atomically; an unwritable cache is skipped)."""
+def save() -> None:
+    """Keep the answers found in this run for the next one (atomically; an unwritable cache is
+    skipped)."""
     store = _store()
     if not store.get("new"):
         return
+    path = _store_path()
     import tempfile
 
     document = json.dumps({"stamp": store["stamp"], "answers": store["answers"]})
@@ -108,6 +108,7 @@ def _save_store(path: Path) -> None:
         ) as temporary:
             temporary.write(document)
         os.replace(temporary.name, path)
+        store["new"] = False
     except OSError:
         if temporary is not None:
             Path(temporary.name).unlink(missing_ok=True)

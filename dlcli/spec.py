@@ -715,8 +715,11 @@ def spec_from_text(text: str, source: str, overrides: list[str] | tuple[str, ...
         first = error.errors(include_url=False)[0]
         key_path, message = _describe(first)
         raise ConfigError(_message(key_path, message, locations)) from None
-    for key_path, message in _keras_problems(spec):
-        raise ConfigError(_message(key_path, message, locations))
+    try:
+        for key_path, message in _keras_problems(spec):
+            raise ConfigError(_message(key_path, message, locations))
+    finally:
+        catalog.save()  # what was read from Keras's source, for the next run
     return spec
 
 
