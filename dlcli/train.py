@@ -579,7 +579,7 @@ def train(
     from dlcli.device import import_tensorflow, select_device
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlcli-data") as reader:
-        # Reading the dataset needs no TensorFlow: it runs while TensorFlow loads (seconds).
+        # The dataset is read while TensorFlow loads (~5 s); Keras's own datasets wait for it.
         reading = reader.submit(load_dataset, spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad)
         import_tensorflow()
         _keep_compiled_programs()
