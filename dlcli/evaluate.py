@@ -2,8 +2,8 @@
 
 `evaluate` needs nothing but the model file: the dlcli.json inside names the dataset (with the
 seed that made the splits), the task and the class names. Loss and the compiled metrics come
-from Keras's own `model.evaluate`; the per-class report, confusion matrix, ROC AUC and regression
-errors are computed from `model.predict` on the same examples.
+from Keras's own `evaluate` (or `test_on_batch`, see `score`); the per-class report, confusion
+matrix, ROC AUC and regression errors are computed from the model's outputs on the same examples.
 """
 
 from __future__ import annotations
