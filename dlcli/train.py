@@ -138,20 +138,20 @@ def check_against_model(splits: Splits, model: Any, task: str) -> None:
                 )
 
 
-def _steps_per_execution(spec: Spec, steps_per_epoch: int) -> int:
+def _steps_per_execution(spec: Spec, examples: int) -> int:
     """Several steps per call into TensorFlow: Python runs once per execution, not per batch.
 
-    "auto" takes the largest divisor of the epoch's steps up to a fifth of them and at most 128
-    (progress and Ctrl-C are handled between executions), so that executions end where epochs
-    end and the training data streams through one iterator (see `_training_data`). Without
-    such a divisor (a prime step count, say): a tenth of the epoch, at most 64 steps.
+    "auto" takes up to a fifth of the epoch's steps, at most 128 (progress, Ctrl-C and a NaN
+    loss are handled between executions): the largest divisor of the full batches there when
+    it is at least a quarter of that, so that the last execution is only the partial batch and
+    its program traces one step, not two (~0.5 s on the 2-core machine; see `_training_data`).
     """
     if spec.compile.steps_per_execution != "auto":
         return int(spec.compile.steps_per_execution)
-    limit = max(1, min(steps_per_epoch // 5, 128))
-    divisor = max(d for d in range(1, limit + 1) if steps_per_epoch % d == 0)
-    wanted = max(1, min(steps_per_epoch // 10, 64))
-    return divisor if 4 * divisor >= wanted else wanted
+    full, steps = examples // spec.fit.batch_size, math.ceil(examples / spec.fit.batch_size)
+    limit = max(1, min(steps // 5, 128))
+    divisor = max(d for d in range(1, limit + 1) if full % d == 0)
+    return divisor if 4 * divisor >= limit else limit
 
 
 def _cpu_identity() -> str:
@@ -204,32 +204,69 @@ _SHUFFLED_COPY_MAX_BYTES = 512 * 1024 * 1024
 
 
 def _training_data(
-    x: Any, y: Any, batch_size: int, shuffle: bool, steps_per_execution: int
+    model: Any, x: Any, y: Any, batch_size: int, shuffle: bool, *, replicas: int
 ) -> dict[str, Any]:
-    """`fit`'s data arguments: a tf.data pipeline that shuffles whole epochs at once.
+    """`fit`'s data arguments; on one device, each execution runs as one compiled program.
 
-    Keras's array adapter gathers every batch from a shuffled index (a parallel map per step);
-    here each epoch is one gather of the shuffled arrays and batches are slices of it: full
-    batches, then the rest, as Keras does. That took about 20% off the MNIST MLP's epoch time.
-    Each epoch gets its own permutation (Keras's adapter repeats the first one every epoch once
-    a seed is set). Pixels stay uint8, 4x less to copy than float32; the model converts them.
+    Keras's TensorFlow trainer runs an execution as a loop of compiled steps, one XLA program
+    launched and one batch fetched per step, which cost the MNIST MLP ~30% of its epoch time on
+    the 2-core machine. Here the data comes as executions instead (see `_executions`), and
+    `model.train_function`, which `fit` calls once per execution, runs Keras's own `train_step`
+    over all of its batches in one program. Keras still counts the steps, calls the callbacks
+    and validates as it does with `steps_per_execution`.
 
-    When executions divide the epoch, all epochs stream through one iterator (`steps_per_epoch`
-    over a repeated dataset) and the next epoch is gathered while this one trains: a new
-    iterator each epoch cost 1-2 s at the start of some epochs on the 2-core machine.
+    Several replicas, data that is not plain arrays, or too much of it for a shuffled copy:
+    Keras's own adapter and loop.
     """
     fits = isinstance(x, np.ndarray) and isinstance(y, np.ndarray)
-    if not fits or len(x) == 0 or x.nbytes + y.nbytes > _SHUFFLED_COPY_MAX_BYTES:
+    if replicas > 1 or not fits or len(x) == 0 or x.nbytes + y.nbytes > _SHUFFLED_COPY_MAX_BYTES:
         return {"x": x, "y": y, "batch_size": batch_size, "shuffle": shuffle}
     import tensorflow as tf
 
+    step = model.train_step
+
+    @tf.function(jit_compile=model.jit_compile)
+    def execution(xs: Any, ys: Any, x_rest: Any, y_rest: Any) -> Any:
+        def one_step(index: Any) -> Any:
+            step((xs[index], ys[index]))
+            return index + 1
+
+        if xs.shape[0]:  # shapes are known: each is traced on its own
+            tf.while_loop(lambda i: i < xs.shape[0], one_step, [0], parallel_iterations=1)
+        if x_rest.shape[0]:
+            step((x_rest, y_rest))
+        return model.get_metrics_result()  # what `train_step` returns, after the last step
+
+    model.train_function = lambda iterator: execution(*next(iterator))
+    dataset = _executions(x, y, batch_size, shuffle, model.steps_per_execution)
+    return {"x": dataset, "steps_per_epoch": math.ceil(len(x) / batch_size), "shuffle": False}
+
+
+def _executions(x: Any, y: Any, batch_size: int, shuffle: bool, per_execution: int) -> Any:
+    """The training data as a tf.data pipeline of executions, all epochs through one iterator.
+
+    An execution is `per_execution` full batches stacked, shape (steps, batch, ...), and the
+    partial batch that ends the epoch (empty but in the last execution): the batches Keras
+    makes, full ones then the rest. Each epoch is one gather of the arrays in a new order
+    (Keras's adapter repeats the first order every epoch once a seed is set), gathered while the
+    previous epoch trains. Pixels stay uint8, 4x less to copy than float32; the model converts
+    them.
+    """
+    import tensorflow as tf
+
     count = len(x)
-    full = count - count % batch_size
-    steps = math.ceil(count / batch_size)
-    # The epoch number lives outside the iterator, which Keras may make anew every epoch.
+    full = count // batch_size
+    executions = math.ceil(math.ceil(count / batch_size) / per_execution)
+    stacked = (executions - 1) * per_execution  # the full batches of all executions but the last
+    # The epoch number lives outside the iterator.
     with tf.device("/cpu:0"):
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     base_seed = tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64)  # from the run's seed
+
+    def batches(array: Any, first: int, end: int, *leading: int) -> Any:
+        """Batches first..end-1 of `array`, stacked as (*leading, batch, ...)."""
+        shape = (*(leading or (end - first,)), batch_size, *array.shape[1:])
+        return tf.reshape(array[first * batch_size : end * batch_size], shape)
 
     @tf.autograph.experimental.do_not_convert  # plain Python: AutoGraph took ~0.3 s to convert it
     def one_epoch(x: Any, y: Any) -> Any:
@@ -237,15 +274,20 @@ def _training_data(
             seed = tf.stack([base_seed, epoch.assign_add(1)])
             order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=seed)
             x, y = tf.gather(x, order), tf.gather(y, order)
-        batches = tf.data.Dataset.from_tensor_slices(
-            (
-                tf.reshape(x[:full], (-1, batch_size, *x.shape[1:])),
-                tf.reshape(y[:full], (-1, batch_size, *y.shape[1:])),
+        no_rest = [tf.zeros((executions - 1, 0, *a.shape[1:]), a.dtype) for a in (x, y)]
+        leading = (executions - 1, per_execution)
+        return tf.data.Dataset.from_tensor_slices(
+            (batches(x, 0, stacked, *leading), batches(y, 0, stacked, *leading), *no_rest)
+        ).concatenate(
+            tf.data.Dataset.from_tensors(
+                (
+                    batches(x, stacked, full),
+                    batches(y, stacked, full),
+                    x[full * batch_size :],
+                    y[full * batch_size :],
+                )
             )
         )
-        if full < count:
-            batches = batches.concatenate(tf.data.Dataset.from_tensors((x[full:], y[full:])))
-        return batches
 
     options = tf.data.Options()
     # As in Keras's adapter: no graph rewrites, which would serialize the arrays.
@@ -254,14 +296,8 @@ def _training_data(
     # Nothing to tune (no parallel maps, a fixed prefetch); with autotuning on, `fit` took 3-9 s
     # to return after its last epoch on the 2-core machine.
     options.autotune.enabled = False
-    dataset = tf.data.Dataset.from_tensors((x, y))
-    one_iterator = steps % steps_per_execution == 0
-    if one_iterator:
-        dataset = dataset.repeat().flat_map(one_epoch)
-    else:
-        dataset = dataset.flat_map(one_epoch).apply(tf.data.experimental.assert_cardinality(steps))
-    arguments = {"x": dataset.prefetch(2).with_options(options), "shuffle": False}
-    return {**arguments, "steps_per_epoch": steps} if one_iterator else arguments
+    dataset = tf.data.Dataset.from_tensors((x, y)).repeat().flat_map(one_epoch)
+    return dataset.prefetch(1).with_options(options)
 
 
 class _Stop(Exception):
@@ -291,11 +327,12 @@ def _progress_callback(view: ProgressView, epochs: int, steps: int) -> Any:
 
         def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
             logs = {key: float(value) for key, value in (logs or {}).items()}
+            done = min(batch + 1, steps)  # Keras counts a whole execution for the last one
             if self.signal_number:
-                raise _Stop(self.epoch, batch + 1, signal_number=self.signal_number)
+                raise _Stop(self.epoch, done, signal_number=self.signal_number)
             if not math.isfinite(logs.get("loss", 0.0)):
-                raise _Stop(self.epoch, batch + 1, loss=logs["loss"])
-            view.advance(batch + 1, logs)
+                raise _Stop(self.epoch, done, loss=logs["loss"])
+            view.advance(done, logs)
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             view.end_epoch(epoch + 1, {k: float(v) for k, v in (logs or {}).items()})
@@ -599,7 +636,7 @@ def train(
     device = select_device()
     load_plugins(spec.plugins)
     steps = math.ceil(len(splits.train) / spec.fit.batch_size)
-    per_execution = _steps_per_execution(spec, steps)
+    per_execution = _steps_per_execution(spec, len(splits.train))
     with device.strategy.scope():
         model = build_model(spec.model, spec.name, float32_outputs=device.mixed_precision)
         compile_model(model, spec, steps_per_execution=per_execution)
@@ -634,11 +671,12 @@ def train(
         with _signals_stop(progress):
             model.fit(
                 **_training_data(
+                    model,
                     splits.train.x,
                     splits.train.y,
                     spec.fit.batch_size,
                     spec.fit.shuffle,
-                    per_execution,
+                    replicas=device.strategy.num_replicas_in_sync,
                 ),
                 epochs=spec.fit.epochs,
                 validation_data=None if validation is None else (validation.x, validation.y),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -184,38 +185,98 @@ def test_every_shipped_config_trains(config: Path) -> None:
         assert (run_dir / "confusion_matrix.png").is_file()
 
 
-@pytest.mark.parametrize(("steps", "expected"), [(1, 1), (12, 2), (469, 67), (938, 67), (467, 46)])
-def test_auto_steps_per_execution_divides_the_epoch_when_it_can(steps: int, expected: int) -> None:
+@pytest.mark.parametrize(
+    ("examples", "batch_size", "expected"),
+    [(4, 4, 1), (1200, 100, 2), (60000, 128, 78), (59776, 128, 93), (119936, 128, 128)],
+)
+def test_auto_steps_per_execution_leaves_the_partial_batch_on_its_own(
+    examples: int, batch_size: int, expected: int
+) -> None:
+    """MNIST: 468 full batches and one of 96, 78 steps per execution; 467 and 937 are prime."""
     from types import SimpleNamespace
 
     from dlcli.train import _steps_per_execution
 
-    spec = SimpleNamespace(compile=SimpleNamespace(steps_per_execution="auto"))
-    assert _steps_per_execution(spec, steps) == expected  # 467 is prime: a tenth of it
+    spec = SimpleNamespace(
+        compile=SimpleNamespace(steps_per_execution="auto"),
+        fit=SimpleNamespace(batch_size=batch_size),
+    )
+    assert _steps_per_execution(spec, examples) == expected
 
 
-@pytest.mark.parametrize("steps_per_execution", [2, 3])  # divides 4 steps / does not
-def test_training_pipeline_serves_every_example_once_per_epoch(steps_per_execution: int) -> None:
-    """Full batches then the rest, as Keras does; each epoch in its own order."""
-    from dlcli.train import _training_data
+@pytest.mark.parametrize(("per_execution", "stacked"), [(2, [2, 1]), (3, [3, 0])])
+def test_training_pipeline_serves_every_example_once_per_epoch(
+    per_execution: int, stacked: list[int]
+) -> None:
+    """Executions of full batches, the partial batch last (as Keras batches); new order each epoch."""
+    from dlcli.train import _executions
 
     x = np.arange(10, dtype="uint8")[:, None] * np.ones((1, 3), dtype="uint8")
     y = np.arange(10, dtype="uint8")
-    arguments = _training_data(x, y, 3, True, steps_per_execution)
-    one_iterator = steps_per_execution == 2
-    assert arguments.get("steps_per_epoch") == (4 if one_iterator else None)
-    iterator = iter(arguments["x"])
+    iterator = iter(_executions(x, y, 3, True, per_execution))  # 3 full batches and 1 example
     epochs = []
     for _ in range(3):
-        if not one_iterator:  # Keras makes a new iterator every epoch
-            iterator = iter(arguments["x"])
-        batches = [next(iterator) for _ in range(4)]
-        assert [len(labels) for _, labels in batches] == [3, 3, 3, 1]
-        labels = np.concatenate([labels.numpy() for _, labels in batches])
-        pixels = np.concatenate([pixels.numpy() for pixels, _ in batches])
+        executions = [next(iterator) for _ in range(2)]
+        assert [tuple(xs.shape) for xs, *_ in executions] == [(n, 3, 3) for n in stacked]
+        assert [len(y_rest) for *_, y_rest in executions] == [0, 1]
+        labels = np.concatenate(
+            [np.append(ys.numpy().ravel(), rest) for _, ys, _, rest in executions]
+        )
+        pixels = np.concatenate(
+            [np.concatenate([xs.numpy().reshape(-1, 3), rest]) for xs, _, rest, _ in executions]
+        )
         assert sorted(labels) == list(range(10)) and (pixels[:, 0] == labels).all()
         epochs.append(list(labels))
     assert len({tuple(order) for order in epochs}) == 3
+
+
+@pytest.mark.parametrize(("jit_compile", "per_execution"), [(False, 3), (True, 4)])
+def test_compiled_executions_train_as_kerass_own_loop(
+    jit_compile: bool, per_execution: int
+) -> None:
+    """Same batches, same steps, same weights and logs: only how each execution runs differs."""
+    import keras
+
+    from dlcli.model import create_training_variables
+    from dlcli.train import _training_data
+
+    x = np.random.default_rng(0).random((50, 4), dtype="float32")  # 6 full batches of 8, then 2
+    y = (x.sum(axis=1) > 2).astype("float32")
+
+    def trained(compiled: bool) -> tuple[Any, dict[str, list[float]]]:
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential(
+            [keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)]
+        )
+        model.compile(
+            optimizer="rmsprop",
+            loss=keras.losses.BinaryCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+            jit_compile=jit_compile,
+            steps_per_execution=per_execution,
+        )
+        create_training_variables(model, x, y)
+        data = (
+            _training_data(model, x, y, 8, False, replicas=1)
+            if compiled
+            else {"x": x, "y": y, "batch_size": 8, "shuffle": False}
+        )
+        calls = []
+        if compiled:
+            run = model.train_function
+            model.train_function = lambda iterator: calls.append(1) or run(iterator)
+        history = model.fit(**data, epochs=3, verbose=0).history
+        assert int(model.optimizer.iterations) == 3 * 7
+        executions = -(-7 // per_execution)  # 7 steps: (3, 3, 1) or (4, 3) an epoch
+        assert len(calls) == (3 * executions if compiled else 0)
+        return model, history
+
+    (keras_model, keras_history), (model, history) = trained(False), trained(True)
+    assert history.keys() == keras_history.keys()
+    for key in history:
+        np.testing.assert_allclose(history[key], keras_history[key], rtol=1e-5)
+    for ours, theirs in zip(model.get_weights(), keras_model.get_weights(), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
 def test_training_variables_exist_before_fit_so_the_step_is_traced_once() -> None:
