@@ -208,7 +208,7 @@ def test_auto_steps_per_execution_leaves_the_partial_batch_on_its_own(
 def test_training_pipeline_serves_every_example_once_per_epoch(
     per_execution: int, stacked: list[int]
 ) -> None:
-    """Executions of full batches, the partial batch last (as Keras batches); new order each epoch."""
+    """Executions of full batches, the partial batch last, as Keras batches; new order per epoch."""
     from dlcli.train import _executions
 
     x = np.arange(10, dtype="uint8")[:, None] * np.ones((1, 3), dtype="uint8")
