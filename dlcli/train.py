@@ -225,7 +225,7 @@ def _training_data(
 
     step = model.train_step
 
-    @tf.function(jit_compile=model.jit_compile)
+    @tf.function(jit_compile=model.jit_compile, autograph=False)  # as Keras's own step
     def execution(xs: Any, ys: Any, x_rest: Any, y_rest: Any) -> Any:
         def one_step(index: Any) -> Any:
             step((xs[index], ys[index]))
