@@ -4,7 +4,9 @@ Trains the same network both ways, alternately (at least 3 pairs, the order swap
 to pair so that neither always runs on a warmer machine), and reports for each the median of:
 the whole process's wall time, `fit` time, training samples per second, test accuracy and peak
 RSS; the ratios dlcli/baseline; and the compute floor: the network's training FLOPs divided by
-the best matrix-multiply throughput measured here, before and after the pairs.
+the best matrix-multiply throughput measured here. The throughput is probed before the first
+pair and after each one, since the shared machine's speed drifts over minutes: dlcli's fit is
+set against the best probe of the whole run and, pair by pair, against the probes either side.
 
 Also timed: `dlcli --help`, `dlcli validate` on a good and a bad spec (and whether either
 imports TensorFlow), `dlcli predict` on 1 and on 1,000 images against a plain Keras script that
@@ -507,6 +509,10 @@ def print_table(results: dict[str, Any]) -> None:
         f"{base['fit_s'] / floor['floor_s']:.2f}x"
     )
     print(
+        f"  pair by pair, against the probes either side of it: dlcli fit = "
+        f"{per_pair['fit_over_floor']:.2f}x floor (median)"
+    )
+    print(
         f"  at the network's own matmul shapes (batch 128): "
         f"{floor['floor_at_network_shapes_s']:.1f} s; dlcli fit = "
         f"{ratios['fit_over_floor_at_network_shapes']:.2f}x, baseline fit = "
@@ -550,7 +556,16 @@ def judge(results: dict[str, Any]) -> dict[str, tuple[float, Any, bool]]:
         "fit dlcli/baseline": (ratios["fit"], f"<= {TARGETS['fit_ratio']}", None),
         "test accuracy (lowest run)": (ours["accuracy_min"], f">= {TARGETS['accuracy']}", None),
         "peak RSS dlcli/baseline": (ratios["peak_rss"], f"<= {TARGETS['rss_ratio']}", None),
-        "fit / compute floor": (ratios["fit_over_floor"], f"<= {TARGETS['floor_ratio']}", None),
+        "fit / compute floor (best probe of the run)": (
+            ratios["fit_over_floor"],
+            f"<= {TARGETS['floor_ratio']}",
+            None,
+        ),
+        "fit / compute floor (pair by pair, median)": (
+            ratios["median_of_pair_ratios"]["fit_over_floor"],
+            f"<= {TARGETS['floor_ratio']}",
+            None,
+        ),
         "fit / floor at the network's shapes": (
             ratios["fit_over_floor_at_network_shapes"],
             f"<= {TARGETS['floor_ratio']}",
@@ -619,7 +634,7 @@ def main() -> None:
                     + (f"  XLA cache {run['xla_cache']}" if "xla_cache" in run else ""),
                     flush=True,
                 )
-        probes.append(measure_matmul())
+            probes.append(measure_matmul())
         print("start-up, predict and evaluate ...", flush=True)
         startup = time_startup(workdir, max(arguments.repeats, 5))
         inference = time_inference(dlcli_runs[-1]["model"], mnist, workdir, arguments.repeats)
@@ -638,6 +653,12 @@ def main() -> None:
     per_pair["quiet_pairs"] = len(quiet)
     for key in ("wall", "fit"):
         per_pair[f"quiet_{key}"] = median([mine[key] / theirs[key] for theirs, mine in quiet])
+    per_pair["fit_over_floor"] = median(
+        [
+            run["fit"] / compute_floor(probes[i : i + 2])["floor_s"]
+            for i, run in enumerate(dlcli_runs)
+        ]
+    )
     ours["tf_noise_lines"] = max(run["tf_noise_lines"] for run in dlcli_runs)
     cold = [run for run in dlcli_runs if run["xla_cache"] == "cold"]
     ours["first_run_cold_xla_cache"] = cold[0] if cold else None
