@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from types import ModuleType
 
 import pytest
@@ -15,6 +16,7 @@ def bench() -> ModuleType:
     spec = importlib.util.spec_from_file_location("bench", REPO / "benchmarks" / "bench.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
