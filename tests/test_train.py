@@ -245,8 +245,14 @@ def test_compiled_executions_train_as_kerass_own_loop(
 
     def trained(compiled: bool) -> tuple[Any, dict[str, list[float]]]:
         keras.utils.set_random_seed(1)
-        model = keras.Sequential(
-            [keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)]
+        model = keras.Sequential(  # with state beyond the weights: moving statistics, seeds
+            [
+                keras.Input((4,)),
+                keras.layers.Dense(8, activation="relu"),
+                keras.layers.BatchNormalization(),
+                keras.layers.Dropout(0.3),
+                keras.layers.Dense(1),
+            ]
         )
         model.compile(
             optimizer="rmsprop",
