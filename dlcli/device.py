@@ -1,19 +1,58 @@
-"""Where training runs: all GPUs (MirroredStrategy) or the CPU; mixed precision on GPUs."""
+"""Where training runs: all GPUs (MirroredStrategy) or the CPU; mixed precision on GPUs.
+
+TensorFlow and Keras are imported here, and on the main thread only. TensorFlow's `__init__`
+imports Keras partway through; a second thread importing either at the same time takes the
+module locks in the other order and Python ends one of them with `_DeadlockError` (every
+`dlcli train` of a Keras dataset did, while the dataset was read on a thread). So data readers
+on other threads do file and numpy work only: where they would need Keras (a Keras dataset's
+download), `import_keras` raises `NeedsMainThread` and the caller reads on the main thread.
+Do not undo this for speed.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 
+class NeedsMainThread(Exception):  # noqa: N818 (a signal to the caller, not an error)
+    """Raised on a worker thread by code that needs Keras; the caller retries on the main
+    thread."""
+
+
+def _require_main_thread() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        raise NeedsMainThread
+
+
+def import_keras() -> Any:
+    """Keras, imported (quietly, with TensorFlow) on the main thread; NeedsMainThread elsewhere.
+
+    Example:
+        keras = import_keras()
+        keras.datasets.imdb.load_data()
+    """
+    _require_main_thread()
+    import_tensorflow()
+    import keras
+
+    return keras
+
+
 def import_tensorflow() -> None:
-    """Import TensorFlow without its start-up lines.
+    """Import TensorFlow without its start-up lines, on the main thread only.
 
     Its CUDA stubs print them straight to file descriptor 2 during the import, before any log
     level applies, so the descriptor points at /dev/null until the import is done.
+
+    Raises:
+        NeedsMainThread: on any other thread, even when TensorFlow is imported already (the
+            caller's code must not depend on which thread happened to be first).
     """
+    _require_main_thread()
     if "tensorflow" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -610,14 +610,18 @@ def train(
         }
         artifact.write_json(run_dir / RUN_RECORD, record)
 
-    from dlcli.device import import_tensorflow, select_device
+    from dlcli.device import NeedsMainThread, import_tensorflow, select_device
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlcli-data") as reader:
-        # The dataset is read while TensorFlow loads (~5 s); Keras's own datasets wait for it.
+        # The dataset is read while TensorFlow loads; a source that needs Keras (a download)
+        # is read on this thread instead, once TensorFlow is loaded (see dlcli.device).
         reading = reader.submit(load_dataset, spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad)
         import_tensorflow()
         _keep_compiled_programs()
-        splits = reading.result()
+        try:
+            splits = reading.result()
+        except NeedsMainThread:
+            splits = load_dataset(spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad)
     import keras
 
     from dlcli.model import (

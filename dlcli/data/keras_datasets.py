@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,15 +15,26 @@ from dlcli.errors import DownloadError
 from dlcli.spec import DatasetSpec
 
 ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
-FILES = {
-    "mnist": "mnist.npz",
-    "fashion_mnist": "fashion-mnist (4 .gz files)",
-    "cifar10": "cifar-10-batches-py.tar.gz",
-    "cifar100": "cifar-100-python.tar.gz",
-    "imdb": "imdb.npz",
-    "reuters": "reuters.npz",
-    "boston_housing": "boston_housing.npz",
-    "california_housing": "california_housing.npz",
+_TORONTO = "https://www.cs.toronto.edu/~kriz/"
+# What keras.datasets.<name>.load_data() downloads, and the name it keeps it under in
+# $KERAS_HOME/datasets/ (where a file placed by hand is found).
+FILES: dict[str, list[tuple[str, str]]] = {
+    "mnist": [(f"{ORIGIN}mnist.npz", "mnist.npz")],
+    "fashion_mnist": [
+        (f"{ORIGIN}{name}", f"fashion-mnist/{name}")
+        for name in (
+            "train-labels-idx1-ubyte.gz",
+            "train-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz",
+        )
+    ],
+    "cifar10": [(f"{_TORONTO}cifar-10-python.tar.gz", "cifar-10-batches-py-target_archive")],
+    "cifar100": [(f"{_TORONTO}cifar-100-python.tar.gz", "cifar-100-python-target_archive")],
+    "imdb": [(f"{ORIGIN}imdb.npz", "imdb.npz")],
+    "reuters": [(f"{ORIGIN}reuters.npz", "reuters.npz")],
+    "boston_housing": [(f"{ORIGIN}boston_housing.npz", "boston_housing.npz")],
+    "california_housing": [(f"{ORIGIN}california_housing.npz", "california_housing.npz")],
 }
 CLASS_NAMES: dict[str, list[str]] = {
     "mnist": [str(digit) for digit in range(10)],
@@ -65,13 +78,27 @@ def fetch(spec: DatasetSpec) -> Arrays:
         return _fetch(spec)
 
 
+def keras_datasets_dir() -> Path:
+    """Where Keras keeps downloaded datasets: $KERAS_HOME/datasets, else ~/.keras/datasets
+    (/tmp/.keras/datasets when the home folder cannot be written), as keras.utils.get_file."""
+    if "KERAS_HOME" in os.environ:
+        home = Path(os.environ["KERAS_HOME"]).expanduser()
+    else:
+        base = Path.home()
+        home = (base if os.access(base, os.W_OK) else Path("/tmp")) / ".keras"
+    if not os.access(home if home.exists() else home.parent, os.W_OK):
+        home = Path("/tmp/.keras")
+    return home / "datasets"
+
+
 def _fetch(spec: DatasetSpec) -> Arrays:
     if spec.name == "mnist":
         from dlcli.data.mnist import load_mnist
 
         return load_mnist(cache_dir())
-    import keras
+    from dlcli.device import import_keras
 
+    keras = import_keras()  # NeedsMainThread on the reader thread: train() reads here again
     module: Any = getattr(keras.datasets, spec.name or "")
     kwargs: dict[str, Any] = {}
     if spec.name in ("imdb", "reuters"):
@@ -79,11 +106,25 @@ def _fetch(spec: DatasetSpec) -> Arrays:
     try:
         return module.load_data(**kwargs)
     except Exception as error:  # Keras wraps network failures in several exception types
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        files = FILES[spec.name or ""]
+        reason = " ".join(str(error).split()) or type(error).__name__
+        if files[0][0] not in reason:
+            reason = f"{files[0][0]}: {reason}"
         raise DownloadError(
-            f"dataset `{spec.name}` could not be downloaded from {ORIGIN} ({reason}); "
-            f"download {FILES[spec.name or '']} by hand and place it in ~/.keras/datasets/"
+            f"dataset `{spec.name}` could not be downloaded ({reason}); "
+            f"{_by_hand(files, keras_datasets_dir())}"
         ) from error
+
+
+def _by_hand(files: list[tuple[str, str]], folder: Path) -> str:
+    """How to place a dataset's files where Keras looks for them."""
+    if len(files) == 1:
+        url, name = files[0]
+        return f"download {url} by hand and save it as {folder / name}, then run again"
+    origin = files[0][0].rsplit("/", 1)[0]
+    names = ", ".join(url.rsplit("/", 1)[1] for url, _ in files)
+    target = (folder / files[0][1]).parent
+    return f"download {names} from {origin}/ by hand into {target}/, then run again"
 
 
 def _multi_hot(sequences: np.ndarray, num_words: int) -> np.ndarray:

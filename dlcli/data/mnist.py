@@ -190,9 +190,10 @@ def _arrays_from_keras() -> Arrays:
     Keras reports network and file errors with exceptions of many classes, often a bare
     `Exception` wrapping the cause, so any exception from it means this source failed.
     """
-    try:
-        import keras
+    from dlcli.device import import_keras
 
+    keras = import_keras()  # NeedsMainThread on the reader thread: train() reads here again
+    try:
         (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
     except Exception as error:
         raise _SourceFailure(_one_line(error)) from error
