@@ -1,24 +1,40 @@
-"""model.keras with an embedded dlcli.json: written atomically, loaded only when safe.
+"""model.keras with an embedded dlcli.json: written atomically, checked before it is loaded.
 
 The file stays a normal Keras zip (`keras.saving.load_model` reads it); dlcli adds the member
-`dlcli.json` with everything evaluate and predict need: the resolved spec, the dataset
-reference, the task, class names, how inputs must look, final metrics, time and device.
+`dlcli.json`, typed here as `ModelInfo`: everything evaluate and predict need (the resolved
+spec, the dataset reference, the task, class names, how inputs must look, final metrics, time
+and device). `inspect` reads and validates it without TensorFlow, so a wrong file is answered
+at once; `load` then loads the model and checks that dlcli.json describes it.
 """
 
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 import os
+import re
 import tempfile
 import zipfile
 import zlib
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from dlcli import __version__
 from dlcli.errors import ModelFileError, OutputError
+from dlcli.spec import Spec, format_path, suggest
 
 METADATA_MEMBER = "dlcli.json"
 FORMAT_VERSION = 1
@@ -26,16 +42,264 @@ MAX_UNCOMPRESSED_BYTES = 4 * 1024**3
 MAX_COMPRESSION_RATIO = 200
 _UNSAFE_MARKERS = ("enable_unsafe_deserialization",)
 
+Task = Literal["multiclass", "binary", "multilabel", "regression"]
+PositiveInt = Annotated[int, Field(gt=0)]
+Seconds = Annotated[float, Field(ge=0)]
 
-@dataclass(frozen=True)
-class Artifact:
-    model: Any
-    metadata: dict[str, Any] | None
-    path: Path
+
+# ---------------------------------------------------------------------------------------------
+# dlcli.json
+
+
+class _Record(BaseModel):
+    """A part of dlcli.json: unknown keys are refused with the valid ones; nothing coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            valid = list(cls.model_fields)
+            for key in data:
+                if key not in valid:
+                    raise PydanticCustomError(
+                        "unknown_key",
+                        "unknown key `{key}`{hint}; valid keys: {valid}",
+                        {"key": key, "hint": suggest(str(key), valid), "valid": ", ".join(valid)},
+                    )
+        return data
+
+
+class Versions(_Record):
+    dlcli: str
+    keras: str
+    tensorflow: str
+
+
+class DatasetRecord(_Record):
+    """Where the training data came from and what it held."""
+
+    source: str
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")  # dlcli.data.digest of the train/test arrays
+    sizes: dict[Literal["train", "validation", "test"], Annotated[int, Field(ge=0)]]
+    skipped: int = Field(0, ge=0)  # unreadable image files left out (`dlcli train --skip-bad`)
+
+
+class ImageRecord(_Record):
+    """How the training images look (dlcli.data.ImageInfo), so new images can be made alike."""
+
+    height: PositiveInt
+    width: PositiveInt
+    channels: Literal[1, 3, 4]
+    polarity: Literal["light_on_dark", "dark_on_light"] | None = None
+    framing: Literal["mnist"] | None = None
+
+    @property
+    def kind(self) -> str:
+        """`28x28 grayscale`, `64x64 RGB`."""
+        colour = {1: "grayscale", 3: "RGB", 4: "RGBA"}[self.channels]
+        return f"{self.height}x{self.width} {colour}"
+
+
+class InputRecord(_Record):
+    """What one example fed to the model looks like."""
+
+    shape: list[PositiveInt] = Field(min_length=1)  # without the batch axis
+    dtype: str
+    feature_names: list[str] | None = None
+    image: ImageRecord | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InputRecord:
+        if self.image is not None:
+            image = self.image
+            allowed = [[image.height, image.width, image.channels]]
+            if image.channels == 1:
+                allowed.append([image.height, image.width])
+            if self.shape not in allowed:
+                raise PydanticCustomError(
+                    "input_shape",
+                    "`shape` {shape} does not fit `image` ({height}x{width}, {channels} "
+                    "channel(s))",
+                    {"shape": self.shape, "height": image.height, "width": image.width,
+                     "channels": image.channels},
+                )  # fmt: skip
+        if self.feature_names is not None and self.shape != [len(self.feature_names)]:
+            raise PydanticCustomError(
+                "input_features",
+                "`feature_names` has {count} names but `shape` is {shape}",
+                {"count": len(self.feature_names), "shape": self.shape},
+            )
+        return self
+
+    def describe(self) -> str:
+        """What the model takes, in words: `28x28 grayscale images`, `rows of 4 features`."""
+        if self.image is not None:
+            return f"{self.image.kind} images"
+        if len(self.shape) == 1:
+            return f"rows of {self.shape[0]} features"
+        return f"arrays of shape {tuple(self.shape)}"
+
+
+class Training(_Record):
+    epochs: int = Field(ge=0)
+    fit_seconds: Seconds
+    total_seconds: Seconds
+    device: str
+    stopped_early: str | None = None  # EarlyStopping (or another callback) ended training
+
+
+class FinalMetrics(Training):
+    """metrics.json of the run: the scores on the split evaluated after training, and timing."""
+
+    evaluated_on: Literal["test", "train"]
+    test: dict[str, float] | None = None
+    train: dict[str, float] | None = None
+
+
+class ModelInfo(_Record):
+    """dlcli.json: everything `dlcli evaluate` and `dlcli predict` need besides the model.
+
+    Example:
+        info = artifact.inspect("runs/mnist-1/model.keras").info
+        info.input.describe()  # '28x28 grayscale images'
+    """
+
+    format: Literal[1]
+    versions: Versions
+    spec: Spec
+    dataset: DatasetRecord
+    task: Task
+    class_names: list[str] | None = None
+    input: InputRecord
+    metrics: FinalMetrics
+    training: Training
+
+    @field_serializer("spec")
+    def _spec_as_written(self, spec: Spec) -> Any:
+        return spec.model_dump(mode="json", exclude_none=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelInfo:
+        names = self.class_names
+        if names is not None:
+            if self.task == "regression":
+                raise PydanticCustomError(
+                    "class_names", "`class_names` is given but `task` is regression"
+                )
+            if self.task == "binary" and len(names) != 2:
+                raise PydanticCustomError(
+                    "class_names",
+                    "`class_names` has {count} names but a binary classifier has 2",
+                    {"count": len(names)},
+                )
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                raise PydanticCustomError(
+                    "class_names",
+                    "`class_names` names {names} more than once",
+                    {"names": ", ".join(f"`{name}`" for name in repeated)},
+                )
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+def _field_message(error: Any) -> str:
+    """One pydantic error as "`key.path` what is wrong. Received: value"."""
+    path = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
+    kind, message = error["type"], error["msg"].removeprefix("Value error, ")
+    where = f"`{format_path(path)}`" if path else "dlcli.json"
+    if kind == "missing":
+        return f"{where} is required but missing"
+    if kind == "unknown_key" or message.startswith("`"):  # the message names the key itself
+        return f"{where}: {message}" if path else message
+    message = re.sub(r"^(Input|String|List|Dictionary|Value) should ", "must ", message)
+    value = error.get("input")
+    if not isinstance(value, dict | list):
+        message += f". Received: {value!r}"
+    return f"{where} {message}"
+
+
+def parse_info(path: Path, data: bytes) -> ModelInfo:
+    """dlcli.json's bytes -> ModelInfo; ModelFileError names the file and the key path."""
+    document = _parse_member(path, METADATA_MEMBER, data)
+    where = f"{path}: {METADATA_MEMBER}"
+    if not isinstance(document, dict):
+        raise ModelFileError(f"{path}: {METADATA_MEMBER} inside is corrupt (not an object)")
+    version = document.get("format")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{where}: format {version} was written by a newer dlcli (this is dlcli "
+            f"{__version__}, which reads format {FORMAT_VERSION}); upgrade dlcli: "
+            "pip install --upgrade dlcli"
+        )
+    try:
+        return ModelInfo.model_validate(document)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        raise ModelFileError(f"{where}: {_field_message(first)}") from None
+
+
+def check_against_model(info: ModelInfo, model: Any, path: Path) -> None:
+    """Refuse a dlcli.json that does not describe `model`: its input shape, output width, task.
+
+    Raises:
+        ModelFileError: one line naming the file and the key of dlcli.json that is wrong.
+    """
+    where = f"{path}: {METADATA_MEMBER}"
+    inputs, outputs = model.input_shape, model.output_shape
+    if isinstance(inputs, list) or isinstance(outputs, list):
+        return  # several inputs or outputs: evaluate and predict refuse such models themselves
+    expected, recorded = list(inputs[1:]), info.input.shape
+    fits = len(expected) == len(recorded) and all(
+        e is None or e == r for e, r in zip(expected, recorded, strict=True)
+    )
+    if not fits:
+        raise ModelFileError(
+            f"{where}: `input.shape` is {info.input.shape} but the model takes {tuple(inputs[1:])}"
+        )
+    units = outputs[-1] if len(outputs) > 1 else 1
+    plural = "output" if units == 1 else "outputs"
+    if info.task == "binary" and units != 1:
+        raise ModelFileError(
+            f"{where}: `task` is binary (one sigmoid output) but the model has {units} {plural}"
+        )
+    if info.task == "multiclass" and units is not None and units < 2:
+        raise ModelFileError(f"{where}: `task` is multiclass but the model has {units} {plural}")
+    names = info.class_names
+    if names is not None and info.task in ("multiclass", "multilabel") and len(names) != units:
+        raise ModelFileError(
+            f"{where}: `class_names` has {len(names)} names but the model has {units} {plural}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+@functools.cache
+def _file_mode() -> int:
+    """The mode `open()` gives a new file under the user's umask (read once: setting the umask
+    is the only way to read it)."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then move it into place."""
+    """Write to a temporary file in the same folder, then move it into place.
+
+    The file gets the mode the user's umask gives new files (a temporary file is created 0600).
+
+    Raises:
+        OutputError: the folder cannot be written; an earlier file at `path` is left as it was.
+
+    Example:
+        atomic_write(Path("runs/mnist-1/metrics.json"), b'{"loss": 0.1}')
+    """
     temporary = None
     try:
         with tempfile.NamedTemporaryFile(
@@ -44,6 +308,7 @@ def atomic_write(path: Path, data: bytes) -> None:
             temporary = Path(handle.name)
             handle.write(data)
             handle.flush()
+            os.fchmod(handle.fileno(), _file_mode())
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except OSError as error:
@@ -57,9 +322,12 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
 
 
-def save(model: Any, metadata: dict[str, Any], path: Path) -> None:
-    """Save `model` with `metadata` as dlcli.json; an earlier file is replaced only on success."""
-    metadata = {"format": FORMAT_VERSION, **metadata}
+def save(model: Any, info: ModelInfo, path: Path) -> None:
+    """Save `model` with `info` as dlcli.json; an earlier file is replaced only on success.
+
+    Raises:
+        OutputError: the folder cannot be written (disk full, read-only).
+    """
     temporary = None
     try:
         handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
@@ -67,8 +335,9 @@ def save(model: Any, metadata: dict[str, Any], path: Path) -> None:
         temporary = Path(name)
         model.save(temporary)
         with zipfile.ZipFile(temporary, "a") as archive:
-            archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2, default=str))
+            archive.writestr(METADATA_MEMBER, info.to_json())
         with open(temporary, "rb") as written:
+            os.fchmod(written.fileno(), _file_mode())
             os.fsync(written.fileno())
         os.replace(temporary, path)
     except OSError as error:
@@ -77,6 +346,25 @@ def save(model: Any, metadata: dict[str, Any], path: Path) -> None:
         if temporary is not None:
             with suppress(OSError):
                 temporary.unlink()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A .keras file checked safe to load, with its dlcli.json (None for a plain Keras model)."""
+
+    path: Path
+    info: ModelInfo | None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    model: Any
+    metadata: ModelInfo | None
+    path: Path
 
 
 def _walk(config: Any) -> Any:
@@ -100,8 +388,8 @@ def _parse_member(path: Path, member: str, data: bytes) -> Any:
         raise ModelFileError(f"{path}: {member} inside is corrupt (nested too deeply)") from error
 
 
-def _check_archive(path: Path) -> dict[str, Any] | None:
-    """Refuse what is not a plain, bounded Keras zip; return dlcli.json when present."""
+def _check_archive(path: Path) -> bytes | None:
+    """Refuse what is not a plain, bounded Keras zip; return dlcli.json's bytes when present."""
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
@@ -125,11 +413,6 @@ def _check_archive(path: Path) -> dict[str, Any] | None:
         raise ModelFileError(
             f"{path}: not a Keras model file (cannot be unpacked: {error})"
         ) from error
-    metadata = None
-    if metadata_data is not None:
-        metadata = _parse_member(path, METADATA_MEMBER, metadata_data)
-        if not isinstance(metadata, dict):
-            raise ModelFileError(f"{path}: {METADATA_MEMBER} inside is corrupt (not an object)")
     config = _parse_member(path, "config.json", config_text.encode())
     if any(marker in config_text for marker in _UNSAFE_MARKERS):
         raise ModelFileError(f"{path}: asks for unsafe deserialization; refused")
@@ -152,11 +435,20 @@ def _check_archive(path: Path) -> dict[str, Any] | None:
                 raise ModelFileError(
                     f"{path}: names Python's built-in `{name}`; only Keras's own objects are loaded"
                 )
-    return metadata
+    return metadata_data
 
 
-def load(path: Path | str, *, require_metadata: bool = True) -> Artifact:
-    """Load a local .keras file with safe_mode=True after checking it is safe to."""
+def inspect(path: Path | str, *, require_metadata: bool = True) -> ModelFile:
+    """Check a local .keras file and read its dlcli.json, without importing TensorFlow.
+
+    Raises:
+        ModelFileError: one line: not found, not a .keras zip, unsafe to load, no dlcli.json
+            (with `require_metadata`), or a dlcli.json that is corrupt, incomplete or
+            inconsistent (naming the key), or newer than this dlcli reads.
+
+    Example:
+        inspect("runs/mnist-1/model.keras").info.task  # 'multiclass'
+    """
     text = str(path)
     if "://" in text:
         raise ModelFileError(f"{text}: only local .keras files are loaded, not URLs")
@@ -174,17 +466,35 @@ def load(path: Path | str, *, require_metadata: bool = True) -> Artifact:
         raise ModelFileError(f"{path}: not a .keras model file")
     if path.stat().st_size == 0:
         raise ModelFileError(f"{path}: the file is empty")
-    metadata = _check_archive(path)
-    if metadata is None and require_metadata:
+    data = _check_archive(path)
+    if data is None and require_metadata:
         raise ModelFileError(
             f"{path}: has no {METADATA_MEMBER}, so it was not trained by dlcli; "
             "`dlcli predict --model` can still use it"
         )
-    import keras
+    return ModelFile(path, None if data is None else parse_info(path, data))
 
+
+def load(path: Path | str | ModelFile, *, require_metadata: bool = True) -> Artifact:
+    """Load a local .keras file with safe_mode=True once `inspect` found it safe to.
+
+    Imports TensorFlow (on the main thread only, see dlcli.device).
+
+    Raises:
+        ModelFileError: as `inspect`; Keras cannot load the file; or its dlcli.json does not
+            describe the model (`check_against_model`).
+    """
+    checked = (
+        path if isinstance(path, ModelFile) else inspect(path, require_metadata=require_metadata)
+    )
+    from dlcli.device import import_keras
+
+    keras = import_keras()
     try:
-        model = keras.saving.load_model(path, safe_mode=True, compile=True)
+        model = keras.saving.load_model(checked.path, safe_mode=True, compile=True)
     except Exception as error:  # Keras raises many types for a damaged file
         reason = " ".join(str(error).split())[:300]
-        raise ModelFileError(f"{path}: cannot be loaded by Keras ({reason})") from error
-    return Artifact(model, metadata, path)
+        raise ModelFileError(f"{checked.path}: cannot be loaded by Keras ({reason})") from error
+    if checked.info is not None:
+        check_against_model(checked.info, model, checked.path)
+    return Artifact(model, checked.info, checked.path)

@@ -7,10 +7,12 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from dlcli.errors import ConfigError, DlcliError
 
@@ -57,10 +59,49 @@ def _user_errors(*, tensorflow: bool = False) -> Iterator[None]:
 
 def _console(*, stderr: bool = False) -> Console:
     """Rich output for the commands that print tables or progress (rich takes ~50 ms to load,
-    a tenth of what `dlcli validate` may take)."""
+    a tenth of what `dlcli validate` may take).
+
+    Piped or redirected output is never wrapped (a long path stays one line, tables keep
+    their width); a reader that leaves early (`| head -1`) is not an error (`_Stdout`).
+    """
     from rich.console import Console
 
-    return Console(stderr=stderr)
+    stream = sys.stderr if stderr else _Stdout()
+    if stream.isatty():
+        return Console(file=stream)
+    return Console(file=stream, width=_UNWRAPPED_WIDTH, soft_wrap=True)
+
+
+_UNWRAPPED_WIDTH = 100_000  # columns of piped output: wider than any line dlcli writes
+
+
+class _Stdout:
+    """sys.stdout for rich, where a closed pipe (the reader left, as `head -1` does) discards
+    the rest of the output instead of failing the command."""
+
+    def write(self, text: str) -> int:
+        try:
+            return sys.stdout.write(text)
+        except BrokenPipeError:
+            _discard_stdout()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _discard_stdout()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(sys.stdout, name)
+
+
+def _discard_stdout() -> None:
+    """Point file descriptor 1 at /dev/null: what is still buffered, or written later, goes
+    nowhere instead of raising BrokenPipeError again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 @app.callback()
@@ -166,6 +207,26 @@ def schema() -> None:
     print(json_schema())
 
 
+class _HelpCommand(TyperCommand):
+    """Help that lists an argument by its metavar alone (`MODEL`, not `MODEL <str>`)."""
+
+    def format_options(self, ctx: typer.Context, formatter: Any) -> None:  # typer's HelpFormatter
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                name = param.metavar or (param.name or "").upper()
+                arguments.append((name + ("..." if param.nargs != 1 else ""), record[1]))
+            else:
+                options.append(record)
+        for title, records in (("Arguments", arguments), ("Options", options)):
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
+
+
 ModelPath = Annotated[  # str, not Path: Path would turn a URL's // into /
     str,
     typer.Argument(help="A .keras model trained by dlcli.", show_default=False, metavar="MODEL"),
@@ -173,12 +234,16 @@ ModelPath = Annotated[  # str, not Path: Path would turn a URL's // into /
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document, nothing else.")]
 
 
-@app.command()
+class Split(str, Enum):
+    test = "test"
+    validation = "validation"
+    train = "train"
+
+
+@app.command(cls=_HelpCommand)
 def evaluate(
     model_path: ModelPath,
-    split: Annotated[
-        str, typer.Option(help="test, validation or train.", metavar="SPLIT")
-    ] = "test",
+    split: Annotated[Split, typer.Option(help="The split of the model's dataset.")] = Split.test,
     data: Annotated[
         Path | None,
         typer.Option(help="Evaluate on this .npz or .csv file or image folder.", metavar="PATH"),
@@ -190,21 +255,32 @@ def evaluate(
             help="Folder for evaluation.json and plots [default: beside it].", metavar="DIR"
         ),
     ] = None,
+    skip_bad: Annotated[
+        bool,
+        typer.Option(
+            "--skip-bad",
+            help="Leave out image files that cannot be read (counted); always on for a model "
+            "trained with --skip-bad.",
+        ),
+    ] = False,
 ) -> None:
     """Report metrics, per-class scores and the confusion matrix of a trained model.
 
     Example: dlcli evaluate runs/mnist-1/model.keras --split test
     """
-    with _user_errors(tensorflow=True):
-        from dlcli import report
+    with _user_errors():  # the model file and the data are checked before TensorFlow loads
         from dlcli.evaluate import evaluate as run_evaluation
 
-        result = run_evaluation(model_path, split=split, data=data, output_dir=output)
+        result = run_evaluation(
+            model_path, split=split.value, data=data, output_dir=output, skip_bad=skip_bad
+        )
+        from dlcli import report
+
         report.notes(_console(stderr=True), result.warnings)
         (report.evaluation_json if json_output else report.evaluation)(_console(), result)
 
 
-@app.command()
+@app.command(cls=_HelpCommand)
 def predict(
     inputs: Annotated[
         list[str],
@@ -217,7 +293,8 @@ def predict(
     model: Annotated[
         str | None,
         typer.Option(
-            help="The .keras model [default: the newest runs/*/model.keras].", metavar="PATH"
+            help="The .keras model [default: the newest in runs/ that takes the inputs].",
+            metavar="PATH",
         ),
     ] = None,
     top_k: Annotated[int, typer.Option(min=1, help="Labels shown per input.", metavar="N")] = 3,
@@ -236,11 +313,12 @@ def predict(
     """
     if json_output and csv_output:
         raise typer.BadParameter("give --json or --csv, not both")
-    with _user_errors(tensorflow=True):
-        from dlcli import report
+    with _user_errors():  # the model file and the inputs are checked before TensorFlow loads
         from dlcli.predict import predict as run_prediction
 
         result = run_prediction(inputs, model_path=model, top_k=top_k, raw=raw)
+        from dlcli import report
+
         stderr = _console(stderr=True)
         report.notes(stderr, result.notes)
         style = "json" if json_output else "csv" if csv_output else "table"
@@ -254,7 +332,9 @@ def main() -> None:
 
     Once a command is done (its files written and closed, its output flushed), the process
     leaves without Python's teardown: ~1.4 s after TensorFlow was loaded on the 2-core machine,
-    ~40 ms for `dlcli validate`. Tracebacks of genuine bugs still go the normal way.
+    ~40 ms for `dlcli validate`. Tracebacks of genuine bugs still go the normal way. A reader
+    of stdout that left early (`dlcli evaluate M | head -1`) is not an error: the rest of the
+    output is discarded and the exit code is the command's.
     """
     try:
         app()
@@ -262,6 +342,9 @@ def main() -> None:
         if done.code is not None and not isinstance(done.code, int):
             print(done.code, file=sys.stderr)
         code = done.code if isinstance(done.code, int) else 0 if done.code is None else 1
-        sys.stdout.flush()
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _discard_stdout()
         sys.stderr.flush()
         os._exit(code)

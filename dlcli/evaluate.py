@@ -9,14 +9,20 @@ matrix, ROC AUC and regression errors are computed from the model's outputs on t
 from __future__ import annotations
 
 import math
+import os
+import zipfile
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dlcli.errors import DataError, OutputError
+from dlcli.spec import DatasetSpec
+
+if TYPE_CHECKING:
+    from dlcli.artifact import ModelInfo
 
 SPLITS = ("test", "validation", "train")
 EVALUATE_BATCH_SIZE = 1024
@@ -256,31 +262,36 @@ def _single(shape: Any) -> tuple[Any, ...] | None:
     return tuple(shape[1:])
 
 
-def _recorded_spec_dir(metadata: dict[str, Any], model_path: Path) -> list[Path]:
-    """The spec's folder as dlcli.json or the run directory's run.json records it, if they do."""
+def _recorded_spec_dir(model_path: Path) -> list[Path]:
+    """The spec's folder as the run directory's run.json records it, if it does."""
     import json
 
-    recorded = [metadata.get("spec_dir")]
     with suppress(OSError, ValueError, AttributeError):
-        recorded.append(json.loads((model_path.parent / "run.json").read_text()).get("spec_dir"))
-    return [Path(folder) for folder in recorded if isinstance(folder, str)]
+        folder = json.loads((model_path.parent / "run.json").read_text()).get("spec_dir")
+        if isinstance(folder, str):
+            return [Path(folder)]
+    return []
 
 
-def _dataset_base_dir(dataset: Any, metadata: dict[str, Any], model_path: Path) -> Path:
-    """The folder the spec's relative dataset paths start from.
-
-    The spec's folder where dlcli.json or the run directory's run.json records it; otherwise
-    the folder `dlcli train` was run from (the run directory's parent's parent, for the
-    default `output.dir: runs`) and the current folder are tried, in that order.
-    """
-    relative = [
+def _relative_paths(dataset: DatasetSpec) -> list[str]:
+    return [
         value
         for source in (dataset.npz, dataset.csv, dataset.images)
         if source is not None
         for value in (getattr(source, "path", None), getattr(source, "train", None))
         if value and not Path(value).expanduser().is_absolute()
     ]
-    candidates = _recorded_spec_dir(metadata, model_path)
+
+
+def _dataset_base_dir(dataset: DatasetSpec, model_path: Path) -> Path:
+    """The folder the spec's relative dataset paths start from.
+
+    The spec's folder where the run directory's run.json records it; otherwise the folder
+    `dlcli train` was run from (the run directory's parent's parent, for the default
+    `output.dir: runs`) and the current folder are tried, in that order.
+    """
+    relative = _relative_paths(dataset)
+    candidates = _recorded_spec_dir(model_path)
     candidates += [model_path.resolve().parent.parent.parent, Path.cwd()]
     if not relative:
         return candidates[0]
@@ -294,17 +305,71 @@ def _dataset_base_dir(dataset: Any, metadata: dict[str, Any], model_path: Path) 
     )
 
 
-def _file_dataset(path: Path, split: str, metadata: dict[str, Any]) -> Any:
-    """A DatasetSpec that reads all of `path` as its training split (for --data)."""
-    from dlcli.spec import CsvSource, DatasetSpec, ImagesSource, NpzSource, Spec
+def split_source(dataset: DatasetSpec, split: str, base_dir: Path) -> str:
+    """The file, folder or Keras dataset a split comes from, as the spec names it.
 
-    original = Spec.model_validate(metadata["spec"]).dataset
+    A split that the spec's `validation_split` or `test_split` holds out of the training data
+    says so; `test` of a source without test data is its training data.
+
+    Example:
+        split_source(DatasetSpec(csv=CsvSource(train="a.csv", test="b.csv")), "test", Path())
+        # 'b.csv'
+    """
+    origin: dict[str, str | None] = {}
+    if dataset.name:
+        origin = {
+            "train": f"keras.datasets.{dataset.name} (training set)",
+            "test": f"keras.datasets.{dataset.name} (test set)",
+        }
+    elif dataset.npz:
+        npz = dataset.npz
+        held: set[str] = set()
+        npz_path = base_dir / Path(npz.path).expanduser()
+        with (
+            suppress(OSError, ValueError, zipfile.BadZipFile),
+            np.load(npz_path, allow_pickle=False) as file,
+        ):
+            held = set(file.files)
+        pairs = {
+            "train": (npz.x_train, npz.y_train),
+            "validation": (npz.x_validation, npz.y_validation),
+            "test": (npz.x_test, npz.y_test),
+        }
+        origin = {
+            name: f"{npz.path} ({x_key}, {y_key})"
+            for name, (x_key, y_key) in pairs.items()
+            if name == "train" or x_key in held
+        }
+    elif dataset.csv or dataset.images:
+        files = dataset.csv or dataset.images
+        assert files is not None
+        origin = {"train": files.train, "validation": files.validation, "test": files.test}
+    elif dataset.inline:
+        origin = {"train": "dataset.inline (x, y)"}
+        if dataset.inline.x_test is not None:
+            origin["test"] = "dataset.inline (x_test, y_test)"
+    found = origin.get(split)
+    if found:
+        return found
+    train = str(origin["train"])
+    fraction = {"test": dataset.test_split, "validation": dataset.validation_split}.get(split)
+    if fraction:
+        purpose = "as the test split" if split == "test" else "for validation"
+        return f"{train}, {fraction:.0%} held out {purpose}"
+    return train
+
+
+def _file_dataset(path: Path, split: str, info: ModelInfo) -> DatasetSpec:
+    """A DatasetSpec that reads all of `path` as its training split (for --data)."""
+    from dlcli.spec import CsvSource, ImagesSource, NpzSource
+
+    original = info.spec.dataset
     if path.is_dir():
-        image = (metadata.get("input") or {}).get("image") or {}
-        if not image:
+        image = info.input.image
+        if image is None:
             raise DataError(f"{path}: a folder of images, but the model was not trained on images")
-        mode = {1: "grayscale", 3: "rgb", 4: "rgba"}.get(image.get("channels", 3), "rgb")
-        size = [image["height"], image["width"]]
+        mode = {1: "grayscale", 3: "rgb", 4: "rgba"}[image.channels]
+        size = [image.height, image.width]
         return DatasetSpec(images=ImagesSource(train=str(path), image_size=size, color_mode=mode))
     if path.suffix.lower() == ".npz":
         with np.load(path, allow_pickle=False) as file:
@@ -327,36 +392,61 @@ def _file_dataset(path: Path, split: str, metadata: dict[str, Any]) -> Any:
     )
 
 
+@dataclass(frozen=True)
+class Examples:
+    """The examples evaluate scores, and where they came from."""
+
+    x: np.ndarray
+    y: np.ndarray
+    source: str  # the file, folder or dataset of this split (`split_source`)
+    split: str  # test, validation, train, or "all" for --data
+    warnings: list[str]
+
+
+def _skipped_note(count: int, recorded: int) -> list[str]:
+    if not count:
+        return []
+    trained = f" (training left out {recorded}, with --skip-bad)" if recorded else ""
+    return [f"Skipped {count} image files that cannot be read{trained}"]
+
+
 def load_examples(
-    metadata: dict[str, Any], model_path: Path, split: str, data: Path | None
-) -> tuple[np.ndarray, np.ndarray, str, str, list[str]]:
-    """(x, y, what the data is, the split used, warnings) for the model's dataset or `data`."""
+    info: ModelInfo, model_path: Path, split: str, data: Path | None, *, skip_bad: bool = False
+) -> Examples:
+    """The examples of a split of the model's dataset, or of all of `data`.
+
+    Image files that cannot be read are left out (and counted in the warnings) with
+    `skip_bad`, or when dlcli.json records that training left some out (`dlcli train
+    --skip-bad`), so that the data is what training read.
+    """
     from dlcli.data import load_dataset
-    from dlcli.spec import Spec
 
     if split not in SPLITS:
         raise DataError(f"--split must be one of {', '.join(SPLITS)}. Received: {split!r}")
-    spec = Spec.model_validate(metadata["spec"])
-    warnings: list[str] = []
+    recorded = info.dataset.skipped
+    skip_bad = skip_bad or recorded > 0
     if data is not None:
         if not data.exists():
             raise DataError(f"data file not found: {data}")
         try:
-            splits = load_dataset(_file_dataset(data, split, metadata), Path.cwd(), 0)
+            splits = load_dataset(
+                _file_dataset(data, split, info), Path.cwd(), 0, skip_bad=skip_bad
+            )
         except (OSError, ValueError) as error:
             raise DataError(f"{data}: cannot be read ({error})") from error
-        names, model_names = splits.info.class_names, metadata.get("class_names")
+        names, model_names = splits.info.class_names, info.class_names
         if names and model_names and list(names) != list(model_names):
             raise DataError(
                 f"{data}: its classes are {', '.join(names)} but the model's are "
                 f"{', '.join(model_names)}"
             )
-        return splits.train.x, splits.train.y, str(data), "all", warnings
-    splits = load_dataset(
-        spec.dataset, _dataset_base_dir(spec.dataset, metadata, model_path), spec.seed or 0
-    )
-    trained_on = (metadata.get("dataset") or {}).get("digest")
-    if trained_on and splits.info.digest != trained_on:
+        warnings = _skipped_note(splits.info.skipped, 0)
+        return Examples(splits.train.x, splits.train.y, str(data), "all", warnings)
+    spec = info.spec
+    base_dir = _dataset_base_dir(spec.dataset, model_path)
+    splits = load_dataset(spec.dataset, base_dir, spec.seed or 0, skip_bad=skip_bad)
+    warnings = _skipped_note(splits.info.skipped, recorded)
+    if info.dataset.digest and splits.info.digest != info.dataset.digest:
         warnings.append(
             f"the data of {splits.info.source} is not the data the model was trained on "
             "(its digest differs); the numbers describe the data as it is now"
@@ -370,7 +460,8 @@ def load_examples(
             f"{splits.info.source} has no validation split (the spec sets no "
             "`dataset.validation_split`); use --split test or --split train"
         )
-    return chosen.x, chosen.y, splits.info.source, split, warnings
+    source = split_source(spec.dataset, split, base_dir)
+    return Examples(chosen.x, chosen.y, source, split, warnings)
 
 
 def _check_fits(x: np.ndarray, y: np.ndarray, model: Any, task: str, where: str) -> None:
@@ -400,12 +491,54 @@ def _check_fits(x: np.ndarray, y: np.ndarray, model: Any, task: str, where: str)
 
 
 def _output_dir(model_path: Path, output_dir: Path | None) -> Path:
+    """The folder the results go to, created and checked writable before anything slow."""
     folder = output_dir if output_dir is not None else model_path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputError(f"cannot create {folder}: {error.strerror or error}") from error
+    if not os.access(folder, os.W_OK):
+        raise OutputError(
+            f"cannot write to {folder}: permission denied; write the results elsewhere with "
+            "--output DIR"
+        )
     return folder
+
+
+def outputs_are_logits(model: Any) -> bool:
+    """Whether the model's last layer leaves its outputs linear (no softmax or sigmoid), as
+    models compiled with `from_logits=True` do."""
+    last = model.layers[-1] if model.layers else None
+    return getattr(getattr(last, "activation", None), "__name__", "") == "linear"
+
+
+def as_probabilities(outputs: np.ndarray, task: str, logits: bool) -> tuple[np.ndarray, bool]:
+    """A classifier's outputs as probabilities, and whether they had to be converted.
+
+    Logits (`logits`, or values that no probabilities have: outside [0, 1], or multiclass rows
+    that do not sum to 1) go through softmax (multiclass) or sigmoid (binary, multilabel).
+
+    Example:
+        as_probabilities(np.array([[2.0, 0.0]]), "multiclass", False)
+        # (array([[0.881, 0.119]]), True)
+    """
+    values = np.asarray(outputs, dtype="float64")
+    if not logits and values.size:
+        outside = values.min() < 0 or values.max() > 1
+        unsummed = task == "multiclass" and not np.allclose(values.sum(axis=-1), 1, atol=1e-3)
+        logits = bool(outside or unsummed)
+    if not logits or task not in ("multiclass", "binary", "multilabel"):
+        return outputs, False
+    if task == "multiclass":
+        shifted = np.exp(values - values.max(axis=-1, keepdims=True))
+        return shifted / shifted.sum(axis=-1, keepdims=True), True
+    return 1 / (1 + np.exp(-values)), True
+
+
+def logits_note(task: str) -> str:
+    """What `as_probabilities` did, said once."""
+    function = "softmax" if task == "multiclass" else "sigmoid"
+    return f"the model's outputs are logits: shown through {function}"
 
 
 def _file_suffix(split: str, data: Path | None) -> str:
@@ -475,48 +608,59 @@ def evaluate(
     split: str = "test",
     data: Path | None = None,
     output_dir: Path | None = None,
+    skip_bad: bool = False,
 ) -> Evaluation:
     """Evaluate a dlcli model on a split of the data it was trained on, or on `data`.
 
     Writes evaluation.json, and for classifiers confusion_matrix.png (plus misclassified.png
-    for image data), beside the model or in `output_dir`.
+    for image data), beside the model or in `output_dir`. The model file, its dlcli.json, the
+    output folder and the data are checked before TensorFlow is imported; the files are
+    written only once all of them are ready, each atomically.
+
+    Raises:
+        ModelFileError: the model file is missing, unsafe or not a consistent dlcli model.
+        DataError: the data is missing or does not fit the model.
+        OutputError: the results cannot be written.
     """
     from dlcli import artifact, report
 
-    loaded = artifact.load(model_path)
-    metadata = loaded.metadata or {}
-    task = metadata.get("task", "multiclass")
-    x, y, source, split, warnings = load_examples(metadata, loaded.path, split, data)
-    _check_fits(x, y, loaded.model, task, str(data or source))
+    checked = artifact.inspect(model_path)
+    info = checked.info
+    assert info is not None  # inspect requires dlcli.json
+    folder = _output_dir(checked.path, output_dir)
+    examples = load_examples(info, checked.path, split, data, skip_bad=skip_bad)
+    x, y, task = examples.x, examples.y, info.task
+    where = str(data or examples.source)
     if len(x) == 0:
-        raise DataError(f"{data or source}: the {split} split holds no examples")
-    fit_batch_size = int(metadata["spec"]["fit"].get("batch_size", 0))
-    keras_metrics, outputs = score(loaded.model, x, y, fit_batch_size)
+        raise DataError(f"{where}: the {examples.split} split holds no examples")
+    loaded = artifact.load(checked)
+    _check_fits(x, y, loaded.model, task, where)
+    keras_metrics, outputs = score(loaded.model, x, y, info.spec.fit.batch_size)
     assert outputs is not None
+    warnings = list(examples.warnings)
     details: dict[str, Any] = {}
     if task in ("multiclass", "binary", "multilabel"):
-        details = _classification(task, y, outputs, metadata.get("class_names"))
+        outputs, converted = as_probabilities(outputs, task, outputs_are_logits(loaded.model))
+        if converted:
+            warnings.append(logits_note(task))
+        details = _classification(task, y, outputs, info.class_names)
     else:
         details["regression"] = regression_errors(y, outputs)
 
-    folder = _output_dir(loaded.path, output_dir)
-    suffix = _file_suffix(split, data)
-    files: dict[str, Path] = {}
+    suffix = _file_suffix(examples.split, data)
+    images: dict[str, bytes] = {}
     if details.get("confusion") is not None:
-        files["confusion_matrix"] = folder / f"confusion_matrix{suffix}.png"
-        report.save_confusion_matrix(
-            details["confusion"], details["class_names"], files["confusion_matrix"]
-        )
-        is_image = (metadata.get("input") or {}).get("image") is not None or x.ndim in (3, 4)
-        images, titles = _misclassified(x, y, outputs, task, details["class_names"])
-        if is_image and len(images):
-            files["misclassified"] = folder / f"misclassified{suffix}.png"
-            report.save_image_grid(images, titles, files["misclassified"])
+        names = details["class_names"]
+        images["confusion_matrix"] = report.confusion_matrix_png(details["confusion"], names)
+        misclassified, titles = _misclassified(x, y, outputs, task, names)
+        if (info.input.image is not None or x.ndim in (3, 4)) and len(misclassified):
+            images["misclassified"] = report.image_grid_png(misclassified, titles)
+    files = {name: folder / f"{name}{suffix}.png" for name in images}
     files["evaluation"] = folder / f"evaluation{suffix}.json"
     evaluation = Evaluation(
         model_path=loaded.path,
-        data=source,
-        split=split,
+        data=examples.source,
+        split=examples.split,
         task=task,
         examples=len(x),
         metrics=keras_metrics,
@@ -524,5 +668,7 @@ def evaluate(
         warnings=warnings,
         **details,
     )
+    for name, png in images.items():
+        artifact.atomic_write(files[name], png)
     artifact.write_json(files["evaluation"], evaluation.to_dict())
     return evaluation

@@ -15,14 +15,21 @@ import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dlcli import artifact
+from dlcli.data import ImageInfo
 from dlcli.data.tables import is_number
 from dlcli.errors import InputError, ModelFileError
+from dlcli.evaluate import as_probabilities, logits_note, outputs_are_logits
+
+if TYPE_CHECKING:
+    from dlcli.artifact import ModelInfo
 
 PREDICT_BATCH_SIZE = 1024
 WORKERS = min(4, os.cpu_count() or 1)  # threads converting images (numpy and PIL release the GIL)
@@ -90,19 +97,8 @@ class InputDescription:
     shape: tuple[int | None, ...]  # without the batch axis
     task: str
     class_names: list[str] | None
-    image: Any = None  # dlcli.data.ImageInfo
+    image: ImageInfo | None = None
     feature_names: list[str] | None = None
-
-
-def newest_model(runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
-    """The most recently written `runs_dir/*/model.keras`."""
-    models = [path for path in runs_dir.glob("*/model.keras") if path.is_file()]
-    if not models:
-        raise ModelFileError(
-            f"no --model given and no {runs_dir}/*/model.keras found; "
-            "train one with `dlcli train SPEC` or pass --model PATH"
-        )
-    return max(models, key=lambda path: path.stat().st_mtime)
 
 
 def _single_shape(shape: Any, path: Path, what: str) -> tuple[int | None, ...]:
@@ -115,30 +111,28 @@ def _single_shape(shape: Any, path: Path, what: str) -> tuple[int | None, ...]:
     return tuple(shape[1:])
 
 
+def describe(info: ModelInfo) -> InputDescription:
+    """How inputs must look, from dlcli.json alone (no TensorFlow)."""
+    shape = tuple(info.input.shape)
+    image = info.input.image
+    found = _image_shape(shape)
+    return InputDescription(
+        shape=shape,
+        task=info.task,
+        class_names=info.class_names,
+        image=ImageInfo(**image.model_dump()) if image else ImageInfo(*found) if found else None,
+        feature_names=info.input.feature_names,
+    )
+
+
 def describe_inputs(
-    model: Any, metadata: dict[str, Any] | None, path: Path
+    model: Any, info: ModelInfo | None, path: Path
 ) -> tuple[InputDescription, list[str]]:
     """How inputs must look, and notes on what was assumed when dlcli.json is missing."""
-    from dlcli.data import ImageInfo
-
+    if info is not None:
+        return describe(info), []
     shape = _single_shape(model.input_shape, path, "input")
     units = _single_shape(model.output_shape, path, "output")[-1] or 1
-    if metadata is not None:
-        described = metadata.get("input") or {}
-        image = described.get("image")
-        info = None if image is None else ImageInfo(**image)
-        if info is None and _image_shape(shape) is not None:
-            info = ImageInfo(*_image_shape(shape))  # type: ignore[misc]
-        return (
-            InputDescription(
-                shape=shape,
-                task=metadata.get("task", "multiclass"),
-                class_names=metadata.get("class_names"),
-                image=info,
-                feature_names=described.get("feature_names"),
-            ),
-            [],
-        )
     image_shape = _image_shape(shape)
     if image_shape is None and (len(shape) != 1 or shape[0] is None):
         raise ModelFileError(
@@ -178,6 +172,115 @@ def _image_shape(shape: tuple[int | None, ...]) -> tuple[int, int, int] | None:
     if len(shape) == 3 and shape[2] in (1, 3, 4):
         return int(shape[0]), int(shape[1]), int(shape[2])  # type: ignore[arg-type]
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing the model (no --model)
+
+SAMPLED_INPUTS = 16  # input files looked at (headers only) to tell which models can take them
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
+@dataclass(frozen=True)
+class _InputFile:
+    """What one input file holds, read from its header: an image or rows of values."""
+
+    image: tuple[int, int, bool] | None = None  # height, width, grayscale
+    columns: list[str] | None = None  # a .csv header
+    shape: tuple[int, ...] | None = None  # a .npy array, or (columns,) of a .csv
+
+    def describe(self) -> str:
+        if self.image is not None:
+            height, width, grey = self.image
+            return f"{height}x{width} {'grayscale' if grey else 'colour'} images"
+        assert self.shape is not None
+        return f"rows of {self.shape[-1]} values" if len(self.shape) <= 2 else "arrays"
+
+
+def _peek(path: Path) -> _InputFile | None:
+    """The header of an input file; None when it cannot be read (reported when predicted)."""
+    from PIL import Image
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return _InputFile(shape=np.load(path, mmap_mode="r", allow_pickle=False).shape)
+        if suffix == ".csv":
+            with open(path, newline="", encoding="utf-8-sig") as handle:
+                first = next(row for row in csv.reader(handle) if any(c.strip() for c in row))
+            header = None if all(is_number(cell) for cell in first) else [c.strip() for c in first]
+            return _InputFile(columns=header, shape=(len(first),))
+        with Image.open(path) as image:
+            return _InputFile(image=(image.height, image.width, image.mode in _GREY_MODES))
+    except (OSError, ValueError, StopIteration, csv.Error, UnicodeDecodeError, SyntaxError):
+        return None
+
+
+def _fit(info: ModelInfo, found: _InputFile) -> int:
+    """How well a model takes an input: 3 exactly, 2 same size, 1 same colours, 0 not at all."""
+    image, shape = info.input.image, info.input.shape
+    if found.image is not None:
+        if image is None:
+            return 0
+        height, width, grey = found.image
+        same_size = (height, width) == (image.height, image.width)
+        same_colours = grey == (image.channels == 1)
+        return 3 if same_size and same_colours else 2 if same_size else int(same_colours)
+    if image is not None or found.shape is None:
+        return 0
+    if found.columns is not None and info.input.feature_names:
+        return 3 * all(name in found.columns for name in info.input.feature_names)
+    rows = found.shape if found.columns is not None else found.shape[-len(shape) :]
+    return 3 * (len(found.shape) >= len(shape) and list(rows) == shape)
+
+
+def choose_model(files: list[Path], runs_dir: Path) -> tuple[artifact.ModelFile, str]:
+    """The newest `runs_dir/*/model.keras` that takes `files`, decided from dlcli.json alone.
+
+    A model that takes the images at their size and in their colours comes before one that
+    takes their size only, which comes before one that takes their colours only; models that
+    take rows must have the features of the .csv header (or as many columns) or the .npy shape.
+
+    Returns:
+        The chosen model file and what it takes, e.g. "28x28 grayscale images".
+
+    Raises:
+        ModelFileError: no model under `runs_dir`, or none takes the inputs (naming what the
+            newest take).
+    """
+    paths = sorted(
+        (path for path in runs_dir.glob("*/model.keras") if path.is_file()),
+        key=lambda path: path.stat().st_mtime,
+        reverse=True,
+    )
+    if not paths:
+        raise ModelFileError(
+            f"no --model given and no {runs_dir}/*/model.keras found; "
+            "train one with `dlcli train SPEC` or pass --model PATH"
+        )
+    found = [peeked for path in files[:SAMPLED_INPUTS] if (peeked := _peek(path)) is not None]
+    candidates: list[artifact.ModelFile] = []
+    for path in paths:
+        with suppress(ModelFileError):
+            checked = artifact.inspect(path)
+            candidates.append(checked)
+    best, best_fit = None, 0
+    for checked in candidates:
+        assert checked.info is not None
+        fit = min((_fit(checked.info, item) for item in found), default=3)
+        if fit > best_fit:
+            best, best_fit = checked, fit
+    if best is not None and best.info is not None:
+        return best, best.info.input.describe()
+    if not candidates:
+        artifact.inspect(paths[0])  # raises: why the newest model cannot be used
+    newest = "; ".join(
+        f"{checked.path} takes {checked.info.input.describe()}"
+        for checked in candidates[:3]
+        if checked.info is not None
+    )
+    wanted = found[0].describe() if found else "these inputs"
+    raise ModelFileError(f"no model in {runs_dir}/ takes {wanted}: {newest}; pass --model PATH")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,21 +464,42 @@ def rank(
     ]
 
 
+@dataclass
+class _Runtime:
+    """The Keras model, loaded when the first examples are ready (so an input that cannot be
+    read is answered without TensorFlow), and whether its outputs were logits."""
+
+    checked: artifact.ModelFile
+    model: Any = None
+    logits: bool = False
+    converted: bool = False
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        if self.model is None:
+            self.model = artifact.load(self.checked, require_metadata=False).model
+            self.logits = outputs_are_logits(self.model)
+        return np.asarray(self.model.predict(batch, batch_size=PREDICT_BATCH_SIZE, verbose=0))
+
+
 def _predict_batch(
-    model: Any,
+    runtime: _Runtime,
     arrays: list[np.ndarray],
     sources: list[tuple[str, int | None]],
     description: InputDescription,
     top_k: int,
 ) -> list[Prediction]:
     batch = np.concatenate(arrays)  # uint8 pixels or float rows: the model casts them
-    outputs = np.asarray(model.predict(batch, batch_size=PREDICT_BATCH_SIZE, verbose=0))
+    outputs = runtime.predict(batch)
     if description.task == "regression":
         values = outputs.reshape(len(outputs), -1)
         return [
             Prediction(name, row, values=[float(v) for v in value])
             for (name, row), value in zip(sources, values, strict=True)
         ]
+    outputs, converted = as_probabilities(
+        outputs, description.task, runtime.logits or runtime.converted
+    )
+    runtime.converted |= converted
     ranked = rank(outputs, description, top_k)
     return [
         Prediction(name, row, labels=labels, probabilities=probabilities)
@@ -393,19 +517,33 @@ def predict(
 ) -> PredictResult:
     """Predict every input file; a file that fails is reported and the others still predicted.
 
-    Without `model_path` the newest model under `runs_dir` is used. `raw` skips the polarity
-    and MNIST framing steps (the image is only converted and resized). Raises InputError right
-    away when the only input fails.
-    """
-    from dlcli import artifact
+    Without `model_path` the newest model under `runs_dir` that takes the inputs is used
+    (`choose_model`). `raw` skips the polarity and MNIST framing steps (the image is only
+    converted and resized). The model file and the inputs are checked before TensorFlow is
+    imported: a dlcli model is described by its dlcli.json, and Keras loads it only once the
+    first inputs are read.
 
+    Raises:
+        ModelFileError: the model file is missing, unsafe or inconsistent, or no model fits.
+        InputError: right away when the only input fails.
+    """
     notes: list[str] = []
     if model_path is None:
-        model_path = newest_model(runs_dir)
-        notes.append(f"Model: {model_path} (the newest in {runs_dir}/)")
-    loaded = artifact.load(model_path, require_metadata=False)
-    description, assumed = describe_inputs(loaded.model, loaded.metadata, loaded.path)
-    notes += assumed
+        named, problems = expand_inputs(inputs, IMAGE_SUFFIXES + TABLE_SUFFIXES)
+        if not named:
+            return _nothing_predicted(problems)
+        checked, takes = choose_model(named, runs_dir)
+        notes.append(f"Model: {checked.path} (the newest in {runs_dir}/ that takes {takes})")
+    else:
+        checked = artifact.inspect(model_path, require_metadata=False)
+    runtime = _Runtime(checked)
+    if checked.info is None:  # a plain Keras model: its shape says what it takes
+        runtime.model = artifact.load(checked, require_metadata=False).model
+        runtime.logits = outputs_are_logits(runtime.model)
+        description, assumed = describe_inputs(runtime.model, None, checked.path)
+        notes += assumed
+    else:
+        description = describe(checked.info)
     accepted = TABLE_SUFFIXES if description.image is None else IMAGE_SUFFIXES
     files, problems = expand_inputs(inputs, accepted)
     predictions: list[Prediction] = []
@@ -419,10 +557,19 @@ def predict(
         rows = range(len(examples)) if path.suffix.lower() in TABLE_SUFFIXES else [None]
         sources += [(str(path), row) for row in rows]
         if len(sources) >= PREDICT_BATCH_SIZE:
-            predictions += _predict_batch(loaded.model, arrays, sources, description, top_k)
+            predictions += _predict_batch(runtime, arrays, sources, description, top_k)
             arrays, sources = [], []
     if arrays:
-        predictions += _predict_batch(loaded.model, arrays, sources, description, top_k)
+        predictions += _predict_batch(runtime, arrays, sources, description, top_k)
+    if runtime.converted:
+        notes.append(logits_note(description.task))
     if not predictions and len(problems) == 1:
         raise InputError(problems[0])
-    return PredictResult(loaded.path, description.task, predictions, problems, notes)
+    return PredictResult(checked.path, description.task, predictions, problems, notes)
+
+
+def _nothing_predicted(problems: list[str]) -> PredictResult:
+    """No input file was found: the one problem as InputError, or each listed."""
+    if len(problems) == 1:
+        raise InputError(problems[0])
+    return PredictResult(Path(), "", [], problems)

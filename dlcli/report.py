@@ -12,6 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from dlcli.artifact import atomic_write
+
 if TYPE_CHECKING:
     from dlcli.data import Splits
     from dlcli.train import TrainResult
@@ -26,6 +28,14 @@ def _sample(rows: list[Any], limit: int) -> list[Any]:
         return rows
     step = len(rows) / (limit - 1)
     return [rows[int(i * step)] for i in range(limit - 1)] + [rows[-1]]
+
+
+def shown(path: Path) -> str:
+    """A path as the user would type it: relative to the current folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _format_logs(logs: dict[str, float]) -> str:
@@ -52,6 +62,7 @@ class TrainView:
             transient=True,
         )
         self.task: Any = None
+        self.steps = 0
         self.epochs: list[tuple[int, dict[str, float], float]] = []
         self.epoch_started = 0.0
         self.last_line = 0.0
@@ -62,19 +73,27 @@ class TrainView:
         self.console.print(f"Data: {splits.info.source} ({sizes})")
         if splits.info.skipped:
             self.console.print(f"Skipped {splits.info.skipped} image files that cannot be read")
-        self.console.print(f"Run directory: {run_dir}")
+        self.console.print(f"Run directory: {shown(run_dir)}")
         self.progress.start()
+
+    def note(self, text: str) -> None:
+        """One line of information before training starts."""
+        self.console.print(text, markup=False, highlight=False)
 
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
         if self.task is not None:
             self.progress.remove_task(self.task)
         self.epoch_started = time.perf_counter()
+        self.steps = steps
         self.task = self.progress.add_task("", total=steps, epoch=f"{epoch}/{epochs}", logs="")
 
     def advance(self, steps_done: int, logs: dict[str, float]) -> None:
         self.progress.update(self.task, completed=steps_done, logs=_format_logs(logs))
 
     def end_epoch(self, epoch: int, logs: dict[str, float]) -> None:
+        if self.task is not None:  # the bar's last frame shows the whole epoch: 469/469
+            self.progress.update(self.task, completed=self.steps, logs=_format_logs(logs))
+            self.progress.refresh()
         seconds = time.perf_counter() - self.epoch_started
         self.epochs.append((epoch, logs, seconds))
         now = time.perf_counter()
@@ -102,12 +121,14 @@ def train_result(console: Console, result: TrainResult) -> None:
     """Test metrics and where everything was written."""
     split = "training data (no test split)" if result.evaluated_on == "train" else "test set"
     metrics = ", ".join(f"{name} {value:.4f}" for name, value in result.test_metrics.items())
+    if result.stopped_early:
+        console.print(result.stopped_early)
     console.print(f"On the {split}: {metrics}")
     console.print(
         f"Fit {result.fit_seconds:.1f}s, total {result.total_seconds:.1f}s on {result.device}"
     )
-    console.print(f"Model: {result.model_path}")
-    console.print(f"Run directory: {result.run_dir}")
+    console.print(f"Model: {shown(result.model_path)}")
+    console.print(f"Run directory: {shown(result.run_dir)}")
 
 
 def _pyplot() -> Any:
@@ -120,9 +141,28 @@ def _pyplot() -> Any:
     return plt
 
 
+def _png(plt: Any, figure: Any) -> bytes:
+    """The figure as PNG bytes, then closed (files are written by dlcli.artifact.atomic_write)."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
 def save_curves(history: dict[str, list[float]], path: Path) -> None:
     """Loss and each metric per epoch, training and validation side by side."""
     plt = _pyplot()
+    atomic_write(path, _png(plt, curves_figure(history)))
+
+
+def curves_figure(history: dict[str, list[float]]) -> Any:
+    """The figure `save_curves` writes: a panel per metric, whole epochs on the x axis."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     names = [key for key in history if not key.startswith("val_") and key != "learning_rate"]
     figure, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
     for axis, name in zip(axes[0], names, strict=True):
@@ -131,13 +171,17 @@ def save_curves(history: dict[str, list[float]], path: Path) -> None:
         if f"val_{name}" in history:
             axis.plot(epochs, history[f"val_{name}"], "s--", label="validation")
         axis.set(title=name, xlabel="epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
         axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    return figure
 
 
 def save_confusion_matrix(matrix: np.ndarray, labels: list[str], path: Path) -> None:
+    """`confusion_matrix_png`, written atomically to `path`."""
+    atomic_write(path, confusion_matrix_png(matrix, labels))
+
+
+def confusion_matrix_png(matrix: np.ndarray, labels: list[str]) -> bytes:
     """The confusion matrix as a heat map with counts."""
     plt = _pyplot()
     size = max(4.0, 0.45 * len(labels) + 2)
@@ -152,9 +196,7 @@ def save_confusion_matrix(matrix: np.ndarray, labels: list[str], path: Path) -> 
         for (row, column), count in np.ndenumerate(matrix):
             color = "white" if count > threshold else "black"
             axis.text(column, row, str(count), ha="center", va="center", color=color, fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    return _png(plt, figure)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +283,7 @@ def notes(console: Console, lines: list[str]) -> None:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def save_image_grid(images: np.ndarray, titles: list[str], path: Path) -> None:
+def image_grid_png(images: np.ndarray, titles: list[str]) -> bytes:
     """A grid of images (grey or colour, any value range) with a title over each."""
     plt = _pyplot()
     columns = min(6, len(images))
@@ -257,9 +299,7 @@ def save_image_grid(images: np.ndarray, titles: list[str], path: Path) -> None:
         image = (image - low) / (high - low) if high > low else np.zeros_like(image)
         axis.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
         axis.set_title(title, fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    return _png(plt, figure)
 
 
 def _top_cell(label: str, probability: float) -> str:

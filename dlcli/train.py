@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from dlcli import __version__
+from dlcli.artifact import FORMAT_VERSION, ModelInfo
 from dlcli.data import Splits, check_finite, load_dataset
 from dlcli.errors import (
     ConfigError,
@@ -371,23 +372,23 @@ def _read_history(path: Path) -> dict[str, list[float]]:
     }
 
 
-def metadata(
-    spec: Spec, splits: Splits, task: str, model: Any, extra: dict[str, Any]
-) -> dict[str, Any]:
-    """The dlcli.json embedded in model.keras."""
+def metadata(spec: Spec, splits: Splits, task: str, model: Any, extra: dict[str, Any]) -> ModelInfo:
+    """The dlcli.json embedded in model.keras (`extra` holds its `metrics` and `training`)."""
     import keras
     import tensorflow as tf
 
     info = splits.info
     image = info.image
-    return {
+    dataset = {"source": info.source, "digest": info.digest, "sizes": info.sizes}
+    return ModelInfo.model_validate({
+        "format": FORMAT_VERSION,
         "versions": {
             "dlcli": __version__,
             "keras": keras.__version__,
             "tensorflow": tf.__version__,
         },
-        "spec": spec.model_dump(mode="json", exclude_none=True),
-        "dataset": {"source": info.source, "digest": info.digest, "sizes": info.sizes},
+        "spec": spec,
+        "dataset": {**dataset, "skipped": info.skipped},
         "task": task,
         "class_names": info.class_names,
         "input": {
@@ -397,7 +398,7 @@ def metadata(
             "image": None if image is None else image.__dict__,
         },
         **extra,
-    }
+    })  # fmt: skip
 
 
 def _backup_epoch(backup: Path) -> int | None:

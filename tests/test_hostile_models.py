@@ -21,6 +21,8 @@ from dlcli import artifact
 from dlcli.cli import app
 from dlcli.errors import ModelFileError
 
+from .test_artifact import model_info
+
 DENSE = '"module": "keras.layers", "class_name": "Dense", "config": {'
 ACTIVATION = '"activation": "linear"'
 
@@ -42,11 +44,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
     base = folder / "base.keras"
-    artifact.save(model, {"task": "regression"}, base)
+    artifact.save(model, model_info(), base)
     payload = eval(f"lambda x: (__import__('pathlib').Path({str(marker)!r}).touch(), x)[1]")
     lambda_model = folder / "lambda.keras"
     artifact.save(keras.Sequential([keras.Input((2,)), keras.layers.Lambda(payload)]),
-                  {"task": "regression"}, lambda_model)  # fmt: skip
+                  model_info(), lambda_model)  # fmt: skip
     marker.unlink()  # building the model ran the payload once
     return Models(folder, base, lambda_model, marker)
 
@@ -98,7 +100,7 @@ def refusal(path: Path | str, **options: bool) -> str:
 
 def test_the_unmodified_model_loads(models: Models) -> None:
     loaded = artifact.load(models.base)
-    assert loaded.metadata is not None and loaded.metadata["task"] == "regression"
+    assert loaded.metadata == model_info()
     assert loaded.model.output_shape == (None, 1)
 
 

@@ -147,7 +147,9 @@ def test_newest_run_is_used_and_named(models: TinyModels, isolated: Path) -> Non
     bar("top").save("top.png")
     result = run("top.png", "--top-k", "1")
     assert result.exit_code == 0, result.output
-    assert result.stderr == "Model: runs/new-1/model.keras (the newest in runs/)\n"
+    assert result.stderr == (
+        "Model: runs/new-1/model.keras (the newest in runs/ that takes 8x8 grayscale images)\n"
+    )
     shutil.rmtree(isolated / "runs")
     none = run("top.png")
     assert none.exit_code == 6

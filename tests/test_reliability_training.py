@@ -33,6 +33,8 @@ from dlcli import artifact
 from dlcli.cli import app
 from dlcli.errors import OutputError
 
+from .test_artifact import model_info
+
 runner = CliRunner()
 EPOCHS = 6
 TINY_SPEC = f"""\
@@ -274,8 +276,8 @@ def test_resume_continues_from_the_last_completed_epoch(
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == EPOCHS
     loaded = artifact.load(run_dir / "model.keras")
-    assert loaded.metadata["training"]["epochs"] == EPOCHS
-    assert loaded.metadata["spec"]["fit"]["epochs"] == EPOCHS
+    assert loaded.metadata.training.epochs == EPOCHS
+    assert loaded.metadata.spec.fit.epochs == EPOCHS
 
 
 def test_a_finished_run_is_not_resumed(resumed: tuple[Any, Path, Any]) -> None:
@@ -354,7 +356,7 @@ def test_a_half_written_backup_falls_back_to_the_one_before(
     result, run_dir, backed_up = fell_back
     assert result.exit_code == 0, result.output
     assert int(re.search(r"│\s+(\d+) │", result.stderr)[1]) == backed_up  # one epoch earlier
-    assert artifact.load(run_dir / "model.keras").metadata["spec"]["fit"]["epochs"] == EPOCHS
+    assert artifact.load(run_dir / "model.keras").metadata.spec.fit.epochs == EPOCHS
 
 
 def test_history_stays_continuous_after_falling_back(fell_back: tuple[Any, Path, int]) -> None:
@@ -681,16 +683,16 @@ def test_a_failed_model_save_keeps_the_earlier_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_model: Any, fail: Any, reason: str
 ) -> None:
     target = tmp_path / "model.keras"
-    artifact.save(small_model, {"task": "regression"}, target)
+    artifact.save(small_model, model_info(), target)
     before = target.read_bytes()
     fail(monkeypatch, small_model, target)
     with pytest.raises(OutputError) as caught:
-        artifact.save(small_model, {"task": "regression", "new": True}, target)
+        artifact.save(small_model, model_info(), target)
     assert str(caught.value) == f"cannot write {target}: {reason}"
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
     monkeypatch.undo()
-    assert artifact.load(target).metadata == {"format": 1, "task": "regression"}
+    assert artifact.load(target).metadata == model_info()
 
 
 def test_an_unwritable_output_folder_is_reported_before_training(

@@ -1,0 +1,253 @@
+"""dlcli.json as a typed schema (dlcli.artifact.ModelInfo), and files written with the umask.
+
+`model_info()` builds the dlcli.json of a small regression model (2 features in, 1 value out);
+other test modules use it to save models of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dlcli import artifact
+from dlcli.artifact import ModelInfo
+from dlcli.errors import ModelFileError
+
+DIGEST = "0" * 64
+SPEC = {
+    "name": "tiny",
+    "seed": 1,
+    "dataset": {"inline": {"x": [[0, 0], [1, 1]], "y": [0, 1]}},
+    "model": {"input": [2], "layers": [{"Dense": {"units": 1}}]},
+    "compile": {"optimizer": "sgd", "loss": "mse"},
+    "fit": {"epochs": 1, "batch_size": 2},
+}
+
+
+def info_document(**changes: Any) -> dict[str, Any]:
+    """dlcli.json of a regression model with 2 inputs and 1 output, as train writes it."""
+    training = {"epochs": 1, "fit_seconds": 0.5, "total_seconds": 1.0, "device": "CPU"}
+    document = {
+        "format": 1,
+        "versions": {"dlcli": "0.1.0", "keras": "3", "tensorflow": "2"},
+        "spec": SPEC,
+        "dataset": {"source": "inline", "digest": DIGEST, "sizes": {"train": 2, "test": 0},
+                    "skipped": 0},
+        "task": "regression",
+        "class_names": None,
+        "input": {"shape": [2], "dtype": "float32", "feature_names": None, "image": None},
+        "metrics": {"evaluated_on": "train", "train": {"loss": 0.25}, **training},
+        "training": training,
+    }  # fmt: skip
+    document.update(changes)
+    return document
+
+
+def model_info(**changes: Any) -> ModelInfo:
+    return ModelInfo.model_validate(info_document(**changes))
+
+
+# ---------------------------------------------------------------------------------------------
+# Hand-edited dlcli.json: one line naming the file and the key, exit code 6
+
+IMAGE = {"height": 4, "width": 4, "channels": 1, "polarity": None, "framing": None}
+
+
+def classifier_document(**changes: Any) -> dict[str, Any]:
+    """dlcli.json of `classifier` below: 4x4 grayscale images in, classes a, b, c out."""
+    spec = {
+        **SPEC,
+        "model": {"input": [4, 4, 1], "layers": ["Flatten", {"Dense": {"units": 3}}]},
+        "compile": {"optimizer": "sgd", "loss": "sparse_categorical_crossentropy"},
+    }
+    document = info_document(
+        spec=spec,
+        task="multiclass",
+        class_names=["a", "b", "c"],
+        input={"shape": [4, 4, 1], "dtype": "uint8", "feature_names": None, "image": IMAGE},
+    )
+    document.update(changes)
+    return document
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model of 4x4 grayscale images and 3 classes, saved with its dlcli.json."""
+    import keras
+
+    model = keras.Sequential(
+        [keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(3, "softmax")]
+    )
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    path = tmp_path_factory.mktemp("classifier") / "model.keras"
+    artifact.save(model, ModelInfo.model_validate(classifier_document()), path)
+    return path
+
+
+def with_dlcli_json(source: Path, target: Path, document: Any) -> Path:
+    """A copy of the model file `source` whose dlcli.json is `document`."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for item in old.infolist():
+            if item.filename != "dlcli.json":
+                new.writestr(item, old.read(item))
+        new.writestr("dlcli.json", json.dumps(document))
+    return target
+
+
+def edited(**changes: Any) -> dict[str, Any]:
+    return classifier_document(**changes)
+
+
+def without(key: str) -> dict[str, Any]:
+    document = classifier_document()
+    del document[key]
+    return document
+
+
+def nested(path: str, value: Any) -> dict[str, Any]:
+    """classifier_document() with the value at `a.b.c` replaced (or added)."""
+    document = classifier_document()
+    *parents, last = path.split(".")
+    node = document
+    for key in parents:
+        node[key] = dict(node[key])
+        node = node[key]
+    node[last] = value
+    return document
+
+
+# Found by inspect (no TensorFlow): the document itself is wrong.
+SCHEMA_EDITS = {
+    "extra key in input.image": (
+        nested("input.image.bit_depth", 8),
+        "`input.image`: unknown key `bit_depth`; valid keys: height, width, channels, polarity, "
+        "framing",
+    ),
+    "spec removed": (without("spec"), "`spec` is required but missing"),
+    "training removed": (without("training"), "`training` is required but missing"),
+    "integer class names": (
+        edited(class_names=[0, 1, 2]),
+        "`class_names[0]` must be a valid string. Received: 0",
+    ),
+    "batch_size 0": (
+        nested("spec.fit.batch_size", 0),
+        "`spec.fit.batch_size` must be greater than 0. Received: 0",
+    ),
+    "misspelt spec key": (
+        nested("spec.fit.epoch", 3),
+        "`spec.fit`: unknown key `epoch` (did you mean `epochs`?); valid keys: epochs, "
+        "batch_size, shuffle, callbacks",
+    ),
+    "wrong task": (
+        edited(task="classification"),
+        "`task` must be 'multiclass', 'binary', 'multilabel' or 'regression'. "
+        "Received: 'classification'",
+    ),
+    "binary with 3 class names": (
+        edited(task="binary"),
+        "`class_names` has 3 names but a binary classifier has 2",
+    ),
+    "regression with class names": (
+        edited(task="regression"),
+        "`class_names` is given but `task` is regression",
+    ),
+    "a class named twice": (
+        edited(class_names=["a", "b", "a"]),
+        "`class_names` names `a` more than once",
+    ),
+    "format as text": (edited(format="1"), "`format` must be 1. Received: '1'"),
+    "image channels 2": (
+        nested("input.image.channels", 2),
+        "`input.image.channels` must be 1, 3 or 4. Received: 2",
+    ),
+    "shape that is not the image's": (
+        nested("input.shape", [5, 5, 1]),
+        "`input`: `shape` [5, 5, 1] does not fit `image` (4x4, 1 channel(s))",
+    ),
+    "digest that is not sha256": (
+        nested("dataset.digest", "abc"),
+        "`dataset.digest` must match pattern '^[0-9a-f]{64}$'. Received: 'abc'",
+    ),
+    "evaluated on an unknown split": (
+        nested("metrics.evaluated_on", "val"),
+        "`metrics.evaluated_on` must be 'test' or 'train'. Received: 'val'",
+    ),
+    "versions as text": (
+        edited(versions="3"),
+        "`versions` must be a valid dictionary or instance of Versions. Received: '3'",
+    ),
+    "negative split size": (
+        nested("dataset.sizes", {"train": -1}),
+        "`dataset.sizes.train` must be greater than or equal to 0. Received: -1",
+    ),
+    "feature names for an image model": (
+        nested("input.feature_names", ["x"]),
+        "`input`: `feature_names` has 1 names but `shape` is [4, 4, 1]",
+    ),
+}
+
+# Found by load, against the model: the document is well-formed but describes another model.
+MODEL_EDITS = {
+    "9 class names for 3 outputs": (
+        edited(class_names=list("abcdefghi")),
+        "`class_names` has 9 names but the model has 3 outputs",
+    ),
+    "binary task for 3 outputs": (
+        edited(task="binary", class_names=["no", "yes"]),
+        "`task` is binary (one sigmoid output) but the model has 3 outputs",
+    ),
+    "image of another size": (
+        nested(
+            "input",
+            {
+                **classifier_document()["input"],
+                "shape": [5, 5, 1],
+                "image": {**IMAGE, "height": 5, "width": 5},
+            },
+        ),
+        "`input.shape` is [5, 5, 1] but the model takes (4, 4, 1)",
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize(("document", "message"), SCHEMA_EDITS.values(), ids=SCHEMA_EDITS.keys())
+def test_a_hand_edited_dlcli_json_is_one_line_naming_the_key(
+    classifier: Path, tmp_path: Path, document: dict[str, Any], message: str
+) -> None:
+    path = with_dlcli_json(classifier, tmp_path / "model.keras", document)
+    with pytest.raises(ModelFileError) as caught:
+        artifact.inspect(path)
+    assert str(caught.value) == f"{path}: dlcli.json: {message}"
+
+
+@pytest.mark.parametrize(("document", "message"), MODEL_EDITS.values(), ids=MODEL_EDITS.keys())
+def test_a_dlcli_json_of_another_model_is_refused_on_load(
+    classifier: Path, tmp_path: Path, document: dict[str, Any], message: str
+) -> None:
+    path = with_dlcli_json(classifier, tmp_path / "model.keras", document)
+    assert artifact.inspect(path).info is not None  # well-formed on its own
+    with pytest.raises(ModelFileError) as caught:
+        artifact.load(path)
+    assert str(caught.value) == f"{path}: dlcli.json: {message}"
+
+
+def test_the_unedited_dlcli_json_loads_typed(classifier: Path) -> None:
+    loaded = artifact.load(classifier)
+    assert loaded.metadata == ModelInfo.model_validate(classifier_document())
+    assert loaded.metadata.input.describe() == "4x4 grayscale images"
+    assert loaded.metadata.spec.fit.batch_size == 2
+
+
+def test_a_newer_format_asks_to_upgrade(classifier: Path, tmp_path: Path) -> None:
+    document = {**classifier_document(format=2), "calibration": {"temperature": 1.5}}
+    path = with_dlcli_json(classifier, tmp_path / "model.keras", document)
+    with pytest.raises(ModelFileError) as caught:
+        artifact.inspect(path)
+    assert str(caught.value) == (
+        f"{path}: dlcli.json: format 2 was written by a newer dlcli (this is dlcli 0.1.0, which "
+        "reads format 1); upgrade dlcli: pip install --upgrade dlcli"
+    )
