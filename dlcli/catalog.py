@@ -1,279 +1,337 @@
-"""Keras's public names and constructor arguments, read from its source without importing it.
+"""Keras's public names and constructor arguments, asked of Keras itself, cached per installation.
 
-Importing Keras imports TensorFlow (seconds). `dlcli validate` must answer instantly, so it
-reads Keras's generated public API modules (`keras/layers/__init__.py` is a list of
-`from keras.src... import Dense as Dense`) and the `__init__` signatures they point to with
-`ast`. The names therefore always match the installed Keras; nothing here is a hand-kept table.
-When a signature cannot be followed statically, `arguments` returns None and the check is
-left to Keras itself when the model is built.
+`dlcli validate` checks every Keras name in a spec and `dlcli.model` builds the objects; both go
+through `resolve`, so a name that validates is the name that is built. The answers come from
+Keras's public API: the members of `keras.layers`, `keras.optimizers`, ... (`NAMESPACES`),
+whether each is a class or a function, each class's keyword arguments (`inspect.signature` of
+`__init__`, followed up the base classes while an `__init__` passes `**kwargs` on), and the
+strings each namespace's `get` accepts, found by calling `get` on candidate strings: the public
+names, their lower and snake_case spellings, and the keys of the namespace's ALL_OBJECTS_DICT
+(the one private detail read, as candidates only: a candidate counts when the public `get`
+returns a public member of the namespace for it).
 
-Parsing those files takes longer than the rest of `dlcli validate` together, so the answers are
-kept in `keras-catalog.json` in the dlcli cache folder for the next run, stamped with the Keras
-installation they were read from; another installation, or the same one reinstalled, reads
-its own source again.
+Why a subprocess: importing Keras imports TensorFlow, which takes seconds, and `dlcli validate`
+must answer without it. So `python -m dlcli.catalog` computes the catalog in a child process
+and prints it as JSON; the process that validates never imports Keras.
+
+Why a cache: the child pays for the import of Keras on every run. Its answer is kept in the
+dlcli cache folder, one file per Keras installation (its version, folder and the stamps of its
+files), so only the first validate after installing or upgrading Keras waits for it. Where the
+cache folder cannot be written, the child's answer serves the run that asked for it.
 """
 
 from __future__ import annotations
 
-import ast
-import functools
+import hashlib
 import importlib.util
 import json
 import os
 import re
-from collections.abc import Callable
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-# Strings that `model.compile` resolves itself (keras.src.trainers.compile_utils).
-_COMPILE_SHORTCUTS = {
+from dlcli.errors import DlcliError
+
+NAMESPACES = (
+    "layers",
+    "optimizers",
+    "optimizers.schedules",
+    "losses",
+    "metrics",
+    "callbacks",
+    "initializers",
+    "regularizers",
+    "constraints",
+    "activations",
+)
+# Strings `model.compile` resolves itself, by the loss and output shape (keras.src.trainers.
+# compile_utils); no public API lists them.
+COMPILE_SHORTCUTS = {
     "metrics": ("accuracy", "acc", "crossentropy", "ce"),
     "losses": ("crossentropy", "ce"),
 }
-# Keyword arguments that keras.layers.Layer accepts through **kwargs.
-_LAYER_BASE_KWARGS = frozenset({"input_shape", "input_dim", "batch_input_shape", "batch_size"})
+STORE_PREFIX = "keras-names-"
+_FORMAT = 2
+_NOT_MEMBERS = frozenset({"get", "serialize", "deserialize"})
+
+
+class CatalogError(DlcliError):
+    """Keras's names could not be read (Keras missing or broken); not a mistake in the spec."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the catalog (no Keras import)
+
+
+def resolve(namespace: str, identifier: str) -> str | None:
+    """The public name `identifier` stands for in `keras.<namespace>`, or None.
+
+    A public class resolves to itself (a public function too, where the namespace has a `get`);
+    a string that the namespace's `get` accepts resolves to the member `get` returns; the
+    strings `model.compile` reads itself resolve to themselves.
+
+    Example:
+        >>> resolve("optimizers", "adam"), resolve("losses", "mse"), resolve("layers", "dense")
+        ('Adam', 'mean_squared_error', None)
+    """
+    entry = _namespace(namespace)
+    if identifier in COMPILE_SHORTCUTS.get(namespace, ()):
+        return identifier
+    if identifier in entry["classes"] or identifier in entry["functions"]:
+        return identifier
+    return entry["strings"].get(identifier)
+
+
+def takes_string(namespace: str, identifier: str) -> bool:
+    """Whether Keras reads `identifier` as written: the namespace's `get` returned an object for
+    it, or `model.compile` resolves it itself. The builder hands such strings to Keras."""
+    return identifier in _namespace(namespace)["strings"] or identifier in COMPILE_SHORTCUTS.get(
+        namespace, ()
+    )
+
+
+def is_class(namespace: str, name: str) -> bool:
+    """Whether the public name `name` is a class (it takes arguments) rather than a function."""
+    return name in _namespace(namespace)["classes"]
+
+
+def arguments(namespace: str, name: str) -> tuple[frozenset[str], frozenset[str]] | None:
+    """(every keyword argument, the required ones) of the public class `name`; None if unknown."""
+    entry = _namespace(namespace)["classes"][name]
+    if entry is None:
+        return None
+    return frozenset(entry["arguments"]), frozenset(entry["required"])
+
+
+def identifiers(namespace: str) -> set[str]:
+    """Every string `resolve` accepts in a namespace, for suggesting the nearest one."""
+    entry = _namespace(namespace)
+    names = {*entry["classes"], *entry["functions"], *entry["strings"]}
+    return names | set(COMPILE_SHORTCUTS.get(namespace, ()))
+
+
+def _namespace(namespace: str) -> dict[str, Any]:
+    return load()[namespace]
 
 
 @cache
-def _keras_root() -> Path | None:
-    spec = importlib.util.find_spec("keras")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
+def load() -> dict[str, Any]:
+    """The catalog of the installed Keras: from the cache, else computed in a child process.
 
-
-def _module_file(module: str) -> Path | None:
-    root = _keras_root()
-    if root is None or not (module == "keras" or module.startswith("keras.")):
-        return None
-    relative = Path(*module.split(".")[1:])
-    for candidate in (root / relative / "__init__.py", (root / relative).with_suffix(".py")):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-STORE_NAME = "keras-catalog.json"
-_STORE_FORMAT = 1
-
-
-@cache
-def _store() -> dict[str, Any]:
-    """Answers remembered from earlier runs with this Keras installation (empty if none)."""
-    root = _keras_root()
-    if root is None:
-        return {}
-    path = _store_path()
-    stamps = [str(root)]
-    for name in ("__init__.py", "src/version.py"):
-        try:
-            stamp = (root / name).stat()
-        except OSError:
-            return {}
-        stamps.append(f"{name}:{stamp.st_mtime_ns}:{stamp.st_size}")
-    stamp = f"{_STORE_FORMAT}|{'|'.join(stamps)}"
+    Raises:
+        CatalogError: Keras is not installed, or the child process failed.
+    """
+    stamp = installation_stamp()
+    path = store_path(stamp)
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
-        if stored["stamp"] == stamp and isinstance(stored["answers"], dict):
-            return {"stamp": stamp, "answers": stored["answers"], "new": False}
+        if stored["stamp"] == stamp:
+            return stored["namespaces"]
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    return {"stamp": stamp, "answers": {}, "new": False}
+    document = {"stamp": stamp, "namespaces": _compute_in_child()}
+    _save(path, json.dumps(document))
+    return document["namespaces"]
 
 
-def _store_path() -> Path:
+def installation_stamp() -> str:
+    """The Keras installation the catalog describes: its version, folder and files' stamps.
+
+    Raises:
+        CatalogError: Keras is not installed.
+    """
+    spec = importlib.util.find_spec("keras")  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise CatalogError("cannot read Keras's names: Keras is not installed")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    stamps = [str(_FORMAT), _keras_version(root), str(root)]
+    for name in ("__init__.py", "src/version.py"):
+        try:
+            stat = (root / name).stat()
+        except OSError:
+            stamps.append(f"{name}:missing")
+        else:
+            stamps.append(f"{name}:{stat.st_mtime_ns}:{stat.st_size}")
+    return "|".join(stamps)
+
+
+def _keras_version(root: Path) -> str:
+    try:
+        text = (root / "src" / "version.py").read_text(encoding="utf-8")
+    except OSError:
+        return "unknown"
+    found = re.search(r"""__version__\s*=\s*["']([^"']+)["']""", text)
+    return found.group(1) if found else "unknown"
+
+
+def store_path(stamp: str) -> Path:
+    """The cache file of the Keras installation `stamp` describes."""
     # The folder of dlcli.data.cache_dir, which is not imported here: it would import numpy.
     if os.environ.get("DLCLI_CACHE"):
-        return Path(os.environ["DLCLI_CACHE"]) / STORE_NAME
-    home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(home) / "dlcli" / STORE_NAME
+        folder = Path(os.environ["DLCLI_CACHE"])
+    else:
+        folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dlcli"
+    version = stamp.split("|")[1]
+    digest = hashlib.sha256(stamp.encode("utf-8")).hexdigest()[:12]
+    return folder / f"{STORE_PREFIX}{version}-{digest}.json"
 
 
-def save() -> None:
-    """Keep the answers found in this run for the next one (atomically; an unwritable cache is
-    skipped)."""
-    store = _store()
-    if not store.get("new"):
-        return
-    path = _store_path()
+def _save(path: Path, document: str) -> None:
+    """Write atomically (temporary file, then os.replace); an unwritable cache is skipped."""
     import tempfile
 
-    document = json.dumps({"stamp": store["stamp"], "answers": store["answers"]})
     temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(
-            "w", dir=path.parent, prefix=".keras-catalog-", delete=False, encoding="utf-8"
+            "w", dir=path.parent, prefix=f".{STORE_PREFIX}", delete=False, encoding="utf-8"
         ) as temporary:
             temporary.write(document)
         os.replace(temporary.name, path)
-        store["new"] = False
     except OSError:
         if temporary is not None:
             Path(temporary.name).unlink(missing_ok=True)
 
 
-def _remembered(decode: Callable[[Any], Any]) -> Callable[[Callable[..., Any]], Any]:
-    """functools.cache whose answers also go to the store for the next run."""
+def _compute_in_child() -> dict[str, Any]:
+    import subprocess
 
-    def decorator(function: Callable[..., Any]) -> Any:
-        @cache
-        @functools.wraps(function)
-        def remembered(*args: str) -> Any:
-            store = _store()
-            if not store:
-                return function(*args)
-            key = " ".join((function.__name__, *args))
-            answers = store["answers"]
-            if key in answers:
-                return decode(answers[key])
-            value = function(*args)
-            if isinstance(value, frozenset):
-                answers[key] = sorted(value)
-            else:
-                answers[key] = value
-            store["new"] = True
-            return value
-
-        return remembered
-
-    return decorator
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    try:
+        child = subprocess.run(
+            [sys.executable, "-m", "dlcli.catalog"],
+            capture_output=True, text=True, env=env, check=False, timeout=600,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise CatalogError(f"cannot read Keras's names: {error}") from None
+    if child.returncode == 0:
+        try:
+            return json.loads(child.stdout)
+        except ValueError:
+            pass
+    lines = [line for line in child.stderr.splitlines() if line.strip()]
+    reason = lines[-1].strip() if lines else f"the child process ended with {child.returncode}"
+    raise CatalogError(f"cannot read Keras's names: {reason} ({sys.executable} -m dlcli.catalog)")
 
 
-def _optional(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda stored: None if stored is None else decode(stored)
+# ---------------------------------------------------------------------------------------------
+# Computing the catalog (in the child process, which imports Keras)
 
 
-@cache
-def _parse(path: Path) -> ast.Module:
-    return ast.parse(path.read_text(encoding="utf-8"))
+def compute() -> dict[str, Any]:
+    """Ask the imported Keras for every namespace's members, arguments and `get` strings."""
+    from dlcli.device import import_keras
+
+    keras = import_keras()
+    catalog = {}
+    for namespace in NAMESPACES:
+        module = keras
+        for part in namespace.split("."):
+            module = getattr(module, part)
+        catalog[namespace] = _describe(namespace, module)
+    return catalog
 
 
-def _imports(module: str) -> dict[str, tuple[str, str]]:
-    """Map each name a module imports with `from X import Y as Z` to (X, Y)."""
-    path = _module_file(module)
-    if path is None:
-        return {}
-    found: dict[str, tuple[str, str]] = {}
-    for node in _parse(path).body:
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            for alias in node.names:
-                found[alias.asname or alias.name] = (node.module, alias.name)
-    return found
+def _describe(namespace: str, module: Any) -> dict[str, Any]:
+    import inspect
 
-
-@_remembered(_optional(lambda names: {name: tuple(origin) for name, origin in names.items()}))
-def public_names(namespace: str) -> dict[str, tuple[str, str]] | None:
-    """Public names of `keras.<namespace>` (e.g. "layers", "optimizers.schedules").
-
-    Returns name -> (defining module, name there), or None when Keras is not installed.
-    """
-    if _module_file(f"keras.{namespace}") is None:
-        return None
+    members = {
+        name: member
+        for name, member in vars(module).items()
+        if not name.startswith("_") and name not in _NOT_MEMBERS and callable(member)
+    }
+    classes = {name: _class_arguments(m) for name, m in members.items() if inspect.isclass(m)}
+    get = getattr(module, "get", None)
+    if get is None:  # layers, callbacks, schedules: built from their classes only
+        return {"classes": classes, "functions": [], "strings": {}}
+    functions = sorted(name for name, m in members.items() if not inspect.isclass(m))
     return {
-        name: origin
-        for name, origin in _imports(f"keras.{namespace}").items()
-        if not name.startswith("_") and origin[0].startswith("keras.src")
+        "classes": classes,
+        "functions": functions,
+        "strings": _get_strings(namespace, get, members),
     }
 
 
-def _class_def(module: str, name: str) -> ast.ClassDef | None:
-    path = _module_file(module)
-    if path is None:
-        return None
-    for node in _parse(path).body:
-        if isinstance(node, ast.ClassDef) and node.name == name:
-            return node
-    return None
+def _class_arguments(cls: type) -> dict[str, list[str]] | None:
+    """Keyword arguments of `cls`, following `**kwargs` up the base classes' `__init__`s.
 
-
-def _resolve_base(module: str, base: ast.expr) -> tuple[str, str] | None:
-    if isinstance(base, ast.Name):
-        return _imports(module).get(base.id, (module, base.id))
-    if isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name):
-        imported = _imports(module).get(base.value.id)
-        if imported:
-            return f"{imported[0]}.{imported[1]}", base.attr
-    return None
-
-
-@_remembered(_optional(frozenset))
-def arguments(module: str, class_name: str) -> frozenset[str] | None:
-    """Keyword arguments `class_name.__init__` accepts, following **kwargs into base classes.
-
-    None means "unknown": the class could not be followed statically.
+    A base `__init__` without `**kwargs` (or `object`) closes the list; Layer's `__init__`
+    refuses what it does not name itself. Required: no default in the class's own `__init__`
+    (a base's required arguments, such as Conv's `rank`, are the subclass's to give).
     """
-    class_def = _class_def(module, class_name)
-    if class_def is None:
-        return None
-    init = next(
-        (n for n in class_def.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"),
-        None,
-    )
-    if init is not None:
-        args = init.args
-        names = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]} - {"self"}
-        if args.kwarg is None:
-            return frozenset(names)
-    else:
-        names = set()
-    if class_name == "Layer" and module.endswith("layers.layer"):
-        return frozenset(names | _LAYER_BASE_KWARGS)
-    # A base chosen at import time (e.g. the backend's optimizer mixin) cannot be read
-    # statically; it only forwards **kwargs, so the bases that can be read decide.
-    if not class_def.bases:
-        return frozenset(names)
-    inherited = [arguments(*r) for b in class_def.bases if (r := _resolve_base(module, b))]
-    known = [names_ for names_ in inherited if names_ is not None]
-    if not known:
-        return None
-    return frozenset(names.union(*known))
+    import inspect
+
+    named: list[str] = []
+    required: list[str] = []
+    for klass in cls.__mro__:
+        if klass is object:
+            break
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        try:
+            parameters = list(inspect.signature(init).parameters.values())[1:]  # self
+        except (TypeError, ValueError):
+            return None
+        if not named:
+            required = [
+                p.name
+                for p in parameters
+                if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            ]
+        named += [
+            p.name
+            for p in parameters
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in named
+        ]
+        if all(p.kind is not p.VAR_KEYWORD for p in parameters):
+            break
+    return {"arguments": sorted(named), "required": sorted(required)}
 
 
 def _snake_case(name: str) -> str:
-    """keras.src.utils.naming.to_snake_case, which `get` also accepts for some namespaces."""
+    """keras.src.utils.naming.to_snake_case: "EarlyStopping" -> "early_stopping"."""
     name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-@_remembered(frozenset)
-def _alias_strings(namespace: str) -> frozenset[str]:
-    """String keys of the dict literals in `keras.src.<namespace>` (its ALL_OBJECTS_DICT)."""
-    path = _module_file(f"keras.src.{namespace}")
-    if path is None:
-        return frozenset()
-    return frozenset(
-        key.value
-        for node in ast.walk(_parse(path))
-        if isinstance(node, ast.Dict)
-        for key in node.keys
-        if isinstance(key, ast.Constant) and isinstance(key.value, str)
-    )
+def _get_strings(namespace: str, get: Any, members: dict[str, Any]) -> dict[str, str]:
+    """Each candidate string `get` returns a public member (or an instance of one) for."""
+    import importlib
+    import warnings
+
+    import keras
+
+    candidates = {*members, *(n.lower() for n in members), *map(_snake_case, members)}
+    if keras.version().startswith("3."):  # Keras 3 keeps each namespace's aliases here
+        private = importlib.import_module(f"keras.src.{namespace}")
+        candidates |= {k for k in getattr(private, "ALL_OBJECTS_DICT", {}) if isinstance(k, str)}
+    strings = {}
+    for candidate in sorted(candidates):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                found = get(candidate)
+        except Exception:  # noqa: BLE001 (any failure means `get` does not take the string)
+            continue
+        name = next((n for n, m in members.items() if found is m or type(found) is m), None)
+        if name is not None:
+            strings[candidate] = name
+    return strings
 
 
-def identifiers(namespace: str) -> set[str]:
-    """Every name `resolve` accepts in a namespace, for suggesting the nearest one."""
-    names = {
-        n for n in public_names(namespace) or {} if n not in ("get", "serialize", "deserialize")
-    }
-    return names | set(_COMPILE_SHORTCUTS.get(namespace, ())) | _alias_strings(namespace)
+def main() -> None:
+    """Print the catalog as JSON on stdout; whatever Keras prints goes to stderr."""
+    stdout = os.dup(1)
+    os.dup2(2, 1)
+    document = json.dumps(compute())
+    with os.fdopen(stdout, "w", encoding="utf-8") as output:
+        output.write(document)
 
 
-def resolve(namespace: str, identifier: str) -> str | None:
-    """The public name Keras's `get` resolves `identifier` to, or None if it does not.
-
-    Aliases count: "rmsprop" (optimizers match case-insensitively), "mse", "accuracy",
-    snake_case class names.
-    """
-    names = public_names(namespace) or {}
-    if identifier in names or identifier in _COMPILE_SHORTCUTS.get(namespace, ()):
-        return identifier
-    if identifier in _alias_strings(namespace):
-        return identifier
-    for name in names:
-        if namespace == "optimizers" and name.lower() == identifier.lower():
-            return name
-        if name[0].isupper() and _snake_case(name) == identifier:
-            return name
-    return None
+if __name__ == "__main__":
+    main()

@@ -5,8 +5,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from dlcli import catalog
 from dlcli.errors import ConfigError
-from dlcli.spec import _NESTED_NAMESPACES, KerasObject, LayerSpec, ModelSpec, Spec, format_path
+from dlcli.spec import (
+    KerasObject,
+    KeyPath,
+    LayerSpec,
+    ModelSpec,
+    Spec,
+    format_path,
+    nested_namespace,
+)
 
 
 def load_plugins(plugins: list[str]) -> None:
@@ -18,50 +27,70 @@ def load_plugins(plugins: list[str]) -> None:
             raise ConfigError(f"`plugins`: cannot import `{plugin}`: {error}") from error
 
 
-def _serialized(obj: KerasObject) -> dict[str, Any]:
-    return {"class_name": obj.class_name, "config": obj.config}
+def _module(keras: Any, namespace: str) -> Any:
+    module = keras
+    for part in namespace.split("."):
+        module = getattr(module, part)
+    return module
 
 
-def _argument(name: str, value: Any, path: str) -> Any:
-    """Turn a nested `{ClassName: {args}}` argument into the Keras object it names."""
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+def _keras_object(namespace: str, obj: KerasObject, path: KeyPath) -> Any:
+    """The Keras object `obj` names, as `dlcli.spec` checked it through `catalog.resolve`.
+
+    A name that Keras's `get` (or `model.compile`) reads itself is handed to Keras as written,
+    as the catalog saw `get` take it; anything else is built from its resolved public name:
+    `getattr(keras.<namespace>, name)`, called with the arguments for a class.
+    """
     import keras
 
-    namespace = next((ns for pattern, ns in _NESTED_NAMESPACES if pattern.match(name)), None)
-    if namespace is None or not isinstance(value, dict) or len(value) != 1:
-        return value
-    nested = KerasObject.model_validate(value)
-    nested.config = {k: _argument(k, v, path) for k, v in nested.config.items()}
-    if namespace == "layers":
-        return _layer(LayerSpec.model_validate(value), path)
-    if namespace == "optimizers.schedules":
-        return keras.optimizers.schedules.deserialize(_serialized(nested))
-    module = getattr(keras, namespace)
-    return module.get(_serialized(nested))
-
-
-def _layer(layer: LayerSpec, path: str, dtype: str | None = None) -> Any:
-    import keras
-
-    cls = getattr(keras.layers, layer.class_name, None) or keras.saving.get_registered_object(
-        layer.class_name
-    )
-    if cls is None:
-        raise ConfigError(f"`{path}`: unknown layer `{layer.class_name}` (is its plugin listed?)")
-    config = {k: _argument(k, v, f"{path}.{k}") for k, v in layer.config.items()}
-    if dtype is not None:
-        config["dtype"] = dtype
+    if not obj.config and catalog.takes_string(namespace, obj.class_name):
+        return obj.class_name
+    resolved = catalog.resolve(namespace, obj.class_name)
+    if resolved is not None:
+        member = getattr(_module(keras, namespace), resolved)
+    else:  # a custom layer that a plugin registered (the spec lists plugins)
+        member = keras.saving.get_registered_object(obj.class_name)
+        if member is None:
+            raise ConfigError(
+                f"`{format_path(path)}`: unknown layer `{obj.class_name}` (is its plugin listed?)"
+            )
+    if resolved is not None and not catalog.is_class(namespace, resolved):
+        return member  # a function: a loss, metric or activation (validate refused arguments)
+    config = {
+        argument: _argument(argument, value, (*path, obj.class_name, argument))
+        for argument, value in obj.config.items()
+    }
     try:
-        return cls(**config)
+        return member(**config)
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"`{path}.{layer.class_name}`: {error}") from error
+        where = format_path((*path, obj.class_name))
+        raise ConfigError(f"`{where}`: {_one_line(error)}") from error
 
 
-def _call(layer: Any, inputs: Any, path: str) -> Any:
+def _argument(argument: str, value: Any, path: KeyPath) -> Any:
+    """An argument's value, with a nested Keras object (as `spec.nested_namespace` finds it)
+    built."""
+    namespace = nested_namespace(argument, value)
+    if namespace is None:
+        return value
+    return _keras_object(namespace, KerasObject.model_validate(value), path)
+
+
+def _layer(layer: LayerSpec, path: KeyPath, dtype: str | None = None) -> Any:
+    if dtype is not None:
+        layer = layer.model_copy(update={"config": {**layer.config, "dtype": dtype}})
+    return _keras_object("layers", layer, path)
+
+
+def _call(layer: Any, inputs: Any, path: KeyPath) -> Any:
     try:
         return layer(inputs)
     except (TypeError, ValueError) as error:
-        message = " ".join(str(error).split())
-        raise ConfigError(f"`{path}`: {message}") from error
+        raise ConfigError(f"`{format_path(path)}`: {_one_line(error)}") from error
 
 
 def build_model(spec: ModelSpec, name: str, *, float32_outputs: bool = False) -> Any:
@@ -71,7 +100,7 @@ def build_model(spec: ModelSpec, name: str, *, float32_outputs: bool = False) ->
     """
     import keras
 
-    paths = [format_path(("model", "layers", index)) for index in range(len(spec.layers))]
+    paths: list[KeyPath] = [("model", "layers", index) for index in range(len(spec.layers))]
     if not spec.is_graph:
         assert spec.input is not None
         model = keras.Sequential(name=name)
@@ -128,45 +157,37 @@ def adapt_preprocessing(model: Any, spec: ModelSpec, x: Any) -> list[str]:
     return adapted
 
 
-def _loss(loss: KerasObject | dict[str, KerasObject]) -> Any:
-    import keras
-
+def _loss(loss: KerasObject | dict[str, KerasObject], path: KeyPath) -> Any:
     if isinstance(loss, dict):
-        return {output: _loss(item) for output, item in loss.items()}
-    return keras.losses.get(_serialized(loss)) if loss.config else loss.class_name
+        return {output: _loss(item, (*path, output)) for output, item in loss.items()}
+    return _keras_object("losses", loss, path)
 
 
-def _metric(metric: KerasObject) -> Any:
-    import keras
-
-    return keras.metrics.get(_serialized(metric)) if metric.config else metric.class_name
+def _metrics(metrics: list[KerasObject], path: KeyPath) -> list[Any]:
+    return [_keras_object("metrics", item, (*path, index)) for index, item in enumerate(metrics)]
 
 
 def compile_model(model: Any, spec: Spec, *, steps_per_execution: int) -> None:
-    """Compile with the spec's optimizer, loss and metrics (resolved by Keras's `get`)."""
-    import keras
-
-    optimizer_spec = spec.compile.optimizer
-    config = {k: _argument(k, v, "compile.optimizer") for k, v in optimizer_spec.config.items()}
+    """Compile with the spec's optimizer, loss and metrics, each built by `_keras_object`."""
+    base: KeyPath = ("compile", "metrics")
+    optimizer = _keras_object("optimizers", spec.compile.optimizer, ("compile", "optimizer"))
+    loss = _loss(spec.compile.loss, ("compile", "loss"))
+    metrics = spec.compile.metrics
     try:
-        optimizer = keras.optimizers.get(
-            {"class_name": optimizer_spec.class_name, "config": config}
-        )
-        metrics = spec.compile.metrics
         model.compile(
             optimizer=optimizer,
-            loss=_loss(spec.compile.loss),
+            loss=loss,
             metrics=(
-                {out: [_metric(m) for m in group] for out, group in metrics.items()}
+                {out: _metrics(group, (*base, out)) for out, group in metrics.items()}
                 if isinstance(metrics, dict)
-                else [_metric(m) for m in metrics]
+                else _metrics(metrics, base)
             ),
             loss_weights=spec.compile.loss_weights,
             jit_compile=spec.compile.jit_compile,
             steps_per_execution=steps_per_execution,
         )
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"`compile`: {' '.join(str(error).split())}") from error
+        raise ConfigError(f"`compile`: {_one_line(error)}") from error
 
 
 def create_training_variables(model: Any, x: Any, y: Any) -> None:
@@ -186,13 +207,7 @@ def create_training_variables(model: Any, x: Any, y: Any) -> None:
 
 def build_callbacks(spec: Spec) -> list[Any]:
     """The spec's callbacks, each class taken from keras.callbacks."""
-    import keras
-
-    callbacks = []
-    for index, callback in enumerate(spec.fit.callbacks):
-        try:
-            callbacks.append(getattr(keras.callbacks, callback.class_name)(**callback.config))
-        except (TypeError, ValueError) as error:
-            path = format_path(("fit", "callbacks", index))
-            raise ConfigError(f"`{path}.{callback.class_name}`: {error}") from error
-    return callbacks
+    return [
+        _keras_object("callbacks", callback, ("fit", "callbacks", index))
+        for index, callback in enumerate(spec.fit.callbacks)
+    ]

@@ -55,7 +55,13 @@ REFUSED: dict[str, dict[str, str]] = {
         "FlaxLayer": "it wraps arbitrary Python code",
         "Input": "declare inputs with `model.input` or `model.inputs`",
         "InputLayer": "declare inputs with `model.input` or `model.inputs`",
+        "Layer": "it is the abstract base class",
     },
+    "optimizers": {"Optimizer": "it is the abstract base class"},
+    "optimizers.schedules": {"LearningRateSchedule": "it is the abstract base class"},
+    "initializers": {"Initializer": "it is the abstract base class"},
+    "regularizers": {"Regularizer": "it is the abstract base class"},
+    "constraints": {"Constraint": "it is the abstract base class"},
     "callbacks": {
         "LambdaCallback": "it runs Python code from the spec",
         "LearningRateScheduler": "it runs Python code; use a learning-rate schedule instead",
@@ -100,13 +106,28 @@ def format_path(path: KeyPath) -> str:
 
 
 def suggest(word: str, options: Iterable[str]) -> str:
-    """` (did you mean `x`?)` for the closest option, exact case preferred, else ""."""
+    """` (did you mean `x`?)` for the closest option, or "".
+
+    Options written in the same style as `word` come first: lower-case names and aliases for a
+    lower-case word, class names for a word with capitals. Case is ignored in the comparison.
+
+    Example:
+        >>> suggest("adamm", ["Adam", "Nadam", "adam", "nadam"])
+        ' (did you mean `adam`?)'
+        >>> suggest("Flaten", ["Flatten", "flatten_x"])
+        ' (did you mean `Flatten`?)'
+    """
     options = sorted(set(options))
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    if not close:
-        lowered = {option.lower(): option for option in options}
-        close = [lowered[m] for m in difflib.get_close_matches(word.lower(), sorted(lowered), 1)]
-    return f" (did you mean `{close[0]}`?)" if close else ""
+    lower_case = word == word.lower()
+    same_style = [option for option in options if (option == option.lower()) == lower_case]
+    for group in (same_style, options):
+        folded: dict[str, str] = {}
+        for option in group:
+            folded.setdefault(option.lower(), option)
+        close = difflib.get_close_matches(word.lower(), list(folded), n=1, cutoff=0.6)
+        if close:
+            return f" (did you mean `{folded[close[0]]}`?)"
+    return ""
 
 
 def _one_line(message: str) -> str:
@@ -565,9 +586,7 @@ def _check_layers(spec: Spec, layers: list[tuple[KeyPath, LayerSpec]]) -> Iterat
 def _check_object(
     namespace: str, path: KeyPath, obj: KerasObject, *, custom_allowed: bool = False
 ) -> Iterator[tuple[KeyPath, str]]:
-    names = catalog.public_names(namespace)
-    if names is None:
-        return
+    """What `dlcli.model` could not build of `obj`: it builds through the same `catalog.resolve`."""
     kind = {"losses": "loss", "optimizers.schedules": "learning-rate schedule"}.get(
         namespace, namespace.rstrip("s")
     )
@@ -575,11 +594,11 @@ def _check_object(
     if obj.class_name in refused:
         yield path, f"`{obj.class_name}` is refused: {refused[obj.class_name]}"
         return
-    usable = [n for n in catalog.identifiers(namespace) if n not in refused]
     resolved = catalog.resolve(namespace, obj.class_name)
     if resolved is None:
         if custom_allowed:
             return
+        usable = [name for name in catalog.identifiers(namespace) if name not in refused]
         yield (
             path,
             (
@@ -591,22 +610,29 @@ def _check_object(
     if resolved in refused:
         yield path, f"`{resolved}` is refused: {refused[resolved]}"
         return
-    origin = names.get(resolved)
-    accepted = catalog.arguments(*origin) if origin and resolved[0].isupper() else None
-    if obj.config and not (origin and resolved[0].isupper()):
-        yield path, f"`{obj.class_name}` is a function and takes no arguments; use its class name"
+    if not catalog.is_class(namespace, resolved):
+        if obj.config:
+            message = "is a function and takes no arguments; use its class name"
+            yield path, f"`{obj.class_name}` {message}"
+        return
+    if not obj.config and catalog.takes_string(namespace, obj.class_name):
+        return  # Keras's `get` reads the name itself
+    known = catalog.arguments(namespace, resolved)
     for argument, value in obj.config.items():
         argument_path = (*path, obj.class_name, argument)
-        if accepted is not None and argument not in accepted:
+        if known is not None and argument not in known[0]:
             yield (
                 argument_path,
                 (
                     f"`{obj.class_name}` has no argument `{argument}`"
-                    f"{suggest(str(argument), accepted)}"
+                    f"{suggest(str(argument), known[0])}"
                 ),
             )
             continue
         yield from _check_value(argument_path, str(argument), value)
+    missing = sorted(known[1] - set(obj.config)) if known is not None else []
+    if missing:
+        yield path, f"`{obj.class_name}` needs the argument `{missing[0]}`"
 
 
 def _check_value(path: KeyPath, argument: str, value: Any) -> Iterator[tuple[KeyPath, str]]:
@@ -635,16 +661,35 @@ def _check_value(path: KeyPath, argument: str, value: Any) -> Iterator[tuple[Key
     if isinstance(value, dict) and ({"class_name", "module", "registered_name"} & set(value)):
         yield path, "serialized Keras configs are not accepted; write {ClassName: {arguments}}"
         return
-    namespace = next((ns for pattern, ns in _NESTED_NAMESPACES if pattern.match(argument)), None)
-    if namespace and (isinstance(value, str) or (isinstance(value, dict) and len(value) == 1)):
-        try:
-            nested = KerasObject.model_validate(value)
-        except ValidationError as error:  # `{Name: 3}`: the arguments are not a mapping
-            yield path, error.errors(include_url=False)[0]["msg"]
-            return
-        if isinstance(value, str) and namespace in ("optimizers.schedules", "layers"):
-            return
-        yield from _check_object(namespace, path[:-1] + (path[-1],), nested)
+    namespace = nested_namespace(argument, value)
+    if namespace is None:
+        return
+    if isinstance(value, str) and namespace in ("optimizers.schedules", "layers"):
+        written = "a number or " if namespace == "optimizers.schedules" else ""
+        yield (
+            path,
+            f"must be {written}{{ClassName: {{arguments}}}} from keras.{namespace}. "
+            f"Received: {value!r}",
+        )
+        return
+    try:
+        nested = KerasObject.model_validate(value)
+    except ValidationError as error:  # `{Name: 3}`: the arguments are not a mapping
+        yield path, error.errors(include_url=False)[0]["msg"]
+        return
+    yield from _check_object(namespace, path, nested)
+
+
+def nested_namespace(argument: str, value: Any) -> str | None:
+    """The Keras namespace an argument's value is read from, where it names a Keras object.
+
+    A name (`activation: relu`) or one class with its arguments (`{HeNormal: {seed: 1}}`) in an
+    argument such as `*_initializer`, `*_regularizer`, `*_constraint`, `activation`,
+    `learning_rate` or `layer`; None for any other value. `dlcli.model` builds exactly these.
+    """
+    if not (isinstance(value, str) or (isinstance(value, dict) and len(value) == 1)):
+        return None
+    return next((ns for pattern, ns in _NESTED_NAMESPACES if pattern.match(argument)), None)
 
 
 def _split_key_path(key_path: str) -> KeyPath:
@@ -715,11 +760,8 @@ def spec_from_text(text: str, source: str, overrides: list[str] | tuple[str, ...
         first = error.errors(include_url=False)[0]
         key_path, message = _describe(first)
         raise ConfigError(_message(key_path, message, locations)) from None
-    try:
-        for key_path, message in _keras_problems(spec):
-            raise ConfigError(_message(key_path, message, locations))
-    finally:
-        catalog.save()  # what was read from Keras's source, for the next run
+    for key_path, message in _keras_problems(spec):
+        raise ConfigError(_message(key_path, message, locations))
     return spec
 
 

@@ -56,7 +56,7 @@ CASES = [
     ),
     (
         replaced("optimizer: rmsprop", "optimizer: rmsprob"),
-        "`compile.optimizer`: unknown optimizer `rmsprob` (did you mean `RMSprop`?); "
+        "`compile.optimizer`: unknown optimizer `rmsprob` (did you mean `rmsprop`?); "
         "see keras.optimizers for the valid names (configs/mnist.yaml, line 15)",
     ),
     (

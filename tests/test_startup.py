@@ -9,6 +9,7 @@ then reads `sys.modules`.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -18,7 +19,10 @@ import pytest
 
 from dlcli import catalog
 
+from . import test_catalog
 from .conftest import REPO
+
+keras_names_cache = test_catalog.keras_names_cache  # the session's shared catalog
 
 SPEC = REPO / "configs" / "mnist.yaml"
 TYPO = "did you mean `Flatten`?"
@@ -31,9 +35,24 @@ def bad_spec(folder: Path) -> Path:
     return path
 
 
-def run_python(*arguments: str) -> subprocess.CompletedProcess[str]:
+def run_python(
+    *arguments: str, cache: Path | None = None, path: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Python with an empty HOME; the dlcli cache is `cache`, else the session's shared one."""
+    env = {**os.environ, "HOME": str(Path(os.environ["DLCLI_CACHE"]).parent / "home")}
+    if cache is not None:
+        env["DLCLI_CACHE"] = str(cache)
+    if path is not None:
+        env["PYTHONPATH"] = str(path)
+    env.pop("XDG_CACHE_HOME", None)
     command = [sys.executable, *arguments]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.fixture(autouse=True)
+def shared_catalog(keras_names_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands read the session's Keras catalog unless a test gives its own cache."""
+    monkeypatch.setenv("DLCLI_CACHE", str(keras_names_cache))
 
 
 def imported_heavy(arguments: list[str]) -> tuple[subprocess.CompletedProcess[str], list[str]]:
@@ -86,17 +105,17 @@ def test_cli_runner_in_process_leaves_tensorflow_unimported(tmp_path: Path) -> N
     assert json.loads(result.stdout) == {"exit_codes": [0, 0, 3], "heavy": []}
 
 
-# Without parsing any Keras source: the answers must come from the store of the first run.
-NO_PARSING = """
+# The catalog read from the cache: computing it again would fail (the child is replaced).
+FROM_CACHE = """
 import sys
 from typer.testing import CliRunner
 from dlcli import catalog
 from dlcli.cli import app
 
-def refuse(path):
-    raise AssertionError(f"parsed {path}")
+def refuse():
+    raise AssertionError("computed the catalog again")
 
-catalog._parse = refuse
+catalog._compute_in_child = refuse
 for spec, code in ((sys.argv[1], 0), (sys.argv[2], 3)):
     result = CliRunner().invoke(app, ["validate", spec])
     assert result.exit_code == code, (result.output, result.exception)
@@ -104,32 +123,55 @@ for spec, code in ((sys.argv[1], 0), (sys.argv[2], 3)):
 """
 
 
+def stored(cache: Path) -> list[Path]:
+    return sorted(cache.glob(f"{catalog.STORE_PREFIX}*.json"))
+
+
 def test_second_validate_reads_keras_names_from_the_cache(tmp_path: Path) -> None:
-    bad = bad_spec(tmp_path)
-    assert run_python("-m", "dlcli", "validate", str(SPEC)).returncode == 0
-    first = run_python("-m", "dlcli", "validate", str(bad))  # adds its answers to the store
-    assert first.returncode == 3
-    assert (tmp_path / "cache" / catalog.STORE_NAME).is_file()
-    second = run_python("-c", NO_PARSING, str(SPEC), str(bad))
+    cache, bad = tmp_path / "cache", bad_spec(tmp_path)
+    first = run_python("-m", "dlcli", "validate", str(bad), cache=cache)
+    assert first.returncode == 3, first.stderr[-2000:]
+    assert len(stored(cache)) == 1
+    second = run_python("-c", FROM_CACHE, str(SPEC), str(bad), cache=cache)
     assert second.returncode == 0, second.stderr[-2000:]
     valid, error = second.stdout.strip().splitlines()
     assert valid.endswith("mnist.yaml: valid (mnist: 4 layers)")
     assert error == first.stderr.strip()
 
 
-def test_cache_of_another_keras_installation_is_ignored(tmp_path: Path) -> None:
-    store = tmp_path / "cache" / catalog.STORE_NAME
-    store.parent.mkdir(parents=True)
-    no_layers = {"public_names layers": {}, "public_names optimizers": {}}
-    store.write_text(json.dumps({"stamp": "another keras", "answers": no_layers}))
-    result = run_python("-m", "dlcli", "validate", str(SPEC))
-    assert result.returncode == 0, result.stderr
-    assert json.loads(store.read_text())["stamp"] != "another keras"
-    assert "Dense" in json.loads(store.read_text())["answers"]["public_names layers"]
+def test_another_keras_installation_computes_its_own(tmp_path: Path) -> None:
+    """A store of another installation is left alone; one with a stale stamp is replaced."""
+    cache, bad = tmp_path / "cache", bad_spec(tmp_path)
+    cache.mkdir()
+    no_layers = {ns: {"classes": {}, "functions": [], "strings": {}} for ns in catalog.NAMESPACES}
+    other = cache / f"{catalog.STORE_PREFIX}9.9.9-000000000000.json"
+    other.write_text(json.dumps({"stamp": "another keras", "namespaces": no_layers}))
+    here = cache / catalog.store_path(catalog.installation_stamp()).name
+    here.write_text(json.dumps({"stamp": "a reinstalled keras", "namespaces": no_layers}))
+    result = run_python("-m", "dlcli", "validate", str(bad), cache=cache)
+    assert result.returncode == 3 and TYPO in result.stderr, result.stderr[-2000:]
+    assert json.loads(other.read_text())["stamp"] == "another keras"
+    assert "Dense" in json.loads(here.read_text())["namespaces"]["layers"]["classes"]
 
 
-def test_unwritable_cache_is_skipped(tmp_path: Path) -> None:
+def test_unwritable_cache_still_validates(tmp_path: Path) -> None:
     (tmp_path / "cache").write_text("a file where the cache folder should be")
-    result = run_python("-m", "dlcli", "validate", str(bad_spec(tmp_path)))
+    result = run_python(
+        "-m", "dlcli", "validate", str(bad_spec(tmp_path)), cache=tmp_path / "cache"
+    )
     assert result.returncode == 3
     assert result.stderr.startswith("Error: ") and TYPO in result.stderr
+
+
+def test_a_keras_that_cannot_be_imported_is_reported_in_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "site" / "keras"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('this keras is broken')\n")
+    result = run_python(
+        "-m", "dlcli", "validate", str(SPEC), cache=tmp_path / "cache", path=broken.parent
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "Error: cannot read Keras's names: ImportError: this keras is broken ("
+    ), result.stderr[-2000:]
+    assert len(result.stderr.splitlines()) == 1
