@@ -161,6 +161,12 @@ def test_many_rows_in_several_chunks(tmp_path: Path) -> None:
             "{path}, line 3: the label `inf` is not a finite float32 number",
         ),
         (
+            "label,a,b\n0,1,2\n99999999999999999999999,3,4\n",
+            {},
+            "{path}, line 3: the label `99999999999999999999999` does not fit a class index "
+            "(a 64-bit integer); integer labels are class indices 0, 1, 2, ...",
+        ),
+        (
             'label,a,b\n0,1,"2\n',
             {},
             "{path}, line 2: unexpected end of data",

@@ -3,21 +3,76 @@
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from dlcli.data import DatasetInfo, Split, check_finite
+from dlcli.data import DatasetInfo, Split, check_finite, resolve_path
 from dlcli.errors import DataError
 from dlcli.spec import InlineSource, NpzSource
 
 Loaded = tuple[Split, Split | None, Split | None, DatasetInfo]
 
+NUMBER_KINDS = "biuf"  # numpy dtype kinds of booleans, integers and real floats
 
-def resolve_path(path: str, base_dir: Path) -> Path:
-    """A spec path, relative to the spec's folder unless absolute."""
-    resolved = Path(path).expanduser()
-    return resolved if resolved.is_absolute() else base_dir / resolved
+
+def _array(file: np.lib.npyio.NpzFile, path: Path, key: str) -> np.ndarray:
+    """One member of an .npz file, or a DataError saying why it cannot be read."""
+    try:
+        array = file[key]
+    except (ValueError, zlib.error, zipfile.BadZipFile, EOFError) as error:
+        if isinstance(error, ValueError) and _holds_objects(file, key):
+            raise DataError(
+                f"{path}: `{key}` holds Python objects (pickle), which are refused; "
+                "save plain numeric arrays"
+            ) from error
+        raise DataError(
+            f"{path}: the array `{key}` cannot be read ({error}); the file is damaged, "
+            "save it again"
+        ) from error
+    if not isinstance(array, np.ndarray):  # a member that is not an .npy array comes as bytes
+        raise DataError(
+            f"{path}: `{key}` is not a numpy array (.npy) member; save the arrays with numpy.savez"
+        )
+    return array
+
+
+def _holds_objects(file: np.lib.npyio.NpzFile, key: str) -> bool:
+    """Whether the header of an .npy member names an object dtype, which needs pickle."""
+    name = key if key.endswith(".npy") else f"{key}.npy"
+    try:
+        with file.zip.open(name if name in file.zip.namelist() else key) as member:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                header = np.lib.format.read_array_header_1_0(member)
+            else:
+                header = np.lib.format.read_array_header_2_0(member)
+    except (ValueError, OSError, zipfile.BadZipFile, zlib.error):
+        return False
+    return bool(header[2].hasobject)
+
+
+def _checked(array: np.ndarray, path: Path, key: str, *, labels: bool) -> np.ndarray:
+    """The array if it holds one row per example of numbers, else a DataError naming it."""
+    if array.ndim == 0:
+        raise DataError(
+            f"{path}: `{key}` is a single value (a 0-d array); expected one row per example"
+        )
+    if array.dtype.kind in "US" and labels:
+        example = array.reshape(-1)[0].item()
+        raise DataError(
+            f"{path}: `{key}` holds strings (the first is {example!r}); use integer class "
+            "indices 0, 1, 2, ... (or a CSV file, whose string labels become class names)"
+        )
+    if array.dtype.kind in "US":
+        raise DataError(f"{path}: `{key}` holds strings (dtype {array.dtype}); expected numbers")
+    if array.dtype.kind not in NUMBER_KINDS:
+        raise DataError(
+            f"{path}: `{key}` has dtype {array.dtype}; expected real numbers (integers, floats "
+            "or booleans)"
+        )
+    return array
 
 
 def _pair(file: np.lib.npyio.NpzFile, path: Path, x_key: str, y_key: str) -> Split | None:
@@ -27,35 +82,47 @@ def _pair(file: np.lib.npyio.NpzFile, path: Path, x_key: str, y_key: str) -> Spl
     if not all(present):
         missing = y_key if present[0] else x_key
         raise DataError(f"{path}: has `{x_key if present[1] else y_key}` but not `{missing}`")
-    try:
-        x, y = file[x_key], file[y_key]
-    except ValueError as error:  # object arrays need pickle, which is refused
-        raise DataError(
-            f"{path}: `{x_key}`/`{y_key}` holds Python objects (pickle), which are refused; "
-            "save plain numeric arrays"
-        ) from error
+    x, y = _array(file, path, x_key), _array(file, path, y_key)
+    x, y = _checked(x, path, x_key, labels=False), _checked(y, path, y_key, labels=True)
     if len(x) != len(y):
         raise DataError(f"{path}: `{x_key}` has {len(x)} rows but `{y_key}` has {len(y)}")
+    if not len(x):
+        raise DataError(f"{path}: `{x_key}` and `{y_key}` have no rows; expected one per example")
     return Split(x, y)
 
 
 def load_npz(source: NpzSource, base_dir: Path) -> Loaded:
-    """x/y arrays for train (required), validation and test from one `.npz` file."""
+    """x/y arrays for train (required), validation and test from one `.npz` file.
+
+    Raises:
+        DataError: one line naming the file and, where it applies, the array: a missing file,
+            a file that is not an .npz archive (a .npy file, text), a damaged member, arrays
+            that are 0-d, empty, not numbers (strings, Python objects, complex numbers) or
+            whose rows differ between x and y.
+    """
     path = resolve_path(source.path, base_dir)
     if not path.is_file():
         raise DataError(f"dataset file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as file:
-            train = _pair(file, path, source.x_train, source.y_train)
-            if train is None:
-                raise DataError(
-                    f"{path}: no `{source.x_train}`/`{source.y_train}` arrays; it holds "
-                    f"{', '.join(file.files) or 'nothing'} (set dataset.npz.x_train/y_train)"
-                )
-            validation = _pair(file, path, source.x_validation, source.y_validation)
-            test = _pair(file, path, source.x_test, source.y_test)
-    except (OSError, zipfile.BadZipFile, EOFError) as error:
-        raise DataError(f"{path}: not a readable .npz file ({error})") from error
+        file = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:  # ValueError: not a zip, nor an .npy
+        raise DataError(
+            f"{path}: not an .npz file; expected a zip archive of arrays, as numpy.savez writes"
+        ) from error
+    if not isinstance(file, np.lib.npyio.NpzFile):
+        raise DataError(
+            f"{path}: holds one .npy array, not an .npz archive of named arrays; save them "
+            f"with numpy.savez(path, {source.x_train}=..., {source.y_train}=...)"
+        )
+    with file:
+        train = _pair(file, path, source.x_train, source.y_train)
+        if train is None:
+            raise DataError(
+                f"{path}: no `{source.x_train}`/`{source.y_train}` arrays; it holds "
+                f"{', '.join(file.files) or 'nothing'} (set dataset.npz.x_train/y_train)"
+            )
+        validation = _pair(file, path, source.x_validation, source.y_validation)
+        test = _pair(file, path, source.x_test, source.y_test)
     return train, validation, test, DatasetInfo(source=source.path)
 
 

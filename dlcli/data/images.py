@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli.data import DatasetInfo, ImageInfo, Polarity, Split
+from dlcli.data import DatasetInfo, ImageInfo, Polarity, Split, resolve_path
 from dlcli.errors import DataError, InputError
 from dlcli.images import estimate_polarity, open_image, to_array
 from dlcli.spec import ImagesSource
@@ -39,7 +39,7 @@ def load_images(
     height, width = source.image_size
     image_info = ImageInfo(height, width, CHANNELS[source.color_mode])
     folders = {
-        split: base_dir / Path(folder).expanduser()
+        split: resolve_path(folder, base_dir)
         for split, folder in (
             ("train", source.train),
             ("validation", source.validation),

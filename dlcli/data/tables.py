@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-from dlcli.data import DatasetInfo, Split
+from dlcli.data import DatasetInfo, Split, resolve_path
 from dlcli.errors import DataError
 from dlcli.spec import CsvSource, suggest
 
@@ -44,14 +44,14 @@ def load_csv(
     Raises:
         DataError: one line naming the file, and the line and column where they apply: a
             missing or empty file, no data rows, an unknown label or feature column, a row with
-            the wrong number of columns, a value that is not a finite number, or a validation
-            or test label that the training file does not have.
+            the wrong number of columns, a value that is not a finite number, a validation or
+            test label that the training file does not have, or an integer label beyond 64 bits.
     """
-    train = _read_table(base_dir / Path(source.train).expanduser(), source.label, source.features)
+    train = _read_table(resolve_path(source.train, base_dir), source.label, source.features)
     others = [
         None
         if path is None
-        else _read_table(base_dir / Path(path).expanduser(), source.label, train.feature_names)
+        else _read_table(resolve_path(path, base_dir), source.label, train.feature_names)
         for path in (source.validation, source.test)
     ]
     texts = [text for table in (train, *others) if table is not None for text in table.labels]
@@ -211,7 +211,15 @@ def is_number(text: str) -> bool:
 def _labels(table: _Table, kind: LabelKind, class_names: list[str], train_path: Path) -> np.ndarray:
     """The labels of one file: int64 integers, float32 targets or int64 indices of classes."""
     if kind == "integer":
-        return np.array([int(text) for text in table.labels], dtype=np.int64)
+        integers = [int(text) for text in table.labels]
+        limits = np.iinfo(np.int64)
+        for number, text, line in zip(integers, table.labels, table.lines, strict=True):
+            if not limits.min <= number <= limits.max:
+                raise DataError(
+                    f"{table.path}, line {line}: the label `{text}` does not fit a class index "
+                    "(a 64-bit integer); integer labels are class indices 0, 1, 2, ..."
+                )
+        return np.array(integers, dtype=np.int64)
     if kind == "number":
         with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
             targets = np.array([float(text) for text in table.labels], dtype=np.float32)
