@@ -1,0 +1,438 @@
+"""The data checked against the model, its loss and its metrics before `fit`.
+
+Keras finds these mistakes only inside the first training step, as a shape error deep in a
+traceback, or never (it trains on nonsense). Here each one is a DataError naming the split,
+what the loss or metric expects, what the labels are, and the fix. The task that the loss and
+the output layer make (multiclass, binary, multilabel or regression) is decided here too; it
+goes into dlcli.json for evaluate and predict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from dlcli.data import ImageInfo, Split, Splits, check_finite
+from dlcli.errors import ConfigError, DataError
+from dlcli.spec import CompileSpec, KerasObject
+
+Task = Literal["multiclass", "binary", "multilabel", "regression"]
+Shape = tuple[int | None, ...]
+
+# Names that `model.compile` resolves itself from the labels and the output, which Keras's
+# `get` functions do not know (keras.src.trainers.compile_utils).
+_RESOLVED_BY_COMPILE = ("accuracy", "acc", "crossentropy", "ce")
+TRIAL_EXAMPLES = 8  # labels each metric is tried on before fit
+
+
+@dataclass(frozen=True)
+class Output:
+    """The model's one output: its name, its shape per example and its layer's activation."""
+
+    name: str
+    shape: Shape
+    activation: str = ""  # "softmax", "sigmoid", "linear", ...; "" when not known
+
+    @property
+    def units(self) -> int | None:
+        """The size of the last axis: classes, labels or targets per example."""
+        return self.shape[-1] if self.shape else None
+
+
+def _single(shape: Any) -> Shape | None:
+    """The shape without the batch axis of a model's one input or output; None for several."""
+    if isinstance(shape, list):
+        if len(shape) != 1:
+            return None
+        shape = shape[0]
+    return tuple(shape[1:])
+
+
+def describe_output(model: Any) -> Output:
+    """The model's output, from the layer that makes it.
+
+    Raises:
+        ConfigError: the model has several outputs; dlcli's data holds one label array.
+    """
+    shape = _single(model.output_shape)
+    names = list(getattr(model, "output_names", None) or [model.layers[-1].name])
+    if shape is None:
+        listed = ", ".join(f"`{name}`" for name in names)
+        raise ConfigError(
+            f"`model.outputs`: the model has {len(names)} outputs ({listed}), but a dataset "
+            "holds one array of labels; give the model one output"
+        )
+    try:
+        layer = model.get_layer(names[0])
+    except ValueError:
+        layer = model.layers[-1]
+    activation = getattr(getattr(layer, "activation", None), "__name__", "")
+    if not activation and type(layer).__name__ == "Softmax":  # a layer with no `activation`
+        activation = "softmax"
+    return Output(names[0], shape, activation)
+
+
+def loss_name(loss: KerasObject) -> str:
+    """The name of the loss function Keras resolves a spec's loss to.
+
+    Class names, function names and aliases of one loss give one name:
+    `SparseCategoricalCrossentropy` and `sparse_categorical_crossentropy` give
+    "sparse_categorical_crossentropy", `mse` gives "mean_squared_error". `crossentropy` and
+    `ce`, which `compile` resolves from the labels, give "crossentropy"; a name Keras's
+    `keras.losses.get` does not know (a plugin's loss) is returned as written.
+    """
+    if loss.class_name in _RESOLVED_BY_COMPILE:
+        return "crossentropy"
+    import keras
+
+    try:
+        resolved = keras.losses.get(loss.class_name)
+    except (ValueError, TypeError):
+        return loss.class_name
+    return str(getattr(resolved, "name", None) or getattr(resolved, "__name__", loss.class_name))
+
+
+def task_for(loss: str, units: int | None) -> Task:
+    """The task a loss (as `loss_name` gives it) makes of an output with `units` units.
+
+    Example:
+
+    >>> task_for("sparse_categorical_crossentropy", 10)
+    'multiclass'
+    >>> task_for("binary_crossentropy", 1), task_for("hinge", 3)
+    ('binary', 'multilabel')
+    >>> task_for("crossentropy", 1), task_for("mean_squared_error", 1)
+    ('binary', 'regression')
+    """
+    if "categorical" in loss:  # (sparse_)categorical_(focal_)crossentropy, categorical_hinge
+        return "multiclass"
+    if "binary" in loss or loss in ("hinge", "squared_hinge", "crossentropy"):
+        if units == 1:
+            return "binary"
+        return "multiclass" if loss == "crossentropy" else "multilabel"
+    return "regression"
+
+
+def _loss_of(loss: KerasObject | dict[str, KerasObject], output: Output) -> KerasObject:
+    """The loss of the model's output, also when `compile.loss` maps output names to losses."""
+    if not isinstance(loss, dict):
+        return loss
+    if output.name in loss:
+        return loss[output.name]
+    if len(loss) == 1:
+        return next(iter(loss.values()))
+    listed = ", ".join(f"`{name}`" for name in loss)
+    raise ConfigError(
+        f"`compile.loss` names the outputs {listed}, but the model's output is `{output.name}`"
+    )
+
+
+def task_of(loss: KerasObject | dict[str, KerasObject], model: Any) -> Task:
+    """multiclass, binary, multilabel or regression: from the resolved loss and the output.
+
+    Args:
+        loss: `compile.loss` of the spec: one loss, or output name -> loss.
+        model: the built keras.Model.
+
+    Returns:
+        The task, as `task_for` decides it for the loss of the model's output.
+
+    Raises:
+        ConfigError: the model has several outputs, or `compile.loss` has none for its output.
+
+    Example:
+
+    >>> import keras  # doctest: +SKIP
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])  # doctest: +SKIP
+    >>> task_of(KerasObject(class_name="SparseCategoricalCrossentropy"), model)  # doctest: +SKIP
+    'multiclass'
+    """
+    output = describe_output(model)
+    return task_for(loss_name(_loss_of(loss, output)), output.units)
+
+
+def with_channel_axis(x: np.ndarray, input_shape: Shape) -> np.ndarray:
+    """x with a last axis of size 1 when the model takes its examples with one channel.
+
+    A convnet written as in keras-io and the book takes single-channel images as
+    (height, width, 1), while MNIST-like arrays hold (height, width). The axis is added as a
+    view: nothing is copied. Any other x is returned as it is.
+
+    Example:
+
+    >>> with_channel_axis(np.zeros((2, 8, 8), "uint8"), (8, 8, 1)).shape
+    (2, 8, 8, 1)
+    >>> with_channel_axis(np.zeros((2, 8, 8), "uint8"), (None, None, 1)).shape
+    (2, 8, 8, 1)
+    >>> with_channel_axis(np.zeros((2, 8, 8, 1), "uint8"), (8, 8, 1)).shape
+    (2, 8, 8, 1)
+    """
+    if input_shape and input_shape[-1] == 1 and _fits(tuple(x.shape[1:]), input_shape[:-1]):
+        return x[..., np.newaxis]
+    return x
+
+
+def _fits(found: tuple[int, ...], expected: Shape) -> bool:
+    return len(found) == len(expected) and all(
+        e is None or e == f for e, f in zip(expected, found, strict=True)
+    )
+
+
+def add_channel_axis(splits: Splits, model: Any) -> Splits:
+    """The splits, their examples given the channel axis the model's input has (see
+    `with_channel_axis`); 2-D examples are then recorded as single-channel images of that size,
+    so that predict reads new images as the model takes them."""
+    expected = _single(model.input_shape)
+    if expected is None or with_channel_axis(splits.train.x, expected) is splits.train.x:
+        return splits
+
+    def expanded(split: Split | None) -> Split | None:
+        return None if split is None else Split(with_channel_axis(split.x, expected), split.y)
+
+    info = splits.info
+    if info.image is None and splits.train.x.ndim == 3:
+        _, height, width = splits.train.x.shape
+        info = dataclasses.replace(info, image=ImageInfo(height, width, 1))
+    train = expanded(splits.train)
+    assert train is not None
+    return dataclasses.replace(
+        splits,
+        train=train,
+        validation=expanded(splits.validation),
+        test=train if splits.test_is_train else expanded(splits.test),
+        info=info,
+    )
+
+
+def check_against_model(splits: Splits, model: Any, compile_spec: CompileSpec) -> None:
+    """Refuse data that does not fit the model, its loss or its metrics, before `fit`.
+
+    Each split's examples must have the model's input shape and no NaN or Inf, its labels
+    the shape and values the loss takes (see `check_labels`), and each metric of
+    `compile.metrics` must take the training labels (each is tried on a few of them).
+
+    Args:
+        splits: the dataset, after `add_channel_axis`.
+        model: the built and compiled keras.Model.
+        compile_spec: the spec's `compile` (loss and metrics, as written).
+
+    Raises:
+        DataError: one line naming the split, what was expected and found, and the fix.
+        ConfigError: the model has several outputs (see `describe_output`).
+    """
+    expected = _single(model.input_shape)
+    output = describe_output(model)
+    loss = loss_name(_loss_of(compile_spec.loss, output))
+    named = {"train": splits.train, "validation": splits.validation, "test": splits.test}
+    for name, split in named.items():
+        if split is None or (name == "test" and splits.test_is_train):
+            continue
+        found = tuple(split.x.shape[1:])
+        if expected is not None and not _fits(found, expected):
+            raise DataError(
+                f"{name} data has examples of shape {found} but the model input is "
+                f"{expected}; change `model.input` to {list(found)} or reshape the data"
+            )
+        check_finite(f"{name} data", split.x)
+        check_finite(f"{name} labels", split.y)
+        check_labels(name, split.y, loss, output)
+    metrics = compile_spec.metrics
+    if isinstance(metrics, dict):  # output name -> its metrics
+        metrics = metrics.get(output.name) or next(iter(metrics.values()), [])
+    check_metrics("train", splits.train.y, metrics, output)
+
+
+def check_examples(
+    where: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    model: Any,
+    loss: KerasObject | dict[str, KerasObject],
+) -> np.ndarray:
+    """Examples for a trained model checked as training checked its own (for evaluate).
+
+    Args:
+        where: the data's name, which starts the messages (a file, or a split's source).
+        x: the examples, as the dataset holds them.
+        y: their labels.
+        model: the trained keras.Model.
+        loss: `compile.loss` of the spec the model was trained with.
+
+    Returns:
+        x, with the channel axis the model's input has (see `with_channel_axis`).
+
+    Raises:
+        DataError: the examples do not have the model's input shape, or the labels do not fit
+            the loss and output (see `check_labels`).
+    """
+    expected = _single(model.input_shape)
+    if expected is None:
+        raise DataError(f"{where}: the model has several inputs; dlcli data has one array")
+    x = with_channel_axis(x, expected)
+    found = tuple(x.shape[1:])
+    if not _fits(found, expected):
+        raise DataError(f"{where}: examples have shape {found} but the model takes {expected}")
+    output = describe_output(model)
+    check_labels(where, y, loss_name(_loss_of(loss, output)), output)
+    return x
+
+
+def check_labels(split: str, labels: np.ndarray, loss: str, output: Output) -> None:
+    """Refuse labels whose shape or values the loss cannot take with this output.
+
+    Args:
+        split: the split's name, as the message starts: "train", "validation", "test".
+        labels: its labels, one row per example.
+        loss: the loss as `loss_name` gives it.
+        output: the model's output (`describe_output`).
+
+    Raises:
+        DataError: e.g. class indices for categorical_crossentropy (one-hot labels), one-hot
+            labels for sparse_categorical_crossentropy, one label per example for a softmax of
+            several units with binary_crossentropy, class indices beyond the output's units,
+            labels outside 0..1 for binary_crossentropy or outside {-1, 1} / {0, 1} for hinge.
+
+    Example:
+
+    >>> softmax = Output("dense", (3,), "softmax")
+    >>> check_labels("train", np.array([0, 2, 1]), "categorical_crossentropy", softmax)
+    Traceback (most recent call last):
+    ...
+    dlcli.errors.DataError: train labels hold one class index per example (shape (3,)), but categorical_crossentropy takes one-hot labels of shape (n, 3); integer class labels need sparse_categorical_crossentropy (or one-hot labels for categorical_crossentropy)
+    """  # noqa: E501
+    units = output.units
+    task = task_for(loss, units)
+    indices = labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1)
+    if len(output.shape) == 1 and units is not None:
+        _check_label_shape(split, labels, loss, output, task, indices)
+    if task == "multiclass" and units is not None and indices:
+        column = labels.reshape(-1)
+        bad = (column < 0) | (column >= units) | (column % 1 != 0)
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise DataError(
+                f"{split} labels must be class indices 0..{units - 1} for a {units}-unit "
+                f"output; {int(bad.sum())} are not, the first is {labels[first].item()!r} at "
+                f"index {first}"
+            )
+    if task in ("binary", "multilabel"):
+        rows = labels.reshape(len(labels), -1)
+        if "hinge" in loss:  # Keras turns 0/1 labels into -1/1 for the hinge losses
+            bad = ~np.isin(rows, (-1, 1) if (rows == -1).any() else (0, 1)).all(axis=1)
+            expected = f"-1 and 1 (or 0 and 1) for {loss}"
+        else:
+            bad = ((rows < 0) | (rows > 1)).any(axis=1)
+            expected = f"between 0 and 1 for {task} classification"
+        if bad.any():
+            raise DataError(
+                f"{split} labels must be {expected}; {int(bad.sum())} are not, the first at "
+                f"index {int(np.argmax(bad))}"
+            )
+
+
+def _check_label_shape(
+    split: str, labels: np.ndarray, loss: str, output: Output, task: Task, indices: bool
+) -> None:
+    """The label shape checks of `check_labels` for an output of one vector per example."""
+    units = output.units
+    assert units is not None
+    shape = labels.shape
+    one_hot = labels.ndim == 2 and shape[1] == units
+    if task == "multiclass" and loss.startswith("sparse_") and one_hot and units > 1:
+        raise DataError(
+            f"{split} labels are one-hot (shape {shape}), but {loss} takes one class index per "
+            f"example; one-hot labels need categorical_crossentropy (or class indices "
+            f"0..{units - 1} for {loss})"
+        )
+    one_hot_loss = "sparse" not in loss and loss != "crossentropy"
+    if task == "multiclass" and one_hot_loss and indices and units > 1:
+        raise DataError(
+            f"{split} labels hold one class index per example (shape {shape}), but {loss} "
+            f"takes one-hot labels of shape (n, {units}); integer class labels need "
+            "sparse_categorical_crossentropy (or one-hot labels for categorical_crossentropy)"
+        )
+    if task == "multilabel" and indices:
+        if output.activation == "softmax":
+            raise DataError(
+                f"{units} classes with softmax need (sparse_)categorical_crossentropy, not "
+                f"{loss}: sparse_categorical_crossentropy for class indices such as the {split} "
+                f"labels (shape {shape}), categorical_crossentropy for one-hot labels"
+            )
+        raise DataError(
+            f"{split} labels hold one value per example (shape {shape}), but {loss} with a "
+            f"{units}-unit output takes one 0/1 column per unit, shape (n, {units}); for one "
+            "class per example use a softmax output with sparse_categorical_crossentropy"
+        )
+    if task == "regression" and indices and units > 1:
+        raise DataError(
+            f"{split} labels hold one value per example (shape {shape}), but the model's "
+            f"output has {units} units; for class labels use sparse_categorical_crossentropy "
+            "with a softmax output, for one target per example make the last layer `units: 1`"
+        )
+    if not indices and not one_hot and labels.ndim == 2:
+        raise DataError(
+            f"{split} labels have {shape[1]} columns but the model's output has {units} "
+            f"unit(s); make the last layer `units: {shape[1]}`"
+        )
+
+
+def check_metrics(
+    split: str, labels: np.ndarray, metrics: list[KerasObject], output: Output
+) -> None:
+    """Try each metric on a few labels and an output of the model's shape, as `fit` would.
+
+    The names that `compile` resolves from the labels themselves (`accuracy`, `crossentropy`)
+    fit any labels and are not tried.
+
+    Raises:
+        DataError: a metric refuses the labels: it names the metric, the labels' shape and
+            the fix (e.g. AUC, Precision or F1Score need one-hot labels, not class indices).
+    """
+    tried = [metric for metric in metrics if metric.class_name not in _RESOLVED_BY_COMPILE]
+    if not tried or any(size is None for size in output.shape) or not len(labels):
+        return
+    import keras
+
+    sample = labels[:TRIAL_EXAMPLES]
+    units = output.units or 1
+    predictions = np.full((len(sample), *output.shape), 1 / units, dtype="float32")
+    for metric in tried:
+        identifier: Any = metric.class_name
+        if metric.config:
+            identifier = {"class_name": metric.class_name, "config": metric.config}
+        try:
+            function = keras.metrics.get(identifier)
+        except (ValueError, TypeError):
+            continue  # compile accepted it (a plugin's name): Keras will tell
+        try:
+            if hasattr(function, "update_state"):
+                function.update_state(sample, predictions)
+            else:
+                function(sample, predictions)
+        except Exception as error:  # what fit would raise in its first step, whatever it is
+            raise _metric_error(metric.class_name, split, labels.shape, output, error) from error
+
+
+def _metric_error(
+    metric: str, split: str, shape: tuple[int, ...], output: Output, error: Exception
+) -> DataError:
+    units = output.units
+    indices = len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)
+    if indices and units is not None and units > 1:
+        return DataError(
+            f"the metric `{metric}` needs one-hot labels for a {units}-unit output (or 0/1 "
+            f"labels with a 1-unit sigmoid output), but the {split} labels hold one class index "
+            f"per example (shape {shape}); give one-hot labels with categorical_crossentropy, "
+            f"or remove `{metric}` from `compile.metrics`"
+        )
+    lines = re.sub(r"\{\{.*?\}\}\s*", "", str(error)).strip().splitlines()
+    reason = lines[-1].strip() if lines else type(error).__name__  # TF puts the cause last
+    return DataError(
+        f"the metric `{metric}` cannot take the {split} labels (shape {shape}) with the "
+        f"model's output (shape {(None, *output.shape)}): {reason}; change the labels or "
+        f"remove `{metric}` from `compile.metrics`"
+    )
