@@ -7,6 +7,8 @@ other test modules use it to save models of their own.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -251,3 +253,27 @@ def test_a_newer_format_asks_to_upgrade(classifier: Path, tmp_path: Path) -> Non
         f"{path}: dlcli.json: format 2 was written by a newer dlcli (this is dlcli 0.1.0, which "
         "reads format 1); upgrade dlcli: pip install --upgrade dlcli"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Files get the mode of the user's umask
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_saved_and_written_files_follow_the_umask(
+    classifier: Path, tmp_path: Path, umask: int, mode: int
+) -> None:
+    """Before: model.keras and every JSON file were 0600 whatever the umask (mkstemp)."""
+    loaded = artifact.load(classifier)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    previous = os.umask(umask)
+    artifact._file_mode.cache_clear()  # the umask is read once per process
+    try:
+        artifact.save(loaded.model, loaded.metadata, folder / "model.keras")
+        artifact.write_json(folder / "metrics.json", {"loss": 0.5})
+    finally:
+        os.umask(previous)
+        artifact._file_mode.cache_clear()
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()}
+    assert modes == {"model.keras": mode, "metrics.json": mode}

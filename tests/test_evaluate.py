@@ -512,3 +512,56 @@ def test_one_hot_labels_and_most_confused_pairs() -> None:
 def test_regression_errors_r2_is_none_for_constant_targets() -> None:
     errors = evaluate.regression_errors(np.array([2.0, 2.0]), np.array([[1.0], [3.0]]))
     assert errors == {"mae": 1.0, "mse": 1.0, "rmse": 1.0, "r2": None}
+
+
+# ---------------------------------------------------------------------------------------------
+# Where each split came from, and files training skipped
+
+
+def test_each_split_names_its_own_file(models: TinyModels) -> None:
+    """Before: every split was said to come from the training data's file."""
+    expected = {
+        (models.bars, "test"): "bars/test",
+        (models.bars, "validation"): "bars/train, 25% held out for validation",
+        (models.bars, "train"): "bars/train",
+        (models.answer, "test"): "answers/test.csv",
+        (models.line, "test"): "line/line.npz (x_test, y_test)",
+    }
+    for (model, split), source in expected.items():
+        result = run("evaluate", model, "--split", split, "--json", "--output", "out")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["data"] == source
+    text = run("evaluate", models.answer, "--output", "out").stdout
+    assert text.startswith(f"Evaluated {models.answer} on answers/test.csv, test split (24 ")
+
+
+def test_files_training_skipped_are_skipped_again(isolated: Path) -> None:
+    """A model trained with --skip-bad. Before: evaluate exited 4 on the unreadable file."""
+    from dlcli.spec import spec_from_text
+    from dlcli.train import train
+
+    write_bars(isolated / "bars")
+    (isolated / "bars" / "train" / "top" / "broken.png").write_text("not an image")
+    (isolated / "bars" / "test" / "top" / "broken.png").write_text("not an image")
+    spec = spec_from_text(SPECS["bars"].replace("epochs: 6", "epochs: 1"), "bars.yaml")
+    model = train(spec, isolated, QuietView(), skip_bad=True).model_path
+    result = run("evaluate", model, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["examples"] == 13
+    assert result.stderr == (
+        "Skipped 2 image files that cannot be read (training left out 2, with --skip-bad)\n"
+    )
+    on_data = run("evaluate", model, "--data", "bars/test", "--json")
+    assert on_data.exit_code == 0, on_data.output
+    assert on_data.stderr == "Skipped 1 image files that cannot be read\n"
+
+
+def test_skip_bad_leaves_out_unreadable_files_of_data(models: TinyModels, isolated: Path) -> None:
+    shutil.copytree(models.folder / "bars" / "test", isolated / "more")
+    (isolated / "more" / "top" / "broken.png").write_text("not an image")
+    refused = run("evaluate", models.bars, "--data", "more", "--output", "out")
+    assert refused.exit_code == 4
+    assert refused.stderr.startswith("Error: 1 of 14 image files cannot be read; the first: ")
+    skipped = run("evaluate", models.bars, "--data", "more", "--output", "out", "--skip-bad")
+    assert skipped.exit_code == 0, skipped.output
+    assert skipped.stderr == "Skipped 1 image files that cannot be read\n"
