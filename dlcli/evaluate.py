@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dlcli.checks import with_channel_axis
 from dlcli.errors import DataError, OutputError
 from dlcli.spec import DatasetSpec
 
@@ -634,6 +635,9 @@ def evaluate(
     if len(x) == 0:
         raise DataError(f"{where}: the {examples.split} split holds no examples")
     loaded = artifact.load(checked)
+    expected = _single(loaded.model.input_shape)
+    if expected is not None:  # (H, W) images for a model of (H, W, 1), as training fed them
+        x = with_channel_axis(x, expected)
     _check_fits(x, y, loaded.model, task, where)
     keras_metrics, outputs = score(loaded.model, x, y, info.spec.fit.batch_size)
     assert outputs is not None

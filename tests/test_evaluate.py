@@ -565,3 +565,28 @@ def test_skip_bad_leaves_out_unreadable_files_of_data(models: TinyModels, isolat
     skipped = run("evaluate", models.bars, "--data", "more", "--output", "out", "--skip-bad")
     assert skipped.exit_code == 0, skipped.output
     assert skipped.stderr == "Skipped 1 image files that cannot be read\n"
+
+
+def test_a_model_of_one_channel_images_evaluates_arrays_without_the_axis(isolated: Path) -> None:
+    """npz images of (8, 8) for a model input of (8, 8, 1): training adds the axis, and so does
+    evaluate (before: `examples have shape (8, 8) but the model takes (8, 8, 1)`)."""
+    from dlcli.spec import spec_from_text
+    from dlcli.train import train
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 255, size=(24, 8, 8)).astype("uint8")
+    np.savez("digits.npz", x_train=x[:16], y_train=np.arange(16) % 2, x_test=x[16:],
+             y_test=np.arange(8) % 2)  # fmt: skip
+    text = (
+        SPECS["bars"]
+        .replace(
+            "images: {train: bars/train, test: bars/test, image_size: [8, 8], color_mode: grayscale}",
+            "npz: digits.npz",
+        )
+        .replace("units: 3", "units: 2")
+        .replace("epochs: 6", "epochs: 1")
+    )
+    model = train(spec_from_text(text, "digits.yaml"), isolated, QuietView()).model_path
+    result = run("evaluate", model, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["examples"] == 8
