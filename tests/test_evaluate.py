@@ -580,7 +580,8 @@ def test_a_model_of_one_channel_images_evaluates_arrays_without_the_axis(isolate
     text = (
         SPECS["bars"]
         .replace(
-            "images: {train: bars/train, test: bars/test, image_size: [8, 8], color_mode: grayscale}",
+            "images: {train: bars/train, test: bars/test, image_size: [8, 8], "
+            "color_mode: grayscale}",
             "npz: digits.npz",
         )
         .replace("units: 3", "units: 2")
