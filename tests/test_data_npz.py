@@ -16,9 +16,9 @@ import pytest
 
 import dlcli.data
 from dlcli.data import check_files
-from dlcli.data.files import load_npz
+from dlcli.data.files import load_inline, load_npz
 from dlcli.errors import DataError
-from dlcli.spec import DatasetSpec, NpzSource
+from dlcli.spec import DatasetSpec, InlineSource, NpzSource
 
 X = np.zeros((3, 4), "float32")
 Y = np.array([0, 1, 0])
@@ -232,3 +232,26 @@ def test_validate_refuses_a_missing_data_file_without_numpy_or_tensorflow(tmp_pa
     (tmp_path / "specs" / "data" / "test.csv").write_text("a,label\n2,1\n")
     result = validate(tmp_path)
     assert result.returncode == 0 and result.stdout == "specs/x.yaml: valid (x: 1 layers)\n"
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ({"x": [[0], [1]], "y": ["cat", "dog"]},
+         "dataset.inline.y holds strings (the first is 'cat'); use integer class indices 0, 1, "
+         "2, ... (or a CSV file, whose string labels become class names)"),
+        ({"x": [[0], [1]], "y": [None, 1]},
+         "dataset.inline.y has dtype object; expected real numbers (integers, floats or "
+         "booleans)"),
+        ({"x": [[0], [1]], "y": [[1, 2], [3]]},
+         "dataset.inline.y: not a rectangular table of labels"),
+        ({"x": [[0], ["a"]], "y": [0, 1]},
+         "dataset.inline.x: not a rectangular table of numbers"),
+        ({"x": [[0]], "y": [0], "x_test": [[1]], "y_test": [0, 1]},
+         "dataset.inline: x_test has 1 rows but its labels 2"),
+    ],
+)  # fmt: skip
+def test_unusable_inline_data_is_one_line(source: dict, problem: str) -> None:
+    with pytest.raises(DataError) as raised:
+        load_inline(InlineSource(**source))
+    assert str(raised.value) == problem

@@ -53,24 +53,21 @@ def _holds_objects(file: np.lib.npyio.NpzFile, key: str) -> bool:
     return bool(header[2].hasobject)
 
 
-def _checked(array: np.ndarray, path: Path, key: str, *, labels: bool) -> np.ndarray:
+def _checked(array: np.ndarray, name: str, *, labels: bool) -> np.ndarray:
     """The array if it holds one row per example of numbers, else a DataError naming it."""
     if array.ndim == 0:
-        raise DataError(
-            f"{path}: `{key}` is a single value (a 0-d array); expected one row per example"
-        )
+        raise DataError(f"{name} is a single value (a 0-d array); expected one row per example")
     if array.dtype.kind in "US" and labels:
         example = array.reshape(-1)[0].item()
         raise DataError(
-            f"{path}: `{key}` holds strings (the first is {example!r}); use integer class "
-            "indices 0, 1, 2, ... (or a CSV file, whose string labels become class names)"
+            f"{name} holds strings (the first is {example!r}); use integer class indices "
+            "0, 1, 2, ... (or a CSV file, whose string labels become class names)"
         )
     if array.dtype.kind in "US":
-        raise DataError(f"{path}: `{key}` holds strings (dtype {array.dtype}); expected numbers")
+        raise DataError(f"{name} holds strings (dtype {array.dtype}); expected numbers")
     if array.dtype.kind not in NUMBER_KINDS:
         raise DataError(
-            f"{path}: `{key}` has dtype {array.dtype}; expected real numbers (integers, floats "
-            "or booleans)"
+            f"{name} has dtype {array.dtype}; expected real numbers (integers, floats or booleans)"
         )
     return array
 
@@ -83,7 +80,10 @@ def _pair(file: np.lib.npyio.NpzFile, path: Path, x_key: str, y_key: str) -> Spl
         missing = y_key if present[0] else x_key
         raise DataError(f"{path}: has `{x_key if present[1] else y_key}` but not `{missing}`")
     x, y = _array(file, path, x_key), _array(file, path, y_key)
-    x, y = _checked(x, path, x_key, labels=False), _checked(y, path, y_key, labels=True)
+    x, y = (
+        _checked(x, f"{path}: `{x_key}`", labels=False),
+        _checked(y, f"{path}: `{y_key}`", labels=True),
+    )
     if len(x) != len(y):
         raise DataError(f"{path}: `{x_key}` has {len(x)} rows but `{y_key}` has {len(y)}")
     if not len(x):
@@ -129,20 +129,28 @@ def load_npz(source: NpzSource, base_dir: Path) -> Loaded:
 def load_inline(source: InlineSource) -> Loaded:
     """Arrays written in the spec itself."""
 
-    def split(x: list, y: list, name: str) -> Split:
+    def split(x: list, y: list, x_name: str, y_name: str) -> Split:
         try:
-            arrays = np.asarray(x, dtype="float32"), np.asarray(y)
-        except ValueError as error:
-            raise DataError(f"dataset.inline.{name}: not a rectangular table of numbers") from error
-        if len(arrays[0]) != len(arrays[1]):
+            features = np.asarray(x, dtype="float32")
+        except (ValueError, TypeError) as error:
             raise DataError(
-                f"dataset.inline: {name} has {len(arrays[0])} rows but its labels {len(arrays[1])}"
+                f"dataset.inline.{x_name}: not a rectangular table of numbers"
+            ) from error
+        try:
+            labels = _checked(np.asarray(y), f"dataset.inline.{y_name}", labels=True)
+        except ValueError as error:
+            raise DataError(
+                f"dataset.inline.{y_name}: not a rectangular table of labels"
+            ) from error
+        if len(features) != len(labels):
+            raise DataError(
+                f"dataset.inline: {x_name} has {len(features)} rows but its labels {len(labels)}"
             )
-        check_finite(f"dataset.inline.{name}", arrays[0])
-        return Split(*arrays)
+        check_finite(f"dataset.inline.{x_name}", features)
+        return Split(features, labels)
 
-    train = split(source.x, source.y, "x")
+    train = split(source.x, source.y, "x", "y")
     test = None
     if source.x_test is not None or source.y_test is not None:
-        test = split(source.x_test or [], source.y_test or [], "x_test")
+        test = split(source.x_test or [], source.y_test or [], "x_test", "y_test")
     return train, None, test, DatasetInfo(source="inline")
