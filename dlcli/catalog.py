@@ -131,9 +131,25 @@ def load() -> dict[str, Any]:
             return stored["namespaces"]
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    document = {"stamp": stamp, "namespaces": _compute_in_child()}
+    # A process that imported Keras anyway (`dlcli train`, see `cached`) asks it directly.
+    namespaces = compute() if "keras" in sys.modules else _compute_in_child()
+    document = {"stamp": stamp, "namespaces": namespaces}
     _save(path, json.dumps(document))
     return document["namespaces"]
+
+
+def cached() -> bool:
+    """Whether the catalog of the installed Keras is in the cache (False without Keras).
+
+    A command that will import Keras anyway imports it before the first `load` when this is
+    False: the catalog is then read in-process instead of paying a second Keras import in a
+    child process.
+    """
+    try:
+        stamp = installation_stamp()
+        return json.loads(store_path(stamp).read_text(encoding="utf-8"))["stamp"] == stamp
+    except (CatalogError, OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def installation_stamp() -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperCommand
 
-from dlcli.errors import ConfigError, DlcliError
+from dlcli.errors import DlcliError, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -137,7 +137,13 @@ def train(
     Example: dlcli train configs/mnist.yaml --set fit.epochs=1
     """
     with _user_errors():  # a mistake in the spec is reported before TensorFlow loads (seconds)
+        from dlcli import catalog
         from dlcli.spec import load_spec
+
+        if spec_path and not catalog.cached():  # first run: Keras names read in this process
+            from dlcli.device import import_keras
+
+            import_keras()
 
         spec = load_spec(spec_path, overrides) if spec_path and resume is None else None
     with _user_errors():  # training imports TensorFlow itself, while it reads the dataset
@@ -147,7 +153,7 @@ def train(
         view = report.TrainView(_console(stderr=True))
         if resume is not None and (spec_path is not None or overrides):
             given = " ".join([str(spec_path or ""), *(f"--set {o}" for o in overrides)]).strip()
-            raise ConfigError(
+            raise UsageError(
                 f"--resume continues {resume} with its own spec.yaml, so `{given}` cannot be "
                 "applied; to change the spec, edit the spec file and add --restart"
             )
@@ -173,9 +179,11 @@ def validate(spec_path: SpecPath, overrides: Overrides = []) -> None:  # noqa: B
     Example: dlcli validate configs/mnist.yaml
     """
     with _user_errors():
+        from dlcli.data import check_files
         from dlcli.spec import load_spec
 
         spec = load_spec(spec_path, overrides)
+        check_files(spec.dataset, spec_path.parent, spec_path)
         print(f"{spec_path}: valid ({spec.name}: {len(spec.model.layers)} layers)")
 
 

@@ -13,6 +13,12 @@ class DlcliError(Exception):
     exit_code = 1
 
 
+class UsageError(DlcliError):
+    """The command line asks for something that cannot be done (e.g. resume a finished run)."""
+
+    exit_code = 2
+
+
 class ConfigError(DlcliError):
     """The spec (YAML file or --set override) is malformed or invalid."""
 
@@ -76,6 +82,7 @@ class Interrupted(DlcliError):
 
 
 EXIT_CODES: dict[str, int] = {
+    "UsageError": UsageError.exit_code,
     "ConfigError": ConfigError.exit_code,
     "DataError": DataError.exit_code,
     "DownloadError": DownloadError.exit_code,

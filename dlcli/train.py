@@ -25,16 +25,17 @@ import numpy as np
 
 from dlcli import __version__
 from dlcli.artifact import FORMAT_VERSION, ModelInfo
-from dlcli.data import Splits, check_finite, load_dataset
+from dlcli.checks import add_channel_axis, check_against_model, task_of
+from dlcli.data import Splits, check_files, load_dataset
 from dlcli.errors import (
     ConfigError,
-    DataError,
     DlcliError,
     Interrupted,
     NonFiniteLossError,
     OutOfMemoryError,
     OutputError,
     TrainingError,
+    UsageError,
 )
 from dlcli.evaluate import confusion_matrix, score
 from dlcli.spec import Spec, format_path
@@ -48,6 +49,7 @@ class ProgressView(Protocol):
     """What training reports as it goes (rendered by dlcli.report)."""
 
     def start(self, device: str, splits: Splits, run_dir: Path) -> None: ...
+    def note(self, text: str) -> None: ...
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
     def advance(self, steps_done: int, logs: dict[str, float]) -> None: ...
     def end_epoch(self, epoch: int, logs: dict[str, float]) -> None: ...
@@ -65,26 +67,25 @@ class TrainResult:
     fit_seconds: float
     total_seconds: float
     device: str
+    stopped_early: str | None = None  # what ended training before `fit.epochs`, and what it kept
 
 
-def task_of(loss: str, output_units: int) -> str:
-    """multiclass, binary, multilabel or regression, from the loss and the output width."""
-    loss = loss.lower()
-    if "categorical" in loss:
-        return "multiclass"
-    if "binary" in loss or loss in ("bce", "hinge", "squared_hinge"):
-        return "binary" if output_units == 1 else "multilabel"
-    return "regression"
-
-
-def new_run_dir(output_dir: Path, name: str) -> Path:
-    """Create `output_dir/<name>-<n>` atomically with the next free n; earlier runs untouched."""
+def output_folder(spec: Spec) -> Path:
+    """The folder runs go to (`output.dir`, relative to the current folder), created and
+    checked writable before anything slow happens."""
+    output_dir = Path(spec.output.dir)
+    output_dir = output_dir if output_dir.is_absolute() else Path.cwd() / output_dir
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputError(f"cannot create {output_dir}: {error.strerror}") from error
     if not os.access(output_dir, os.W_OK):
         raise OutputError(f"cannot write to {output_dir}: permission denied")
+    return output_dir
+
+
+def new_run_dir(output_dir: Path, name: str) -> Path:
+    """Create `output_dir/<name>-<n>` atomically with the next free n; earlier runs untouched."""
     taken = [p.name.removeprefix(f"{name}-") for p in output_dir.glob(f"{name}-*")]
     number = max((int(n) for n in taken if n.isdigit()), default=0) + 1
     while True:
@@ -98,45 +99,19 @@ def new_run_dir(output_dir: Path, name: str) -> Path:
             raise OutputError(f"cannot create {run_dir}: {error.strerror}") from error
 
 
-def check_against_model(splits: Splits, model: Any, task: str) -> None:
-    """Shapes agree with the model input, labels fit the loss, no NaN or Inf: before `fit`."""
-    named = {"train": splits.train, "validation": splits.validation, "test": splits.test}
-    expected = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
-    units = model.output_shape[-1] if not isinstance(model.output_shape, list) else None
-    for name, split in named.items():
-        if split is None or (name == "test" and splits.test_is_train):
-            continue
-        if expected is not None:
-            found = tuple(split.x.shape[1:])
-            fits = len(found) == len(expected) and all(
-                e is None or e == f for e, f in zip(expected, found, strict=True)
-            )
-            if not fits:
-                raise DataError(
-                    f"{name} data has examples of shape {found} but the model input is "
-                    f"{expected}; change `model.input` to {list(found)} or reshape the data"
-                )
-        check_finite(f"{name} data", split.x)
-        check_finite(f"{name} labels", split.y)
-        if task == "multiclass" and units is not None:
-            labels = split.y.reshape(len(split.y), -1)
-            if labels.shape[1] == 1:
-                bad = (labels[:, 0] < 0) | (labels[:, 0] >= units) | (labels[:, 0] % 1 != 0)
-                if bad.any():
-                    first = int(np.argmax(bad))
-                    raise DataError(
-                        f"{name} labels must be class indices 0..{units - 1} for a "
-                        f"{units}-unit output; {int(bad.sum())} are not, the first is "
-                        f"{split.y[first].item()!r} at index {first}"
-                    )
-        if task in ("binary", "multilabel"):
-            bad = ((split.y < 0) | (split.y > 1)).reshape(len(split.y), -1).any(axis=1)
-            if bad.any():
-                first = int(np.argmax(bad))
-                raise DataError(
-                    f"{name} labels must be between 0 and 1 for {task} classification; "
-                    f"{int(bad.sum())} are not, the first at index {first}"
-                )
+@contextmanager
+def _kept_only_if_resumable(run_dir: Path, resuming: bool) -> Iterator[None]:
+    """A new run that fails before it holds a backup to resume (or a model) leaves no folder."""
+    try:
+        yield
+    except BaseException:
+        if not resuming and not _resumable(run_dir) and not (run_dir / "model.keras").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _resumable(run_dir: Path) -> bool:
+    return (run_dir / BACKUP_DIR / "training_metadata.json").exists()
 
 
 def _steps_per_execution(spec: Spec, examples: int) -> int:
@@ -204,8 +179,24 @@ def _keep_compiled_programs() -> None:
 _SHUFFLED_COPY_MAX_BYTES = 512 * 1024 * 1024
 
 
+# The compiled executions replace `model.train_function` and rely on its contract in Keras's
+# TensorFlow trainer (called once per execution with an iterator; `train_step` and
+# `get_metrics_result` as in 3.15). Other versions train with Keras's own loop.
+FUSED_LOOP_KERAS = "3.15."
+
+
+def fused_loop_tested(keras_version: str) -> bool:
+    """Whether the compiled executions were tested with this Keras version.
+
+    Example:
+        >>> fused_loop_tested("3.15.1"), fused_loop_tested("3.16.0")
+        (True, False)
+    """
+    return keras_version.startswith(FUSED_LOOP_KERAS)
+
+
 def _training_data(
-    model: Any, x: Any, y: Any, batch_size: int, shuffle: bool, *, replicas: int
+    model: Any, x: Any, y: Any, batch_size: int, shuffle: bool, *, replicas: int, fused: bool = True
 ) -> dict[str, Any]:
     """`fit`'s data arguments; on one device, each execution runs as one compiled program.
 
@@ -216,11 +207,12 @@ def _training_data(
     execution, runs Keras's own `train_step` over all of its batches in one program. Keras still
     counts the steps, calls the callbacks and validates as it does with `steps_per_execution`.
 
-    Several replicas, data that is not plain arrays, or too much of it for a shuffled copy:
-    Keras's own adapter and loop.
+    Several replicas, data that is not plain arrays, too much of it for a shuffled copy, or not
+    `fused` (a Keras version the executions were not tested with): Keras's own adapter and loop.
     """
     fits = isinstance(x, np.ndarray) and isinstance(y, np.ndarray)
-    if replicas > 1 or not fits or len(x) == 0 or x.nbytes + y.nbytes > _SHUFFLED_COPY_MAX_BYTES:
+    too_large = fits and x.nbytes + y.nbytes > _SHUFFLED_COPY_MAX_BYTES
+    if not fused or replicas > 1 or not fits or len(x) == 0 or too_large:
         return {"x": x, "y": y, "batch_size": batch_size, "shuffle": shuffle}
     import tensorflow as tf
 
@@ -442,6 +434,40 @@ def _trim_history(path: Path, epochs: int) -> None:
         atomic_write(path, b"".join(lines[: epochs + 1]))
 
 
+def _history_logger(path: Path, *, append: bool) -> Any:
+    """Keras's CSVLogger, with epochs numbered from 1 as the progress table and curves are."""
+    import keras
+
+    class HistoryLogger(keras.callbacks.CSVLogger):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            super().on_epoch_end(epoch + 1, logs)
+
+    return HistoryLogger(str(path), append=append)
+
+
+def _early_stop_note(callbacks: list[Any], model: Any, epochs_run: int, epochs: int) -> str | None:
+    """What ended training before `epochs` (EarlyStopping, another callback) and which weights
+    the model holds; None when it ran every epoch and kept the last weights."""
+    import keras
+
+    for callback in callbacks:
+        if not isinstance(callback, keras.callbacks.EarlyStopping):
+            continue
+        restored = callback.restore_best_weights and callback.best_weights is not None
+        kept = f"weights of epoch {callback.best_epoch + 1} restored" if restored else ""
+        if callback.stopped_epoch > 0:
+            return (
+                f"Stopped at epoch {callback.stopped_epoch + 1} of {epochs}: {callback.monitor} "
+                f"did not improve for {callback.patience} epoch{'s' * (callback.patience != 1)}"
+                + (f"; {kept}" if kept else "")
+            )
+        if restored and callback.best_epoch + 1 != epochs_run:
+            return f"EarlyStopping: {kept} (the best {callback.monitor})"
+    if model.stop_training and epochs_run < epochs:
+        return f"Stopped at epoch {epochs_run} of {epochs} by a callback of the spec"
+    return None
+
+
 def _restored_callback(run_dir: Path) -> Any:
     import keras
 
@@ -458,11 +484,21 @@ def _restored_callback(run_dir: Path) -> Any:
     return Restored()
 
 
-def _stopped(stop: _Stop, run_dir: Path) -> DlcliError:
-    """The error for leaving fit early: interrupted (resumable) or a NaN/Inf loss."""
+def _stopped(stop: _Stop, run_dir: Path, *, new_run: bool) -> DlcliError:
+    """The error for leaving fit early: interrupted (resumable) or a NaN/Inf loss.
+
+    A new run stopped before its first backup keeps no folder (`_kept_only_if_resumable`).
+    """
     kept = _backup_note(run_dir)
     if stop.signal_number:
         name = signal.Signals(stop.signal_number).name
+        if new_run and not _resumable(run_dir):
+            return Interrupted(
+                f"{name} in epoch {stop.epoch}, batch {stop.batch}: stopped before the first "
+                f"epoch ended, so there is nothing to resume and {_shell_path(run_dir)} was "
+                "removed",
+                128 + stop.signal_number,
+            )
         return Interrupted(
             f"{name} in epoch {stop.epoch}, batch {stop.batch}: stopped; {kept}. "
             f"Resume with: dlcli train --resume {_shell_path(run_dir)}",
@@ -521,6 +557,28 @@ def _first_difference(old: Any, new: Any, path: tuple = ()) -> str:
     return "" if old == new else f"{format_path(path)}: {old!r} -> {new!r}"
 
 
+def _run_record(path: Path) -> dict[str, Any]:
+    """run.json, checked: a damaged one cannot say where the spec and its data were."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        if not isinstance(record.get("spec_dir"), str):
+            raise ValueError("`spec_dir` is missing")
+        if not isinstance(record.get("spec_file"), str | None):
+            raise ValueError("`spec_file` is not a path")
+        overrides = record.get("overrides", [])
+        if not (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
+            raise ValueError("`overrides` is not a list of KEY=VALUE strings")
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError included
+        raise TrainingError(
+            f"--resume {path.parent}: {path.name} is damaged ({error}); this run cannot be "
+            "resumed, train again with: dlcli train SPEC"
+        ) from error
+    return {"spec_dir": record["spec_dir"], "spec_file": record.get("spec_file"),
+            "overrides": overrides}  # fmt: skip
+
+
 def prepare_resume(run_dir: Path, *, restart: bool = False) -> tuple[Spec, Path]:
     """The spec and spec folder to continue `run_dir` with.
 
@@ -532,19 +590,25 @@ def prepare_resume(run_dir: Path, *, restart: bool = False) -> tuple[Spec, Path]
 
     record_path = run_dir / RUN_RECORD
     if not run_dir.is_dir():
-        raise ConfigError(f"--resume {run_dir}: no such run directory")
+        raise UsageError(f"--resume {run_dir}: no such run directory")
     if not record_path.is_file() or not (run_dir / "spec.yaml").is_file():
-        raise ConfigError(f"--resume {run_dir}: not a dlcli run directory (no {RUN_RECORD})")
+        raise UsageError(f"--resume {run_dir}: not a dlcli run directory (no {RUN_RECORD})")
     if (run_dir / "model.keras").exists() and not restart:
-        raise ConfigError(
+        raise UsageError(
             f"--resume {run_dir}: this run finished (model.keras exists); nothing to resume"
         )
-    record = json.loads(record_path.read_text())
-    recorded = load_spec(run_dir / "spec.yaml")
-    spec_file = Path(record["spec_file"]) if record.get("spec_file") else None
+    record = _run_record(record_path)
+    try:
+        recorded = load_spec(run_dir / "spec.yaml")
+    except ConfigError as error:
+        raise TrainingError(
+            f"--resume {run_dir}: its spec.yaml is damaged ({error}); this run cannot be "
+            "resumed, train again with: dlcli train SPEC"
+        ) from error
+    spec_file = Path(record["spec_file"]) if record["spec_file"] else None
     spec = recorded
     if spec_file is not None and spec_file.is_file():
-        current = load_spec(spec_file, record.get("overrides", []))
+        current = load_spec(spec_file, record["overrides"])
         if current.seed is None:
             current = current.model_copy(update={"seed": recorded.seed})
         change = _first_difference(
@@ -595,22 +659,9 @@ def train(
         spec = spec.model_copy(update={"seed": random.SystemRandom().randrange(2**31)})
     assert spec.seed is not None
     resuming = run_dir is not None
-    if run_dir is None:
-        output_dir = Path(spec.output.dir)
-        run_dir = new_run_dir(
-            output_dir if output_dir.is_absolute() else Path.cwd() / output_dir, spec.name
-        )
+    check_files(spec.dataset, spec_dir, spec_file)  # before TensorFlow loads (seconds)
+    output_dir = None if resuming else output_folder(spec)
     from dlcli import artifact, report
-
-    artifact.atomic_write(run_dir / "spec.yaml", spec.to_yaml().encode())
-    if not resuming:
-        record = {
-            "spec_dir": str(spec_dir.resolve()),
-            "spec_file": str(spec_file.resolve()) if spec_file else None,
-            "overrides": list(overrides),
-        }
-        artifact.write_json(run_dir / RUN_RECORD, record)
-
     from dlcli.device import NeedsMainThread, import_tensorflow, select_device
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlcli-data") as reader:
@@ -642,82 +693,103 @@ def train(
     with device.strategy.scope():
         model = build_model(spec.model, spec.name, float32_outputs=device.mixed_precision)
         compile_model(model, spec, steps_per_execution=per_execution)
-    loss_name = str(spec.compile.loss.class_name if not isinstance(spec.compile.loss, dict) else "")
-    task = task_of(
-        loss_name, model.output_shape[-1] if not isinstance(model.output_shape, list) else 0
-    )
-    check_against_model(splits, model, task)
+    splits = add_channel_axis(splits, model)
+    task = task_of(spec.compile.loss, model)
+    check_against_model(splits, model, spec.compile)
     adapt_preprocessing(model, spec.model, splits.train.x)
     if device.strategy.num_replicas_in_sync == 1:  # a strategy makes Keras create them itself
         create_training_variables(model, splits.train.x, splits.train.y)
 
-    view.start(device.description, splits, run_dir)
-    progress = _progress_callback(view, spec.fit.epochs, steps)
-    backup_dir = run_dir / BACKUP_DIR
-    _check_backup(backup_dir)
-    restored = _restored_callback(run_dir)
-    callbacks = [  # in this order: restore, cut the history to it, then log and train
-        keras.callbacks.BackupAndRestore(
-            str(backup_dir), double_checkpoint=True, delete_checkpoint=False
-        ),
-        restored,
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
-        progress,
-        *build_callbacks(spec),
-    ]
-    if tensorboard or spec.output.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
-    validation = splits.validation
-    fit_started = time.perf_counter()
-    try:
-        with _signals_stop(progress):
-            model.fit(
-                **_training_data(
-                    model,
-                    splits.train.x,
-                    splits.train.y,
-                    spec.fit.batch_size,
-                    spec.fit.shuffle,
-                    replicas=device.strategy.num_replicas_in_sync,
-                ),
-                epochs=spec.fit.epochs,
-                validation_data=None if validation is None else (validation.x, validation.y),
-                validation_batch_size=spec.fit.batch_size,
-                callbacks=callbacks,
-                verbose=0,
+    spec_callbacks = build_callbacks(spec)
+    if run_dir is None:  # only now: a mistake found above leaves no run folder behind
+        assert output_dir is not None
+        run_dir = new_run_dir(output_dir, spec.name)
+    with _kept_only_if_resumable(run_dir, resuming):
+        artifact.atomic_write(run_dir / "spec.yaml", spec.to_yaml().encode())
+        if not resuming:
+            record = {
+                "spec_dir": str(spec_dir.resolve()),
+                "spec_file": str(spec_file.resolve()) if spec_file else None,
+                "overrides": list(overrides),
+            }
+            artifact.write_json(run_dir / RUN_RECORD, record)
+        view.start(device.description, splits, run_dir)
+        fused = fused_loop_tested(keras.__version__)
+        if not fused:
+            view.note(
+                f"Keras {keras.__version__} is outside the versions dlcli was tested with "
+                f"({FUSED_LOOP_KERAS}x): training with Keras's own loop"
             )
-    except _Stop as stop:
-        raise _stopped(stop, run_dir) from None
-    except Exception as error:
-        raise _failed(error, spec, run_dir, restored=restored.done) from error
-    finally:
-        view.stop()
-    fit_seconds = time.perf_counter() - fit_started
-    classifier = task in ("multiclass", "binary")
-    test_metrics, predicted = score(
-        model, splits.test.x, splits.test.y, spec.fit.batch_size, outputs=classifier
-    )
-    evaluated_on = "train" if splits.test_is_train else "test"
-    history_lists = _read_history(run_dir / "history.csv")
-    total_seconds = time.perf_counter() - started
-    training = {
-        "epochs": len(history_lists.get("loss", [])),
-        "fit_seconds": round(fit_seconds, 3),
-        "total_seconds": round(total_seconds, 3),
-        "device": device.description,
-    }
-    metrics = {"evaluated_on": evaluated_on, evaluated_on: test_metrics, **training}
-    model_path = run_dir / "model.keras"
-    extra = {"metrics": metrics, "training": training}
-    artifact.save(model, metadata(spec, splits, task, model, extra), model_path)
-    shutil.rmtree(backup_dir, ignore_errors=True)  # only now: the model is safely saved
-    artifact.write_json(run_dir / "metrics.json", metrics)
-    report.save_curves(history_lists, run_dir / "curves.png")
-    if predicted is not None:
-        matrix = confusion_matrix(splits.test.y, predicted, task)
-        labels = splits.info.class_names or [str(i) for i in range(len(matrix))]
-        report.save_confusion_matrix(matrix, labels, run_dir / "confusion_matrix.png")
-    return TrainResult(
-        run_dir, model_path, task, test_metrics, evaluated_on, history_lists,
-        fit_seconds, time.perf_counter() - started, device.description,
-    )  # fmt: skip
+        progress = _progress_callback(view, spec.fit.epochs, steps)
+        backup_dir = run_dir / BACKUP_DIR
+        _check_backup(backup_dir)
+        restored = _restored_callback(run_dir)
+        callbacks = [  # in this order: restore, cut the history to it, then log and train
+            keras.callbacks.BackupAndRestore(
+                str(backup_dir), double_checkpoint=True, delete_checkpoint=False
+            ),
+            restored,
+            _history_logger(run_dir / "history.csv", append=resuming),
+            progress,
+            *spec_callbacks,
+        ]
+        if tensorboard or spec.output.tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
+        validation = splits.validation
+        fit_started = time.perf_counter()
+        try:
+            with _signals_stop(progress):
+                model.fit(
+                    **_training_data(
+                        model,
+                        splits.train.x,
+                        splits.train.y,
+                        spec.fit.batch_size,
+                        spec.fit.shuffle,
+                        replicas=device.strategy.num_replicas_in_sync,
+                        fused=fused,
+                    ),
+                    epochs=spec.fit.epochs,
+                    validation_data=None if validation is None else (validation.x, validation.y),
+                    validation_batch_size=spec.fit.batch_size,
+                    callbacks=callbacks,
+                    verbose=0,
+                )
+        except _Stop as stop:
+            raise _stopped(stop, run_dir, new_run=not resuming) from None
+        except Exception as error:
+            raise _failed(error, spec, run_dir, restored=restored.done) from error
+        finally:
+            view.stop()
+        fit_seconds = time.perf_counter() - fit_started
+        classifier = task in ("multiclass", "binary")
+        test_metrics, predicted = score(
+            model, splits.test.x, splits.test.y, spec.fit.batch_size, outputs=classifier
+        )
+        evaluated_on = "train" if splits.test_is_train else "test"
+        history_lists = _read_history(run_dir / "history.csv")
+        total_seconds = time.perf_counter() - started
+        epochs_run = len(history_lists.get("loss", []))
+        stopped_early = _early_stop_note(spec_callbacks, model, epochs_run, spec.fit.epochs)
+        training = {
+            "epochs": epochs_run,
+            **({"stopped_early": stopped_early} if stopped_early else {}),
+            "fit_seconds": round(fit_seconds, 3),
+            "total_seconds": round(total_seconds, 3),
+            "device": device.description,
+        }
+        metrics = {"evaluated_on": evaluated_on, evaluated_on: test_metrics, **training}
+        model_path = run_dir / "model.keras"
+        extra = {"metrics": metrics, "training": training}
+        artifact.save(model, metadata(spec, splits, task, model, extra), model_path)
+        shutil.rmtree(backup_dir, ignore_errors=True)  # only now: the model is safely saved
+        artifact.write_json(run_dir / "metrics.json", metrics)
+        report.save_curves(history_lists, run_dir / "curves.png")
+        if predicted is not None:
+            matrix = confusion_matrix(splits.test.y, predicted, task)
+            labels = splits.info.class_names or [str(i) for i in range(len(matrix))]
+            report.save_confusion_matrix(matrix, labels, run_dir / "confusion_matrix.png")
+        return TrainResult(
+            run_dir, model_path, task, test_metrics, evaluated_on, history_lists,
+            fit_seconds, time.perf_counter() - started, device.description, stopped_early,
+        )  # fmt: skip

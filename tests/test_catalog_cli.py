@@ -15,10 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from . import test_catalog
 from .conftest import REPO
-
-keras_names_cache = test_catalog.keras_names_cache  # the session's shared catalog
 
 XOR = REPO / "configs" / "xor.yaml"
 SEE = "see keras.{namespace} for the valid names (--set {override})"

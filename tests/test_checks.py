@@ -309,9 +309,10 @@ fit:
 
 
 def run_dlcli(folder: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    """`dlcli ARGUMENTS` as a user runs it in `folder`, with an empty HOME and dlcli cache."""
+    """`dlcli ARGUMENTS` as a user runs it in `folder`, with an empty HOME (the cache
+    holds only the Keras catalog)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DLCLI_", "KERAS_", "TF_"))}
-    env |= {"HOME": str(folder / "home"), "DLCLI_CACHE": str(folder / "cache")}
+    env |= {"HOME": str(folder / "home"), "DLCLI_CACHE": os.environ["DLCLI_CACHE"]}
     command = [sys.executable, "-m", "dlcli", *arguments]
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=folder, timeout=300)
 

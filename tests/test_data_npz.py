@@ -211,7 +211,7 @@ fit: {epochs: 1}
 
 def validate(folder: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DLCLI_", "KERAS_"))}
-    env |= {"HOME": str(folder / "home"), "DLCLI_CACHE": str(folder / "cache")}
+    env |= {"HOME": str(folder / "home"), "DLCLI_CACHE": os.environ["DLCLI_CACHE"]}
     command = [sys.executable, "-X", "importtime", "-m", "dlcli", "validate", "specs/x.yaml"]
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=folder, timeout=60)
 

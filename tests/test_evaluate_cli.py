@@ -37,8 +37,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
 def dlcli(
     *arguments: object, cwd: Path, umask: int = 0o022, importtime: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m dlcli ARGUMENTS` in `cwd`, with an empty HOME and dlcli cache."""
-    env = {**os.environ, "HOME": str(cwd / "home"), "DLCLI_CACHE": str(cwd / "cache")}
+    """`python -m dlcli ARGUMENTS` in `cwd`, with an empty HOME (the cache holds
+    only the Keras catalog)."""
+    env = {**os.environ, "HOME": str(cwd / "home")}  # the cache holds the Keras catalog only
     env.pop("COLUMNS", None)
     options = ["-X", "importtime"] if importtime else []
     command = [sys.executable, *options, "-m", "dlcli", *(str(a) for a in arguments)]
@@ -206,7 +207,7 @@ def test_a_read_only_folder_is_one_line_and_nothing_is_written(
 def test_a_reader_that_leaves_early_is_not_an_error(models: TinyModels, tmp_path: Path) -> None:
     """`dlcli evaluate MODEL | head -1`. Before: exit 1, nothing said. The pipe is closed
     before dlcli writes, so every write meets it closed."""
-    env = {**os.environ, "HOME": str(tmp_path), "DLCLI_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "HOME": str(tmp_path)}
     command = [sys.executable, "-m", "dlcli", "evaluate", str(models.bars), "--output", "out"]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env

@@ -154,7 +154,7 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Stopped]:
             for number, (process, log) in list(waiting.items()):
                 found = re.search(r"^Run directory: (.+)$", log.read_text(), re.MULTILINE)
                 assert process.poll() is None, f"{number.name} run ended early:\n{log.read_text()}"
-                history = Path(found[1]) / "history.csv" if found else None
+                history = folder / found[1] / "history.csv" if found else None
                 if history and history.is_file() and history.read_text().count("\n") >= 3:
                     process.send_signal(number)
                     del waiting[number]
@@ -167,7 +167,7 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Stopped]:
     results = {}
     for number, (_, log) in processes.items():
         text = log.read_text()
-        run_dir = Path(re.search(r"^Run directory: (.+)$", text, re.MULTILINE)[1])
+        run_dir = folder / re.search(r"^Run directory: (.+)$", text, re.MULTILINE)[1]
         assert (run_dir / "backup" / "training_metadata.json").is_file(), text
         results[number.name] = Stopped(
             codes[number], text, run_dir, (run_dir / "history.csv").read_bytes(),
@@ -268,7 +268,7 @@ def test_resume_continues_from_the_last_completed_epoch(
     assert first_resumed == stopped["SIGINT"].backup_epoch + 1
     history = (run_dir / "history.csv").read_bytes()
     assert history.startswith(stopped["SIGINT"].history)
-    assert history_epochs(run_dir) == list(range(EPOCHS))
+    assert history_epochs(run_dir) == list(range(1, EPOCHS + 1))
     # the weights came back too: the loss goes on falling (from scratch it would jump back up)
     with (run_dir / "history.csv").open(newline="") as handle:
         losses = [float(row["loss"]) for row in csv.DictReader(handle)]
@@ -282,7 +282,7 @@ def test_resume_continues_from_the_last_completed_epoch(
 
 def test_a_finished_run_is_not_resumed(resumed: tuple[Any, Path, Any]) -> None:
     _, run_dir, again = resumed
-    assert again.exit_code == 3
+    assert again.exit_code == 2  # the command line asks for what cannot be done
     assert again.stderr == (
         f"Error: --resume runs/{run_dir.name}: this run finished (model.keras exists); "
         "nothing to resume\n"
@@ -313,7 +313,7 @@ def test_resume_refuses_a_changed_spec_and_restart_starts_over(
     assert snapshot(run_dir) == before
     restarted = train("--resume", "runs/tiny-1", "--restart")
     assert restarted.exit_code == 0, restarted.output
-    assert history_epochs(run_dir) == list(range(EPOCHS))
+    assert history_epochs(run_dir) == list(range(1, EPOCHS + 1))
     assert "batch_size: 16\n" in (run_dir / "spec.yaml").read_text()
     assert re.search(r"│\s+(\d+) │", restarted.stderr)[1] == "1"
 
@@ -328,8 +328,37 @@ def test_resume_refuses_a_changed_spec_and_restart_starts_over(
 def test_resume_of_something_that_is_not_a_run(arguments: list[str], message: str) -> None:
     Path("runs").mkdir()
     result = train(*arguments)
-    assert result.exit_code == 3
+    assert result.exit_code == 2
     assert result.stderr == f"Error: {message}\n"
+
+
+@pytest.mark.parametrize(
+    ("run_json", "reason"),
+    [
+        ("{not json", "Expecting property name enclosed in double quotes: line 1 column 2 "
+         "(char 1)"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"spec_file": null}', "`spec_dir` is missing"),
+        ('{"spec_dir": "/x", "spec_file": 3}', "`spec_file` is not a path"),
+        ('{"spec_dir": "/x", "spec_file": null, "overrides": "a=1"}', "`overrides` is not a "
+         "list of KEY=VALUE strings"),
+        ("\udcff", "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
+    ],
+)  # fmt: skip
+def test_a_damaged_run_record_is_one_line_and_touches_nothing(
+    stopped: dict[str, Stopped], tmp_path: Path, run_json: str, reason: str
+) -> None:
+    """Before: a traceback (JSONDecodeError, KeyError, TypeError), exit 1."""
+    run_dir = copy_run(stopped, tmp_path)
+    (run_dir / "run.json").write_bytes(run_json.encode("utf-8", "surrogateescape"))
+    before = snapshot(run_dir)
+    result = train("--resume", "runs/tiny-1")
+    assert result.exit_code == 8
+    assert result.stderr == (
+        f"Error: --resume runs/tiny-1: run.json is damaged ({reason}); this run cannot be "
+        "resumed, train again with: dlcli train SPEC\n"
+    )
+    assert snapshot(run_dir) == before
 
 
 @pytest.fixture(scope="module")
@@ -361,7 +390,7 @@ def test_a_half_written_backup_falls_back_to_the_one_before(
 
 def test_history_stays_continuous_after_falling_back(fell_back: tuple[Any, Path, int]) -> None:
     _, run_dir, _ = fell_back
-    assert history_epochs(run_dir) == list(range(EPOCHS))
+    assert history_epochs(run_dir) == list(range(1, EPOCHS + 1))
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == EPOCHS
 
 
@@ -449,7 +478,7 @@ def test_set_with_resume_is_not_silently_ignored(
     run_dir = copy_run(stopped, tmp_path)
     before = snapshot(run_dir)
     result = train("--resume", "runs/tiny-1", "--set", "fit.batch_size=4")
-    assert result.exit_code != 0 and "--set fit.batch_size=4" in result.stderr, result.output
+    assert result.exit_code == 2 and "--set fit.batch_size=4" in result.stderr, result.output
     assert snapshot(run_dir) == before
 
 
@@ -535,7 +564,7 @@ def test_a_diverging_loss_stops_with_its_epoch_and_batch(
     assert found, result.stderr
     assert 1 <= int(found[2]) <= 8
     assert not (run_dir / "model.keras").exists() and not (run_dir / "metrics.json").exists()
-    assert history_epochs(run_dir) == [0] and backup_epoch(run_dir) == 1
+    assert history_epochs(run_dir) == [1] and backup_epoch(run_dir) == 1
     import h5py
 
     arrays: list[np.ndarray] = []

