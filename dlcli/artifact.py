@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     ValidationError,
@@ -34,7 +33,7 @@ from pydantic_core import PydanticCustomError
 
 from dlcli import __version__
 from dlcli.errors import ModelFileError, OutputError
-from dlcli.spec import Spec, format_path, suggest
+from dlcli.spec import Spec, Strict, format_path
 
 METADATA_MEMBER = "dlcli.json"
 FORMAT_VERSION = 1
@@ -51,24 +50,10 @@ Seconds = Annotated[float, Field(ge=0)]
 # dlcli.json
 
 
-class _Record(BaseModel):
+class _Record(Strict):
     """A part of dlcli.json: unknown keys are refused with the valid ones; nothing coerced."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_unknown_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            valid = list(cls.model_fields)
-            for key in data:
-                if key not in valid:
-                    raise PydanticCustomError(
-                        "unknown_key",
-                        "unknown key `{key}`{hint}; valid keys: {valid}",
-                        {"key": key, "hint": suggest(str(key), valid), "valid": ", ".join(valid)},
-                    )
-        return data
+    model_config = ConfigDict(frozen=True)  # merged with Strict's
 
 
 class Versions(_Record):

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from dlcli.catalog import COMPILE_SHORTCUTS
 from dlcli.data import ImageInfo, Split, Splits, check_finite
 from dlcli.errors import ConfigError, DataError
 from dlcli.spec import CompileSpec, KerasObject
@@ -23,9 +24,8 @@ from dlcli.spec import CompileSpec, KerasObject
 Task = Literal["multiclass", "binary", "multilabel", "regression"]
 Shape = tuple[int | None, ...]
 
-# Names that `model.compile` resolves itself from the labels and the output, which Keras's
-# `get` functions do not know (keras.src.trainers.compile_utils).
-_RESOLVED_BY_COMPILE = ("accuracy", "acc", "crossentropy", "ce")
+# Names that `model.compile` resolves itself from the labels and the output.
+_RESOLVED_BY_COMPILE = COMPILE_SHORTCUTS["metrics"]
 TRIAL_EXAMPLES = 8  # labels each metric is tried on before fit
 
 

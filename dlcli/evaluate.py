@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dlcli.checks import with_channel_axis
+from dlcli.checks import check_examples
 from dlcli.errors import DataError, OutputError
 from dlcli.spec import DatasetSpec
 
@@ -254,15 +254,6 @@ class Evaluation:
 # Data
 
 
-def _single(shape: Any) -> tuple[Any, ...] | None:
-    """A model's input or output shape without the batch axis; None for several tensors."""
-    if isinstance(shape, list):
-        if len(shape) != 1:
-            return None
-        shape = shape[0]
-    return tuple(shape[1:])
-
-
 def _recorded_spec_dir(model_path: Path) -> list[Path]:
     """The spec's folder as the run directory's run.json records it, if it does."""
     import json
@@ -465,28 +456,6 @@ def load_examples(
     return Examples(chosen.x, chosen.y, source, split, warnings)
 
 
-def _check_fits(x: np.ndarray, y: np.ndarray, model: Any, task: str, where: str) -> None:
-    expected = _single(model.input_shape)
-    if expected is None:
-        raise DataError("evaluate takes models with one input and one output")
-    found = tuple(x.shape[1:])
-    fits = len(found) == len(expected) and all(
-        e is None or e == f for e, f in zip(expected, found, strict=True)
-    )
-    if not fits:
-        raise DataError(f"{where}: examples have shape {found} but the model takes {expected}")
-    units = (_single(model.output_shape) or (None,))[-1]
-    if task == "multiclass" and units and (y.ndim == 1 or y.shape[-1] == 1):
-        labels = y.reshape(-1)
-        bad = (labels < 0) | (labels >= units) | (labels % 1 != 0)
-        if bad.any():
-            first = int(np.argmax(bad))
-            raise DataError(
-                f"{where}: labels must be class indices 0..{units - 1}; {int(bad.sum())} are "
-                f"not, the first is {labels[first]!r} at index {first}"
-            )
-
-
 # ---------------------------------------------------------------------------------------------
 # Evaluate
 
@@ -635,10 +604,7 @@ def evaluate(
     if len(x) == 0:
         raise DataError(f"{where}: the {examples.split} split holds no examples")
     loaded = artifact.load(checked)
-    expected = _single(loaded.model.input_shape)
-    if expected is not None:  # (H, W) images for a model of (H, W, 1), as training fed them
-        x = with_channel_axis(x, expected)
-    _check_fits(x, y, loaded.model, task, where)
+    x = check_examples(where, x, y, loaded.model, info.spec.compile.loss)  # as training did
     keras_metrics, outputs = score(loaded.model, x, y, info.spec.fit.batch_size)
     assert outputs is not None
     warnings = list(examples.warnings)

@@ -66,7 +66,7 @@ def _keras_object(namespace: str, obj: KerasObject, path: KeyPath) -> Any:
     }
     try:
         return member(**config)
-    except (TypeError, ValueError) as error:
+    except Exception as error:  # Keras raises many types for arguments of the wrong kind
         where = format_path((*path, obj.class_name))
         raise ConfigError(f"`{where}`: {_one_line(error)}") from error
 

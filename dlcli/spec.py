@@ -246,7 +246,7 @@ def parse_yaml(text: str, where: str) -> tuple[Any, dict[KeyPath, int]]:
 # Typed spec
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     """Unknown keys are refused with the nearest valid key; values are not coerced."""
 
     # defer_build: validators are built on first use, once for the whole Spec (start-up time)
@@ -341,13 +341,13 @@ class LayerSpec(KerasObject):
 Dimension = Annotated[int, Field(gt=0)] | None
 
 
-class InputSpec(_Strict):
+class InputSpec(Strict):
     name: str
     shape: list[Dimension] = Field(min_length=1)
     dtype: str = "float32"
 
 
-class ModelSpec(_Strict):
+class ModelSpec(Strict):
     input: list[Dimension] | None = Field(None, min_length=1)
     inputs: list[InputSpec] | None = Field(None, min_length=1)
     layers: list[LayerSpec] = Field(min_length=1)
@@ -372,7 +372,7 @@ class ModelSpec(_Strict):
         return self.inputs is not None
 
 
-class CompileSpec(_Strict):
+class CompileSpec(Strict):
     optimizer: KerasObject = Field(default_factory=lambda: KerasObject(class_name="rmsprop"))
     loss: KerasObject | dict[str, KerasObject]
     metrics: list[KerasObject] | dict[str, list[KerasObject]] = Field(default_factory=list)
@@ -381,14 +381,14 @@ class CompileSpec(_Strict):
     steps_per_execution: Annotated[int, Field(gt=0)] | Literal["auto"] = "auto"
 
 
-class FitSpec(_Strict):
+class FitSpec(Strict):
     epochs: int = Field(gt=0)
     batch_size: int = Field(32, gt=0)
     shuffle: bool = True
     callbacks: list[KerasObject] = Field(default_factory=list)
 
 
-class NpzSource(_Strict):
+class NpzSource(Strict):
     path: str
     x_train: str = "x_train"
     y_train: str = "y_train"
@@ -403,7 +403,7 @@ class NpzSource(_Strict):
         return {"path": data} if isinstance(data, str) else data
 
 
-class CsvSource(_Strict):
+class CsvSource(Strict):
     train: str
     validation: str | None = None
     test: str | None = None
@@ -411,7 +411,7 @@ class CsvSource(_Strict):
     features: list[str] | None = None
 
 
-class ImagesSource(_Strict):
+class ImagesSource(Strict):
     train: str
     validation: str | None = None
     test: str | None = None
@@ -419,14 +419,14 @@ class ImagesSource(_Strict):
     color_mode: Literal["grayscale", "rgb", "rgba"] = "rgb"
 
 
-class InlineSource(_Strict):
+class InlineSource(Strict):
     x: list[Any] = Field(min_length=1)
     y: list[Any] = Field(min_length=1)
     x_test: list[Any] | None = None
     y_test: list[Any] | None = None
 
 
-class DatasetSpec(_Strict):
+class DatasetSpec(Strict):
     name: Literal[KERAS_DATASETS] | None = None  # type: ignore[valid-type]
     npz: NpzSource | None = None
     csv: CsvSource | None = None
@@ -465,12 +465,12 @@ class DatasetSpec(_Strict):
         return "inline"
 
 
-class OutputSpec(_Strict):
+class OutputSpec(Strict):
     dir: str = "runs"
     tensorboard: bool = False
 
 
-class Spec(_Strict):
+class Spec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     seed: int | None = Field(None, ge=0, lt=2**32)
     dataset: DatasetSpec
@@ -647,6 +647,9 @@ def _check_value(path: KeyPath, argument: str, value: Any) -> Iterator[tuple[Key
         return
     if argument == "learning_rate" and isinstance(value, int | float) and value <= 0:
         yield path, f"must be greater than 0. Received: {value!r}"
+        return
+    if argument == "name" and not isinstance(value, str):
+        yield path, f"must be a string. Received: {value!r}"
         return
     if argument == "learning_rate" and isinstance(value, float) and not math.isfinite(value):
         yield path, f"must be a finite number greater than 0. Received: {value!r}"

@@ -42,7 +42,7 @@ def test_validate_good_and_bad() -> None:
 def test_summary_prints_layers_and_parameter_counts() -> None:
     result = runner.invoke(app, ["summary", str(REPO / "configs" / "mnist.yaml")])
     assert result.exit_code == 0, result.output
-    assert re.search(r"dense \(Dense\)\s+│ \(None, 512\)\s+│\s+401,920", result.stdout)
+    assert re.search(r"dense(_\d+)? \(Dense\)\s+│ \(None, 512\)\s+│\s+401,920", result.stdout)
     assert "Total params: 407,050" in result.stdout
 
 
