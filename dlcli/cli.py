@@ -28,7 +28,9 @@ app = typer.Typer(
 )
 _state = {"debug": False}
 
-SpecPath = Annotated[Path, typer.Argument(help="The YAML experiment spec.", show_default=False)]
+SpecPath = Annotated[
+    Path, typer.Argument(help="The YAML experiment spec.", show_default=False, metavar="SPEC")
+]
 Overrides = Annotated[
     list[str],
     typer.Option(
@@ -104,6 +106,26 @@ def _discard_stdout() -> None:
     os.close(devnull)
 
 
+class _HelpCommand(TyperCommand):
+    """Help that lists an argument by its metavar alone (`MODEL`, not `MODEL <str>`)."""
+
+    def format_options(self, ctx: typer.Context, formatter: Any) -> None:  # typer's HelpFormatter
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                name = param.metavar or (param.name or "").upper()
+                arguments.append((name + ("..." if param.nargs != 1 else ""), record[1]))
+            else:
+                options.append(record)
+        for title, records in (("Arguments", arguments), ("Options", options)):
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
+
+
 @app.callback()
 def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
@@ -115,10 +137,11 @@ def main_options(
     _state["debug"] = debug
 
 
-@app.command()
+@app.command(cls=_HelpCommand)
 def train(
     spec_path: Annotated[
-        Path | None, typer.Argument(help="The YAML experiment spec.", show_default=False)
+        Path | None,
+        typer.Argument(help="The YAML experiment spec.", show_default=False, metavar="SPEC"),
     ] = None,
     overrides: Overrides = [],  # noqa: B006 (Typer reads the default)
     resume: Annotated[
@@ -172,7 +195,7 @@ def train(
         report.train_result(_console(), result)
 
 
-@app.command()
+@app.command(cls=_HelpCommand)
 def validate(spec_path: SpecPath, overrides: Overrides = []) -> None:  # noqa: B006
     """Check a spec without training (instant: TensorFlow is not loaded).
 
@@ -187,7 +210,7 @@ def validate(spec_path: SpecPath, overrides: Overrides = []) -> None:  # noqa: B
         print(f"{spec_path}: valid ({spec.name}: {len(spec.model.layers)} layers)")
 
 
-@app.command()
+@app.command(cls=_HelpCommand)
 def summary(spec_path: SpecPath, overrides: Overrides = []) -> None:  # noqa: B006
     """Build the model a spec describes and print its layers and parameter counts.
 
@@ -204,7 +227,7 @@ def summary(spec_path: SpecPath, overrides: Overrides = []) -> None:  # noqa: B0
         model.summary(print_fn=lambda line, **_: stdout.print(line, markup=False, highlight=False))
 
 
-@app.command()
+@app.command(cls=_HelpCommand)
 def schema() -> None:
     """Print the JSON Schema of the spec (for editor completion and checks).
 
@@ -213,26 +236,6 @@ def schema() -> None:
     from dlcli.spec import json_schema
 
     print(json_schema())
-
-
-class _HelpCommand(TyperCommand):
-    """Help that lists an argument by its metavar alone (`MODEL`, not `MODEL <str>`)."""
-
-    def format_options(self, ctx: typer.Context, formatter: Any) -> None:  # typer's HelpFormatter
-        arguments, options = [], []
-        for param in self.get_params(ctx):
-            record = param.get_help_record(ctx)
-            if record is None:
-                continue
-            if param.param_type_name == "argument":
-                name = param.metavar or (param.name or "").upper()
-                arguments.append((name + ("..." if param.nargs != 1 else ""), record[1]))
-            else:
-                options.append(record)
-        for title, records in (("Arguments", arguments), ("Options", options)):
-            if records:
-                with formatter.section(title):
-                    formatter.write_dl(records)
 
 
 ModelPath = Annotated[  # str, not Path: Path would turn a URL's // into /

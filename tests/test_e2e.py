@@ -110,6 +110,12 @@ def test_mnist_configs_train_one_epoch(
     result, _ = run_dlcli(arguments, user_env, workspace, timeout=900)
     assert result.returncode == 0, result.stderr
     assert accuracy_of(result.stdout) >= 0.9
+    model = re.search(r"^Model: (.+)$", result.stdout, re.MULTILINE)[1]
+    digits = str(REPO / "examples" / "digits" / "*.png")
+    result, _ = run_dlcli(["predict", digits, "--model", model], user_env, workspace)
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"digits/(\d)\.png\W+(\d) \d+\.\d%", result.stdout)
+    assert len(rows) == 10 and sum(true == guess for true, guess in rows) >= 8, result.stdout
 
 
 def test_xor_learns_the_four_points(workspace: Path, user_env: dict[str, str]) -> None:
