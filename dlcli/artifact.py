@@ -3,21 +3,16 @@
 The file stays a normal Keras zip (`keras.saving.load_model` reads it); dlcli adds the member
 `dlcli.json`, typed here as `ModelInfo`: everything evaluate and predict need (the resolved
 spec, the dataset reference, the task, class names, how inputs must look, final metrics, time
-and device). `inspect` reads and validates it without TensorFlow, so a wrong file is answered
-at once; `load` then loads the model and checks that dlcli.json describes it.
+and device). `inspect` checks the zip (`dlcli.archive`) and validates dlcli.json without
+TensorFlow, so a wrong file is answered at once; `load` then loads the model and checks that
+dlcli.json describes it. Files are written through `dlcli.atomic`.
 """
 
 from __future__ import annotations
 
-import builtins
-import functools
 import json
-import os
 import re
-import tempfile
 import zipfile
-import zlib
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,15 +26,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from dlcli import __version__
-from dlcli.errors import ModelFileError, OutputError
+from dlcli import __version__, archive
+from dlcli.archive import METADATA_MEMBER
+from dlcli.atomic import atomic_write, replacing
+from dlcli.errors import ModelFileError
 from dlcli.spec import Spec, Strict, format_path
 
-METADATA_MEMBER = "dlcli.json"
 FORMAT_VERSION = 1
-MAX_UNCOMPRESSED_BYTES = 4 * 1024**3
-MAX_COMPRESSION_RATIO = 200
-_UNSAFE_MARKERS = ("enable_unsafe_deserialization",)
 
 Task = Literal["multiclass", "binary", "multilabel", "regression"]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -210,7 +203,7 @@ def _field_message(error: Any) -> str:
 
 def parse_info(path: Path, data: bytes) -> ModelInfo:
     """dlcli.json's bytes -> ModelInfo; ModelFileError names the file and the key path."""
-    document = _parse_member(path, METADATA_MEMBER, data)
+    document = archive.parse_member(path, METADATA_MEMBER, data)
     where = f"{path}: {METADATA_MEMBER}"
     if not isinstance(document, dict):
         raise ModelFileError(f"{path}: {METADATA_MEMBER} inside is corrupt (not an object)")
@@ -265,45 +258,8 @@ def check_against_model(info: ModelInfo, model: Any, path: Path) -> None:
 # Writing
 
 
-@functools.cache
-def _file_mode() -> int:
-    """The mode `open()` gives a new file under the user's umask (read once: setting the umask
-    is the only way to read it)."""
-    umask = os.umask(0o077)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then move it into place.
-
-    The file gets the mode the user's umask gives new files (a temporary file is created 0600).
-
-    Raises:
-        OutputError: the folder cannot be written; an earlier file at `path` is left as it was.
-
-    Example:
-        atomic_write(Path("runs/mnist-1/metrics.json"), b'{"loss": 0.1}')
-    """
-    temporary = None
-    try:
-        with tempfile.NamedTemporaryFile(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-        ) as handle:
-            temporary = Path(handle.name)
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), _file_mode())
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        if temporary is not None:
-            with suppress(OSError):
-                temporary.unlink()
-        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
-
-
 def write_json(path: Path, data: Any) -> None:
+    """`data` as indented JSON, written through `dlcli.atomic.atomic_write`."""
     atomic_write(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
 
 
@@ -313,24 +269,10 @@ def save(model: Any, info: ModelInfo, path: Path) -> None:
     Raises:
         OutputError: the folder cannot be written (disk full, read-only).
     """
-    temporary = None
-    try:
-        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
-        os.close(handle)
-        temporary = Path(name)
-        model.save(temporary)
-        with zipfile.ZipFile(temporary, "a") as archive:
+    with replacing(path, suffix=".keras") as handle:
+        model.save(handle.name)  # Keras saves to a path ending in .keras
+        with zipfile.ZipFile(handle.name, "a") as archive:
             archive.writestr(METADATA_MEMBER, info.to_json())
-        with open(temporary, "rb") as written:
-            os.fchmod(written.fileno(), _file_mode())
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
-    finally:
-        if temporary is not None:
-            with suppress(OSError):
-                temporary.unlink()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,77 +292,6 @@ class Artifact:
     model: Any
     metadata: ModelInfo | None
     path: Path
-
-
-def _walk(config: Any) -> Any:
-    """Every mapping in a JSON document, without recursion (a hostile file nests deeply)."""
-    pending = [config]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, dict):
-            yield node
-            pending.extend(node.values())
-        elif isinstance(node, list):
-            pending.extend(node)
-
-
-def _parse_member(path: Path, member: str, data: bytes) -> Any:
-    try:
-        return json.loads(data)
-    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
-        raise ModelFileError(f"{path}: {member} inside is corrupt ({error})") from error
-    except RecursionError as error:
-        raise ModelFileError(f"{path}: {member} inside is corrupt (nested too deeply)") from error
-
-
-def _check_archive(path: Path) -> bytes | None:
-    """Refuse what is not a plain, bounded Keras zip; return dlcli.json's bytes when present."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-            total = sum(member.file_size for member in members)
-            packed = max(1, sum(member.compress_size for member in members))
-            if total > MAX_UNCOMPRESSED_BYTES or total / packed > MAX_COMPRESSION_RATIO:
-                raise ModelFileError(
-                    f"{path}: unpacks to {total:,} bytes from {packed:,} (a zip bomb?); refused"
-                )
-            names = {member.filename for member in members}
-            if "config.json" not in names:
-                raise ModelFileError(f"{path}: not a Keras model file (no config.json inside)")
-            config_text = archive.read("config.json").decode("utf-8", "replace")
-            metadata_data = archive.read(METADATA_MEMBER) if METADATA_MEMBER in names else None
-    except zipfile.BadZipFile as error:
-        raise ModelFileError(
-            f"{path}: not a Keras model file (not a zip archive: truncated or corrupt?)"
-        ) from error
-    except (zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as error:
-        # a damaged deflate stream, an unknown compression method, an encrypted member
-        raise ModelFileError(
-            f"{path}: not a Keras model file (cannot be unpacked: {error})"
-        ) from error
-    config = _parse_member(path, "config.json", config_text.encode())
-    if any(marker in config_text for marker in _UNSAFE_MARKERS):
-        raise ModelFileError(f"{path}: asks for unsafe deserialization; refused")
-    for node in _walk(config):
-        class_name, module = node.get("class_name"), node.get("module")
-        if class_name == "Lambda" or class_name == "__lambda__":
-            raise ModelFileError(f"{path}: contains a Lambda layer, which would run code; refused")
-        if isinstance(module, str) and module.split(".")[0] not in ("keras", "builtins"):
-            raise ModelFileError(
-                f"{path}: names the Python module `{module}` ({class_name}); "
-                "only Keras's own objects are loaded"
-            )
-        # "builtins" stands for Keras's own functions (relu, mse); never for Python's eval
-        registered = str(node.get("registered_name") or "")
-        names = [node.get("config")] if module == "builtins" else []
-        if registered.startswith("builtins>"):
-            names.append(registered.removeprefix("builtins>"))
-        for name in names:
-            if isinstance(name, str) and hasattr(builtins, name):
-                raise ModelFileError(
-                    f"{path}: names Python's built-in `{name}`; only Keras's own objects are loaded"
-                )
-    return metadata_data
 
 
 def inspect(path: Path | str, *, require_metadata: bool = True) -> ModelFile:
@@ -451,7 +322,7 @@ def inspect(path: Path | str, *, require_metadata: bool = True) -> ModelFile:
         raise ModelFileError(f"{path}: not a .keras model file")
     if path.stat().st_size == 0:
         raise ModelFileError(f"{path}: the file is empty")
-    data = _check_archive(path)
+    data = archive.check(path)
     if data is None and require_metadata:
         raise ModelFileError(
             f"{path}: has no {METADATA_MEMBER}, so it was not trained by dlcli; "

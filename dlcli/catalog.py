@@ -32,7 +32,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from dlcli.errors import DlcliError
+from dlcli.atomic import atomic_write
+from dlcli.errors import DlcliError, OutputError
 
 NAMESPACES = (
     "layers",
@@ -195,20 +196,12 @@ def store_path(stamp: str) -> Path:
 
 
 def _save(path: Path, document: str) -> None:
-    """Write atomically (temporary file, then os.replace); an unwritable cache is skipped."""
-    import tempfile
-
-    temporary = None
+    """Write through `dlcli.atomic`; an unwritable cache is skipped (the answer serves this run)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            "w", dir=path.parent, prefix=f".{STORE_PREFIX}", delete=False, encoding="utf-8"
-        ) as temporary:
-            temporary.write(document)
-        os.replace(temporary.name, path)
-    except OSError:
-        if temporary is not None:
-            Path(temporary.name).unlink(missing_ok=True)
+        atomic_write(path, document.encode("utf-8"))
+    except (OSError, OutputError):
+        pass
 
 
 def _compute_in_child() -> dict[str, Any]:

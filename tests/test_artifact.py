@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from dlcli import artifact
+from dlcli import artifact, atomic
 from dlcli.artifact import ModelInfo
 from dlcli.errors import ModelFileError
 
@@ -268,12 +268,12 @@ def test_saved_and_written_files_follow_the_umask(
     folder = tmp_path / "out"
     folder.mkdir()
     previous = os.umask(umask)
-    artifact._file_mode.cache_clear()  # the umask is read once per process
+    atomic.file_mode.cache_clear()  # the umask is read once per process
     try:
         artifact.save(loaded.model, loaded.metadata, folder / "model.keras")
         artifact.write_json(folder / "metrics.json", {"loss": 0.5})
     finally:
         os.umask(previous)
-        artifact._file_mode.cache_clear()
+        atomic.file_mode.cache_clear()
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()}
     assert modes == {"model.keras": mode, "metrics.json": mode}
