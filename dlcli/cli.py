@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperCommand
 
-from dlcli.errors import DlcliError, UsageError
+from dlcli.errors import DlcliError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -60,8 +60,7 @@ def _user_errors(*, tensorflow: bool = False) -> Iterator[None]:
 
 
 def _console(*, stderr: bool = False) -> Console:
-    """Rich output for the commands that print tables or progress (rich takes ~50 ms to load,
-    a tenth of what `dlcli validate` may take).
+    """Rich output for the commands that print tables or progress (imported where it is needed).
 
     Piped or redirected output is never wrapped (a long path stays one line, tables keep
     their width); a reader that leaves early (`| head -1`) is not an error (`_Stdout`).
@@ -159,39 +158,13 @@ def train(
 
     Example: dlcli train configs/mnist.yaml --set fit.epochs=1
     """
-    with _user_errors():  # a mistake in the spec is reported before TensorFlow loads (seconds)
-        from dlcli import catalog
-        from dlcli.spec import load_spec
-
-        if spec_path and not catalog.cached():  # first run: Keras names read in this process
-            from dlcli.device import import_keras
-
-            import_keras()
-
-        spec = load_spec(spec_path, overrides) if spec_path and resume is None else None
-    with _user_errors():  # training imports TensorFlow itself, while it reads the dataset
+    with _user_errors():  # spec mistakes are found before TensorFlow loads
         from dlcli import report
-        from dlcli import train as training
+        from dlcli.train import run
 
         view = report.TrainView(_console(stderr=True))
-        if resume is not None and (spec_path is not None or overrides):
-            given = " ".join([str(spec_path or ""), *(f"--set {o}" for o in overrides)]).strip()
-            raise UsageError(
-                f"--resume continues {resume} with its own spec.yaml, so `{given}` cannot be "
-                "applied; to change the spec, edit the spec file and add --restart"
-            )
-        if resume is not None:
-            spec, spec_dir = training.prepare_resume(resume, restart=restart)
-            result = training.train(
-                spec, spec_dir, view, tensorboard=tensorboard, run_dir=resume, skip_bad=skip_bad
-            )
-        elif spec is not None and spec_path is not None:
-            result = training.train(
-                spec, spec_path.parent, view, tensorboard=tensorboard, spec_file=spec_path,
-                overrides=overrides, skip_bad=skip_bad,
-            )  # fmt: skip
-        else:
-            raise typer.BadParameter("give a SPEC to train, or --resume RUN_DIR")
+        result = run(spec_path, overrides, view=view, resume=resume, restart=restart,
+                     tensorboard=tensorboard, skip_bad=skip_bad)  # fmt: skip
         report.train_result(_console(), result)
 
 
@@ -342,10 +315,10 @@ def main() -> None:
     """Console-script entry point.
 
     Once a command is done (its files written and closed, its output flushed), the process
-    leaves without Python's teardown: ~1.4 s after TensorFlow was loaded on the 2-core machine,
-    ~40 ms for `dlcli validate`. Tracebacks of genuine bugs still go the normal way. A reader
-    of stdout that left early (`dlcli evaluate M | head -1`) is not an error: the rest of the
-    output is discarded and the exit code is the command's.
+    leaves without Python's teardown, which takes long once TensorFlow was loaded. Tracebacks
+    of genuine bugs still go the normal way. A reader of stdout that left early (`dlcli
+    evaluate M | head -1`) is not an error: the rest of the output is discarded and the exit
+    code is the command's.
     """
     try:
         app()

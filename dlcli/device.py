@@ -1,4 +1,5 @@
-"""Where training runs: all GPUs (MirroredStrategy) or the CPU; mixed precision on GPUs.
+"""Where training runs: all GPUs (MirroredStrategy) or the CPU; mixed precision on GPUs; XLA's
+compiled programs kept between runs.
 
 TensorFlow and Keras are imported here, and on the main thread only. TensorFlow's `__init__`
 imports Keras partway through; a second thread importing either at the same time takes the
@@ -11,10 +12,13 @@ Do not undo this for speed.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import threading
+from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -105,3 +109,54 @@ def select_device(*, mixed_precision: bool = True) -> Device:
     keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     return Device("GPU", names, use_mixed, strategy)
+
+
+# ---------------------------------------------------------------------------------------------
+# XLA's compiled programs, kept between runs
+
+
+def _cpu_identity() -> str:
+    """The CPU model and its instruction set flags: compiled code depends on both."""
+    import platform
+
+    identity = [platform.machine(), platform.processor()]
+    with suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key = line.partition(":")[0].strip()
+            if key in ("model name", "flags", "Features", "CPU part") and line not in identity:
+                identity.append(line)
+    return "\n".join(identity)
+
+
+# Device files of GPUs that TensorFlow could use (NVIDIA, WSL, ROCm).
+_GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
+
+
+_KEPT_PROGRAMS = 200
+
+
+def keep_compiled_programs() -> None:
+    """On CPU-only machines, let TensorFlow keep XLA's compiled programs for the next run.
+
+    Compiling a train step takes seconds per batch shape on a small CPU; loading it back takes
+    milliseconds (benchmarks/ has the figures). Programs are keyed by their HLO, so another model or
+    batch size compiles anew; the folder is per TensorFlow version and CPU, since the code is
+    compiled for both (GPU code also depends on the GPU: no cache where one may be). The flag
+    is read when TensorFlow first sets up its devices, so this runs before anything else.
+    """
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    if "tf_xla_persistent_cache_directory" in flags or any(map(os.path.exists, _GPU_DEVICE_FILES)):
+        return
+    import tensorflow as tf
+
+    from dlcli.data import cache_dir
+
+    machine = hashlib.sha256(_cpu_identity().encode()).hexdigest()[:12]
+    folder = cache_dir() / "xla" / f"tensorflow-{tf.__version__}-cpu-{machine}"
+    if any(character.isspace() for character in str(folder)):
+        return  # TF_XLA_FLAGS is split at spaces, and TensorFlow aborts on what it can't parse
+    with suppress(OSError):  # keep the newest programs
+        programs = sorted(folder.glob("*.pb"), key=lambda path: path.stat().st_mtime)
+        for program in programs[:-_KEPT_PROGRAMS]:
+            program.unlink()
+    os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={folder}".strip()

@@ -193,15 +193,10 @@ def test_auto_steps_per_execution_leaves_the_partial_batch_on_its_own(
     examples: int, batch_size: int, expected: int
 ) -> None:
     """MNIST: 468 full batches and one of 96, 78 steps per execution; 467 and 937 are prime."""
-    from types import SimpleNamespace
+    from dlcli.train.loop import steps_per_execution
 
-    from dlcli.train import _steps_per_execution
-
-    spec = SimpleNamespace(
-        compile=SimpleNamespace(steps_per_execution="auto"),
-        fit=SimpleNamespace(batch_size=batch_size),
-    )
-    assert _steps_per_execution(spec, examples) == expected
+    assert steps_per_execution("auto", examples, batch_size) == expected
+    assert steps_per_execution(5, examples, batch_size) == 5
 
 
 @pytest.mark.parametrize(("per_execution", "stacked"), [(2, [2, 1]), (3, [3, 0])])
@@ -209,11 +204,11 @@ def test_training_pipeline_serves_every_example_once_per_epoch(
     per_execution: int, stacked: list[int]
 ) -> None:
     """Executions of full batches, the partial batch last, as Keras batches; new order per epoch."""
-    from dlcli.train import _executions
+    from dlcli.train.loop import executions
 
     x = np.arange(10, dtype="uint8")[:, None] * np.ones((1, 3), dtype="uint8")
     y = np.arange(10, dtype="uint8")
-    iterator = iter(_executions(x, y, 3, True, per_execution))  # 3 full batches and 1 example
+    iterator = iter(executions(x, y, 3, True, per_execution))  # 3 full batches and 1 example
     epochs = []
     for _ in range(3):
         executions = [next(iterator) for _ in range(2)]
@@ -238,7 +233,7 @@ def test_compiled_executions_train_as_kerass_own_loop(
     import keras
 
     from dlcli.model import create_training_variables
-    from dlcli.train import _training_data
+    from dlcli.train.loop import training_data
 
     x = np.random.default_rng(0).random((50, 4), dtype="float32")  # 6 full batches of 8, then 2
     y = (x.sum(axis=1) > 2).astype("float32")
@@ -263,7 +258,7 @@ def test_compiled_executions_train_as_kerass_own_loop(
         )
         create_training_variables(model, x, y)
         data = (
-            _training_data(model, x, y, 8, False, replicas=1)
+            training_data(model, x, y, 8, False, replicas=1)
             if compiled
             else {"x": x, "y": y, "batch_size": 8, "shuffle": False}
         )

@@ -1,0 +1,349 @@
+"""Training: a spec becomes a trained, evaluated, saved model in its own run folder.
+
+`train()` reads as the pipeline: prepare (read the data while TensorFlow loads, build and compile
+the model, check the data against it), fit (Keras's `fit` with dlcli's callbacks, in the run
+folder), finish (score the test split, save model.keras with its dlcli.json, metrics and
+plots). The modules beside this one hold the parts: `runs` (run folders, run.json,
+history.csv), `resume` (backups and --resume), `loop` (how `fit` executes its steps) and
+`callbacks` (progress, signals, NaN, early stops, and the errors a fit ends in).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from dlcli import __version__
+from dlcli.artifact import FORMAT_VERSION, ModelInfo
+from dlcli.checks import add_channel_axis, check_against_model, task_of
+from dlcli.data import Splits, check_files, load_dataset
+from dlcli.errors import UsageError
+from dlcli.spec import Spec
+from dlcli.train.callbacks import (
+    Stop,
+    early_stop_note,
+    failure_error,
+    progress_callback,
+    signals_stop,
+    stop_error,
+)
+from dlcli.train.loop import FUSED_LOOP_KERAS, fused_loop_tested, steps_per_execution, training_data
+from dlcli.train.resume import check_backup, prepare_resume, restored_callback
+from dlcli.train.runs import (
+    BACKUP_DIR,
+    history_logger,
+    kept_only_if_resumable,
+    new_run_dir,
+    output_folder,
+    read_history,
+    write_record,
+)
+
+__all__ = ["ProgressView", "TrainResult", "prepare_resume", "run", "train"]
+
+
+class ProgressView(Protocol):
+    """What training reports as it goes (rendered by dlcli.report)."""
+
+    def start(self, device: str, splits: Splits, run_dir: Path) -> None: ...
+    def note(self, text: str) -> None: ...
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
+    def advance(self, steps_done: int, logs: dict[str, float]) -> None: ...
+    def end_epoch(self, epoch: int, logs: dict[str, float]) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What `train` did: where the run and model are, the test scores and the history."""
+
+    run_dir: Path
+    model_path: Path
+    task: str
+    test_metrics: dict[str, float]
+    evaluated_on: str  # "test", or "train" when the dataset has no test split
+    history: dict[str, list[float]]
+    fit_seconds: float
+    total_seconds: float
+    device: str
+    stopped_early: str | None = None  # what ended training before `fit.epochs`, and what it kept
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Everything `fit` needs, made before the run folder exists."""
+
+    spec: Spec
+    splits: Splits
+    model: Any
+    task: str
+    device: Any  # dlcli.device.Device
+    callbacks: list[Any]  # the spec's own, built from `fit.callbacks`
+
+
+def run(
+    spec_path: Path | None,
+    overrides: Sequence[str] = (),
+    *,
+    view: ProgressView,
+    resume: Path | None = None,
+    restart: bool = False,
+    tensorboard: bool = False,
+    skip_bad: bool = False,
+) -> TrainResult:
+    """What `dlcli train` does: train the spec at `spec_path`, or continue the run `resume`.
+
+    Args:
+        spec_path: the YAML spec (None with `resume`).
+        overrides: `KEY.PATH=VALUE` strings applied to the spec (not with `resume`).
+        view: where progress goes.
+        resume: a run folder to continue from its backup, with its own spec.yaml.
+        restart: with `resume`, start that run over (after its spec file changed).
+        tensorboard: write TensorBoard logs into the run folder.
+        skip_bad: leave out image files that cannot be read, counted.
+
+    Returns:
+        The TrainResult of `train`.
+
+    Raises:
+        UsageError: `resume` together with a spec or overrides, or neither given.
+        DlcliError: any mistake in the spec, data or run, as `train` raises them.
+
+    Example:
+        run(Path("configs/xor.yaml"), ["fit.epochs=10"], view=report.TrainView(console))
+    """
+    if resume is not None and (spec_path is not None or overrides):
+        given = " ".join([str(spec_path or ""), *(f"--set {o}" for o in overrides)]).strip()
+        raise UsageError(
+            f"--resume continues {resume} with its own spec.yaml, so `{given}` cannot be "
+            "applied; to change the spec, edit the spec file and add --restart"
+        )
+    if resume is not None:
+        spec, spec_dir = prepare_resume(resume, restart=restart)
+        return train(spec, spec_dir, view, tensorboard=tensorboard, run_dir=resume,
+                     skip_bad=skip_bad)  # fmt: skip
+    if spec_path is None:
+        raise UsageError("give a SPEC to train, or --resume RUN_DIR")
+    from dlcli import catalog
+    from dlcli.spec import load_spec
+
+    if not catalog.cached():  # the first run: Keras's names are read here, not in a child
+        from dlcli.device import import_keras
+
+        import_keras()
+    spec = load_spec(spec_path, overrides)
+    return train(spec, spec_path.parent, view, tensorboard=tensorboard, spec_file=spec_path,
+                 overrides=overrides, skip_bad=skip_bad)  # fmt: skip
+
+
+def train(
+    spec: Spec,
+    spec_dir: Path,
+    view: ProgressView,
+    *,
+    tensorboard: bool = False,
+    run_dir: Path | None = None,
+    spec_file: Path | None = None,
+    overrides: Sequence[str] = (),
+    skip_bad: bool = False,
+) -> TrainResult:
+    """Train the model a spec describes and write everything to a new run folder.
+
+    Args:
+        spec: the checked spec (`dlcli.spec.load_spec`); a seed is chosen if it has none.
+        spec_dir: the folder relative data paths start from (the spec file's).
+        view: where progress goes.
+        tensorboard: write TensorBoard logs into the run folder.
+        run_dir: continue this run from its backup (see `prepare_resume`) instead.
+        spec_file: the spec file, recorded with `overrides` so that --resume can tell if the
+            spec changed since.
+        overrides: the `--set` strings that made `spec`.
+        skip_bad: leave out image files that cannot be read, counted.
+
+    Returns:
+        A TrainResult: the run folder, model path, test scores and history.
+
+    Raises:
+        DataError, OutputError, TrainingError, Interrupted and the rest of the DlcliError
+        family, each one line; a new run that fails before its first backup leaves no folder.
+
+    Example:
+        train(load_spec(Path("configs/xor.yaml")), Path("configs"), view)
+    """
+    started = time.perf_counter()
+    if spec.seed is None:
+        spec = spec.model_copy(update={"seed": random.SystemRandom().randrange(2**31)})
+    resuming = run_dir is not None
+    check_files(spec.dataset, spec_dir, spec_file)  # before TensorFlow loads
+    output_dir = None if resuming else output_folder(spec)
+    prepared = _prepare(spec, spec_dir, skip_bad=skip_bad)
+    if run_dir is None:  # only now: a mistake found above leaves no run folder behind
+        assert output_dir is not None
+        run_dir = new_run_dir(output_dir, spec.name)
+    with kept_only_if_resumable(run_dir, resuming):
+        write_record(run_dir, spec, spec_dir, spec_file, overrides, new=not resuming)
+        fit_seconds = _fit(prepared, run_dir, view, resuming=resuming, tensorboard=tensorboard)
+        return _finish(prepared, run_dir, fit_seconds, started)
+
+
+def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool) -> _Prepared:
+    """Data, model and device, with the data checked against the model, loss and metrics."""
+    from dlcli.device import NeedsMainThread, import_tensorflow, keep_compiled_programs
+
+    assert spec.seed is not None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlcli-data") as reader:
+        # The dataset is read while TensorFlow loads; a source that needs Keras (a download)
+        # is read on this thread instead, once TensorFlow is loaded (see dlcli.device).
+        reading = reader.submit(load_dataset, spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad)
+        import_tensorflow()
+        keep_compiled_programs()
+        try:
+            splits = reading.result()
+        except NeedsMainThread:
+            splits = load_dataset(spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad)
+    import keras
+
+    from dlcli import model as models
+    from dlcli.device import select_device
+
+    keras.utils.set_random_seed(spec.seed)
+    device = select_device()
+    models.load_plugins(spec.plugins)
+    per_execution = steps_per_execution(
+        spec.compile.steps_per_execution, len(splits.train), spec.fit.batch_size
+    )
+    with device.strategy.scope():
+        model = models.build_model(spec.model, spec.name, float32_outputs=device.mixed_precision)
+        models.compile_model(model, spec, steps_per_execution=per_execution)
+    splits = add_channel_axis(splits, model)
+    task = task_of(spec.compile.loss, model)
+    check_against_model(splits, model, spec.compile)
+    models.adapt_preprocessing(model, spec.model, splits.train.x)
+    if device.strategy.num_replicas_in_sync == 1:  # a strategy makes Keras create them itself
+        models.create_training_variables(model, splits.train.x, splits.train.y)
+    return _Prepared(spec, splits, model, task, device, models.build_callbacks(spec))
+
+
+def _fit(
+    prepared: _Prepared, run_dir: Path, view: ProgressView, *, resuming: bool, tensorboard: bool
+) -> float:
+    """Keras's `fit` with the backup, history, progress and the spec's callbacks; its seconds."""
+    import keras
+
+    spec, splits, model = prepared.spec, prepared.splits, prepared.model
+    view.start(prepared.device.description, splits, run_dir)
+    fused = fused_loop_tested(keras.__version__)
+    if not fused:
+        view.note(
+            f"Keras {keras.__version__} is outside the versions dlcli was tested with "
+            f"({FUSED_LOOP_KERAS}x): training with Keras's own loop"
+        )
+    steps = math.ceil(len(splits.train) / spec.fit.batch_size)
+    progress = progress_callback(view, spec.fit.epochs, steps)
+    check_backup(run_dir / BACKUP_DIR)
+    restored = restored_callback(run_dir, spec.fit.epochs, view.note)
+    callbacks = [  # in this order: restore, cut the history to it, then log and train
+        keras.callbacks.BackupAndRestore(
+            str(run_dir / BACKUP_DIR), double_checkpoint=True, delete_checkpoint=False
+        ),
+        restored,
+        history_logger(run_dir / "history.csv", append=resuming),
+        progress,
+        *prepared.callbacks,
+    ]
+    if tensorboard or spec.output.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
+    replicas = prepared.device.strategy.num_replicas_in_sync
+    data = training_data(model, splits.train.x, splits.train.y, spec.fit.batch_size,
+                         spec.fit.shuffle, replicas=replicas, fused=fused)  # fmt: skip
+    validation = None if splits.validation is None else (splits.validation.x, splits.validation.y)
+    started = time.perf_counter()
+    try:
+        with signals_stop(progress):
+            model.fit(
+                **data,
+                epochs=spec.fit.epochs,
+                validation_data=validation,
+                validation_batch_size=spec.fit.batch_size,
+                callbacks=callbacks,
+                verbose=0,
+            )
+    except Stop as stop:
+        raise stop_error(stop, run_dir, new_run=not resuming) from None
+    except Exception as error:
+        raise failure_error(error, spec, run_dir, restored=restored.done) from error
+    finally:
+        view.stop()
+    return time.perf_counter() - started
+
+
+def _finish(prepared: _Prepared, run_dir: Path, fit_seconds: float, started: float) -> TrainResult:
+    """Score the test split, then save model.keras (only then drop the backup), metrics.json,
+    curves.png and, for classifiers, confusion_matrix.png."""
+    from dlcli import artifact, plots
+    from dlcli.metrics import confusion_matrix, score
+
+    spec, splits, model, task = prepared.spec, prepared.splits, prepared.model, prepared.task
+    classifier = task in ("multiclass", "binary")
+    test_metrics, predicted = score(
+        model, splits.test.x, splits.test.y, spec.fit.batch_size, outputs=classifier
+    )
+    evaluated_on = "train" if splits.test_is_train else "test"
+    history = read_history(run_dir / "history.csv")
+    epochs_run = len(history.get("loss", []))
+    stopped_early = early_stop_note(prepared.callbacks, model, epochs_run, spec.fit.epochs)
+    training = {
+        "epochs": epochs_run,
+        **({"stopped_early": stopped_early} if stopped_early else {}),
+        "fit_seconds": round(fit_seconds, 3),
+        "total_seconds": round(time.perf_counter() - started, 3),
+        "device": prepared.device.description,
+    }
+    metrics = {"evaluated_on": evaluated_on, evaluated_on: test_metrics, **training}
+    model_path = run_dir / "model.keras"
+    artifact.save(model, model_info(prepared, {"metrics": metrics, "training": training}),
+                  model_path)  # fmt: skip
+    shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)  # only now: the model is saved
+    artifact.write_json(run_dir / "metrics.json", metrics)
+    plots.save_curves(history, run_dir / "curves.png")
+    if predicted is not None:
+        matrix = confusion_matrix(splits.test.y, predicted, task)
+        labels = splits.info.class_names or [str(i) for i in range(len(matrix))]
+        plots.save_confusion_matrix(matrix, labels, run_dir / "confusion_matrix.png")
+    return TrainResult(
+        run_dir, model_path, task, test_metrics, evaluated_on, history,
+        fit_seconds, time.perf_counter() - started, prepared.device.description, stopped_early,
+    )  # fmt: skip
+
+
+def model_info(prepared: _Prepared, results: dict[str, Any]) -> ModelInfo:
+    """The dlcli.json embedded in model.keras (`results` holds its `metrics` and `training`)."""
+    import keras
+    import tensorflow as tf
+
+    info = prepared.splits.info
+    train_x = prepared.splits.train.x
+    return ModelInfo.model_validate({
+        "format": FORMAT_VERSION,
+        "versions": {"dlcli": __version__, "keras": keras.__version__,
+                     "tensorflow": tf.__version__},
+        "spec": prepared.spec,
+        "dataset": {"source": info.source, "digest": info.digest, "sizes": info.sizes,
+                    "skipped": info.skipped},
+        "task": prepared.task,
+        "class_names": info.class_names,
+        "input": {
+            "shape": list(train_x.shape[1:]),
+            "dtype": str(train_x.dtype),
+            "feature_names": info.feature_names,
+            "image": None if info.image is None else info.image.__dict__,
+        },
+        **results,
+    })  # fmt: skip

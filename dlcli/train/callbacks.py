@@ -1,0 +1,172 @@
+"""What happens during `fit` besides the steps: progress, Ctrl-C and SIGTERM, a NaN loss,
+early stops, and the one-line errors a stopped or failed fit ends in."""
+
+from __future__ import annotations
+
+import errno
+import math
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dlcli.errors import (
+    DlcliError,
+    Interrupted,
+    NonFiniteLossError,
+    OutOfMemoryError,
+    OutputError,
+    TrainingError,
+)
+from dlcli.spec import Spec
+from dlcli.train.resume import backup_note
+from dlcli.train.runs import BACKUP_DIR, resumable, shell_path
+
+if TYPE_CHECKING:
+    from dlcli.train import ProgressView
+
+_WRITE_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EFBIG}
+
+
+class Stop(Exception):
+    """Raised from a callback at a batch boundary to leave `fit` before the epoch ends.
+
+    Leaving by an exception skips `on_epoch_end`, so the backup keeps the last completed epoch
+    and no half-trained or NaN weights are written anywhere.
+    """
+
+    def __init__(self, epoch: int, batch: int, *, signal_number: int = 0, loss: float = 0.0):
+        super().__init__()
+        self.epoch, self.batch, self.signal_number, self.loss = epoch, batch, signal_number, loss
+
+
+def progress_callback(view: ProgressView, epochs: int, steps: int) -> Any:
+    import keras
+
+    class Progress(keras.callbacks.Callback):
+        """Feeds the view; stops at the next batch boundary on a signal or a NaN/Inf loss."""
+
+        signal_number = 0
+        epoch = 1
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.epoch = epoch + 1
+            view.start_epoch(epoch + 1, epochs, steps)
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            logs = {key: float(value) for key, value in (logs or {}).items()}
+            done = min(batch + 1, steps)  # Keras counts a whole execution for the last one
+            if self.signal_number:
+                raise Stop(self.epoch, done, signal_number=self.signal_number)
+            if not math.isfinite(logs.get("loss", 0.0)):
+                raise Stop(self.epoch, done, loss=logs["loss"])
+            view.advance(done, logs)
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            view.end_epoch(epoch + 1, {k: float(v) for k, v in (logs or {}).items()})
+
+    return Progress()
+
+
+@contextmanager
+def signals_stop(progress: Any) -> Iterator[None]:
+    """SIGINT and SIGTERM ask the progress callback to stop; a second signal acts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+
+    def request_stop(number: int, frame: Any) -> None:
+        progress.signal_number = number
+        for restored, handler in previous.items():
+            signal.signal(restored, handler)
+
+    for number in previous:
+        signal.signal(number, request_stop)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def early_stop_note(callbacks: list[Any], model: Any, epochs_run: int, epochs: int) -> str | None:
+    """What ended training before `epochs` (EarlyStopping, another callback) and which weights
+    the model holds; None when it ran every epoch and kept the last weights."""
+    import keras
+
+    for callback in callbacks:
+        if not isinstance(callback, keras.callbacks.EarlyStopping):
+            continue
+        restored = callback.restore_best_weights and callback.best_weights is not None
+        kept = f"weights of epoch {callback.best_epoch + 1} restored" if restored else ""
+        if callback.stopped_epoch > 0:
+            return (
+                f"Stopped at epoch {callback.stopped_epoch + 1} of {epochs}: {callback.monitor} "
+                f"did not improve for {callback.patience} epoch{'s' * (callback.patience != 1)}"
+                + (f"; {kept}" if kept else "")
+            )
+        if restored and callback.best_epoch + 1 != epochs_run:
+            return f"EarlyStopping: {kept} (the best {callback.monitor})"
+    if model.stop_training and epochs_run < epochs:
+        return f"Stopped at epoch {epochs_run} of {epochs} by a callback of the spec"
+    return None
+
+
+def stop_error(stop: Stop, run_dir: Path, *, new_run: bool) -> DlcliError:
+    """The error for leaving fit early: interrupted (resumable) or a NaN/Inf loss.
+
+    A new run stopped before its first backup keeps no folder (`kept_only_if_resumable`).
+    """
+    kept = backup_note(run_dir)
+    if stop.signal_number:
+        name = signal.Signals(stop.signal_number).name
+        if new_run and not resumable(run_dir):
+            return Interrupted(
+                f"{name} in epoch {stop.epoch}, batch {stop.batch}: stopped before the first "
+                f"epoch ended, so there is nothing to resume and {shell_path(run_dir)} was "
+                "removed",
+                128 + stop.signal_number,
+            )
+        return Interrupted(
+            f"{name} in epoch {stop.epoch}, batch {stop.batch}: stopped; {kept}. "
+            f"Resume with: dlcli train --resume {shell_path(run_dir)}",
+            128 + stop.signal_number,
+        )
+    return NonFiniteLossError(
+        f"the loss became {stop.loss} in epoch {stop.epoch} by batch {stop.batch}; training "
+        f"stopped and no model was saved ({kept}); lower the learning rate or check the data "
+        "for extreme values"
+    )
+
+
+def failure_error(error: Exception, spec: Spec, run_dir: Path, *, restored: bool) -> Exception:
+    """Name the errors a user can act on; anything else stays a bug with its traceback.
+
+    `restored` tells a failure to read the backup (before training) from one while training.
+    """
+    import tensorflow as tf
+
+    if isinstance(error, tf.errors.ResourceExhaustedError):
+        smaller = max(1, spec.fit.batch_size // 2)
+        return OutOfMemoryError(
+            f"out of memory with batch_size {spec.fit.batch_size}: train again with a smaller "
+            f"`fit.batch_size`, e.g. --set fit.batch_size={smaller}; {backup_note(run_dir)}"
+        )
+    if restored and isinstance(error, OSError) and error.errno in _WRITE_ERRORS:
+        return OutputError(
+            f"cannot write {error.filename or run_dir / BACKUP_DIR}: {error.strerror}; "
+            f"{backup_note(run_dir)}"
+        )
+    if (
+        not restored
+        and (run_dir / BACKUP_DIR).is_dir()
+        and isinstance(error, OSError | ValueError | KeyError)
+    ):
+        return TrainingError(
+            f"the backup in {run_dir / BACKUP_DIR} cannot be restored ({error}); "
+            f"start the run over with: dlcli train --resume {shell_path(run_dir)} --restart"
+        )
+    return error

@@ -1,0 +1,144 @@
+"""How `fit` runs: steps per execution, and on one device each execution one compiled program
+over Keras's own `train_step`, fed by a tf.data pipeline of stacked batches."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+def steps_per_execution(setting: int | str, examples: int, batch_size: int) -> int:
+    """Steps per call into TensorFlow: Python runs once per execution, not per batch.
+
+    "auto" takes up to a fifth of the epoch's steps, at most 128 (progress, Ctrl-C and a NaN
+    loss are handled between executions): the largest divisor of the full batches there when
+    it is at least a quarter of that, so that the last execution is only the partial batch and
+    its program traces one step, not two (see `training_data`).
+
+    Example:
+        >>> steps_per_execution("auto", 60000, 128), steps_per_execution(3, 60000, 128)
+        (78, 3)
+    """
+    if setting != "auto":
+        return int(setting)
+    full, steps = examples // batch_size, math.ceil(examples / batch_size)
+    limit = max(1, min(steps // 5, 128))
+    divisor = max(d for d in range(1, limit + 1) if full % d == 0)
+    return divisor if 4 * divisor >= limit else limit
+
+
+# Above this size the training data goes to Keras's own adapter, which holds no shuffled copy.
+_SHUFFLED_COPY_MAX_BYTES = 512 * 1024 * 1024
+
+
+# The compiled executions replace `model.train_function` and rely on its contract in Keras's
+# TensorFlow trainer (called once per execution with an iterator; `train_step` and
+# `get_metrics_result` as in 3.15). Other versions train with Keras's own loop.
+FUSED_LOOP_KERAS = "3.15."
+
+
+def fused_loop_tested(keras_version: str) -> bool:
+    """Whether the compiled executions were tested with this Keras version.
+
+    Example:
+        >>> fused_loop_tested("3.15.1"), fused_loop_tested("3.16.0")
+        (True, False)
+    """
+    return keras_version.startswith(FUSED_LOOP_KERAS)
+
+
+def training_data(
+    model: Any, x: Any, y: Any, batch_size: int, shuffle: bool, *, replicas: int, fused: bool = True
+) -> dict[str, Any]:
+    """`fit`'s data arguments; on one device, each execution runs as one compiled program.
+
+    Keras's TensorFlow trainer runs an execution as a loop of compiled steps, one XLA program
+    launched and one batch fetched per step, which costs a small MLP a large part of its epoch
+    (benchmarks/ has the figures). Here the data comes as executions (see `executions`), and
+    `model.train_function`, which `fit` calls once per execution, runs Keras's own `train_step`
+    over all of its batches in one program. Keras still counts the steps, calls the callbacks
+    and validates as it does with `steps_per_execution`.
+
+    Several replicas, data that is not plain arrays, too much of it for a shuffled copy, or not
+    `fused` (a Keras version the executions were not tested with): Keras's own adapter and loop.
+    """
+    fits = isinstance(x, np.ndarray) and isinstance(y, np.ndarray)
+    too_large = fits and x.nbytes + y.nbytes > _SHUFFLED_COPY_MAX_BYTES
+    if not fused or replicas > 1 or not fits or len(x) == 0 or too_large:
+        return {"x": x, "y": y, "batch_size": batch_size, "shuffle": shuffle}
+    import tensorflow as tf
+
+    step = model.train_step
+
+    @tf.function(jit_compile=model.jit_compile, autograph=False)  # as Keras's own step
+    def execution(xs: Any, ys: Any, x_rest: Any, y_rest: Any) -> Any:
+        def one_step(index: Any) -> Any:
+            step((xs[index], ys[index]))
+            return index + 1
+
+        if xs.shape[0]:  # shapes are known: each is traced on its own
+            tf.while_loop(lambda i: i < xs.shape[0], one_step, [0], parallel_iterations=1)
+        if x_rest.shape[0]:
+            step((x_rest, y_rest))
+        return model.get_metrics_result()  # what `train_step` returns, after the last step
+
+    model.train_function = lambda iterator: execution(*next(iterator))
+    dataset = executions(x, y, batch_size, shuffle, model.steps_per_execution)
+    return {"x": dataset, "steps_per_epoch": math.ceil(len(x) / batch_size), "shuffle": False}
+
+
+def executions(x: Any, y: Any, batch_size: int, shuffle: bool, per_execution: int) -> Any:
+    """The training data as a tf.data pipeline of executions, all epochs through one iterator.
+
+    An execution is `per_execution` full batches stacked, shape (steps, batch, ...), and the
+    partial batch that ends the epoch (empty but in the last execution): the batches Keras
+    makes, full ones then the rest. Each epoch is one gather of the arrays in a new order
+    (Keras's adapter repeats the first order every epoch once a seed is set), gathered while the
+    previous epoch trains. Pixels stay uint8, 4x less to copy than float32; the model converts
+    them.
+    """
+    import tensorflow as tf
+
+    count = len(x)
+    full = count // batch_size
+    executions = math.ceil(math.ceil(count / batch_size) / per_execution)
+    stacked = (executions - 1) * per_execution  # the full batches of all executions but the last
+    # The epoch number lives outside the iterator.
+    with tf.device("/cpu:0"):
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    base_seed = tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64)  # from the run's seed
+
+    def all_but_last(array: Any) -> Any:  # (executions - 1, per_execution, batch, ...)
+        shape = (executions - 1, per_execution, batch_size, *array.shape[1:])
+        return tf.reshape(array[: stacked * batch_size], shape)
+
+    def last(array: Any) -> Any:  # the last execution's full batches: (full - stacked, batch, ...)
+        shape = (full - stacked, batch_size, *array.shape[1:])
+        return tf.reshape(array[stacked * batch_size : full * batch_size], shape)
+
+    @tf.autograph.experimental.do_not_convert  # plain Python: converting it only costs time
+    def one_epoch(x: Any, y: Any) -> Any:
+        if shuffle:
+            seed = tf.stack([base_seed, epoch.assign_add(1)])
+            order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=seed)
+            x, y = tf.gather(x, order), tf.gather(y, order)
+        no_rest = [tf.zeros((executions - 1, 0, *a.shape[1:]), a.dtype) for a in (x, y)]
+        return tf.data.Dataset.from_tensor_slices(
+            (all_but_last(x), all_but_last(y), *no_rest)
+        ).concatenate(
+            tf.data.Dataset.from_tensors(
+                (last(x), last(y), x[full * batch_size :], y[full * batch_size :])
+            )
+        )
+
+    options = tf.data.Options()
+    # As in Keras's adapter: no graph rewrites, which would serialize the arrays.
+    options.experimental_optimization.apply_default_optimizations = False
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+    # Nothing to tune (no parallel maps, a fixed prefetch); with autotuning on, `fit` took
+    # seconds to return after its last epoch on a 2-core machine.
+    options.autotune.enabled = False
+    dataset = tf.data.Dataset.from_tensors((x, y)).repeat().flat_map(one_epoch)
+    return dataset.prefetch(1).with_options(options)

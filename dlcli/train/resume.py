@@ -1,0 +1,140 @@
+"""Continuing a run: Keras's BackupAndRestore backups, checked before they are trusted, and
+`dlcli train --resume RUN` with the run's own spec."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dlcli.errors import ConfigError, TrainingError, UsageError
+from dlcli.spec import Spec, format_path
+from dlcli.train.runs import BACKUP_DIR, RUN_RECORD, read_record, shell_path
+
+
+def backup_epoch(backup: Path) -> int | None:
+    """The epochs a backup holds (Keras's training_metadata.json), None when there is none."""
+    try:
+        return int(json.loads((backup / "training_metadata.json").read_text())["epoch"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise TrainingError(
+            f"the backup in {backup} cannot be restored (training_metadata.json: {error}); "
+            f"start the run over with: dlcli train --resume {shell_path(backup.parent)} --restart"
+        ) from error
+
+
+def backup_note(run_dir: Path) -> str:
+    backup = run_dir / BACKUP_DIR
+    epoch = backup_epoch(backup)
+    if epoch is None:
+        return "no epoch had completed, so there is no backup"
+    return f"the backup of epoch {epoch} is in {backup}"
+
+
+def check_backup(backup: Path) -> None:
+    """Weights without their epoch count would silently start over at epoch 1: refuse."""
+    if (backup / "latest.weights.h5").exists() and backup_epoch(backup) is None:
+        raise TrainingError(
+            f"the backup in {backup} cannot be restored (training_metadata.json is missing); "
+            f"start the run over with: dlcli train --resume {shell_path(backup.parent)} --restart"
+        )
+
+
+def _trim_history(path: Path, epochs: int) -> None:
+    """Keep the header and the first `epochs` rows: the epochs the restored backup holds."""
+    if not path.is_file():
+        return
+    from dlcli.artifact import atomic_write
+
+    lines = path.read_bytes().splitlines(keepends=True)
+    if len(lines) > epochs + 1:
+        atomic_write(path, b"".join(lines[: epochs + 1]))
+
+
+def restored_callback(run_dir: Path, epochs: int, note: Callable[[str], None]) -> Any:
+    """A callback to run right after BackupAndRestore: it cuts the history to the epoch the
+    backup restored (an epoch redone after a fallback to the previous backup is not logged
+    twice) and says where training resumes; its `done` tells when that has happened."""
+    import keras
+
+    class Restored(keras.callbacks.Callback):
+        done = False
+
+        def on_train_begin(self, logs: dict | None = None) -> None:
+            restored = backup_epoch(run_dir / BACKUP_DIR) or 0
+            _trim_history(run_dir / "history.csv", restored)
+            if restored:
+                note(f"Resuming after epoch {restored} of {epochs}, from its backup")
+            self.done = True
+
+    return Restored()
+
+
+def _first_difference(old: Any, new: Any, path: tuple = ()) -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in [*old, *(k for k in new if k not in old)]:
+            found = _first_difference(old.get(key), new.get(key), (*path, key))
+            if found:
+                return found
+        return ""
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for index, (a, b) in enumerate(zip(old, new, strict=True)):
+            found = _first_difference(a, b, (*path, index))
+            if found:
+                return found
+        return ""
+    return "" if old == new else f"{format_path(path)}: {old!r} -> {new!r}"
+
+
+def prepare_resume(run_dir: Path, *, restart: bool = False) -> tuple[Spec, Path]:
+    """The spec and spec folder to continue `run_dir` with.
+
+    The run's own spec.yaml is the spec. If the spec file it came from has changed since, resuming
+    is refused (the backup belongs to the old spec) unless `restart`, which starts the run over
+    with the file as it is now. A finished run is not resumed.
+    """
+    from dlcli.spec import load_spec
+
+    record_path = run_dir / RUN_RECORD
+    if not run_dir.is_dir():
+        raise UsageError(f"--resume {run_dir}: no such run directory")
+    if not record_path.is_file() or not (run_dir / "spec.yaml").is_file():
+        raise UsageError(f"--resume {run_dir}: not a dlcli run directory (no {RUN_RECORD})")
+    if (run_dir / "model.keras").exists() and not restart:
+        raise UsageError(
+            f"--resume {run_dir}: this run finished (model.keras exists); nothing to resume"
+        )
+    record = read_record(record_path)
+    try:
+        recorded = load_spec(run_dir / "spec.yaml")
+    except ConfigError as error:
+        raise TrainingError(
+            f"--resume {run_dir}: its spec.yaml is damaged ({error}); this run cannot be "
+            "resumed, train again with: dlcli train SPEC"
+        ) from error
+    spec_file = Path(record["spec_file"]) if record["spec_file"] else None
+    spec = recorded
+    if spec_file is not None and spec_file.is_file():
+        current = load_spec(spec_file, record["overrides"])
+        if current.seed is None:
+            current = current.model_copy(update={"seed": recorded.seed})
+        change = _first_difference(
+            recorded.model_dump(mode="json"), current.model_dump(mode="json")
+        )
+        if change and not restart:
+            raise ConfigError(
+                f"--resume {run_dir}: {spec_file} changed since the run was interrupted "
+                f"({change}); undo the change to resume, or add --restart to start the run over"
+            )
+        spec = current
+    if restart:
+        for leftover in (run_dir / BACKUP_DIR, run_dir / "history.csv", run_dir / "model.keras"):
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            elif leftover.exists():
+                leftover.unlink()
+    return spec, Path(record["spec_dir"])
