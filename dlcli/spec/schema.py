@@ -1,0 +1,286 @@
+"""The typed spec: pydantic models of every key, their types and ranges, unknown keys refused.
+
+One source of truth for what a spec may hold: `dlcli validate`, `dlcli train` and `dlcli schema`
+all read these classes. Values are not coerced (`strict`), and an unknown key is refused with
+the nearest valid one. Keras names inside are checked separately (`dlcli.spec.names`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from dlcli.spec.messages import suggest
+
+KERAS_DATASETS = (
+    "mnist",
+    "fashion_mnist",
+    "cifar10",
+    "cifar100",
+    "imdb",
+    "reuters",
+    "boston_housing",
+    "california_housing",
+)
+
+
+class Strict(BaseModel):
+    """Unknown keys are refused with the nearest valid key; values are not coerced."""
+
+    # defer_build: validators are built on first use, once for the whole Spec, which keeps
+    # `dlcli --help` from building them
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True, defer_build=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            valid = [field.alias or name for name, field in cls.model_fields.items()]
+            for key in data:
+                if key not in valid:
+                    raise PydanticCustomError(
+                        "unknown_key",
+                        "unknown key `{key}`{hint}; valid keys: {valid}",
+                        {"key": key, "hint": suggest(str(key), valid), "valid": ", ".join(valid)},
+                    )
+        return data
+
+
+class KerasObject(BaseModel):
+    """A Keras object written as `name` or `{ClassName: {argument: value}}`."""
+
+    model_config = ConfigDict(strict=True, defer_build=True)
+    class_name: str
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_yaml(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"class_name": data}
+        if isinstance(data, KerasObject) or (isinstance(data, dict) and "class_name" in data):
+            return data
+        if isinstance(data, dict) and len(data) == 1:
+            (class_name, config), *_ = data.items()
+            if config is None:
+                config = {}
+            if not isinstance(config, dict):
+                raise PydanticCustomError(
+                    "keras_object",
+                    "the arguments of `{name}` must be a mapping of argument: value",
+                    {"name": class_name},
+                )
+            return {"class_name": str(class_name), "config": config}
+        raise PydanticCustomError(
+            "keras_object", "expected a name, or a mapping of one class name to its arguments"
+        )
+
+    @model_serializer
+    def _to_yaml(self) -> Any:
+        return {self.class_name: self.config} if self.config else self.class_name
+
+
+class LayerSpec(KerasObject):
+    """One layer; in a graph model, `name` and `from` say how it connects."""
+
+    name: str | None = None
+    inputs: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _split_graph_keys(self) -> LayerSpec:
+        name, source = self.config.get("name"), self.config.get("from")
+        if name is not None and not isinstance(name, str):
+            raise PydanticCustomError(
+                "layer_name",
+                "`{layer}.name` must be a string. Received: {received}",
+                {"layer": self.class_name, "received": repr(name)},
+            )
+        sources = [source] if isinstance(source, str) else source
+        if source is not None and not (
+            isinstance(sources, list) and sources and all(isinstance(s, str) for s in sources)
+        ):
+            raise PydanticCustomError(
+                "layer_from",
+                "`{layer}.from` must be a layer name or a list of them. Received: {received}",
+                {"layer": self.class_name, "received": repr(source)},
+            )
+        self.name = name
+        self.config.pop("from", None)
+        self.inputs = sources
+        return self
+
+    @model_serializer
+    def _to_yaml(self) -> Any:
+        config = dict(self.config)
+        if self.inputs is not None:
+            config["from"] = self.inputs[0] if len(self.inputs) == 1 else self.inputs
+        return {self.class_name: config} if config else self.class_name
+
+
+Dimension = Annotated[int, Field(gt=0)] | None
+
+
+class InputSpec(Strict):
+    name: str
+    shape: list[Dimension] = Field(min_length=1)
+    dtype: str = "float32"
+
+
+class ModelSpec(Strict):
+    input: list[Dimension] | None = Field(None, min_length=1)
+    inputs: list[InputSpec] | None = Field(None, min_length=1)
+    layers: list[LayerSpec] = Field(min_length=1)
+    outputs: list[str] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_kind_of_input(self) -> ModelSpec:
+        if (self.input is None) == (self.inputs is None):
+            raise PydanticCustomError(
+                "model_inputs",
+                "give either `input: [shape]` (a layer stack) or `inputs:` (a graph of named "
+                "layers), not both and not neither",
+            )
+        if self.input is not None and self.outputs is not None:
+            raise PydanticCustomError(
+                "model_inputs", "`outputs` belongs to a graph model; use `inputs:` with it"
+            )
+        return self
+
+    @property
+    def is_graph(self) -> bool:
+        return self.inputs is not None
+
+
+class CompileSpec(Strict):
+    optimizer: KerasObject = Field(default_factory=lambda: KerasObject(class_name="rmsprop"))
+    loss: KerasObject | dict[str, KerasObject]
+    metrics: list[KerasObject] | dict[str, list[KerasObject]] = Field(default_factory=list)
+    loss_weights: list[float] | dict[str, float] | None = None
+    jit_compile: bool | Literal["auto"] = "auto"
+    steps_per_execution: Annotated[int, Field(gt=0)] | Literal["auto"] = "auto"
+
+
+class FitSpec(Strict):
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(32, gt=0)
+    shuffle: bool = True
+    callbacks: list[KerasObject] = Field(default_factory=list)
+
+
+class NpzSource(Strict):
+    path: str
+    x_train: str = "x_train"
+    y_train: str = "y_train"
+    x_validation: str = "x_val"
+    y_validation: str = "y_val"
+    x_test: str = "x_test"
+    y_test: str = "y_test"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path(cls, data: Any) -> Any:
+        return {"path": data} if isinstance(data, str) else data
+
+
+class CsvSource(Strict):
+    train: str
+    validation: str | None = None
+    test: str | None = None
+    label: str = "label"
+    features: list[str] | None = None
+
+
+class ImagesSource(Strict):
+    train: str
+    validation: str | None = None
+    test: str | None = None
+    image_size: list[Annotated[int, Field(gt=0)]] = Field(min_length=2, max_length=2)
+    color_mode: Literal["grayscale", "rgb", "rgba"] = "rgb"
+
+
+class InlineSource(Strict):
+    x: list[Any] = Field(min_length=1)
+    y: list[Any] = Field(min_length=1)
+    x_test: list[Any] | None = None
+    y_test: list[Any] | None = None
+
+
+class DatasetSpec(Strict):
+    name: Literal[KERAS_DATASETS] | None = None  # type: ignore[valid-type]
+    npz: NpzSource | None = None
+    csv: CsvSource | None = None
+    images: ImagesSource | None = None
+    inline: InlineSource | None = None
+    validation_split: float = Field(0.0, ge=0.0, lt=1.0)
+    test_split: float = Field(0.0, ge=0.0, lt=1.0)
+    num_words: int | None = Field(None, gt=0)
+    sequence_length: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSpec:
+        given = [key for key in ("name", "npz", "csv", "images", "inline") if getattr(self, key)]
+        if len(given) != 1:
+            raise PydanticCustomError(
+                "dataset_source",
+                "give exactly one of `name` (a Keras dataset), `npz`, `csv`, `images` or "
+                "`inline`; found {found}",
+                {"found": ", ".join(f"`{key}`" for key in given) or "none"},
+            )
+        if (self.num_words or self.sequence_length) and self.name not in ("imdb", "reuters"):
+            raise PydanticCustomError(
+                "dataset_option", "`num_words` and `sequence_length` apply to imdb and reuters"
+            )
+        return self
+
+    @property
+    def source(self) -> str:
+        """A short human name of where the data comes from."""
+        if self.name:
+            return self.name
+        for key in ("npz", "csv", "images"):
+            value = getattr(self, key)
+            if value is not None:
+                return value.path if key == "npz" else value.train
+        return "inline"
+
+
+class OutputSpec(Strict):
+    dir: str = "runs"
+    tensorboard: bool = False
+
+
+class Spec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    seed: int | None = Field(None, ge=0, lt=2**32)
+    dataset: DatasetSpec
+    model: ModelSpec
+    compile: CompileSpec
+    fit: FitSpec
+    output: OutputSpec = OutputSpec()
+    plugins: list[str] = Field(default_factory=list)
+
+    @field_validator("plugins")
+    @classmethod
+    def _module_names(cls, plugins: list[str]) -> list[str]:
+        for plugin in plugins:
+            if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", plugin):
+                raise PydanticCustomError(
+                    "plugin", "`{plugin}` is not a Python module name", {"plugin": plugin}
+                )
+        return plugins
+
+    def to_yaml(self) -> str:
+        """The resolved spec as YAML, in the same form it is written in."""
+        data = self.model_dump(mode="json", exclude_none=True, by_alias=True)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
