@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from dlcli.data import ImageInfo, Polarity
+from dlcli.data.common import ImageInfo, Polarity
 from dlcli.errors import InputError
 
 MAX_PIXELS = 40_000_000

@@ -1,77 +1,49 @@
 """Spec.dataset -> Splits (numpy arrays) + DatasetInfo, checked before training.
 
-numpy is imported inside the functions that use it: `dlcli validate` imports this module for
-`check_files`, and numpy would add about a third to its start-up.
+`load_dataset` reads the one source a spec names (a Keras dataset, an .npz file, CSV files,
+image folders or inline values) through its module in this package, then splits off the
+validation and test data the spec asks for. The shared types live in `dlcli.data.common`.
+Neither this module nor `common` imports numpy or the spec's pydantic classes at import time:
+`dlcli validate` imports it for `check_files`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
+from dlcli.data.common import (
+    DatasetInfo,
+    ImageInfo,
+    Polarity,
+    Split,
+    Splits,
+    cache_dir,
+    check_finite,
+    digest,
+    resolve_path,
+)
 from dlcli.errors import DataError
-from dlcli.spec import DatasetSpec
 
 if TYPE_CHECKING:
-    import numpy as np
+    from dlcli.spec import DatasetSpec
 
-Polarity = Literal["light_on_dark", "dark_on_light"]
+__all__ = [
+    "DatasetInfo",
+    "ImageInfo",
+    "Polarity",
+    "Split",
+    "Splits",
+    "cache_dir",
+    "check_files",
+    "check_finite",
+    "digest",
+    "load_dataset",
+    "resolve_path",
+]
 
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """How the training images look, so that predict can make new images look the same."""
-
-    height: int
-    width: int
-    channels: int
-    polarity: Polarity | None = None
-    framing: Literal["mnist"] | None = None  # digits fitted in 20x20, centred by mass in 28x28
-
-
-@dataclass(frozen=True)
-class Split:
-    x: np.ndarray
-    y: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    source: str
-    class_names: list[str] | None = None
-    image: ImageInfo | None = None
-    feature_names: list[str] | None = None
-    sizes: dict[str, int] = field(default_factory=dict)
-    digest: str = ""
-    skipped: int = 0  # unreadable files left out (image folders with skip_bad)
-
-
-@dataclass(frozen=True)
-class Splits:
-    train: Split
-    test: Split
-    validation: Split | None = None
-    test_is_train: bool = False  # the source has no test data: evaluated on the training data
-    info: DatasetInfo = field(default_factory=lambda: DatasetInfo(source=""))
-
-
-def cache_dir() -> Path:
-    """Where downloaded datasets are kept: $DLCLI_CACHE, else $XDG_CACHE_HOME/dlcli."""
-    if os.environ.get("DLCLI_CACHE"):
-        return Path(os.environ["DLCLI_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dlcli"
-
-
-def resolve_path(path: str, base_dir: Path) -> Path:
-    """A path written in a spec: relative to the spec's folder unless absolute; `~` expanded."""
-    resolved = Path(path).expanduser()
-    return resolved if resolved.is_absolute() else base_dir / resolved
+Loaded = tuple[Split, Split | None, Split | None, DatasetInfo]
 
 
 def check_files(spec: DatasetSpec, base_dir: Path, spec_file: Path | None = None) -> None:
@@ -112,18 +84,6 @@ def check_files(spec: DatasetSpec, base_dir: Path, spec_file: Path | None = None
         raise DataError(f"dataset {what} not found: {resolved} ({where})")
 
 
-def digest(*arrays: np.ndarray) -> str:
-    """sha256 over the arrays' shapes, dtypes and bytes; names the data a model was trained on."""
-    import numpy as np
-
-    hasher = hashlib.sha256()
-    for array in arrays:
-        array = np.ascontiguousarray(array)
-        hasher.update(f"{array.dtype.str}{array.shape}".encode())
-        hasher.update(memoryview(array).cast("B"))
-    return hasher.hexdigest()
-
-
 def _split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     """Hold out the last `fraction` of a shuffled copy (Keras's validation_split takes the tail)."""
     import numpy as np
@@ -139,31 +99,34 @@ def _split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
 
 
 def load_dataset(spec: DatasetSpec, base_dir: Path, seed: int, *, skip_bad: bool = False) -> Splits:
-    """Load the dataset a spec names; relative paths are relative to `base_dir` (the spec's).
+    """Load the dataset a spec names, as train, validation and test splits of numpy arrays.
 
-    `skip_bad` leaves out image files that cannot be decoded instead of refusing the dataset.
+    A source without test data gives a test split of `test_split` of the training data, or
+    none: then `Splits.test` is the training data and `test_is_train` says so. Validation
+    data is split off by `validation_split` unless the source has its own. Both splits are
+    drawn from a permutation seeded by `seed`, so a run can be repeated.
+
+    Args:
+        spec: the spec's `dataset`: exactly one of `name`, `npz`, `csv`, `images`, `inline`.
+        base_dir: the spec's folder; relative paths in the spec are relative to it.
+        seed: the run's seed, for the test and validation splits.
+        skip_bad: leave out image files that cannot be decoded (counted in `info.skipped`)
+            instead of refusing the dataset.
+
+    Returns:
+        The splits and `DatasetInfo`: source, class names, image description, feature
+        names, split sizes and the digest of the train and test arrays (for dlcli.json).
+
+    Raises:
+        DataError: a file is missing or unreadable, arrays do not match, or a split leaves
+            no data on one side; one line naming the file, key or split.
+        DownloadError: a Keras dataset could not be downloaded from any source.
+
+    Example:
+        splits = load_dataset(spec.dataset, Path("configs"), seed=42)
+        splits.train.x.shape, splits.info.class_names
     """
-    if spec.name:
-        from dlcli.data.keras_datasets import load
-
-        train, validation, test, info = load(spec)
-    elif spec.npz:
-        from dlcli.data.files import load_npz
-
-        train, validation, test, info = load_npz(spec.npz, base_dir)
-    elif spec.csv:
-        from dlcli.data.tables import load_csv
-
-        train, validation, test, info = load_csv(spec.csv, base_dir)
-    elif spec.images:
-        from dlcli.data.images import load_images
-
-        train, validation, test, info = load_images(spec.images, base_dir, skip_bad=skip_bad)
-    else:
-        from dlcli.data.files import load_inline
-
-        assert spec.inline is not None
-        train, validation, test, info = load_inline(spec.inline)
+    train, validation, test, info = _read_source(spec, base_dir, skip_bad=skip_bad)
     test_is_train = False
     if test is None and spec.test_split:
         train, test = _split_off(train, spec.test_split, seed)
@@ -187,16 +150,25 @@ def load_dataset(spec: DatasetSpec, base_dir: Path, seed: int, *, skip_bad: bool
     return Splits(train, test, validation, test_is_train, info)
 
 
-def check_finite(name: str, array: Any) -> None:
-    """Refuse NaN or Inf, naming the count and the first offending example."""
-    import numpy as np
+def _read_source(spec: DatasetSpec, base_dir: Path, *, skip_bad: bool) -> Loaded:
+    """(train, validation or None, test or None, info) from the one source the spec names."""
+    if spec.name:
+        from dlcli.data.keras_datasets import load
 
-    array = np.asarray(array)
-    if not np.issubdtype(array.dtype, np.floating):
-        return
-    bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
-    if bad.any():
-        raise DataError(
-            f"{name} has {int(bad.sum())} example(s) with NaN or Inf values; "
-            f"the first is index {int(np.argmax(bad))}"
-        )
+        return load(spec)
+    if spec.npz:
+        from dlcli.data.files import load_npz
+
+        return load_npz(spec.npz, base_dir)
+    if spec.csv:
+        from dlcli.data.tables import load_csv
+
+        return load_csv(spec.csv, base_dir)
+    if spec.images:
+        from dlcli.data.images import load_images
+
+        return load_images(spec.images, base_dir, skip_bad=skip_bad)
+    from dlcli.data.files import load_inline
+
+    assert spec.inline is not None
+    return load_inline(spec.inline)

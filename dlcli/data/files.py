@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli.data import DatasetInfo, Split, check_finite, resolve_path
+from dlcli.data.common import DatasetInfo, Split, check_finite, resolve_path
 from dlcli.errors import DataError
 from dlcli.spec import InlineSource, NpzSource
 

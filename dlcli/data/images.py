@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli.data import DatasetInfo, ImageInfo, Polarity, Split, resolve_path
+from dlcli.data.common import DatasetInfo, ImageInfo, Polarity, Split, resolve_path
 from dlcli.errors import DataError, InputError
 from dlcli.images import estimate_polarity, open_image, to_array
 from dlcli.spec import ImagesSource
@@ -55,20 +55,7 @@ def load_images(
                 f"{folders[split]}: its class folders {_names(sorted(classes))} differ from those "
                 f"of the training folder {folders['train']}: {_names(class_names)}"
             )
-    decoded: dict[str, tuple[list[np.ndarray], list[int]]] = {}
-    problems: list[str] = []
-    for split, classes in files.items():
-        pixels: list[np.ndarray] = []
-        labels: list[int] = []
-        decoded[split] = (pixels, labels)
-        for index, name in enumerate(class_names):
-            for path in classes[name]:
-                try:
-                    pixels.append(to_array(open_image(path), image_info, raw=True))
-                except InputError as error:
-                    problems.append(str(error))
-                    continue
-                labels.append(index)
+    decoded, problems = _decode(files, class_names, image_info)
     if problems:
         total = sum(len(paths) for classes in files.values() for paths in classes.values())
         message = f"{len(problems)} of {total} image files cannot be read; the first: {problems[0]}"
@@ -87,6 +74,27 @@ def load_images(
         skipped=len(problems),
     )
     return splits["train"], splits.get("validation"), splits.get("test"), info
+
+
+def _decode(
+    files: dict[str, dict[str, list[Path]]], class_names: list[str], image_info: ImageInfo
+) -> tuple[dict[str, tuple[list[np.ndarray], list[int]]], list[str]]:
+    """Each split's decoded pixels and class indices, and a message for each unreadable file."""
+    decoded: dict[str, tuple[list[np.ndarray], list[int]]] = {}
+    problems: list[str] = []
+    for split, classes in files.items():
+        pixels: list[np.ndarray] = []
+        labels: list[int] = []
+        decoded[split] = (pixels, labels)
+        for index, name in enumerate(class_names):
+            for path in classes[name]:
+                try:
+                    pixels.append(to_array(open_image(path), image_info, raw=True))
+                except InputError as error:
+                    problems.append(str(error))
+                    continue
+                labels.append(index)
+    return decoded, problems
 
 
 def _class_files(folder: Path) -> dict[str, list[Path]]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from dlcli.data import DatasetInfo, ImageInfo, Split, cache_dir
+from dlcli.data.common import DatasetInfo, ImageInfo, Split, cache_dir
 from dlcli.errors import DownloadError
 from dlcli.spec import DatasetSpec
 

@@ -1,0 +1,100 @@
+"""What every dataset source shares: the typed results, paths in a spec, checks on arrays.
+
+Only the standard library is imported at module level: `dlcli validate` (`check_files`) and
+`dlcli.images` import this module, and numpy is imported inside the functions that use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from dlcli.errors import DataError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+Polarity = Literal["light_on_dark", "dark_on_light"]
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """How the training images look, so that predict can make new images look the same."""
+
+    height: int
+    width: int
+    channels: int
+    polarity: Polarity | None = None
+    framing: Literal["mnist"] | None = None  # digits fitted in 20x20, centred by mass in 28x28
+
+
+@dataclass(frozen=True)
+class Split:
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    source: str
+    class_names: list[str] | None = None
+    image: ImageInfo | None = None
+    feature_names: list[str] | None = None
+    sizes: dict[str, int] = field(default_factory=dict)
+    digest: str = ""
+    skipped: int = 0  # unreadable files left out (image folders with skip_bad)
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Split
+    test: Split
+    validation: Split | None = None
+    test_is_train: bool = False  # the source has no test data: evaluated on the training data
+    info: DatasetInfo = field(default_factory=lambda: DatasetInfo(source=""))
+
+
+def cache_dir() -> Path:
+    """Where downloaded datasets are kept: $DLCLI_CACHE, else $XDG_CACHE_HOME/dlcli."""
+    if os.environ.get("DLCLI_CACHE"):
+        return Path(os.environ["DLCLI_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dlcli"
+
+
+def resolve_path(path: str, base_dir: Path) -> Path:
+    """A path written in a spec: relative to the spec's folder unless absolute; `~` expanded."""
+    resolved = Path(path).expanduser()
+    return resolved if resolved.is_absolute() else base_dir / resolved
+
+
+def digest(*arrays: np.ndarray) -> str:
+    """sha256 over the arrays' shapes, dtypes and bytes; names the data a model was trained on."""
+    import numpy as np
+
+    hasher = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        hasher.update(f"{array.dtype.str}{array.shape}".encode())
+        hasher.update(memoryview(array).cast("B"))
+    return hasher.hexdigest()
+
+
+def check_finite(name: str, array: Any) -> None:
+    """Refuse NaN or Inf, naming the count and the first offending example."""
+    import numpy as np
+
+    array = np.asarray(array)
+    if not np.issubdtype(array.dtype, np.floating):
+        return
+    bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+    if bad.any():
+        raise DataError(
+            f"{name} has {int(bad.sum())} example(s) with NaN or Inf values; "
+            f"the first is index {int(np.argmax(bad))}"
+        )
