@@ -3,156 +3,49 @@
 Keras finds these mistakes only inside the first training step, as a shape error deep in a
 traceback, or never (it trains on nonsense). Here each one is a DataError naming the split,
 what the loss or metric expects, what the labels are, and the fix. The task that the loss and
-the output layer make (multiclass, binary, multilabel or regression) is decided here too; it
-goes into dlcli.json for evaluate and predict.
+the output layer make (multiclass, binary, multilabel or regression) is decided in
+`dlcli.task`, which these checks read.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from dlcli.catalog import COMPILE_SHORTCUTS
 from dlcli.data import ImageInfo, Split, Splits, check_finite
-from dlcli.errors import ConfigError, DataError
+from dlcli.errors import DataError
 from dlcli.spec import CompileSpec, KerasObject
+from dlcli.task import (
+    RESOLVED_BY_COMPILE,
+    Output,
+    Shape,
+    Task,
+    describe_output,
+    loss_name,
+    loss_of,
+    single_shape,
+    task_for,
+    task_of,
+)
 
-Task = Literal["multiclass", "binary", "multilabel", "regression"]
-Shape = tuple[int | None, ...]
+__all__ = [
+    "Output",
+    "add_channel_axis",
+    "check_against_model",
+    "check_examples",
+    "check_labels",
+    "check_metrics",
+    "describe_output",
+    "loss_name",
+    "task_for",
+    "task_of",
+    "with_channel_axis",
+]
 
-# Names that `model.compile` resolves itself from the labels and the output.
-_RESOLVED_BY_COMPILE = COMPILE_SHORTCUTS["metrics"]
 TRIAL_EXAMPLES = 8  # labels each metric is tried on before fit
-
-
-@dataclass(frozen=True)
-class Output:
-    """The model's one output: its name, its shape per example and its layer's activation."""
-
-    name: str
-    shape: Shape
-    activation: str = ""  # "softmax", "sigmoid", "linear", ...; "" when not known
-
-    @property
-    def units(self) -> int | None:
-        """The size of the last axis: classes, labels or targets per example."""
-        return self.shape[-1] if self.shape else None
-
-
-def _single(shape: Any) -> Shape | None:
-    """The shape without the batch axis of a model's one input or output; None for several."""
-    if isinstance(shape, list):
-        if len(shape) != 1:
-            return None
-        shape = shape[0]
-    return tuple(shape[1:])
-
-
-def describe_output(model: Any) -> Output:
-    """The model's output, from the layer that makes it.
-
-    Raises:
-        ConfigError: the model has several outputs; dlcli's data holds one label array.
-    """
-    shape = _single(model.output_shape)
-    names = list(getattr(model, "output_names", None) or [model.layers[-1].name])
-    if shape is None:
-        listed = ", ".join(f"`{name}`" for name in names)
-        raise ConfigError(
-            f"`model.outputs`: the model has {len(names)} outputs ({listed}), but a dataset "
-            "holds one array of labels; give the model one output"
-        )
-    try:
-        layer = model.get_layer(names[0])
-    except ValueError:
-        layer = model.layers[-1]
-    activation = getattr(getattr(layer, "activation", None), "__name__", "")
-    if not activation and type(layer).__name__ == "Softmax":  # a layer with no `activation`
-        activation = "softmax"
-    return Output(names[0], shape, activation)
-
-
-def loss_name(loss: KerasObject) -> str:
-    """The name of the loss function Keras resolves a spec's loss to.
-
-    Class names, function names and aliases of one loss give one name:
-    `SparseCategoricalCrossentropy` and `sparse_categorical_crossentropy` give
-    "sparse_categorical_crossentropy", `mse` gives "mean_squared_error". `crossentropy` and
-    `ce`, which `compile` resolves from the labels, give "crossentropy"; a name Keras's
-    `keras.losses.get` does not know (a plugin's loss) is returned as written.
-    """
-    if loss.class_name in _RESOLVED_BY_COMPILE:
-        return "crossentropy"
-    import keras
-
-    try:
-        resolved = keras.losses.get(loss.class_name)
-    except (ValueError, TypeError):
-        return loss.class_name
-    return str(getattr(resolved, "name", None) or getattr(resolved, "__name__", loss.class_name))
-
-
-def task_for(loss: str, units: int | None) -> Task:
-    """The task a loss (as `loss_name` gives it) makes of an output with `units` units.
-
-    Example:
-
-    >>> task_for("sparse_categorical_crossentropy", 10)
-    'multiclass'
-    >>> task_for("binary_crossentropy", 1), task_for("hinge", 3)
-    ('binary', 'multilabel')
-    >>> task_for("crossentropy", 1), task_for("mean_squared_error", 1)
-    ('binary', 'regression')
-    """
-    if "categorical" in loss:  # (sparse_)categorical_(focal_)crossentropy, categorical_hinge
-        return "multiclass"
-    if "binary" in loss or loss in ("hinge", "squared_hinge", "crossentropy"):
-        if units == 1:
-            return "binary"
-        return "multiclass" if loss == "crossentropy" else "multilabel"
-    return "regression"
-
-
-def _loss_of(loss: KerasObject | dict[str, KerasObject], output: Output) -> KerasObject:
-    """The loss of the model's output, also when `compile.loss` maps output names to losses."""
-    if not isinstance(loss, dict):
-        return loss
-    if output.name in loss:
-        return loss[output.name]
-    if len(loss) == 1:
-        return next(iter(loss.values()))
-    listed = ", ".join(f"`{name}`" for name in loss)
-    raise ConfigError(
-        f"`compile.loss` names the outputs {listed}, but the model's output is `{output.name}`"
-    )
-
-
-def task_of(loss: KerasObject | dict[str, KerasObject], model: Any) -> Task:
-    """multiclass, binary, multilabel or regression: from the resolved loss and the output.
-
-    Args:
-        loss: `compile.loss` of the spec: one loss, or output name -> loss.
-        model: the built keras.Model.
-
-    Returns:
-        The task, as `task_for` decides it for the loss of the model's output.
-
-    Raises:
-        ConfigError: the model has several outputs, or `compile.loss` has none for its output.
-
-    Example:
-
-    >>> import keras  # doctest: +SKIP
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])  # doctest: +SKIP
-    >>> task_of(KerasObject(class_name="SparseCategoricalCrossentropy"), model)  # doctest: +SKIP
-    'multiclass'
-    """
-    output = describe_output(model)
-    return task_for(loss_name(_loss_of(loss, output)), output.units)
 
 
 def with_channel_axis(x: np.ndarray, input_shape: Shape) -> np.ndarray:
@@ -186,7 +79,7 @@ def add_channel_axis(splits: Splits, model: Any) -> Splits:
     """The splits, their examples given the channel axis the model's input has (see
     `with_channel_axis`); 2-D examples are then recorded as single-channel images of that size,
     so that predict reads new images as the model takes them."""
-    expected = _single(model.input_shape)
+    expected = single_shape(model.input_shape)
     if expected is None or with_channel_axis(splits.train.x, expected) is splits.train.x:
         return splits
 
@@ -224,9 +117,9 @@ def check_against_model(splits: Splits, model: Any, compile_spec: CompileSpec) -
         DataError: one line naming the split, what was expected and found, and the fix.
         ConfigError: the model has several outputs (see `describe_output`).
     """
-    expected = _single(model.input_shape)
+    expected = single_shape(model.input_shape)
     output = describe_output(model)
-    loss = loss_name(_loss_of(compile_spec.loss, output))
+    loss = loss_name(loss_of(compile_spec.loss, output))
     named = {"train": splits.train, "validation": splits.validation, "test": splits.test}
     for name, split in named.items():
         if split is None or (name == "test" and splits.test_is_train):
@@ -269,7 +162,7 @@ def check_examples(
         DataError: the examples do not have the model's input shape, or the labels do not fit
             the loss and output (see `check_labels`).
     """
-    expected = _single(model.input_shape)
+    expected = single_shape(model.input_shape)
     if expected is None:
         raise DataError(f"{where}: the model has several inputs; dlcli data has one array")
     x = with_channel_axis(x, expected)
@@ -277,7 +170,7 @@ def check_examples(
     if not _fits(found, expected):
         raise DataError(f"{where}: examples have shape {found} but the model takes {expected}")
     output = describe_output(model)
-    check_labels(where, y, loss_name(_loss_of(loss, output)), output)
+    check_labels(where, y, loss_name(loss_of(loss, output)), output)
     return x
 
 
@@ -392,7 +285,7 @@ def check_metrics(
         DataError: a metric refuses the labels: it names the metric, the labels' shape and
             the fix (e.g. AUC, Precision or F1Score need one-hot labels, not class indices).
     """
-    tried = [metric for metric in metrics if metric.class_name not in _RESOLVED_BY_COMPILE]
+    tried = [metric for metric in metrics if metric.class_name not in RESOLVED_BY_COMPILE]
     if not tried or any(size is None for size in output.shape) or not len(labels):
         return
     import keras

@@ -21,6 +21,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import dlcli.checks
+import dlcli.task
 from dlcli.checks import (
     Output,
     add_channel_axis,
@@ -268,6 +269,7 @@ def test_check_examples_gives_evaluate_the_channel_axis_and_the_label_checks() -
 
 def test_docstring_examples() -> None:
     assert doctest.testmod(dlcli.checks).failed == 0
+    assert doctest.testmod(dlcli.task).failed == 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,143 @@
+"""The task a model does, from the loss Keras resolves and the layer that makes the output.
+
+multiclass, binary, multilabel or regression: training records it in dlcli.json, and evaluate
+and predict read scores and class names by it. Keras is imported only inside `loss_name`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from dlcli.catalog import COMPILE_SHORTCUTS
+from dlcli.errors import ConfigError
+from dlcli.spec import KerasObject
+
+Task = Literal["multiclass", "binary", "multilabel", "regression"]
+Shape = tuple[int | None, ...]
+
+# Names that `model.compile` resolves itself from the labels and the output.
+RESOLVED_BY_COMPILE = COMPILE_SHORTCUTS["metrics"]
+
+
+@dataclass(frozen=True)
+class Output:
+    """The model's one output: its name, its shape per example and its layer's activation."""
+
+    name: str
+    shape: Shape
+    activation: str = ""  # "softmax", "sigmoid", "linear", ...; "" when not known
+
+    @property
+    def units(self) -> int | None:
+        """The size of the last axis: classes, labels or targets per example."""
+        return self.shape[-1] if self.shape else None
+
+
+def single_shape(shape: Any) -> Shape | None:
+    """The shape without the batch axis of a model's one input or output; None for several."""
+    if isinstance(shape, list):
+        if len(shape) != 1:
+            return None
+        shape = shape[0]
+    return tuple(shape[1:])
+
+
+def describe_output(model: Any) -> Output:
+    """The model's output, from the layer that makes it.
+
+    Raises:
+        ConfigError: the model has several outputs; dlcli's data holds one label array.
+    """
+    shape = single_shape(model.output_shape)
+    names = list(getattr(model, "output_names", None) or [model.layers[-1].name])
+    if shape is None:
+        listed = ", ".join(f"`{name}`" for name in names)
+        raise ConfigError(
+            f"`model.outputs`: the model has {len(names)} outputs ({listed}), but a dataset "
+            "holds one array of labels; give the model one output"
+        )
+    try:
+        layer = model.get_layer(names[0])
+    except ValueError:
+        layer = model.layers[-1]
+    activation = getattr(getattr(layer, "activation", None), "__name__", "")
+    if not activation and type(layer).__name__ == "Softmax":  # a layer with no `activation`
+        activation = "softmax"
+    return Output(names[0], shape, activation)
+
+
+def loss_name(loss: KerasObject) -> str:
+    """The name of the loss function Keras resolves a spec's loss to.
+
+    Class names, function names and aliases of one loss give one name:
+    `SparseCategoricalCrossentropy` and `sparse_categorical_crossentropy` give
+    "sparse_categorical_crossentropy", `mse` gives "mean_squared_error". `crossentropy` and
+    `ce`, which `compile` resolves from the labels, give "crossentropy"; a name Keras's
+    `keras.losses.get` does not know (a plugin's loss) is returned as written.
+    """
+    if loss.class_name in RESOLVED_BY_COMPILE:
+        return "crossentropy"
+    import keras
+
+    try:
+        resolved = keras.losses.get(loss.class_name)
+    except (ValueError, TypeError):
+        return loss.class_name
+    return str(getattr(resolved, "name", None) or getattr(resolved, "__name__", loss.class_name))
+
+
+def task_for(loss: str, units: int | None) -> Task:
+    """The task a loss (as `loss_name` gives it) makes of an output with `units` units.
+
+    Example:
+
+    >>> task_for("sparse_categorical_crossentropy", 10)
+    'multiclass'
+    >>> task_for("binary_crossentropy", 1), task_for("hinge", 3)
+    ('binary', 'multilabel')
+    >>> task_for("crossentropy", 1), task_for("mean_squared_error", 1)
+    ('binary', 'regression')
+    """
+    if "categorical" in loss:  # (sparse_)categorical_(focal_)crossentropy, categorical_hinge
+        return "multiclass"
+    if "binary" in loss or loss in ("hinge", "squared_hinge", "crossentropy"):
+        if units == 1:
+            return "binary"
+        return "multiclass" if loss == "crossentropy" else "multilabel"
+    return "regression"
+
+
+def loss_of(loss: KerasObject | dict[str, KerasObject], output: Output) -> KerasObject:
+    """The loss of the model's output, also when `compile.loss` maps output names to losses."""
+    if not isinstance(loss, dict):
+        return loss
+    if output.name in loss:
+        return loss[output.name]
+    if len(loss) == 1:
+        return next(iter(loss.values()))
+    listed = ", ".join(f"`{name}`" for name in loss)
+    raise ConfigError(
+        f"`compile.loss` names the outputs {listed}, but the model's output is `{output.name}`"
+    )
+
+
+def task_of(loss: KerasObject | dict[str, KerasObject], model: Any) -> Task:
+    """multiclass, binary, multilabel or regression: from the resolved loss and the output.
+
+    Args:
+        loss: `compile.loss` of the spec: one loss, or output name -> loss.
+        model: the built keras.Model.
+
+    Returns:
+        The task, as `task_for` decides it for the loss of the model's output.
+
+    Raises:
+        ConfigError: the model has several outputs, or `compile.loss` has none for its output.
+
+    Example:
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        task_of(KerasObject(class_name="SparseCategoricalCrossentropy"), model)  # 'multiclass'
+    """
+    output = describe_output(model)
+    return task_for(loss_name(loss_of(loss, output)), output.units)
