@@ -194,8 +194,8 @@ def create_training_variables(model: Any, x: Any, y: Any) -> None:
     """Create the optimizer's and the compiled metrics' variables now, from one example.
 
     With no distribution strategy, Keras's TensorFlow trainer leaves them to the first trace of
-    the train step, and TensorFlow traces a function that creates variables twice: ~0.35 s of
-    the MNIST MLP's first epoch on the 2-core machine.
+    the train step, and TensorFlow traces a function that creates variables twice, which
+    lengthens the first epoch.
     """
     import keras
 
