@@ -76,6 +76,38 @@ def test_many_rows_in_several_chunks(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("label;a;b\n0;1;2,5\n1;3;4\n", 2),  # a decimal comma stays in its cell, refused
+        ("label\ta\tb\n0\t1\t2,5\n1\t3\t4\n", 2),
+        ('label,a,b\n0,1,"2,5"\n1,3,4\n', 2),
+        ('\n\nlabel;a;b\n0;1;"2,5"\n\n1;3;4\n', 4),  # blank lines, before the header too
+    ],
+    ids=["semicolons", "tabs", "commas", "blank-lines"],
+)
+def test_the_delimiter_is_sniffed(tmp_path: Path, text: str, line: int) -> None:
+    """Before: a semicolon or tab file was one column, `label;a;b` (a DataError), and a blank
+    first line made the file `empty`."""
+    path = write(tmp_path, "train.csv", text)
+    message = csv_error(tmp_path, train="train.csv")
+    assert message == f"{path}, line {line}, column `b`: `2,5` is not a number"
+    write(tmp_path, "train.csv", text.replace("2,5", "2"))
+    train, _, _, info = load_csv(CsvSource(train="train.csv"), tmp_path)
+    assert train.x.tolist() == [[1, 2], [3, 4]] and train.y.tolist() == [0, 1]
+    assert info.feature_names == ["a", "b"]
+
+
+def test_a_single_column_and_quoted_delimiters_read_as_commas(tmp_path: Path) -> None:
+    write(tmp_path, "train.csv", 'label,a\n0,"1"\n1,"2"\n')
+    train, _, _, _ = load_csv(CsvSource(train="train.csv"), tmp_path)
+    assert train.x.tolist() == [[1], [2]]
+    write(tmp_path, "train.csv", "label\n0\n")  # the sniffer cannot tell: commas
+    assert csv_error(tmp_path, train="train.csv") == (
+        f"{tmp_path / 'train.csv'}: no feature columns besides the label `label`"
+    )
+
+
+@pytest.mark.parametrize(
     ("text", "source", "problem"),
     [
         (
@@ -90,12 +122,6 @@ def test_many_rows_in_several_chunks(tmp_path: Path) -> None:
             {},
             "{path}: no label column `label` (did you mean `lable`?); the columns are `lable`, "
             "`a`, `b` (see dataset.csv.label)",
-        ),
-        (
-            "label;a;b\n0;1;2\n",
-            {},
-            "{path}: no label column `label` (the columns seem separated by `;` or tabs; dlcli "
-            "reads comma-separated files); the columns are `label;a;b` (see dataset.csv.label)",
         ),
         (
             "label,a,b\n0,1,2\n",

@@ -1,8 +1,13 @@
-"""CSV tables: a header row naming the columns, then one example per row."""
+"""CSV tables: a header row naming the columns, then one example per row.
+
+`read_rows` is the one CSV reader of dlcli: training and `evaluate --data` read through
+`load_csv`, and `dlcli predict` reads its .csv inputs with it too.
+"""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -10,10 +15,12 @@ from typing import Literal
 import numpy as np
 
 from dlcli.data import DatasetInfo, Split, resolve_path
-from dlcli.errors import DataError
+from dlcli.errors import DataError, DlcliError
 from dlcli.spec import CsvSource, suggest
 
 CHUNK_ROWS = 1024  # rows converted to numbers at a time
+SNIFFED_CHARACTERS = 4096  # the start of a file that tells its delimiter
+DELIMITERS = ",;\t"
 
 LabelKind = Literal["integer", "number", "class"]
 
@@ -74,49 +81,87 @@ def load_csv(
     return split(train), validation, test, info
 
 
+def read_rows(path: Path, error: type[DlcliError] = DataError) -> Iterator[tuple[int, list[str]]]:
+    """The rows of a CSV file that hold something, each with its line number (from 1).
+
+    The delimiter (comma, semicolon or tab) is sniffed from the start of the file with
+    `csv.Sniffer`, as sqlite-utils' `rows_from_file` does; a comma when the sniffer cannot
+    tell (a single column). Only the delimiter is taken from the sniffer: its guesses of
+    quoting are unreliable on a few lines, so quoting is the standard one (`"a ""b"" c"`).
+    A UTF-8 byte order mark is allowed; blank lines and rows of empty cells are skipped.
+
+    Raises:
+        `error` (DataError by default): the file is not UTF-8 text, or not well-formed CSV
+            (naming the line).
+    """
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as file:
+            delimiter = _delimiter(file.read(SNIFFED_CHARACTERS))
+            file.seek(0)
+            reader = csv.reader(file, delimiter=delimiter, strict=True)
+            for row in reader:
+                if "".join(row).strip():
+                    yield reader.line_num, row
+    except UnicodeDecodeError as problem:
+        raise error(f"{path}: not UTF-8 text ({problem.reason}); save it as UTF-8") from None
+    except csv.Error as problem:
+        raise error(f"{path}, line {reader.line_num}: {problem}") from None
+
+
+def _delimiter(sample: str) -> str:
+    """The delimiter the rows of `sample` share: one of DELIMITERS, a comma when unclear."""
+    if len(sample) == SNIFFED_CHARACTERS and "\n" in sample:
+        sample = sample[: sample.rindex("\n")]  # whole lines only
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return ","
+
+
+def is_header(row: list[str]) -> bool:
+    """Whether a first row names columns: it holds a cell that is not a number.
+
+    >>> is_header(["a", "b"]), is_header(["1.5", "-2"])
+    (True, False)
+    """
+    return not all(is_number(cell) for cell in row)
+
+
 def _read_table(path: Path, label: str, feature_names: list[str] | None) -> _Table:
     """Read and check one CSV file; `feature_names` None means every column but the label."""
     if not path.is_file():
         raise DataError(f"dataset file not found: {path}")
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as file:
-            reader = csv.reader(file, strict=True)
-            header = [name.strip() for name in next(reader, [])]
-            if not header:
-                raise DataError(
-                    f"{path}: the file is empty; expected a header row naming the columns, "
-                    "then one row per example"
-                )
-            feature_names = _feature_names(header, label, feature_names, path)
-            label_column = _column(header, label, "label", path)
-            feature_columns = [_column(header, name, "feature", path) for name in feature_names]
-            chunks: list[np.ndarray] = []
-            labels: list[str] = []
-            lines: list[int] = []
-            rows: list[list[str]] = []
-            for row in reader:
-                if not "".join(row).strip():
-                    continue
-                if len(row) != len(header):
-                    raise DataError(
-                        f"{path}, line {reader.line_num}: {len(row)} columns, but the header "
-                        f"has {len(header)}"
-                    )
-                text = row[label_column].strip()
-                if not text:
-                    raise DataError(f"{path}, line {reader.line_num}: the label `{label}` is empty")
-                labels.append(text)
-                lines.append(reader.line_num)
-                rows.append([row[column] for column in feature_columns])
-                if len(rows) == CHUNK_ROWS:
-                    chunks.append(_numbers(rows, lines[-len(rows) :], feature_names, path))
-                    rows = []
-            if rows:
-                chunks.append(_numbers(rows, lines[-len(rows) :], feature_names, path))
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text ({error.reason}); save it as UTF-8") from None
-    except csv.Error as error:
-        raise DataError(f"{path}, line {reader.line_num}: {error}") from None
+    rows = read_rows(path)
+    first = next(rows, None)
+    if first is None:
+        raise DataError(
+            f"{path}: the file is empty; expected a header row naming the columns, "
+            "then one row per example"
+        )
+    header = [name.strip() for name in first[1]]
+    feature_names = _feature_names(header, label, feature_names, path)
+    label_column = _column(header, label, "label", path)
+    feature_columns = [_column(header, name, "feature", path) for name in feature_names]
+    chunks: list[np.ndarray] = []
+    labels: list[str] = []
+    lines: list[int] = []
+    chunk: list[list[str]] = []
+    for line, row in rows:
+        if len(row) != len(header):
+            raise DataError(
+                f"{path}, line {line}: {len(row)} columns, but the header has {len(header)}"
+            )
+        text = row[label_column].strip()
+        if not text:
+            raise DataError(f"{path}, line {line}: the label `{label}` is empty")
+        labels.append(text)
+        lines.append(line)
+        chunk.append([row[column] for column in feature_columns])
+        if len(chunk) == CHUNK_ROWS:
+            chunks.append(_numbers(chunk, lines[-len(chunk) :], feature_names, path))
+            chunk = []
+    if chunk:
+        chunks.append(_numbers(chunk, lines[-len(chunk) :], feature_names, path))
     if not labels:
         raise DataError(f"{path}: no data rows after the header")
     return _Table(path, feature_names, np.concatenate(chunks), labels, lines)
@@ -152,8 +197,6 @@ def _column(header: list[str], name: str, role: str, path: Path) -> int:
     if count > 1:
         raise DataError(f"{path}: {count} columns are named `{name}`; give each a unique name")
     hint = suggest(name, header)
-    if len(header) == 1 and (";" in header[0] or "\t" in header[0]):
-        hint = " (the columns seem separated by `;` or tabs; dlcli reads comma-separated files)"
     setting = "dataset.csv.label" if role == "label" else "dataset.csv.features"
     raise DataError(
         f"{path}: no {role} column `{name}`{hint}; the columns are {_listing(header)} "
