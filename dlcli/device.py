@@ -149,7 +149,7 @@ def keep_compiled_programs() -> None:
         return
     import tensorflow as tf
 
-    from dlcli.data import cache_dir
+    from dlcli.data.common import cache_dir
 
     machine = hashlib.sha256(_cpu_identity().encode()).hexdigest()[:12]
     folder = cache_dir() / "xla" / f"tensorflow-{tf.__version__}-cpu-{machine}"

@@ -48,7 +48,7 @@ def _trim_history(path: Path, epochs: int) -> None:
     """Keep the header and the first `epochs` rows: the epochs the restored backup holds."""
     if not path.is_file():
         return
-    from dlcli.artifact import atomic_write
+    from dlcli.atomic import atomic_write
 
     lines = path.read_bytes().splitlines(keepends=True)
     if len(lines) > epochs + 1:

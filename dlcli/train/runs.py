@@ -78,16 +78,17 @@ def write_record(
 ) -> None:
     """spec.yaml (resolved, with the seed; rewritten when a run restarts with a changed spec)
     and, for a `new` run, run.json: where the spec and its data are, for --resume."""
-    from dlcli import artifact
+    from dlcli.artifact import write_json
+    from dlcli.atomic import atomic_write
 
-    artifact.atomic_write(run_dir / "spec.yaml", spec.to_yaml().encode())
+    atomic_write(run_dir / "spec.yaml", spec.to_yaml().encode())
     if new:
         record = {
             "spec_dir": str(spec_dir.resolve()),
             "spec_file": str(spec_file.resolve()) if spec_file else None,
             "overrides": list(overrides),
         }
-        artifact.write_json(run_dir / RUN_RECORD, record)
+        write_json(run_dir / RUN_RECORD, record)
 
 
 def read_record(path: Path) -> dict[str, Any]:
