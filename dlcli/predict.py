@@ -2,19 +2,13 @@
 
 Everything about how inputs must look comes from the dlcli.json inside the model: the input
 shape, and for images their size, channels, polarity and framing, so an image is
-turned into exactly what the model was trained on (`dlcli.images.to_array`). A plain Keras
-model without dlcli.json is used when its input shape is unambiguous, and the assumption is
-said. Files that cannot be read are reported one by one; the others are still predicted.
+turned into exactly what the model was trained on (dlcli.inputs reads the files). A plain
+Keras model without dlcli.json is used when its input shape is unambiguous, and the assumption
+is said. Files that cannot be read are reported one by one; the others are still predicted.
 """
 
 from __future__ import annotations
 
-import csv
-import glob
-import os
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,18 +18,22 @@ import numpy as np
 
 from dlcli import artifact
 from dlcli.data import ImageInfo
-from dlcli.data.tables import is_number
 from dlcli.errors import InputError, ModelFileError
-from dlcli.evaluate import as_probabilities, logits_note, outputs_are_logits
+from dlcli.inputs import (
+    IMAGE_SUFFIXES,
+    TABLE_SUFFIXES,
+    InputDescription,
+    InputFile,
+    expand_inputs,
+    peek,
+    read_inputs,
+)
+from dlcli.metrics import as_probabilities, logits_note, outputs_are_logits
 
 if TYPE_CHECKING:
     from dlcli.artifact import ModelInfo
 
 PREDICT_BATCH_SIZE = 1024
-WORKERS = min(4, os.cpu_count() or 1)  # threads converting images (numpy and PIL release the GIL)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-TABLE_SUFFIXES = (".csv", ".npy")
-MAX_CSV_BYTES = 256 * 1024**2
 DEFAULT_RUNS_DIR = Path("runs")
 
 
@@ -88,17 +86,6 @@ class PredictResult:
             raise InputError(
                 f"{len(self.problems)} of {total} inputs could not be predicted (listed above)"
             )
-
-
-@dataclass(frozen=True)
-class InputDescription:
-    """What the model takes: from dlcli.json, or assumed from a plain Keras model's shape."""
-
-    shape: tuple[int | None, ...]  # without the batch axis
-    task: str
-    class_names: list[str] | None
-    image: ImageInfo | None = None
-    feature_names: list[str] | None = None
 
 
 def _single_shape(shape: Any, path: Path, what: str) -> tuple[int | None, ...]:
@@ -178,45 +165,9 @@ def _image_shape(shape: tuple[int | None, ...]) -> tuple[int, int, int] | None:
 # Choosing the model (no --model)
 
 SAMPLED_INPUTS = 16  # input files looked at (headers only) to tell which models can take them
-_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 
 
-@dataclass(frozen=True)
-class _InputFile:
-    """What one input file holds, read from its header: an image or rows of values."""
-
-    image: tuple[int, int, bool] | None = None  # height, width, grayscale
-    columns: list[str] | None = None  # a .csv header
-    shape: tuple[int, ...] | None = None  # a .npy array, or (columns,) of a .csv
-
-    def describe(self) -> str:
-        if self.image is not None:
-            height, width, grey = self.image
-            return f"{height}x{width} {'grayscale' if grey else 'colour'} images"
-        assert self.shape is not None
-        return f"rows of {self.shape[-1]} values" if len(self.shape) <= 2 else "arrays"
-
-
-def _peek(path: Path) -> _InputFile | None:
-    """The header of an input file; None when it cannot be read (reported when predicted)."""
-    from PIL import Image
-
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".npy":
-            return _InputFile(shape=np.load(path, mmap_mode="r", allow_pickle=False).shape)
-        if suffix == ".csv":
-            with open(path, newline="", encoding="utf-8-sig") as handle:
-                first = next(row for row in csv.reader(handle) if any(c.strip() for c in row))
-            header = None if all(is_number(cell) for cell in first) else [c.strip() for c in first]
-            return _InputFile(columns=header, shape=(len(first),))
-        with Image.open(path) as image:
-            return _InputFile(image=(image.height, image.width, image.mode in _GREY_MODES))
-    except (OSError, ValueError, StopIteration, csv.Error, UnicodeDecodeError, SyntaxError):
-        return None
-
-
-def _fit(info: ModelInfo, found: _InputFile) -> int:
+def _fit(info: ModelInfo, found: InputFile) -> int:
     """How well a model takes an input: 3 exactly, 2 same size, 1 same colours, 0 not at all."""
     image, shape = info.input.image, info.input.shape
     if found.image is not None:
@@ -258,7 +209,7 @@ def choose_model(files: list[Path], runs_dir: Path) -> tuple[artifact.ModelFile,
             f"no --model given and no {runs_dir}/*/model.keras found; "
             "train one with `dlcli train SPEC` or pass --model PATH"
         )
-    found = [peeked for path in files[:SAMPLED_INPUTS] if (peeked := _peek(path)) is not None]
+    found = [peeked for path in files[:SAMPLED_INPUTS] if (peeked := peek(path)) is not None]
     candidates: list[artifact.ModelFile] = []
     for path in paths:
         with suppress(ModelFileError):
@@ -281,166 +232,6 @@ def choose_model(files: list[Path], runs_dir: Path) -> tuple[artifact.ModelFile,
     )
     wanted = found[0].describe() if found else "these inputs"
     raise ModelFileError(f"no model in {runs_dir}/ takes {wanted}: {newest}; pass --model PATH")
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs
-
-
-def expand_inputs(inputs: list[str], suffixes: tuple[str, ...]) -> tuple[list[Path], list[str]]:
-    """Files named, found in folders (recursively, with `suffixes`) or matched by glob patterns."""
-    files: dict[Path, None] = {}
-    problems: list[str] = []
-    for text in inputs:
-        path = Path(text).expanduser()
-        if path.is_dir():
-            found = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-            )
-            if not found:
-                problems.append(f"{text}: no {', '.join(suffixes)} files in this folder")
-            files.update(dict.fromkeys(found))
-        elif path.exists():
-            files[path] = None
-        elif glob.has_magic(text):
-            found = sorted(
-                Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file()
-            )
-            if not found:
-                problems.append(f"{text}: no files match this pattern")
-            files.update(dict.fromkeys(found))
-        else:
-            problems.append(f"{text}: no such file")
-    return list(files), problems
-
-
-def _read_csv(path: Path, description: InputDescription) -> np.ndarray:
-    """Rows of features; a header row selects the model's features by name."""
-    if len(description.shape) != 1:
-        raise InputError(
-            f"{path}: a .csv file holds rows of features, but the model takes inputs of shape "
-            f"{description.shape}"
-        )
-    features = int(description.shape[0] or 0)
-    if path.stat().st_size > MAX_CSV_BYTES:
-        raise InputError(f"{path}: larger than {MAX_CSV_BYTES // 1024**2} MiB; split it")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise InputError(f"{path}: not a readable CSV file ({error})") from error
-    if not rows:
-        raise InputError(f"{path}: the file holds no rows")
-    header = None if all(is_number(cell) for cell in rows[0]) else [c.strip() for c in rows[0]]
-    body = rows[1:] if header else rows
-    columns = list(range(len(rows[0])))
-    if header and description.feature_names:
-        missing = [name for name in description.feature_names if name not in header]
-        if missing:
-            raise InputError(
-                f"{path}: has no column {', '.join(missing)} (the model takes "
-                f"{', '.join(description.feature_names)})"
-            )
-        columns = [header.index(name) for name in description.feature_names]
-    if len(columns) != features:
-        raise InputError(
-            f"{path}: rows have {len(columns)} values but the model takes {features} features"
-        )
-    values = np.empty((len(body), features), dtype="float32")
-    for number, row in enumerate(body):
-        try:
-            values[number] = [float(row[column]) for column in columns]
-        except (ValueError, IndexError):
-            line = number + (2 if header else 1)
-            raise InputError(
-                f"{path}, line {line}: expected {features} numbers, found {row!r}"
-            ) from None
-    if not np.isfinite(values).all():
-        raise InputError(f"{path}: holds NaN or Inf values")
-    return values
-
-
-def _read_npy(path: Path, description: InputDescription) -> np.ndarray:
-    """One example of the model's input shape, or a stack of them."""
-    try:
-        array = np.load(path, allow_pickle=False)
-    except ValueError as error:
-        raise InputError(f"{path}: holds Python objects (pickle), which are refused") from error
-    except (OSError, EOFError) as error:
-        raise InputError(f"{path}: not a readable .npy file ({error})") from error
-    expected = description.shape
-
-    def fits(shape: tuple[int, ...]) -> bool:
-        return len(shape) == len(expected) and all(
-            e is None or e == s for e, s in zip(expected, shape, strict=True)
-        )
-
-    if fits(array.shape):
-        array = array[None]
-    elif not fits(array.shape[1:]):
-        raise InputError(
-            f"{path}: holds an array of shape {array.shape}, but the model takes "
-            f"{expected} or a stack of them"
-        )
-    if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
-        raise InputError(f"{path}: holds {array.dtype} values, not numbers")
-    return array
-
-
-def _rows(path: Path, description: InputDescription) -> np.ndarray:
-    """The examples of a .npy or .csv file; an image file for a model that takes rows fails."""
-    if path.suffix.lower() == ".npy":
-        return _read_npy(path, description)
-    if path.suffix.lower() == ".csv":
-        return _read_csv(path, description)
-    raise InputError(
-        f"{path}: the model takes rows of {description.shape[0]} features (.csv or .npy "
-        "files), not images"
-    )
-
-
-def _start(pool: ThreadPoolExecutor, path: Path, description: InputDescription, raw: bool) -> Any:
-    """Begin reading one file: its examples, or a Future of an image's pixels."""
-    from dlcli import images
-
-    if path.suffix.lower() in TABLE_SUFFIXES or description.image is None:
-        return _rows(path, description)
-    image = images.open_image(path)  # on this thread only: see dlcli.images
-    return pool.submit(images.to_array, image, description.image, raw=raw)
-
-
-def read_inputs(
-    files: list[Path], description: InputDescription, raw: bool
-) -> Iterator[tuple[Path, np.ndarray | InputError]]:
-    """Each file's examples, shaped as the model takes them, or the InputError it raised.
-
-    Files come back in order. Images are decoded on this thread and converted by
-    `dlcli.images.to_array` on worker threads, a few at a time, while the next are decoded.
-    """
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        window: deque[tuple[Path, Any]] = deque()
-
-        def finish() -> tuple[Path, np.ndarray | InputError]:
-            path, pending = window.popleft()
-            if not isinstance(pending, Future):
-                return path, pending
-            try:
-                pixels = pending.result()
-            except InputError as error:
-                return path, error
-            if len(description.shape) == 2 and pixels.ndim == 3:
-                pixels = pixels[..., 0]  # e.g. MNIST: the model takes (28, 28)
-            return path, pixels[None]
-
-        for path in files:
-            try:
-                window.append((path, _start(pool, path, description, raw)))
-            except InputError as error:
-                window.append((path, error))
-            if len(window) > 2 * WORKERS:
-                yield finish()
-        while window:
-            yield finish()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,10 +265,13 @@ class _Runtime:
     logits: bool = False
     converted: bool = False
 
+    def load(self) -> None:
+        self.model = artifact.load(self.checked, require_metadata=False).model
+        self.logits = outputs_are_logits(self.model)
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         if self.model is None:
-            self.model = artifact.load(self.checked, require_metadata=False).model
-            self.logits = outputs_are_logits(self.model)
+            self.load()
         return np.asarray(self.model.predict(batch, batch_size=PREDICT_BATCH_SIZE, verbose=0))
 
 
@@ -515,38 +309,73 @@ def predict(
     raw: bool = False,
     runs_dir: Path = DEFAULT_RUNS_DIR,
 ) -> PredictResult:
-    """Predict every input file; a file that fails is reported and the others still predicted.
+    """Predicts labels (or values) for input files with a trained model.
 
-    Without `model_path` the newest model under `runs_dir` that takes the inputs is used
-    (`choose_model`). `raw` skips the polarity and MNIST framing steps (the image is only
-    converted and resized). The model file and the inputs are checked before TensorFlow is
-    imported: a dlcli model is described by its dlcli.json, and Keras loads it only once the
-    first inputs are read.
+    A file that cannot be read is reported in the result and the others are still predicted.
+    The model file and the inputs are checked before TensorFlow is imported: a dlcli model is
+    described by its dlcli.json, and Keras loads it only once the first inputs are read. A
+    plain Keras model (no dlcli.json) is used when its input shape is unambiguous, and the
+    assumption is said in the notes.
+
+    Args:
+        inputs: Image files, folders (searched recursively) or glob patterns; .csv or .npy
+            files of rows for a model that takes rows of features.
+        model_path: The `.keras` model; None chooses the newest model under `runs_dir` that
+            takes the inputs (`choose_model`), named in the notes.
+        top_k: Labels kept per input, most probable first.
+        raw: Skip the polarity and MNIST framing steps (images are only converted and
+            resized).
+        runs_dir: The folder of run directories searched when `model_path` is None.
+
+    Returns:
+        A `PredictResult`: the predictions in input order, one line per input that failed
+        (`problems`), and the notes (the model chosen, what was assumed).
 
     Raises:
         ModelFileError: the model file is missing, unsafe or inconsistent, or no model fits.
         InputError: right away when the only input fails.
+
+    Example:
+
+    ```python
+    result = predict(["examples/digits/7.png"], model_path="runs/mnist-1/model.keras")
+    result.predictions[0].labels, result.predictions[0].probabilities
+    # (['7', '3', '9'], [0.998, 0.001, 0.0004])
+    ```
     """
-    notes: list[str] = []
     if model_path is None:
         named, problems = expand_inputs(inputs, IMAGE_SUFFIXES + TABLE_SUFFIXES)
         if not named:
             return _nothing_predicted(problems)
         checked, takes = choose_model(named, runs_dir)
-        notes.append(f"Model: {checked.path} (the newest in {runs_dir}/ that takes {takes})")
+        notes = [f"Model: {checked.path} (the newest in {runs_dir}/ that takes {takes})"]
     else:
-        checked = artifact.inspect(model_path, require_metadata=False)
+        checked, notes = artifact.inspect(model_path, require_metadata=False), []
     runtime = _Runtime(checked)
     if checked.info is None:  # a plain Keras model: its shape says what it takes
-        runtime.model = artifact.load(checked, require_metadata=False).model
-        runtime.logits = outputs_are_logits(runtime.model)
+        runtime.load()
         description, assumed = describe_inputs(runtime.model, None, checked.path)
         notes += assumed
     else:
         description = describe(checked.info)
     accepted = TABLE_SUFFIXES if description.image is None else IMAGE_SUFFIXES
     files, problems = expand_inputs(inputs, accepted)
+    predictions, unread = _predict_files(files, runtime, description, top_k, raw)
+    problems += unread
+    if runtime.converted:
+        notes.append(logits_note(description.task))
+    if not predictions and len(problems) == 1:
+        raise InputError(problems[0])
+    return PredictResult(checked.path, description.task, predictions, problems, notes)
+
+
+def _predict_files(
+    files: list[Path], runtime: _Runtime, description: InputDescription, top_k: int, raw: bool
+) -> tuple[list[Prediction], list[str]]:
+    """The predictions of every file that can be read, in batches of about
+    PREDICT_BATCH_SIZE examples, and one line for each file that cannot."""
     predictions: list[Prediction] = []
+    problems: list[str] = []
     arrays: list[np.ndarray] = []
     sources: list[tuple[str, int | None]] = []
     for path, examples in read_inputs(files, description, raw):
@@ -561,11 +390,7 @@ def predict(
             arrays, sources = [], []
     if arrays:
         predictions += _predict_batch(runtime, arrays, sources, description, top_k)
-    if runtime.converted:
-        notes.append(logits_note(description.task))
-    if not predictions and len(problems) == 1:
-        raise InputError(problems[0])
-    return PredictResult(checked.path, description.task, predictions, problems, notes)
+    return predictions, problems
 
 
 def _nothing_predicted(problems: list[str]) -> PredictResult:

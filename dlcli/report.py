@@ -1,4 +1,7 @@
-"""All terminal rendering (rich) and plots; nothing else in dlcli prints."""
+"""All terminal rendering (rich), on an injected Console; nothing else in dlcli prints.
+
+Files are drawn by dlcli.plots; the numbers come from dlcli.metrics.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +9,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from dlcli.artifact import atomic_write
-
 if TYPE_CHECKING:
+    import numpy as np
+
     from dlcli.data import Splits
+    from dlcli.evaluate import Evaluation
+    from dlcli.metrics import ClassScores
+    from dlcli.predict import PredictResult
     from dlcli.train import TrainResult
 
 _LOG_ORDER = ("loss", "accuracy")
@@ -131,80 +136,8 @@ def train_result(console: Console, result: TrainResult) -> None:
     console.print(f"Run directory: {shown(result.run_dir)}")
 
 
-def _pyplot() -> Any:
-    """matplotlib's pyplot, drawing to files only (the Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(plt: Any, figure: Any) -> bytes:
-    """The figure as PNG bytes, then closed (files are written by dlcli.artifact.atomic_write)."""
-    import io
-
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return buffer.getvalue()
-
-
-def save_curves(history: dict[str, list[float]], path: Path) -> None:
-    """Loss and each metric per epoch, training and validation side by side."""
-    plt = _pyplot()
-    atomic_write(path, _png(plt, curves_figure(history)))
-
-
-def curves_figure(history: dict[str, list[float]]) -> Any:
-    """The figure `save_curves` writes: a panel per metric, whole epochs on the x axis."""
-    plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
-
-    names = [key for key in history if not key.startswith("val_") and key != "learning_rate"]
-    figure, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
-    for axis, name in zip(axes[0], names, strict=True):
-        epochs = range(1, len(history[name]) + 1)
-        axis.plot(epochs, history[name], "o-", label="training")
-        if f"val_{name}" in history:
-            axis.plot(epochs, history[f"val_{name}"], "s--", label="validation")
-        axis.set(title=name, xlabel="epoch")
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
-        axis.legend()
-    return figure
-
-
-def save_confusion_matrix(matrix: np.ndarray, labels: list[str], path: Path) -> None:
-    """`confusion_matrix_png`, written atomically to `path`."""
-    atomic_write(path, confusion_matrix_png(matrix, labels))
-
-
-def confusion_matrix_png(matrix: np.ndarray, labels: list[str]) -> bytes:
-    """The confusion matrix as a heat map with counts."""
-    plt = _pyplot()
-    size = max(4.0, 0.45 * len(labels) + 2)
-    figure, axis = plt.subplots(figsize=(size, size))
-    axis.imshow(matrix, cmap="Blues")
-    ticks = range(len(labels))
-    axis.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true")
-    axis.set_xticklabels(labels, rotation=90 if len(labels) > 10 else 0)
-    axis.set_yticklabels(labels)
-    if len(labels) <= 20:
-        threshold = matrix.max() / 2
-        for (row, column), count in np.ndenumerate(matrix):
-            color = "white" if count > threshold else "black"
-            axis.text(column, row, str(count), ha="center", va="center", color=color, fontsize=8)
-    return _png(plt, figure)
-
-
 # ---------------------------------------------------------------------------------------------
 # evaluate and predict
-
-if TYPE_CHECKING:
-    from dlcli.evaluate import ClassScores, Evaluation
-    from dlcli.predict import PredictResult
 
 MAX_MATRIX_CLASSES = 20
 
@@ -281,25 +214,6 @@ def notes(console: Console, lines: list[str]) -> None:
     """Warnings and remarks (the chosen model, assumptions) as plain lines."""
     for line in lines:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
-
-
-def image_grid_png(images: np.ndarray, titles: list[str]) -> bytes:
-    """A grid of images (grey or colour, any value range) with a title over each."""
-    plt = _pyplot()
-    columns = min(6, len(images))
-    rows = -(-len(images) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, image, title in zip(axes.flat, images, titles, strict=False):
-        image = np.asarray(image, dtype="float32")
-        if image.ndim == 3 and image.shape[-1] == 1:
-            image = image[..., 0]
-        low, high = float(image.min()), float(image.max())
-        image = (image - low) / (high - low) if high > low else np.zeros_like(image)
-        axis.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
-        axis.set_title(title, fontsize=7)
-    return _png(plt, figure)
 
 
 def _top_cell(label: str, probability: float) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -190,3 +192,185 @@ def first_model(workspace: Path, user_env: dict[str, str]) -> Path:
     cache = Path(user_env["DLCLI_CACHE"]) / "mnist.npz"
     assert cache.is_file(), "the verified MNIST arrays are cached for the next run"
     return workspace / "runs" / "mnist-1" / "model.keras"
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny trained models, shared by the evaluate and predict tests (trained once per session).
+
+
+class QuietView:
+    """A training progress view that shows nothing."""
+
+    def start(self, *args: object) -> None: ...
+    def note(self, *args: object) -> None: ...
+    def start_epoch(self, *args: object) -> None: ...
+    def advance(self, *args: object) -> None: ...
+    def end_epoch(self, *args: object) -> None: ...
+    def stop(self) -> None: ...
+
+
+BAR_CLASSES = ("bottom", "middle", "top")  # sorted, as the class folders are read
+BAR_ROWS = {"top": 1, "middle": 3, "bottom": 5}
+
+
+def bar_image(row: int, rng: np.random.Generator, *, dark_on_light: bool = False) -> Any:
+    """An 8x8 grayscale PIL image: a light two-pixel bar starting at `row`, on dark."""
+    from PIL import Image
+
+    pixels = rng.integers(0, 40, size=(8, 8))
+    pixels[row : row + 2, 1:7] = rng.integers(200, 256, size=(2, 6))
+    if dark_on_light:
+        pixels = 255 - pixels
+    return Image.fromarray(pixels.astype(np.uint8))
+
+
+def write_bars(folder: Path) -> None:
+    """Class folders of bar images; one test image of the `top` class shows a middle bar."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 12), ("test", 4)):
+        for name in BAR_CLASSES:
+            (folder / split / name).mkdir(parents=True)
+            for index in range(count):
+                bar_image(BAR_ROWS[name], rng).save(folder / split / name / f"{index}.png")
+    bar_image(BAR_ROWS["middle"], rng).save(folder / "test" / "top" / "odd.png")
+
+
+def write_answers(folder: Path) -> None:
+    """CSV files with features a, b and the label `answer` (yes when a + b > 0)."""
+    rng = np.random.default_rng(1)
+    for split, rows in (("train", 60), ("test", 24)):
+        x = rng.normal(size=(rows, 2)).round(3)
+        lines = ["a,b,answer"] + [f"{a},{b},{'yes' if a + b > 0 else 'no'}" for a, b in x.tolist()]
+        (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
+
+
+def write_line(folder: Path) -> None:
+    """An .npz file of y = x . (1, -2, 0.5) + 3 plus a little noise."""
+    rng = np.random.default_rng(2)
+    arrays = {}
+    for split, rows in (("train", 48), ("test", 16)):
+        x = rng.normal(size=(rows, 3)).astype("float32")
+        y = (x @ np.array([1.0, -2.0, 0.5]) + 3 + rng.normal(0, 0.1, rows)).astype("float32")
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
+    np.savez(folder / "line.npz", **arrays)
+
+
+TINY_SPECS = {
+    "bars": """
+name: bars
+seed: 1
+dataset:
+  images: {train: bars/train, test: bars/test, image_size: [8, 8], color_mode: grayscale}
+  validation_split: 0.25
+model:
+  input: [8, 8, 1]
+  layers:
+    - Rescaling: {scale: 0.00392156862745098}
+    - Flatten
+    - Dense: {units: 3, activation: softmax}
+compile:
+  optimizer: {Adam: {learning_rate: 0.05}}
+  loss: sparse_categorical_crossentropy
+  metrics: [accuracy]
+  jit_compile: false
+fit: {epochs: 6, batch_size: 3}
+""",
+    "answer": """
+name: answer
+seed: 1
+dataset:
+  csv: {train: answers/train.csv, test: answers/test.csv, label: answer}
+model:
+  input: [2]
+  layers:
+    - Dense: {units: 1, activation: sigmoid}
+compile:
+  optimizer: {Adam: {learning_rate: 0.1}}
+  loss: binary_crossentropy
+  metrics: [accuracy]
+  jit_compile: false
+fit: {epochs: 6, batch_size: 4}
+""",
+    "line": """
+name: line
+seed: 1
+dataset:
+  npz: line/line.npz
+model:
+  input: [3]
+  layers:
+    - Dense: {units: 1}
+compile:
+  optimizer: {Adam: {learning_rate: 0.1}}
+  loss: mse
+  metrics: [mae]
+  jit_compile: false
+fit: {epochs: 8, batch_size: 4}
+""",
+}
+
+
+@dataclass(frozen=True)
+class TinyModels:
+    folder: Path  # the project folder: specs, data and runs/
+    bars: Path  # 8x8 grayscale images in class folders: a light bar at the top, middle or bottom
+    answer: Path  # a binary classifier of CSV rows (features a, b; label `answer`: yes or no)
+    line: Path  # a linear regression from an .npz file
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    """The three tiny models, trained once per session in-process."""
+    from dlcli.spec import spec_from_text
+    from dlcli.train import train
+
+    folder = tmp_path_factory.mktemp("tiny-models")
+    for name, write in (("bars", write_bars), ("answers", write_answers), ("line", write_line)):
+        (folder / name).mkdir(parents=True)
+        write(folder / name)
+    models = {}
+    for name, text in TINY_SPECS.items():
+        spec = spec_from_text(text + f"output: {{dir: {folder / 'runs'}}}\n", f"{name}.yaml")
+        models[name] = train(spec, folder, QuietView()).model_path
+    return TinyModels(folder, **models)
+
+
+BAD_MODELS = {
+    "https://example.com/model.keras": "Error: https://example.com/model.keras: only local "
+    ".keras files are loaded, not URLs",
+    "folder": "Error: folder: is a folder, not a .keras model file",
+    "old.h5": "Error: old.h5: legacy HDF5 models are not loaded; re-save it as .keras with Keras 3",
+    "missing.keras": "Error: model file not found: missing.keras",
+    "empty.keras": "Error: empty.keras: the file is empty",
+    "text.keras": "Error: text.keras: not a Keras model file (not a zip archive: truncated or "
+    "corrupt?)",
+    "truncated.keras": "Error: truncated.keras: not a Keras model file (not a zip archive: "
+    "truncated or corrupt?)",
+    "lambda.keras": "Error: lambda.keras: contains a Lambda layer, which would run code; refused",
+    "plain.keras": "Error: plain.keras: has no dlcli.json, so it was not trained by dlcli; "
+    "`dlcli predict --model` can still use it",
+}
+
+
+def without_metadata(source: Path, path: Path) -> None:
+    """A copy of the model file `source` without its dlcli.json: a plain Keras model."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(path, "w") as new:
+        for item in old.infolist():
+            if item.filename != "dlcli.json":
+                new.writestr(item, old.read(item))
+
+
+def make_bad_models(folder: Path, good: Path) -> None:
+    """The files of BAD_MODELS in `folder`, made from the good model file `good`."""
+    import keras
+
+    (folder / "folder").mkdir()
+    (folder / "old.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
+    (folder / "empty.keras").write_bytes(b"")
+    (folder / "text.keras").write_text("not a model\n")
+    (folder / "truncated.keras").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    inputs = keras.Input((2,))
+    keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs)).save(folder / "lambda.keras")
+    without_metadata(good, folder / "plain.keras")

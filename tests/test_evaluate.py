@@ -1,17 +1,14 @@
-"""`dlcli evaluate` from nothing but the model file, on tiny models trained here in-process.
+"""`dlcli evaluate` from nothing but the model file, on the session's tiny models.
 
-Three models are trained once per session (`tiny_models`, also used by test_predict.py): `bars`
-(8x8 grayscale images in class folders: a light bar at the top, middle or bottom), `answer`
-(a binary classifier of CSV rows) and `line` (a linear regression from an .npz file).
+The three models (`tiny_models` in conftest.py, also used by the predict tests): `bars` (8x8
+grayscale images in class folders: a light bar at the top, middle or bottom), `answer` (a
+binary classifier of CSV rows) and `line` (a linear regression from an .npz file).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
-import zipfile
-from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 
@@ -20,150 +17,20 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from dlcli import evaluate
+from dlcli import metrics
 from dlcli.cli import app
 
+from .conftest import (
+    BAD_MODELS,
+    BAR_CLASSES,
+    TINY_SPECS,
+    QuietView,
+    TinyModels,
+    make_bad_models,
+    write_bars,
+)
+
 runner = CliRunner()
-CLASSES = ("bottom", "middle", "top")  # sorted, as the class folders are read
-BAR_ROWS = {"top": 1, "middle": 3, "bottom": 5}
-
-
-class QuietView:
-    """A training progress view that shows nothing."""
-
-    def start(self, *args: object) -> None: ...
-    def start_epoch(self, *args: object) -> None: ...
-    def advance(self, *args: object) -> None: ...
-    def end_epoch(self, *args: object) -> None: ...
-    def stop(self) -> None: ...
-
-
-def bar_image(row: int, rng: np.random.Generator, *, dark_on_light: bool = False) -> Image.Image:
-    """An 8x8 grayscale image: a light two-pixel bar starting at `row`, on a dark background."""
-    pixels = rng.integers(0, 40, size=(8, 8))
-    pixels[row : row + 2, 1:7] = rng.integers(200, 256, size=(2, 6))
-    if dark_on_light:
-        pixels = 255 - pixels
-    return Image.fromarray(pixels.astype(np.uint8))
-
-
-def write_bars(folder: Path) -> None:
-    """Class folders of bar images; one test image of the `top` class shows a middle bar."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 12), ("test", 4)):
-        for name in CLASSES:
-            (folder / split / name).mkdir(parents=True)
-            for index in range(count):
-                bar_image(BAR_ROWS[name], rng).save(folder / split / name / f"{index}.png")
-    bar_image(BAR_ROWS["middle"], rng).save(folder / "test" / "top" / "odd.png")
-
-
-def write_answers(folder: Path) -> None:
-    """CSV files with features a, b and the label `answer` (yes when a + b > 0)."""
-    rng = np.random.default_rng(1)
-    for split, rows in (("train", 60), ("test", 24)):
-        x = rng.normal(size=(rows, 2)).round(3)
-        lines = ["a,b,answer"] + [f"{a},{b},{'yes' if a + b > 0 else 'no'}" for a, b in x.tolist()]
-        (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
-
-
-def write_line(folder: Path) -> None:
-    """An .npz file of y = x . (1, -2, 0.5) + 3 plus a little noise."""
-    rng = np.random.default_rng(2)
-    arrays = {}
-    for split, rows in (("train", 48), ("test", 16)):
-        x = rng.normal(size=(rows, 3)).astype("float32")
-        y = (x @ np.array([1.0, -2.0, 0.5]) + 3 + rng.normal(0, 0.1, rows)).astype("float32")
-        arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
-    np.savez(folder / "line.npz", **arrays)
-
-
-SPECS = {
-    "bars": """
-name: bars
-seed: 1
-dataset:
-  images: {train: bars/train, test: bars/test, image_size: [8, 8], color_mode: grayscale}
-  validation_split: 0.25
-model:
-  input: [8, 8, 1]
-  layers:
-    - Rescaling: {scale: 0.00392156862745098}
-    - Flatten
-    - Dense: {units: 3, activation: softmax}
-compile:
-  optimizer: {Adam: {learning_rate: 0.05}}
-  loss: sparse_categorical_crossentropy
-  metrics: [accuracy]
-  jit_compile: false
-fit: {epochs: 6, batch_size: 3}
-""",
-    "answer": """
-name: answer
-seed: 1
-dataset:
-  csv: {train: answers/train.csv, test: answers/test.csv, label: answer}
-model:
-  input: [2]
-  layers:
-    - Dense: {units: 1, activation: sigmoid}
-compile:
-  optimizer: {Adam: {learning_rate: 0.1}}
-  loss: binary_crossentropy
-  metrics: [accuracy]
-  jit_compile: false
-fit: {epochs: 6, batch_size: 4}
-""",
-    "line": """
-name: line
-seed: 1
-dataset:
-  npz: line/line.npz
-model:
-  input: [3]
-  layers:
-    - Dense: {units: 1}
-compile:
-  optimizer: {Adam: {learning_rate: 0.1}}
-  loss: mse
-  metrics: [mae]
-  jit_compile: false
-fit: {epochs: 8, batch_size: 4}
-""",
-}
-
-
-@dataclass(frozen=True)
-class TinyModels:
-    folder: Path  # the project folder: specs, data and runs/
-    bars: Path
-    answer: Path
-    line: Path
-
-
-@functools.cache
-def _train_tiny_models(folder: Path) -> TinyModels:
-    from dlcli.spec import spec_from_text
-    from dlcli.train import train
-
-    for name, write in (("bars", write_bars), ("answers", write_answers), ("line", write_line)):
-        (folder / name).mkdir(parents=True)
-        write(folder / name)
-    models = {}
-    for name, text in SPECS.items():
-        spec = spec_from_text(text + f"output: {{dir: {folder / 'runs'}}}\n", f"{name}.yaml")
-        models[name] = train(spec, folder, QuietView()).model_path
-    return TinyModels(folder, **models)
-
-
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    """The three tiny models, trained once per test session under pytest's base temp folder."""
-    return _train_tiny_models(tmp_path_factory.getbasetemp() / "tiny-models")
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    return tiny_models(tmp_path_factory)
 
 
 def run(*args: object) -> object:
@@ -191,18 +58,18 @@ def bars_test_split() -> tuple[np.ndarray, np.ndarray]:
 # Classification
 
 
-def test_multiclass_report_agrees_with_keras(models: TinyModels, isolated: Path) -> None:
-    result = run("evaluate", models.bars, "--json", "--output", isolated / "out")
+def test_multiclass_report_agrees_with_keras(tiny_models: TinyModels, isolated: Path) -> None:
+    result = run("evaluate", tiny_models.bars, "--json", "--output", isolated / "out")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)  # stdout holds the JSON document and nothing else
-    shutil.copytree(models.folder / "bars", isolated, dirs_exist_ok=True)
+    shutil.copytree(tiny_models.folder / "bars", isolated, dirs_exist_ok=True)
     x, y = bars_test_split()
-    expected = keras_evaluate(models.bars, x, y)
+    expected = keras_evaluate(tiny_models.bars, x, y)
     assert report["metrics"] == pytest.approx(expected, rel=1e-6)
     assert report["examples"] == 13 and report["split"] == "test" and report["task"] == "multiclass"
     assert report["data"] == "bars/test"  # the folder of the test split, not of training
     matrix = np.array(report["confusion_matrix"]["rows_true_columns_predicted"])
-    assert report["confusion_matrix"]["labels"] == list(CLASSES)
+    assert report["confusion_matrix"]["labels"] == list(BAR_CLASSES)
     assert matrix.tolist() == [[4, 0, 0], [0, 4, 0], [0, 1, 4]]  # the odd `top` image is middle
     assert np.trace(matrix) / matrix.sum() == pytest.approx(expected["accuracy"])
     assert report["most_confused"] == [{"true": "top", "predicted": "middle", "count": 1}]
@@ -229,34 +96,31 @@ def test_multiclass_report_agrees_with_keras(models: TinyModels, isolated: Path)
         assert grid.format == "PNG" and grid.width > 100
 
 
-@pytest.mark.parametrize(("batch_bytes", "eager"), [(2**28, True), (1, False)])
+@pytest.mark.parametrize("batch_bytes", [2**28, 1], ids=["one-batch", "thirteen-batches"])
 def test_score_is_kerass_evaluate_and_predict_in_one_batch_or_many(
-    models: TinyModels,
-    isolated: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    batch_bytes: int,
-    eager: bool,
+    tiny_models: TinyModels, isolated: Path, monkeypatch: pytest.MonkeyPatch, batch_bytes: int
 ) -> None:
+    """One batch goes through test_on_batch and predict_on_batch, eagerly; thirteen batches of
+    one example through evaluate and predict, traced: the numbers are Keras's either way."""
     import keras
 
-    shutil.copytree(models.folder / "bars", isolated, dirs_exist_ok=True)
+    shutil.copytree(tiny_models.folder / "bars", isolated, dirs_exist_ok=True)
     x, y = bars_test_split()
-    monkeypatch.setattr(evaluate, "_BATCH_BYTES", batch_bytes)  # 1: batches of one, 13 of them
-    model = keras.saving.load_model(models.bars)
-    metrics, outputs = evaluate.score(model, x, y, 1)
-    assert model.run_eagerly is eager  # one batch runs eagerly; 13 batches are traced
-    assert metrics == pytest.approx(keras_evaluate(models.bars, x, y), rel=1e-6)
+    monkeypatch.setattr(metrics, "BATCH_BYTES", batch_bytes)  # 1: batches of one example
+    model = keras.saving.load_model(tiny_models.bars)
+    scores, outputs = metrics.score(model, x, y, 1)
+    assert scores == pytest.approx(keras_evaluate(tiny_models.bars, x, y), rel=1e-6)
     assert outputs is not None and outputs.shape == (13, 3)
-    expected = keras.saving.load_model(models.bars).predict(x, verbose=0)
+    expected = keras.saving.load_model(tiny_models.bars).predict(x, verbose=0)
     np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-6)
-    assert evaluate.score(model, x, y, 1, outputs=False)[1] is None
+    assert metrics.score(model, x, y, 1, outputs=False)[1] is None
 
 
-def test_terminal_report(models: TinyModels) -> None:
-    result = run("evaluate", models.bars, "--output", "out")
+def test_terminal_report(tiny_models: TinyModels) -> None:
+    result = run("evaluate", tiny_models.bars, "--output", "out")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0] == f"Evaluated {models.bars} on bars/test, test split (13 examples)"
+    assert lines[0] == f"Evaluated {tiny_models.bars} on bars/test, test split (13 examples)"
     assert lines[1].startswith("accuracy 0.9231  loss ")
     text = "\n".join(line.rstrip() for line in lines)
     assert "│ bottom       │    1.0000 │ 1.0000 │ 1.0000 │       4 │" in text
@@ -275,12 +139,14 @@ def test_terminal_report(models: TinyModels) -> None:
 
 
 def test_files_go_beside_the_model_and_other_splits_get_their_own(
-    models: TinyModels, isolated: Path
+    tiny_models: TinyModels, isolated: Path
 ) -> None:
     copy = isolated / "runs" / "bars-1"
     copy.mkdir(parents=True)
-    shutil.copy(models.bars, copy / "model.keras")
-    shutil.copytree(models.folder / "bars", isolated / "bars")  # the data, relative to the spec
+    shutil.copy(tiny_models.bars, copy / "model.keras")
+    shutil.copytree(
+        tiny_models.folder / "bars", isolated / "bars"
+    )  # the data, relative to the spec
     test = run("evaluate", copy / "model.keras", "--json")
     validation = run("evaluate", copy / "model.keras", "--split", "validation", "--json")
     train = run("evaluate", copy / "model.keras", "--split", "train", "--json")
@@ -295,8 +161,8 @@ def test_files_go_beside_the_model_and_other_splits_get_their_own(
     }  # fmt: skip
 
 
-def test_binary_reports_roc_auc_and_threshold(models: TinyModels) -> None:
-    result = run("evaluate", models.answer, "--json")
+def test_binary_reports_roc_auc_and_threshold(tiny_models: TinyModels) -> None:
+    result = run("evaluate", tiny_models.answer, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["task"] == "binary" and report["threshold"] == 0.5
@@ -308,9 +174,10 @@ def test_binary_reports_roc_auc_and_threshold(models: TinyModels) -> None:
     from dlcli.spec import CsvSource
 
     _, _, test, _ = load_csv(
-        CsvSource(train="train.csv", test="test.csv", label="answer"), models.folder / "answers"
+        CsvSource(train="train.csv", test="test.csv", label="answer"),
+        tiny_models.folder / "answers",
     )
-    model = keras.saving.load_model(models.answer)
+    model = keras.saving.load_model(tiny_models.answer)
     assert report["metrics"] == pytest.approx(
         model.evaluate(test.x, test.y, verbose=0, return_dict=True), rel=1e-6
     )
@@ -318,20 +185,20 @@ def test_binary_reports_roc_auc_and_threshold(models: TinyModels) -> None:
     positive, negative = scores[test.y == 1], scores[test.y == 0]
     pairs = [(p > n) + 0.5 * (p == n) for p, n in product(positive, negative)]
     assert report["roc_auc"] == pytest.approx(np.mean(pairs))
-    text = run("evaluate", models.answer).stdout
+    text = run("evaluate", tiny_models.answer).stdout
     assert f"ROC AUC {report['roc_auc']:.4f} (threshold 0.5)" in text
 
 
-def test_regression_reports_errors(models: TinyModels) -> None:
-    result = run("evaluate", models.line, "--json")
+def test_regression_reports_errors(tiny_models: TinyModels) -> None:
+    result = run("evaluate", tiny_models.line, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["task"] == "regression" and report["examples"] == 16
     import keras
 
-    with np.load(models.folder / "line" / "line.npz") as file:
+    with np.load(tiny_models.folder / "line" / "line.npz") as file:
         x, y = file["x_test"], file["y_test"]
-    model = keras.saving.load_model(models.line)
+    model = keras.saving.load_model(tiny_models.line)
     errors = model.predict(x, verbose=0).reshape(-1) - y
     mse = float(np.mean(errors**2))
     assert report["regression"] == pytest.approx({
@@ -341,43 +208,60 @@ def test_regression_reports_errors(models: TinyModels) -> None:
     assert report["metrics"]["loss"] == pytest.approx(mse, rel=1e-5)
     assert report["metrics"]["mae"] == pytest.approx(report["regression"]["mae"], rel=1e-5)
     assert "confusion_matrix" not in report and "files" in report
-    text = run("evaluate", models.line).stdout
+    text = run("evaluate", tiny_models.line).stdout
     r = report["regression"]
     assert f"MAE {r['mae']:.4f}  MSE {r['mse']:.4f}  RMSE {r['rmse']:.4f}  R² {r['r2']:.4f}" in text
 
 
 def test_data_option_evaluates_a_file_checked_against_the_model(
-    models: TinyModels, isolated: Path
+    tiny_models: TinyModels, isolated: Path
 ) -> None:
     rng = np.random.default_rng(5)
     x = rng.normal(size=(10, 3)).astype("float32")
     np.savez(isolated / "more.npz", x=x, y=x @ np.array([1.0, -2.0, 0.5], dtype="float32") + 3)
-    result = run("evaluate", models.line, "--data", "more.npz", "--json", "--output", "out")
+    result = run("evaluate", tiny_models.line, "--data", "more.npz", "--json", "--output", "out")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["data"] == "more.npz" and report["split"] == "all" and report["examples"] == 10
     assert (isolated / "out" / "evaluation-more.json").is_file()
     np.savez(isolated / "wide.npz", x=np.zeros((4, 5), "float32"), y=np.zeros(4, "float32"))
-    wide = run("evaluate", models.line, "--data", "wide.npz")
+    wide = run("evaluate", tiny_models.line, "--data", "wide.npz")
     assert wide.exit_code == 4
     assert wide.stderr == "Error: wide.npz: examples have shape (5,) but the model takes (3,)\n"
     np.savez(isolated / "odd.npz", inputs=np.zeros((4, 3)))
-    odd = run("evaluate", models.line, "--data", "odd.npz")
+    odd = run("evaluate", tiny_models.line, "--data", "odd.npz")
     assert odd.exit_code == 4
     assert (
         odd.stderr
         == "Error: odd.npz: has no `x_test`/`y_test` or `x`/`y` arrays; it holds inputs\n"
     )
-    missing = run("evaluate", models.line, "--data", "nope.npz")
+    missing = run("evaluate", tiny_models.line, "--data", "nope.npz")
     assert (missing.exit_code, missing.stderr) == (4, "Error: data file not found: nope.npz\n")
-    text = run("evaluate", models.line, "--data", "more.npz", "--output", "out")
-    assert text.stdout.startswith(f"Evaluated {models.line} on more.npz (10 examples)\n")
+    text = run("evaluate", tiny_models.line, "--data", "more.npz", "--output", "out")
+    assert text.stdout.startswith(f"Evaluated {tiny_models.line} on more.npz (10 examples)\n")
 
 
-def test_missing_data_and_splits_are_explained(models: TinyModels, isolated: Path) -> None:
+@pytest.mark.parametrize("delimiter", [";", "\t"], ids=["semicolons", "tabs"])
+def test_data_option_reads_semicolon_and_tab_files(
+    tiny_models: TinyModels, isolated: Path, delimiter: str
+) -> None:
+    """Before: `more.csv: no label column `answer``: the file was one column."""
+    text = (tiny_models.folder / "answers" / "test.csv").read_text()
+    Path("more.csv").write_text(text.replace(",", delimiter))
+    result = run("evaluate", tiny_models.answer, "--data", "more.csv", "--json", "--output", "out")
+    assert result.exit_code == 0, result.output
+    commas = run("evaluate", tiny_models.answer, "--json", "--output", "out")
+    expected = json.loads(commas.stdout)
+    report = json.loads(result.stdout)
+    assert (report["data"], report["examples"]) == ("more.csv", 24)
+    assert report["metrics"] == pytest.approx(expected["metrics"])
+    assert report["confusion_matrix"] == expected["confusion_matrix"]
+
+
+def test_missing_data_and_splits_are_explained(tiny_models: TinyModels, isolated: Path) -> None:
     moved = isolated / "elsewhere" / "run" / "model.keras"
     moved.parent.mkdir(parents=True)
-    shutil.copy(models.bars, moved)
+    shutil.copy(tiny_models.bars, moved)
     result = run("evaluate", moved)
     assert result.exit_code == 4
     assert result.stderr == (
@@ -385,17 +269,17 @@ def test_missing_data_and_splits_are_explained(models: TinyModels, isolated: Pat
         f"{isolated}; run evaluate from the folder of the spec, or pass the data "
         "with --data PATH\n"
     )
-    (moved.parent / "run.json").write_text(json.dumps({"spec_dir": str(models.folder)}))
+    (moved.parent / "run.json").write_text(json.dumps({"spec_dir": str(tiny_models.folder)}))
     recorded = run("evaluate", moved, "--json")  # run.json names the spec's folder
     assert recorded.exit_code == 0, recorded.output
     assert json.loads(recorded.stdout)["examples"] == 13
-    no_validation = run("evaluate", models.answer, "--split", "validation")
+    no_validation = run("evaluate", tiny_models.answer, "--split", "validation")
     assert no_validation.exit_code == 4
     assert no_validation.stderr == (
         "Error: answers/train.csv has no validation split (the spec sets no "
         "`dataset.validation_split`); use --split test or --split train\n"
     )
-    bad_split = run("evaluate", models.answer, "--split", "dev")
+    bad_split = run("evaluate", tiny_models.answer, "--split", "dev")
     assert bad_split.exit_code == 2  # a usage error, answered by Typer before anything is read
     assert bad_split.stderr.splitlines()[-1] == (
         "Error: Invalid value for '--split': Value error, 'dev' is not one of 'test', "
@@ -403,11 +287,11 @@ def test_missing_data_and_splits_are_explained(models: TinyModels, isolated: Pat
     )
 
 
-def test_changed_data_is_flagged(models: TinyModels, isolated: Path) -> None:
+def test_changed_data_is_flagged(tiny_models: TinyModels, isolated: Path) -> None:
     project = isolated / "project"
-    shutil.copytree(models.folder / "answers", project / "answers")
+    shutil.copytree(tiny_models.folder / "answers", project / "answers")
     (project / "runs" / "answer-1").mkdir(parents=True)
-    shutil.copy(models.answer, project / "runs" / "answer-1" / "model.keras")
+    shutil.copy(tiny_models.answer, project / "runs" / "answer-1" / "model.keras")
     with open(project / "answers" / "test.csv", "a") as file:
         file.write("1.0,1.0,yes\n")
     result = run("evaluate", project / "runs" / "answer-1" / "model.keras", "--json")
@@ -423,52 +307,11 @@ def test_changed_data_is_flagged(models: TinyModels, isolated: Path) -> None:
 # Bad model files (the same checks guard predict)
 
 
-def lambda_model(path: Path) -> None:
-    import keras
-
-    inputs = keras.Input((2,))
-    keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs)).save(path)
-
-
-def without_metadata(source: Path, path: Path) -> None:
-    with zipfile.ZipFile(source) as old, zipfile.ZipFile(path, "w") as new:
-        for item in old.infolist():
-            if item.filename != "dlcli.json":
-                new.writestr(item, old.read(item))
-
-
-BAD_MODELS = {
-    "https://example.com/model.keras": "Error: https://example.com/model.keras: only local "
-    ".keras files are loaded, not URLs",
-    "folder": "Error: folder: is a folder, not a .keras model file",
-    "old.h5": "Error: old.h5: legacy HDF5 models are not loaded; re-save it as .keras with Keras 3",
-    "missing.keras": "Error: model file not found: missing.keras",
-    "empty.keras": "Error: empty.keras: the file is empty",
-    "text.keras": "Error: text.keras: not a Keras model file (not a zip archive: truncated or "
-    "corrupt?)",
-    "truncated.keras": "Error: truncated.keras: not a Keras model file (not a zip archive: "
-    "truncated or corrupt?)",
-    "lambda.keras": "Error: lambda.keras: contains a Lambda layer, which would run code; refused",
-    "plain.keras": "Error: plain.keras: has no dlcli.json, so it was not trained by dlcli; "
-    "`dlcli predict --model` can still use it",
-}
-
-
-def make_bad_models(folder: Path, good: Path) -> None:
-    (folder / "folder").mkdir()
-    (folder / "old.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
-    (folder / "empty.keras").write_bytes(b"")
-    (folder / "text.keras").write_text("not a model\n")
-    (folder / "truncated.keras").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    lambda_model(folder / "lambda.keras")
-    without_metadata(good, folder / "plain.keras")
-
-
 @pytest.mark.parametrize("name", sorted(BAD_MODELS))
 def test_bad_model_files_get_one_line_and_exit_code_6(
-    models: TinyModels, isolated: Path, name: str
+    tiny_models: TinyModels, isolated: Path, name: str
 ) -> None:
-    make_bad_models(isolated, models.line)
+    make_bad_models(isolated, tiny_models.line)
     result = run("evaluate", name)
     assert result.exit_code == 6, result.output
     assert result.stderr == BAD_MODELS[name] + "\n"
@@ -483,13 +326,13 @@ def test_roc_auc_counts_ties_half_and_needs_both_classes() -> None:
     labels = np.array([0, 0, 1, 1, 1, 0])
     scores = np.array([0.1, 0.4, 0.4, 0.8, 0.9, 0.2])
     # positives 0.4, 0.8, 0.9 against negatives 0.1, 0.4, 0.2: 8 wins and one tie of 9 pairs
-    assert evaluate.roc_auc(labels, scores) == pytest.approx(8.5 / 9)
-    assert evaluate.roc_auc(np.ones(3), np.array([0.1, 0.5, 0.9])) is None
+    assert metrics.roc_auc(labels, scores) == pytest.approx(8.5 / 9)
+    assert metrics.roc_auc(np.ones(3), np.array([0.1, 0.5, 0.9])) is None
 
 
 def test_scores_follow_the_confusion_matrix() -> None:
     matrix = np.array([[5, 1, 0], [2, 3, 0], [0, 0, 0]])
-    classes, averages = evaluate.scores_from_counts(
+    classes, averages = metrics.scores_from_counts(
         ["a", "b", "c"], np.diag(matrix), matrix.sum(axis=0), matrix.sum(axis=1)
     )
     assert [(c.precision, c.recall, c.support) for c in classes] == [
@@ -504,13 +347,13 @@ def test_scores_follow_the_confusion_matrix() -> None:
 def test_one_hot_labels_and_most_confused_pairs() -> None:
     one_hot = np.eye(3)[[0, 1, 2, 2]]
     outputs = np.eye(3)[[0, 2, 1, 1]]
-    matrix = evaluate.confusion_matrix(one_hot, outputs, "multiclass")
+    matrix = metrics.confusion_matrix(one_hot, outputs, "multiclass")
     assert matrix.tolist() == [[1, 0, 0], [0, 0, 1], [0, 2, 0]]
-    assert evaluate.most_confused(matrix, ["a", "b", "c"], 5) == [("c", "b", 2), ("b", "c", 1)]
+    assert metrics.most_confused(matrix, ["a", "b", "c"], 5) == [("c", "b", 2), ("b", "c", 1)]
 
 
 def test_regression_errors_r2_is_none_for_constant_targets() -> None:
-    errors = evaluate.regression_errors(np.array([2.0, 2.0]), np.array([[1.0], [3.0]]))
+    errors = metrics.regression_errors(np.array([2.0, 2.0]), np.array([[1.0], [3.0]]))
     assert errors == {"mae": 1.0, "mse": 1.0, "rmse": 1.0, "r2": None}
 
 
@@ -518,21 +361,21 @@ def test_regression_errors_r2_is_none_for_constant_targets() -> None:
 # Where each split came from, and files training skipped
 
 
-def test_each_split_names_its_own_file(models: TinyModels) -> None:
+def test_each_split_names_its_own_file(tiny_models: TinyModels) -> None:
     """Before: every split was said to come from the training data's file."""
     expected = {
-        (models.bars, "test"): "bars/test",
-        (models.bars, "validation"): "bars/train, 25% held out for validation",
-        (models.bars, "train"): "bars/train",
-        (models.answer, "test"): "answers/test.csv",
-        (models.line, "test"): "line/line.npz (x_test, y_test)",
+        (tiny_models.bars, "test"): "bars/test",
+        (tiny_models.bars, "validation"): "bars/train, 25% held out for validation",
+        (tiny_models.bars, "train"): "bars/train",
+        (tiny_models.answer, "test"): "answers/test.csv",
+        (tiny_models.line, "test"): "line/line.npz (x_test, y_test)",
     }
     for (model, split), source in expected.items():
         result = run("evaluate", model, "--split", split, "--json", "--output", "out")
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout)["data"] == source
-    text = run("evaluate", models.answer, "--output", "out").stdout
-    assert text.startswith(f"Evaluated {models.answer} on answers/test.csv, test split (24 ")
+    text = run("evaluate", tiny_models.answer, "--output", "out").stdout
+    assert text.startswith(f"Evaluated {tiny_models.answer} on answers/test.csv, test split (24 ")
 
 
 def test_files_training_skipped_are_skipped_again(isolated: Path) -> None:
@@ -543,7 +386,7 @@ def test_files_training_skipped_are_skipped_again(isolated: Path) -> None:
     write_bars(isolated / "bars")
     (isolated / "bars" / "train" / "top" / "broken.png").write_text("not an image")
     (isolated / "bars" / "test" / "top" / "broken.png").write_text("not an image")
-    spec = spec_from_text(SPECS["bars"].replace("epochs: 6", "epochs: 1"), "bars.yaml")
+    spec = spec_from_text(TINY_SPECS["bars"].replace("epochs: 6", "epochs: 1"), "bars.yaml")
     model = train(spec, isolated, QuietView(), skip_bad=True).model_path
     result = run("evaluate", model, "--json")
     assert result.exit_code == 0, result.output
@@ -556,13 +399,15 @@ def test_files_training_skipped_are_skipped_again(isolated: Path) -> None:
     assert on_data.stderr == "Skipped 1 image files that cannot be read\n"
 
 
-def test_skip_bad_leaves_out_unreadable_files_of_data(models: TinyModels, isolated: Path) -> None:
-    shutil.copytree(models.folder / "bars" / "test", isolated / "more")
+def test_skip_bad_leaves_out_unreadable_files_of_data(
+    tiny_models: TinyModels, isolated: Path
+) -> None:
+    shutil.copytree(tiny_models.folder / "bars" / "test", isolated / "more")
     (isolated / "more" / "top" / "broken.png").write_text("not an image")
-    refused = run("evaluate", models.bars, "--data", "more", "--output", "out")
+    refused = run("evaluate", tiny_models.bars, "--data", "more", "--output", "out")
     assert refused.exit_code == 4
     assert refused.stderr.startswith("Error: 1 of 14 image files cannot be read; the first: ")
-    skipped = run("evaluate", models.bars, "--data", "more", "--output", "out", "--skip-bad")
+    skipped = run("evaluate", tiny_models.bars, "--data", "more", "--output", "out", "--skip-bad")
     assert skipped.exit_code == 0, skipped.output
     assert skipped.stderr == "Skipped 1 image files that cannot be read\n"
 
@@ -578,7 +423,7 @@ def test_a_model_of_one_channel_images_evaluates_arrays_without_the_axis(isolate
     np.savez("digits.npz", x_train=x[:16], y_train=np.arange(16) % 2, x_test=x[16:],
              y_test=np.arange(8) % 2)  # fmt: skip
     text = (
-        SPECS["bars"]
+        TINY_SPECS["bars"]
         .replace(
             "images: {train: bars/train, test: bars/test, image_size: [8, 8], "
             "color_mode: grayscale}",

@@ -20,18 +20,13 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import TinyModels
 from .test_artifact import classifier, classifier_document, with_dlcli_json
-from .test_evaluate import TinyModels, tiny_models
 
 __all__ = ["classifier"]  # a fixture used below
 
 HEAVY = re.compile(r"^import time:.*\|\s*(tensorflow|keras)(\.|$)", re.MULTILINE)
 FAST_SECONDS = 1.0
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    return tiny_models(tmp_path_factory)
 
 
 def dlcli(
@@ -156,21 +151,21 @@ def test_help_names_the_model_argument_without_its_type(tmp_path: Path) -> None:
 # Files and output
 
 
-def run_copy(models: TinyModels, folder: Path) -> Path:
+def run_copy(tiny_models: TinyModels, folder: Path) -> Path:
     """A copy of the bars model in `folder`/run, whose run.json names the spec's folder."""
     run_dir = folder / "run"
     run_dir.mkdir(parents=True)
-    shutil.copy(models.bars, run_dir / "model.keras")
-    (run_dir / "run.json").write_text(json.dumps({"spec_dir": str(models.folder)}))
+    shutil.copy(tiny_models.bars, run_dir / "model.keras")
+    (run_dir / "run.json").write_text(json.dumps({"spec_dir": str(tiny_models.folder)}))
     return run_dir / "model.keras"
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
 def test_files_get_the_mode_of_the_users_umask(
-    models: TinyModels, tmp_path: Path, umask: int, mode: int
+    tiny_models: TinyModels, tmp_path: Path, umask: int, mode: int
 ) -> None:
     """Before: the JSON files were 0600 whatever the umask, the PNGs 0644."""
-    model = run_copy(models, tmp_path)
+    model = run_copy(tiny_models, tmp_path)
     result = dlcli("evaluate", model, cwd=tmp_path, umask=umask)
     assert result.returncode == 0, result.stderr
     written = ["evaluation.json", "confusion_matrix.png", "misclassified.png"]
@@ -179,11 +174,11 @@ def test_files_get_the_mode_of_the_users_umask(
 
 
 def test_a_read_only_folder_is_one_line_and_nothing_is_written(
-    models: TinyModels, tmp_path: Path
+    tiny_models: TinyModels, tmp_path: Path
 ) -> None:
     """Before: matplotlib's savefig raised OSError with a traceback. The folder is made
     immutable (chattr +i), which stops root too."""
-    model = run_copy(models, tmp_path)
+    model = run_copy(tiny_models, tmp_path)
     before = sorted(model.parent.iterdir())
     locked = subprocess.run(["chattr", "+i", str(model.parent)], capture_output=True)
     if locked.returncode != 0:
@@ -204,11 +199,13 @@ def test_a_read_only_folder_is_one_line_and_nothing_is_written(
     assert after == before
 
 
-def test_a_reader_that_leaves_early_is_not_an_error(models: TinyModels, tmp_path: Path) -> None:
+def test_a_reader_that_leaves_early_is_not_an_error(
+    tiny_models: TinyModels, tmp_path: Path
+) -> None:
     """`dlcli evaluate MODEL | head -1`. Before: exit 1, nothing said. The pipe is closed
     before dlcli writes, so every write meets it closed."""
     env = {**os.environ, "HOME": str(tmp_path)}
-    command = [sys.executable, "-m", "dlcli", "evaluate", str(models.bars), "--output", "out"]
+    command = [sys.executable, "-m", "dlcli", "evaluate", str(tiny_models.bars), "--output", "out"]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env
     )
@@ -223,13 +220,13 @@ def test_a_reader_that_leaves_early_is_not_an_error(models: TinyModels, tmp_path
         capture_output=True, text=True, cwd=tmp_path, env=env,
     )  # fmt: skip
     assert (shell.returncode, shell.stderr) == (0, "")
-    assert shell.stdout.startswith(f"Evaluated {models.bars} on bars/test, test split")
+    assert shell.stdout.startswith(f"Evaluated {tiny_models.bars} on bars/test, test split")
 
 
-def test_long_paths_are_not_wrapped_when_piped(models: TinyModels, tmp_path: Path) -> None:
+def test_long_paths_are_not_wrapped_when_piped(tiny_models: TinyModels, tmp_path: Path) -> None:
     """Before: rich wrapped stdout at 80 columns, inside table cells too."""
     deep = tmp_path / ("a-folder-with-a-long-name-" * 5) / "run-with-a-long-name-1"
-    model = run_copy(models, deep)
+    model = run_copy(tiny_models, deep)
     assert len(str(model)) > 150
     result = dlcli("evaluate", model, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -238,7 +235,7 @@ def test_long_paths_are_not_wrapped_when_piped(models: TinyModels, tmp_path: Pat
     assert lines[-1] == f"Evaluation: {model.parent / 'evaluation.json'}"
     image = deep / "bars" / ("an-image-with-a-long-name-" * 6 + ".png")
     image.parent.mkdir()
-    shutil.copy(next((models.folder / "bars" / "test" / "top").glob("*.png")), image)
+    shutil.copy(next((tiny_models.folder / "bars" / "test" / "top").glob("*.png")), image)
     predicted = dlcli("predict", image, "--model", model, "--top-k", "1", cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr
     assert predicted.stdout.splitlines()[3].startswith(f"│ {image} │ top ")

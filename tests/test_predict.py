@@ -1,7 +1,7 @@
 """`dlcli predict`: inputs of every kind, every output mode, and every kind of bad input.
 
-The tiny models come from test_evaluate.py (trained once per session): `bars` reads 8x8
-grayscale images of a light bar at the top, middle or bottom; `answer` says yes or no to CSV
+The tiny models come from conftest.py (`tiny_models`, trained once per session): `bars` reads
+8x8 grayscale images of a light bar at the top, middle or bottom; `answer` says yes or no to CSV
 rows of features a and b; `line` is a regression on rows of three numbers. `digits` is
 configs/mnist.yaml trained for one epoch on synthetic stand-ins for MNIST: its predictions
 mean nothing, but it takes inputs exactly as the real MNIST model does.
@@ -27,15 +27,18 @@ from dlcli.cli import app
 from dlcli.data import ImageInfo
 from dlcli.errors import InputError
 
-from .conftest import REPO, synthetic_dataset
-from .test_evaluate import BAD_MODELS, BAR_ROWS, QuietView, TinyModels, make_bad_models, tiny_models
+from .conftest import (
+    BAD_MODELS,
+    BAR_ROWS,
+    REPO,
+    TINY_SPECS,
+    QuietView,
+    TinyModels,
+    make_bad_models,
+    synthetic_dataset,
+)
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    return tiny_models(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +80,10 @@ def table_lines(text: str) -> list[str]:
 # Output modes
 
 
-def test_table_shows_class_names_and_probabilities(models: TinyModels, isolated: Path) -> None:
+def test_table_shows_class_names_and_probabilities(tiny_models: TinyModels, isolated: Path) -> None:
     bar("top").save("top.png")
     bar("bottom", dark_on_light=False).save("bottom.png")
-    result = run("top.png", "bottom.png", "--model", models.bars)
+    result = run("top.png", "bottom.png", "--model", tiny_models.bars)
     assert result.exit_code == 0, result.output
     lines = table_lines(result.stdout)
     assert lines[1].split() == [
@@ -103,12 +106,12 @@ def test_table_shows_class_names_and_probabilities(models: TinyModels, isolated:
     assert result.stderr == ""
 
 
-def test_json_is_one_document_with_top_k(models: TinyModels, isolated: Path) -> None:
+def test_json_is_one_document_with_top_k(tiny_models: TinyModels, isolated: Path) -> None:
     bar("middle").save("middle.png")
-    result = run("middle.png", "--model", models.bars, "--json", "--top-k", "2")
+    result = run("middle.png", "--model", tiny_models.bars, "--json", "--top-k", "2")
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert document["model"] == str(models.bars) and document["task"] == "multiclass"
+    assert document["model"] == str(tiny_models.bars) and document["task"] == "multiclass"
     assert document["errors"] == []
     (prediction,) = document["predictions"]
     assert prediction["input"] == "middle.png" and prediction["row"] is None
@@ -118,9 +121,9 @@ def test_json_is_one_document_with_top_k(models: TinyModels, isolated: Path) -> 
     assert probabilities == sorted(probabilities, reverse=True) and probabilities[0] > 0.5
 
 
-def test_csv_rows_and_top_k_clamped_to_the_classes(models: TinyModels, isolated: Path) -> None:
+def test_csv_rows_and_top_k_clamped_to_the_classes(tiny_models: TinyModels, isolated: Path) -> None:
     bar("top").save("top.png")
-    result = run("top.png", "--model", models.bars, "--csv", "--top-k", "9")
+    result = run("top.png", "--model", tiny_models.bars, "--csv", "--top-k", "9")
     assert result.exit_code == 0, result.output
     header, row = result.stdout.splitlines()
     assert header == "input,row,label_1,probability_1,label_2,probability_2,label_3,probability_3"
@@ -133,16 +136,16 @@ def test_csv_rows_and_top_k_clamped_to_the_classes(models: TinyModels, isolated:
     assert sum(float(p) for p in cells[3::2]) == pytest.approx(1, abs=1e-5)
 
 
-def test_json_and_csv_exclude_each_other(models: TinyModels) -> None:
-    result = run("x.png", "--model", models.bars, "--json", "--csv")
+def test_json_and_csv_exclude_each_other(tiny_models: TinyModels) -> None:
+    result = run("x.png", "--model", tiny_models.bars, "--json", "--csv")
     assert result.exit_code == 2
     assert "give --json or --csv, not both" in result.stderr
 
 
-def test_newest_run_is_used_and_named(models: TinyModels, isolated: Path) -> None:
+def test_newest_run_is_used_and_named(tiny_models: TinyModels, isolated: Path) -> None:
     for name, written in (("old-1", 1.0e9), ("new-1", 1.2e9), ("middle-1", 1.1e9)):
         (isolated / "runs" / name).mkdir(parents=True)
-        shutil.copy(models.bars, isolated / "runs" / name / "model.keras")
+        shutil.copy(tiny_models.bars, isolated / "runs" / name / "model.keras")
         os.utime(isolated / "runs" / name / "model.keras", (written, written))
     bar("top").save("top.png")
     result = run("top.png", "--top-k", "1")
@@ -191,20 +194,20 @@ VARIANTS = {
 
 
 def test_every_mode_format_and_orientation_reads_the_same(
-    models: TinyModels, isolated: Path
+    tiny_models: TinyModels, isolated: Path
 ) -> None:
     for name, save in VARIANTS.items():
         save(bar("top", size=48), isolated / name)
-    result = run(*VARIANTS, "--model", models.bars, "--json", "--top-k", "1")
+    result = run(*VARIANTS, "--model", tiny_models.bars, "--json", "--top-k", "1")
     assert result.exit_code == 0, result.output
     found = {p["input"]: p["top_k"][0]["label"] for p in json.loads(result.stdout)["predictions"]}
     assert found == dict.fromkeys(VARIANTS, "top")
 
 
-def test_exif_orientation_gives_the_upright_pixels(models: TinyModels, isolated: Path) -> None:
+def test_exif_orientation_gives_the_upright_pixels(tiny_models: TinyModels, isolated: Path) -> None:
     bar("top", size=48).save("upright.png")
     with_exif_orientation(bar("top", size=48), isolated / "turned.png")
-    result = predict_module.predict(["upright.png", "turned.png"], model_path=models.bars)
+    result = predict_module.predict(["upright.png", "turned.png"], model_path=tiny_models.bars)
     upright, turned = result.predictions
     assert turned.probabilities == upright.probabilities
 
@@ -229,7 +232,7 @@ def test_images_become_what_the_model_was_trained_on(digits: Path, isolated: Pat
 
 
 def test_folders_globs_and_batches(
-    models: TinyModels, isolated: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_models: TinyModels, isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (isolated / "scans" / "more").mkdir(parents=True)
     names = ["top", "middle", "bottom"] * 3
@@ -237,14 +240,14 @@ def test_folders_globs_and_batches(
         folder = isolated / "scans" / ("more" if index % 2 else "")
         bar(name, size=30 + index).save(folder / f"{index}-{name}.png")
     (isolated / "scans" / "notes.txt").write_text("not an image, and not picked from a folder\n")
-    whole = predict_module.predict(["scans"], model_path=models.bars, top_k=1)
+    whole = predict_module.predict(["scans"], model_path=tiny_models.bars, top_k=1)
     assert [p.input for p in whole.predictions] == [
         str(path) for path in sorted(Path("scans").rglob("*.png"))
     ]
     assert all(p.input.endswith(f"-{p.labels[0]}.png") for p in whole.predictions)
     monkeypatch.setattr(predict_module, "PREDICT_BATCH_SIZE", 4)
     pattern = predict_module.predict(
-        ["scans/**/*.png", "scans/0-top.png"], model_path=models.bars, top_k=1
+        ["scans/**/*.png", "scans/0-top.png"], model_path=tiny_models.bars, top_k=1
     )
     assert sorted(p.input for p in pattern.predictions) == sorted(
         p.input for p in whole.predictions
@@ -297,16 +300,18 @@ BAD_IMAGES = {
 
 
 @pytest.mark.parametrize("name", sorted(BAD_IMAGES))
-def test_a_bad_image_alone_is_one_error_line(models: TinyModels, isolated: Path, name: str) -> None:
+def test_a_bad_image_alone_is_one_error_line(
+    tiny_models: TinyModels, isolated: Path, name: str
+) -> None:
     make_bad_images(isolated)
-    result = run(name, "--model", models.bars)
+    result = run(name, "--model", tiny_models.bars)
     assert result.exit_code == 7, result.output
     assert result.stderr == f"Error: {BAD_IMAGES[name]}\n"
     assert result.stdout == ""
 
 
 def test_in_a_batch_bad_files_are_reported_and_the_rest_predicted(
-    models: TinyModels, isolated: Path
+    tiny_models: TinyModels, isolated: Path
 ) -> None:
     make_bad_images(isolated)
     bar("middle").save("good.png")
@@ -316,7 +321,7 @@ def test_in_a_batch_bad_files_are_reported_and_the_rest_predicted(
         "whole.png",
         "bomb.png",
         "--model",
-        models.bars,
+        tiny_models.bars,
         "--csv",
         "--top-k",
         "1",
@@ -330,7 +335,7 @@ def test_in_a_batch_bad_files_are_reported_and_the_rest_predicted(
         f"Skipped {BAD_IMAGES['bomb.png']}\n"
         "Error: 2 of 4 inputs could not be predicted (listed above)\n"
     )
-    as_json = run("good.png", "nope.png", "--model", models.bars, "--json")
+    as_json = run("good.png", "nope.png", "--model", tiny_models.bars, "--json")
     assert as_json.exit_code == 7
     assert json.loads(as_json.stdout)["errors"] == [BAD_IMAGES["nope.png"]]
 
@@ -339,7 +344,7 @@ def test_in_a_batch_bad_files_are_reported_and_the_rest_predicted(
 # Tables
 
 
-def test_csv_and_npy_rows_for_a_table_model(models: TinyModels, isolated: Path) -> None:
+def test_csv_and_npy_rows_for_a_table_model(tiny_models: TinyModels, isolated: Path) -> None:
     (isolated / "named.csv").write_text("b,answer,a\n2.0,?,1.5\n-1,?,-3\n")  # columns by name
     (isolated / "plain.csv").write_text("1.5,2.0\n-3,-1\n")  # no header: a, b in order
     np.save("one.npy", np.array([2.0, 2.0], dtype="float32"))
@@ -350,7 +355,7 @@ def test_csv_and_npy_rows_for_a_table_model(models: TinyModels, isolated: Path) 
         "one.npy",
         "many.npy",
         "--model",
-        models.answer,
+        tiny_models.answer,
         "--json",
         "--top-k",
         "1",
@@ -365,23 +370,50 @@ def test_csv_and_npy_rows_for_a_table_model(models: TinyModels, isolated: Path) 
         ("plain.csv", 0, "yes"), ("plain.csv", 1, "no"),
         ("one.npy", 0, "yes"), ("many.npy", 0, "no"), ("many.npy", 1, "yes"),
     ]  # fmt: skip
-    table = table_lines(run("many.npy", "--model", models.answer).stdout)
+    table = table_lines(run("many.npy", "--model", tiny_models.answer).stdout)
     assert table[1].split()[:4] == ["┃", "input", "┃", "top"]
     assert table[3].startswith("│ many.npy[0] │ no ")
 
 
-def test_regression_prints_values(models: TinyModels, isolated: Path) -> None:
+def test_a_semicolon_file_trains_and_a_tab_file_predicts_as_commas_do(
+    tiny_models: TinyModels, isolated: Path
+) -> None:
+    """The `answer` model trained again on its data with semicolons, then given tab-separated
+    rows: the same model and the same predictions. Before: each file was one column, and
+    training stopped at `no label column `answer``, predict at `has no column a, b`."""
+    from dlcli.spec import spec_from_text
+    from dlcli.train import train
+
+    (isolated / "answers").mkdir()
+    for split in ("train", "test"):
+        text = (tiny_models.folder / "answers" / f"{split}.csv").read_text()
+        (isolated / "answers" / f"{split}.csv").write_text(text.replace(",", ";"))
+    model = train(spec_from_text(TINY_SPECS["answer"], "answer.yaml"), isolated, QuietView())
+    rows = [["b", "answer", "a"], ["2.0", "?", "1.5"], ["-1", "?", "-3"], ["0.3", "?", "-0.2"]]
+    Path("commas.csv").write_text("".join(",".join(row) + "\n" for row in rows))
+    Path("tabs.csv").write_text("".join("\t".join(row) + "\n" for row in rows))
+    found = []
+    for name, path in (("commas.csv", tiny_models.answer), ("tabs.csv", model.model_path)):
+        result = run(name, "--model", path, "--json", "--top-k", "1")
+        assert result.exit_code == 0, result.output
+        top = [p["top_k"][0] for p in json.loads(result.stdout)["predictions"]]
+        found.append(([item["label"] for item in top], [item["probability"] for item in top]))
+    assert found[1][0] == found[0][0] == ["yes", "no", "yes"]  # yes where a + b > 0
+    assert found[1][1] == pytest.approx(found[0][1])
+
+
+def test_regression_prints_values(tiny_models: TinyModels, isolated: Path) -> None:
     rows = np.array([[0.0, 0.0, 0.0], [1.0, -2.0, 0.5]], dtype="float32")
     np.save("rows.npy", rows)
-    result = run("rows.npy", "--model", models.line, "--json")
+    result = run("rows.npy", "--model", tiny_models.line, "--json")
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["task"] == "regression"
     values = [p["value"][0] for p in document["predictions"]]
     assert values == pytest.approx([3.0, 8.25], abs=0.4)  # y = x . (1, -2, 0.5) + 3
-    csv_lines = run("rows.npy", "--model", models.line, "--csv").stdout.splitlines()
+    csv_lines = run("rows.npy", "--model", tiny_models.line, "--csv").stdout.splitlines()
     assert csv_lines[0] == "input,row,value" and csv_lines[1].startswith("rows.npy,0,")
-    table = table_lines(run("rows.npy", "--model", models.line).stdout)
+    table = table_lines(run("rows.npy", "--model", tiny_models.line).stdout)
     assert table[1].split() == ["┃", "input", "┃", "value", "┃"]
 
 
@@ -407,7 +439,7 @@ BAD_ROWS = {
 
 
 @pytest.mark.parametrize("name", sorted(BAD_ROWS))
-def test_bad_rows_are_explained(models: TinyModels, isolated: Path, name: str) -> None:
+def test_bad_rows_are_explained(tiny_models: TinyModels, isolated: Path, name: str) -> None:
     content, message = BAD_ROWS[name]
     if isinstance(content, str):
         (isolated / name).write_text(content)
@@ -415,7 +447,7 @@ def test_bad_rows_are_explained(models: TinyModels, isolated: Path, name: str) -
         bar("top").save(name)
     else:
         np.save(isolated / name, content, allow_pickle=True)
-    result = run(name, "--model", models.answer)
+    result = run(name, "--model", tiny_models.answer)
     assert result.exit_code == 7, result.output
     assert result.stderr == f"Error: {message}\n"
 
@@ -425,8 +457,8 @@ def test_bad_rows_are_explained(models: TinyModels, isolated: Path, name: str) -
 
 
 @pytest.mark.parametrize("name", sorted(set(BAD_MODELS) - {"plain.keras"}))
-def test_bad_model_files_exit_6(models: TinyModels, isolated: Path, name: str) -> None:
-    make_bad_models(isolated, models.bars)
+def test_bad_model_files_exit_6(tiny_models: TinyModels, isolated: Path, name: str) -> None:
+    make_bad_models(isolated, tiny_models.bars)
     bar("top").save("top.png")
     result = run("top.png", "--model", name)
     assert result.exit_code == 6, result.output
@@ -434,9 +466,9 @@ def test_bad_model_files_exit_6(models: TinyModels, isolated: Path, name: str) -
 
 
 def test_a_plain_keras_model_is_used_and_the_assumption_said(
-    models: TinyModels, isolated: Path
+    tiny_models: TinyModels, isolated: Path
 ) -> None:
-    make_bad_models(isolated, models.bars)
+    make_bad_models(isolated, tiny_models.bars)
     bar("top", dark_on_light=False).save("top.png")
     result = run("top.png", "--model", "plain.keras", "--top-k", "1", "--csv")
     assert result.exit_code == 0, result.output

@@ -17,8 +17,8 @@ from dlcli import predict
 from dlcli.cli import app
 from dlcli.errors import ModelFileError
 
+from .conftest import TinyModels, bar_image
 from .test_artifact import IMAGE, classifier, classifier_document, with_dlcli_json
-from .test_evaluate import TinyModels, bar_image, tiny_models
 
 __all__ = ["classifier"]  # a fixture used below
 
@@ -93,9 +93,11 @@ def test_inputs_no_model_takes_are_one_line(runs: Path) -> None:
     assert choose("digit.png") == ("photos-1", "64x64 RGB images")
 
 
-def test_through_the_cli_the_choice_is_said(tmp_path_factory: pytest.TempPathFactory) -> None:
-    models: TinyModels = tiny_models(tmp_path_factory)
-    for name, model, written in (("bars-1", models.bars, 1e9), ("answer-1", models.answer, 2e9)):
+def test_through_the_cli_the_choice_is_said(tiny_models: TinyModels) -> None:
+    for name, model, written in (
+        ("bars-1", tiny_models.bars, 1e9),
+        ("answer-1", tiny_models.answer, 2e9),
+    ):
         (Path("runs") / name).mkdir(parents=True)
         shutil.copy(model, Path("runs") / name / "model.keras")
         os.utime(Path("runs") / name / "model.keras", (written, written))

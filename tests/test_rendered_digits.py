@@ -241,7 +241,7 @@ def mnist_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from dlcli.spec import load_spec
     from dlcli.train import train
 
-    from .test_evaluate import QuietView
+    from .conftest import QuietView
 
     try:
         load_mnist(cache_dir())
