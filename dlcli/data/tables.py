@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from dlcli.data import DatasetInfo, Split, resolve_path
+from dlcli.data.common import DatasetInfo, Split, resolve_path
 from dlcli.errors import DataError, DlcliError
 from dlcli.spec import CsvSource, suggest
 
