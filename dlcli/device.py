@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dlcli.errors import OutputError
+
 
 class NeedsMainThread(Exception):  # noqa: N818 (a signal to the caller, not an error)
     """Raised on a worker thread by code that needs Keras; the caller retries on the main
@@ -135,28 +137,84 @@ _GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
 _KEPT_PROGRAMS = 200
 
 
-def keep_compiled_programs() -> None:
-    """On CPU-only machines, let TensorFlow keep XLA's compiled programs for the next run.
+MANIFEST = "dlcli-programs.json"  # sha256 of each program written by a run that finished
 
-    Compiling a train step takes seconds per batch shape on a small CPU; loading it back takes
-    milliseconds (benchmarks/ has the figures). Programs are keyed by their HLO, so another model or
-    batch size compiles anew; the folder is per TensorFlow version and CPU, since the code is
-    compiled for both (GPU code also depends on the GPU: no cache where one may be). The flag
-    is read when TensorFlow first sets up its devices, so this runs before anything else.
-    """
-    flags = os.environ.get("TF_XLA_FLAGS", "")
-    if "tf_xla_persistent_cache_directory" in flags or any(map(os.path.exists, _GPU_DEVICE_FILES)):
-        return
+
+def _program_folder() -> Path:
     import tensorflow as tf
 
     from dlcli.data.common import cache_dir
 
     machine = hashlib.sha256(_cpu_identity().encode()).hexdigest()[:12]
-    folder = cache_dir() / "xla" / f"tensorflow-{tf.__version__}-cpu-{machine}"
+    return cache_dir() / "xla" / f"tensorflow-{tf.__version__}-cpu-{machine}"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def keep_compiled_programs() -> str | None:
+    """On CPU-only machines, let TensorFlow keep XLA's compiled programs for the next run.
+
+    Compiling a train step takes seconds per batch shape on a small CPU; loading it back takes
+    milliseconds (benchmarks/ has the figures). Programs are keyed by their HLO, so another
+    model or batch size compiles anew; the folder is per TensorFlow version and CPU, since the
+    code is compiled for both (GPU code also depends on the GPU: no cache where one may be).
+    TensorFlow loads a program it finds without checking it, and a damaged one fails every
+    later run or, truncated, trains nothing: so only programs recorded by a run that finished
+    (`record_compiled_programs`, by sha256) are kept, and anything else in the folder is
+    deleted first. The flag is read when TensorFlow first sets up its devices, so this runs
+    before anything else.
+
+    Returns:
+        A note for the user when the cache folder cannot be used (caching is then off), else
+        None.
+    """
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    if "tf_xla_persistent_cache_directory" in flags or any(map(os.path.exists, _GPU_DEVICE_FILES)):
+        return None
+    folder = _program_folder()
     if any(character.isspace() for character in str(folder)):
-        return  # TF_XLA_FLAGS is split at spaces, and TensorFlow aborts on what it can't parse
-    with suppress(OSError):  # keep the newest programs
+        return None  # TF_XLA_FLAGS is split at spaces, and TensorFlow aborts on what it can't parse
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(f"{folder}: permission denied")
+        recorded = _recorded(folder)
         programs = sorted(folder.glob("*.pb"), key=lambda path: path.stat().st_mtime)
-        for program in programs[:-_KEPT_PROGRAMS]:
+        for program in programs:
+            if recorded.get(program.name) != _digest(program):
+                program.unlink()  # written by a run that did not finish, or damaged since
+        for program in [path for path in programs if path.exists()][:-_KEPT_PROGRAMS]:
             program.unlink()
+    except OSError as error:
+        return f"Compiled programs are not cached ({error.strerror or error}: {folder})"
     os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={folder}".strip()
+    return None
+
+
+def _recorded(folder: Path) -> dict[str, str]:
+    import json
+
+    try:
+        recorded = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def record_compiled_programs() -> None:
+    """After a run finished, record the programs in the cache folder as good (by sha256)."""
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    if "--tf_xla_persistent_cache_directory=" not in flags:
+        return
+    folder = Path(flags.split("--tf_xla_persistent_cache_directory=")[1].split()[0])
+    if folder != _program_folder():
+        return  # the user's own cache folder: not ours to manage
+    import json
+
+    from dlcli.atomic import atomic_write
+
+    with suppress(OSError, OutputError):  # the programs stay unrecorded: compiled again
+        recorded = {path.name: _digest(path) for path in folder.glob("*.pb")}
+        atomic_write(folder / MANIFEST, json.dumps(recorded).encode())

@@ -16,6 +16,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,7 +25,7 @@ from dlcli import __version__
 from dlcli.artifact import FORMAT_VERSION, ModelInfo
 from dlcli.checks import add_channel_axis, check_against_model, task_of
 from dlcli.data import Splits, check_files, load_dataset
-from dlcli.errors import UsageError
+from dlcli.errors import TrainingError, UsageError
 from dlcli.spec import Spec
 from dlcli.train.callbacks import (
     Stop,
@@ -40,9 +41,11 @@ from dlcli.train.runs import (
     BACKUP_DIR,
     history_logger,
     kept_only_if_resumable,
+    locked,
     new_run_dir,
     output_folder,
     read_history,
+    shell_path,
     write_record,
 )
 
@@ -86,6 +89,7 @@ class _Prepared:
     task: str
     device: Any  # dlcli.device.Device
     callbacks: list[Any]  # the spec's own, built from `fit.callbacks`
+    notes: list[str]  # said before training starts
 
 
 def run(
@@ -126,9 +130,12 @@ def run(
             "applied; to change the spec, edit the spec file and add --restart"
         )
     if resume is not None:
-        spec, spec_dir = prepare_resume(resume, restart=restart)
-        return train(spec, spec_dir, view, tensorboard=tensorboard, run_dir=resume,
-                     skip_bad=skip_bad)  # fmt: skip
+        if not resume.is_dir():
+            raise UsageError(f"--resume {resume}: no such run directory")
+        with locked(resume):  # before a restart clears the backup: one process per run
+            spec, spec_dir = prepare_resume(resume, restart=restart)
+            return train(spec, spec_dir, view, tensorboard=tensorboard, run_dir=resume,
+                         skip_bad=skip_bad)  # fmt: skip
     if spec_path is None:
         raise UsageError("give a SPEC to train, or --resume RUN_DIR")
     from dlcli import catalog
@@ -161,7 +168,8 @@ def train(
         spec_dir: the folder relative data paths start from (the spec file's).
         view: where progress goes.
         tensorboard: write TensorBoard logs into the run folder.
-        run_dir: continue this run from its backup (see `prepare_resume`) instead.
+        run_dir: continue this run from its backup (see `prepare_resume`) instead; the
+            caller holds its lock (`runs.locked`), as `run` does.
         spec_file: the spec file, recorded with `overrides` so that --resume can tell if the
             spec changed since.
         overrides: the `--set` strings that made `spec`.
@@ -187,7 +195,10 @@ def train(
     if run_dir is None:  # only now: a mistake found above leaves no run folder behind
         assert output_dir is not None
         run_dir = new_run_dir(output_dir, spec.name)
-    with kept_only_if_resumable(run_dir, resuming):
+    with (
+        locked(run_dir) if not resuming else nullcontext(),
+        kept_only_if_resumable(run_dir, resuming),
+    ):
         write_record(run_dir, spec, spec_dir, spec_file, overrides, new=not resuming)
         fit_seconds = _fit(prepared, run_dir, view, resuming=resuming, tensorboard=tensorboard)
         return _finish(prepared, run_dir, fit_seconds, started)
@@ -203,7 +214,7 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool) -> _Prepared:
         # is read on this thread instead, once TensorFlow is loaded (see dlcli.device).
         reading = reader.submit(load_dataset, spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad)
         import_tensorflow()
-        keep_compiled_programs()
+        notes = [note] if (note := keep_compiled_programs()) else []
         try:
             splits = reading.result()
         except NeedsMainThread:
@@ -228,7 +239,7 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool) -> _Prepared:
     models.adapt_preprocessing(model, spec.model, splits.train.x)
     if device.strategy.num_replicas_in_sync == 1:  # a strategy makes Keras create them itself
         models.create_training_variables(model, splits.train.x, splits.train.y)
-    return _Prepared(spec, splits, model, task, device, models.build_callbacks(spec))
+    return _Prepared(spec, splits, model, task, device, models.build_callbacks(spec), notes)
 
 
 def _fit(
@@ -239,6 +250,8 @@ def _fit(
 
     spec, splits, model = prepared.spec, prepared.splits, prepared.model
     view.start(prepared.device.description, splits, run_dir)
+    for note in prepared.notes:
+        view.note(note)
     fused = fused_loop_tested(keras.__version__)
     if not fused:
         view.note(
@@ -288,9 +301,15 @@ def _finish(prepared: _Prepared, run_dir: Path, fit_seconds: float, started: flo
     """Score the test split, then save model.keras (only then drop the backup), metrics.json,
     curves.png and, for classifiers, confusion_matrix.png."""
     from dlcli import artifact, plots
+    from dlcli.device import record_compiled_programs
     from dlcli.metrics import confusion_matrix, score
 
     spec, splits, model, task = prepared.spec, prepared.splits, prepared.model, prepared.task
+    if int(model.optimizer.iterations) == 0:
+        raise TrainingError(
+            f"training ran no step (the training data gave no batch); nothing was saved in "
+            f"{shell_path(run_dir)}"
+        )
     classifier = task in ("multiclass", "binary")
     test_metrics, predicted = score(
         model, splits.test.x, splits.test.y, spec.fit.batch_size, outputs=classifier
@@ -311,6 +330,7 @@ def _finish(prepared: _Prepared, run_dir: Path, fit_seconds: float, started: flo
     artifact.save(model, model_info(prepared, {"metrics": metrics, "training": training}),
                   model_path)  # fmt: skip
     shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)  # only now: the model is saved
+    record_compiled_programs()  # the programs this run loaded or wrote worked
     artifact.write_json(run_dir / "metrics.json", metrics)
     plots.save_curves(history, run_dir / "curves.png")
     if predicted is not None:

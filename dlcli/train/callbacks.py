@@ -83,8 +83,9 @@ def signals_stop(progress: Any) -> Iterator[None]:
         for restored, handler in previous.items():
             signal.signal(restored, handler)
 
-    for number in previous:
-        signal.signal(number, request_stop)
+    for number, handler in previous.items():
+        if handler is not signal.SIG_IGN:  # ignored, as for a script's background job: stays so
+            signal.signal(number, request_stop)
     try:
         yield
     finally:

@@ -104,7 +104,8 @@ def prepare_resume(run_dir: Path, *, restart: bool = False) -> tuple[Spec, Path]
         raise UsageError(f"--resume {run_dir}: no such run directory")
     if not record_path.is_file() or not (run_dir / "spec.yaml").is_file():
         raise UsageError(f"--resume {run_dir}: not a dlcli run directory (no {RUN_RECORD})")
-    if (run_dir / "model.keras").exists() and not restart:
+    restarting = (run_dir / BACKUP_DIR / "training_metadata.json").exists()  # an earlier --restart
+    if (run_dir / "model.keras").exists() and not restart and not restarting:
         raise UsageError(
             f"--resume {run_dir}: this run finished (model.keras exists); nothing to resume"
         )
@@ -132,7 +133,8 @@ def prepare_resume(run_dir: Path, *, restart: bool = False) -> tuple[Spec, Path]
             )
         spec = current
     if restart:
-        for leftover in (run_dir / BACKUP_DIR, run_dir / "history.csv", run_dir / "model.keras"):
+        # model.keras and its files stay until the restarted run replaces them
+        for leftover in (run_dir / BACKUP_DIR, run_dir / "history.csv"):
             if leftover.is_dir():
                 shutil.rmtree(leftover)
             elif leftover.exists():

@@ -142,3 +142,43 @@ def shell_path(path: Path) -> str:
         return shlex.quote(str(path.relative_to(Path.cwd())))
     except ValueError:
         return shlex.quote(str(path))
+
+
+@contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder for this process (an OS lock, released when the process ends, also
+    by kill -9): a second process that trains or resumes the same run is refused.
+
+    Raises:
+        TrainingError: another process holds the run, named by its process id where the
+            system says it (Linux's /proc/locks).
+    """
+    import fcntl
+
+    handle = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(run_dir)
+            raise TrainingError(
+                f"{shell_path(run_dir)} is being trained by {holder}; wait for it to finish, "
+                "or stop it first"
+            ) from None
+        yield
+    finally:
+        os.close(handle)
+
+
+def _lock_holder(path: Path) -> str:
+    """ "process N" holding an flock on `path`, from /proc/locks; "another process" elsewhere."""
+    inode = os.stat(path).st_ino
+    try:
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()  # 1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> ...
+            at = fields.index("FLOCK") if "FLOCK" in fields else -1
+            if 0 <= at < len(fields) - 4 and fields[at + 4].endswith(f":{inode}"):
+                return f"process {fields[at + 3]}"
+    except OSError:
+        pass
+    return "another process"

@@ -1,0 +1,177 @@
+"""One process per run, a restart that keeps the finished model, signals a job ignores, a run
+that trained nothing, and a compiled-program cache that cannot poison a run."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dlcli.cli import app
+
+runner = CliRunner()
+SPEC = """\
+name: tiny
+seed: 0
+dataset:
+  npz: data.npz
+model:
+  input: [4]
+  layers:
+    - Dense: {units: 3, activation: softmax}
+compile:
+  optimizer: rmsprop
+  loss: sparse_categorical_crossentropy
+  steps_per_execution: 1
+fit:
+  epochs: 2
+  batch_size: 4
+  shuffle: false
+"""
+
+
+def write_data(folder: Path, rows: int = 32) -> None:
+    x = np.random.default_rng(0).normal(size=(rows, 4)).astype("float32")
+    np.savez(folder / "data.npz", x_train=x, y_train=(x[:, 0] > 0).astype("int64"))
+    (folder / "spec.yaml").write_text(SPEC)
+
+
+def start(folder: Path, *arguments: str, ignore_sigint: bool = False) -> subprocess.Popen:
+    """`dlcli train ARGUMENTS` in the background, its stderr in folder/stderr.log."""
+    preexec = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
+    with (folder / "stderr.log").open("w") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "dlcli", "train", *arguments],
+            cwd=folder, stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=preexec,
+            env={**os.environ, "COLUMNS": "300"},
+        )  # fmt: skip
+
+
+def wait_for(process: subprocess.Popen, log: Path, text: str) -> None:
+    deadline = time.monotonic() + 120
+    while text not in log.read_text():
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+
+
+def test_a_second_process_on_the_same_run_is_refused_naming_the_first(tmp_path: Path) -> None:
+    """Before: two resumes of one run at once; one crashed in h5py, the other wrote history
+    rows twice."""
+    write_data(tmp_path, rows=40_000)
+    first = start(tmp_path, "spec.yaml", "--set", "fit.epochs=50")
+    try:
+        wait_for(first, tmp_path / "stderr.log", "Run directory: runs/tiny-1")
+        second = runner.invoke(app, ["train", "--resume", "runs/tiny-1"])
+        assert second.exit_code == 8
+        assert second.stderr == (
+            f"Error: runs/tiny-1 is being trained by process {first.pid}; wait for it to "
+            "finish, or stop it first\n"
+        )
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_sigint_that_the_job_ignores_stays_ignored(tmp_path: Path) -> None:
+    """A script's background job starts with SIGINT ignored; before, fit re-enabled it."""
+    write_data(tmp_path, rows=40_000)
+    process = start(tmp_path, "spec.yaml", "--set", "fit.epochs=50", ignore_sigint=True)
+    try:
+        wait_for(process, tmp_path / "stderr.log", "Run directory: runs/tiny-1")
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        assert process.poll() is None, "SIGINT stopped a job that ignores it"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 143
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_restart_keeps_the_finished_model_until_a_new_one_is_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: `--resume RUN --restart` deleted model.keras first; a failure then left none."""
+    import keras
+
+    write_data(tmp_path)
+    assert runner.invoke(app, ["train", "spec.yaml"]).exit_code == 0
+    run = tmp_path / "runs" / "tiny-1"
+    kept = {name: (run / name).read_bytes() for name in ("model.keras", "metrics.json")}
+
+    def fit(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the restarted run dies before it saves anything")
+
+    monkeypatch.setattr(keras.Model, "fit", fit)
+    result = runner.invoke(app, ["train", "--resume", "runs/tiny-1", "--restart"])
+    assert isinstance(result.exception, RuntimeError), result.output
+    assert {name: (run / name).read_bytes() for name in kept} == kept
+
+
+def test_a_run_that_trained_no_step_saves_no_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a damaged compiled program made fit run its epochs with no step, and the
+    untrained model and metrics.json were saved as the result."""
+    import keras
+
+    write_data(tmp_path)
+    monkeypatch.setattr(keras.Model, "fit", lambda *args, **kwargs: None)
+    result = runner.invoke(app, ["train", "spec.yaml"])
+    assert result.exit_code == 8
+    assert result.stderr.splitlines()[-1] == (
+        "Error: training ran no step (the training data gave no batch); nothing was saved in "
+        "runs/tiny-1"
+    )
+    assert not Path("runs/tiny-1").exists()
+
+
+def test_only_programs_of_a_finished_run_are_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: an empty, garbage or truncated program in the cache failed every later run."""
+    from dlcli import device
+
+    monkeypatch.delenv("TF_XLA_FLAGS", raising=False)
+    monkeypatch.setattr(device, "_GPU_DEVICE_FILES", ())
+    folder = device._program_folder()
+    folder.mkdir(parents=True)
+    good, damaged, stray = (folder / f"{name}.pb" for name in ("good", "damaged", "stray"))
+    good.write_bytes(b"a program")
+    damaged.write_bytes(b"a program")
+    monkeypatch.setenv("TF_XLA_FLAGS", f"--tf_xla_persistent_cache_directory={folder}")
+    device.record_compiled_programs()  # as after a finished run: both recorded
+    damaged.write_bytes(b"a prog")  # truncated since
+    stray.write_bytes(b"")  # written by a run that was killed
+    monkeypatch.delenv("TF_XLA_FLAGS")
+    assert device.keep_compiled_programs() is None
+    assert sorted(path.name for path in folder.glob("*.pb")) == ["good.pb"]
+    assert os.environ["TF_XLA_FLAGS"] == f"--tf_xla_persistent_cache_directory={folder}"
+    manifest = (folder / device.MANIFEST).read_text()
+    assert hashlib.sha256(b"a program").hexdigest() in manifest
+
+
+def test_an_unusable_program_cache_turns_caching_off_with_a_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a read-only cache folder made every `jit_compile: true` run crash."""
+    from dlcli import device
+
+    monkeypatch.delenv("TF_XLA_FLAGS", raising=False)
+    monkeypatch.setattr(device, "_GPU_DEVICE_FILES", ())
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("DLCLI_CACHE", str(blocked))
+    note = device.keep_compiled_programs()
+    assert note is not None and note.startswith("Compiled programs are not cached (")
+    assert str(blocked / "xla") in note
+    assert "TF_XLA_FLAGS" not in os.environ
