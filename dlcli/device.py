@@ -141,12 +141,18 @@ MANIFEST = "dlcli-programs.json"  # sha256 of each program written by a run that
 
 
 def _program_folder() -> Path:
-    import tensorflow as tf
+    from importlib import metadata
 
     from dlcli.data.common import cache_dir
 
+    try:  # read without importing TensorFlow: this must run before it sets up its devices
+        version = metadata.version("tensorflow")
+    except metadata.PackageNotFoundError:  # tensorflow-cpu and the like
+        import tensorflow as tf
+
+        version = tf.__version__
     machine = hashlib.sha256(_cpu_identity().encode()).hexdigest()[:12]
-    return cache_dir() / "xla" / f"tensorflow-{tf.__version__}-cpu-{machine}"
+    return cache_dir() / "xla" / f"tensorflow-{version}-cpu-{machine}"
 
 
 def _digest(path: Path) -> str:
@@ -163,8 +169,9 @@ def keep_compiled_programs() -> str | None:
     TensorFlow loads a program it finds without checking it, and a damaged one fails every
     later run or, truncated, trains nothing: so only programs recorded by a run that finished
     (`record_compiled_programs`, by sha256) are kept, and anything else in the folder is
-    deleted first. The flag is read when TensorFlow first sets up its devices, so this runs
-    before anything else.
+    deleted first. The flag is read when TensorFlow first sets up its devices (importing Keras
+    does), so this runs before TensorFlow or Keras is imported; once the flag is set it does
+    nothing.
 
     Returns:
         A note for the user when the cache folder cannot be used (caching is then off), else

@@ -142,8 +142,9 @@ def run(
     from dlcli.spec import load_spec
 
     if not catalog.cached():  # the first run: Keras's names are read here, not in a child
-        from dlcli.device import import_keras
+        from dlcli.device import import_keras, keep_compiled_programs
 
+        keep_compiled_programs()  # before Keras sets up TensorFlow's devices
         import_keras()
     spec = load_spec(spec_path, overrides)
     return train(spec, spec_path.parent, view, tensorboard=tensorboard, spec_file=spec_path,
@@ -213,8 +214,8 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool) -> _Prepared:
         # The dataset is read while TensorFlow loads; a source that needs Keras (a download)
         # is read on this thread instead, once TensorFlow is loaded (see dlcli.device).
         reading = reader.submit(load_dataset, spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad)
-        import_tensorflow()
         notes = [note] if (note := keep_compiled_programs()) else []
+        import_tensorflow()
         try:
             splits = reading.result()
         except NeedsMainThread:
