@@ -175,3 +175,44 @@ def test_an_unusable_program_cache_turns_caching_off_with_a_note(
     assert note is not None and note.startswith("Compiled programs are not cached (")
     assert str(blocked / "xla") in note
     assert "TF_XLA_FLAGS" not in os.environ
+
+
+SHUFFLED = SPEC.replace("  shuffle: false\n", "").replace("epochs: 2", "epochs: 5")
+
+
+def test_a_resumed_run_is_the_run_it_continues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped by SIGTERM after 2 epochs and resumed, a shuffled run ends with the history and
+    weights of the same run uninterrupted (bitwise here: same data order, same kernels on one
+    CPU). Before: the shuffle order restarted at epoch 1 after a resume."""
+    import keras
+
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    for folder in (whole, broken):
+        folder.mkdir()
+        write_data(folder, rows=4000)
+        (folder / "spec.yaml").write_text(SHUFFLED)
+    process = start(broken, "spec.yaml")
+    history = broken / "runs" / "tiny-1" / "history.csv"
+    deadline = time.monotonic() + 120
+    while not (history.is_file() and history.read_text().count("\n") >= 3):
+        assert process.poll() is None and time.monotonic() < deadline, (
+            broken / "stderr.log"
+        ).read_text()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 143
+    monkeypatch.chdir(broken)
+    resumed = runner.invoke(app, ["train", "--resume", "runs/tiny-1"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "Resuming after epoch " in resumed.stderr
+    monkeypatch.chdir(whole)
+    assert runner.invoke(app, ["train", "spec.yaml"]).exit_code == 0
+    assert history.read_text() == (whole / "runs" / "tiny-1" / "history.csv").read_text()
+    weights = [
+        keras.saving.load_model(folder / "runs" / "tiny-1" / "model.keras").get_weights()
+        for folder in (whole, broken)
+    ]
+    for ours, theirs in zip(*weights, strict=True):
+        np.testing.assert_array_equal(ours, theirs)

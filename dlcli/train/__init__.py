@@ -36,7 +36,7 @@ from dlcli.train.callbacks import (
     stop_error,
 )
 from dlcli.train.loop import FUSED_LOOP_KERAS, fused_loop_tested, steps_per_execution, training_data
-from dlcli.train.resume import check_backup, prepare_resume, restored_callback
+from dlcli.train.resume import backup_epoch, check_backup, prepare_resume, restored_callback
 from dlcli.train.runs import (
     BACKUP_DIR,
     history_logger,
@@ -275,8 +275,10 @@ def _fit(
     if tensorboard or spec.output.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
     replicas = prepared.device.strategy.num_replicas_in_sync
+    first_epoch = (backup_epoch(run_dir / BACKUP_DIR) or 0) if resuming else 0
     data = training_data(model, splits.train.x, splits.train.y, spec.fit.batch_size,
-                         spec.fit.shuffle, replicas=replicas, fused=fused)  # fmt: skip
+                         spec.fit.shuffle, replicas=replicas, fused=fused,
+                         first_epoch=first_epoch)  # fmt: skip
     validation = None if splits.validation is None else (splits.validation.x, splits.validation.y)
     started = time.perf_counter()
     try:

@@ -50,7 +50,15 @@ def fused_loop_tested(keras_version: str) -> bool:
 
 
 def training_data(
-    model: Any, x: Any, y: Any, batch_size: int, shuffle: bool, *, replicas: int, fused: bool = True
+    model: Any,
+    x: Any,
+    y: Any,
+    batch_size: int,
+    shuffle: bool,
+    *,
+    replicas: int,
+    fused: bool = True,
+    first_epoch: int = 0,
 ) -> dict[str, Any]:
     """`fit`'s data arguments; on one device, each execution runs as one compiled program.
 
@@ -85,19 +93,22 @@ def training_data(
         return model.get_metrics_result()  # what `train_step` returns, after the last step
 
     model.train_function = lambda iterator: execution(*next(iterator))
-    dataset = executions(x, y, batch_size, shuffle, model.steps_per_execution)
+    dataset = executions(x, y, batch_size, shuffle, model.steps_per_execution, first_epoch)
     return {"x": dataset, "steps_per_epoch": math.ceil(len(x) / batch_size), "shuffle": False}
 
 
-def executions(x: Any, y: Any, batch_size: int, shuffle: bool, per_execution: int) -> Any:
+def executions(
+    x: Any, y: Any, batch_size: int, shuffle: bool, per_execution: int, first_epoch: int = 0
+) -> Any:
     """The training data as a tf.data pipeline of executions, all epochs through one iterator.
 
     An execution is `per_execution` full batches stacked, shape (steps, batch, ...), and the
     partial batch that ends the epoch (empty but in the last execution): the batches Keras
     makes, full ones then the rest. Each epoch is one gather of the arrays in a new order
     (Keras's adapter repeats the first order every epoch once a seed is set), gathered while the
-    previous epoch trains. Pixels stay uint8, 4x less to copy than float32; the model converts
-    them.
+    previous epoch trains. Epoch e's order depends on the run's seed and e alone, so a run
+    resumed after `first_epoch` epochs sees the orders the uninterrupted run would have. Pixels
+    stay uint8, 4x less to copy than float32; the model converts them.
     """
     import tensorflow as tf
 
@@ -107,7 +118,7 @@ def executions(x: Any, y: Any, batch_size: int, shuffle: bool, per_execution: in
     stacked = (executions - 1) * per_execution  # the full batches of all executions but the last
     # The epoch number lives outside the iterator.
     with tf.device("/cpu:0"):
-        epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        epoch = tf.Variable(first_epoch, dtype=tf.int64, trainable=False)
     base_seed = tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64)  # from the run's seed
 
     def all_but_last(array: Any) -> Any:  # (executions - 1, per_execution, batch, ...)
