@@ -11,7 +11,7 @@ from typing import Any
 
 from dlcli.errors import ConfigError, TrainingError, UsageError
 from dlcli.spec import Spec, format_path
-from dlcli.train.runs import BACKUP_DIR, RUN_RECORD, read_record, shell_path
+from dlcli.train.runs import BACKUP_DIR, RUN_RECORD, read_record, resumable, shell_path
 
 
 def backup_epoch(backup: Path) -> int | None:
@@ -95,17 +95,16 @@ def prepare_resume(run_dir: Path, *, restart: bool = False) -> tuple[Spec, Path]
 
     The run's own spec.yaml is the spec. If the spec file it came from has changed since, resuming
     is refused (the backup belongs to the old spec) unless `restart`, which starts the run over
-    with the file as it is now. A finished run is not resumed.
+    with the file as it is now. A finished run is not resumed. `run_dir` exists: the caller
+    has checked it and holds its lock (`dlcli.train.run`).
     """
     from dlcli.spec import load_spec
 
     record_path = run_dir / RUN_RECORD
-    if not run_dir.is_dir():
-        raise UsageError(f"--resume {run_dir}: no such run directory")
     if not record_path.is_file() or not (run_dir / "spec.yaml").is_file():
         raise UsageError(f"--resume {run_dir}: not a dlcli run directory (no {RUN_RECORD})")
-    restarting = (run_dir / BACKUP_DIR / "training_metadata.json").exists()  # an earlier --restart
-    if (run_dir / "model.keras").exists() and not restart and not restarting:
+    # a backup beside model.keras: an earlier --restart that did not finish
+    if (run_dir / "model.keras").exists() and not restart and not resumable(run_dir):
         raise UsageError(
             f"--resume {run_dir}: this run finished (model.keras exists); nothing to resume"
         )
