@@ -12,6 +12,7 @@ Do not undo this for speed.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import sys
@@ -186,7 +187,7 @@ def keep_compiled_programs() -> str | None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if not os.access(folder, os.W_OK):
-            raise PermissionError(f"{folder}: permission denied")
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
         recorded = _recorded(folder)
         programs = sorted(folder.glob("*.pb"), key=lambda path: path.stat().st_mtime)
         for program in programs:
