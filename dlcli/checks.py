@@ -26,6 +26,7 @@ from dlcli.task import (
     describe_output,
     loss_name,
     loss_of,
+    shape_fits,
     single_shape,
     task_for,
     task_of,
@@ -64,15 +65,9 @@ def with_channel_axis(x: np.ndarray, input_shape: Shape) -> np.ndarray:
     >>> with_channel_axis(np.zeros((2, 8, 8, 1), "uint8"), (8, 8, 1)).shape
     (2, 8, 8, 1)
     """
-    if input_shape and input_shape[-1] == 1 and _fits(tuple(x.shape[1:]), input_shape[:-1]):
+    if input_shape and input_shape[-1] == 1 and shape_fits(tuple(x.shape[1:]), input_shape[:-1]):
         return x[..., np.newaxis]
     return x
-
-
-def _fits(found: tuple[int, ...], expected: Shape) -> bool:
-    return len(found) == len(expected) and all(
-        e is None or e == f for e, f in zip(expected, found, strict=True)
-    )
 
 
 def add_channel_axis(splits: Splits, model: Any) -> Splits:
@@ -125,7 +120,7 @@ def check_against_model(splits: Splits, model: Any, compile_spec: CompileSpec) -
         if split is None or (name == "test" and splits.test_is_train):
             continue
         found = tuple(split.x.shape[1:])
-        if expected is not None and not _fits(found, expected):
+        if expected is not None and not shape_fits(found, expected):
             raise DataError(
                 f"{name} data has examples of shape {found} but the model input is "
                 f"{expected}; change `model.input` to {list(found)} or reshape the data"
@@ -167,7 +162,7 @@ def check_examples(
         raise DataError(f"{where}: the model has several inputs; dlcli data has one array")
     x = with_channel_axis(x, expected)
     found = tuple(x.shape[1:])
-    if not _fits(found, expected):
+    if not shape_fits(found, expected):
         raise DataError(f"{where}: examples have shape {found} but the model takes {expected}")
     output = describe_output(model)
     check_labels(where, y, loss_name(loss_of(loss, output)), output)

@@ -27,6 +27,7 @@ from dlcli.data import ImageInfo
 from dlcli.data.tables import is_header, read_rows
 from dlcli.errors import DataError, InputError
 from dlcli.spec import DatasetSpec
+from dlcli.task import shape_fits
 
 if TYPE_CHECKING:
     from dlcli.artifact import ModelInfo
@@ -306,15 +307,9 @@ def _read_npy(path: Path, description: InputDescription) -> np.ndarray:
     except (OSError, EOFError) as error:
         raise InputError(f"{path}: not a readable .npy file ({error})") from error
     expected = description.shape
-
-    def fits(shape: tuple[int, ...]) -> bool:
-        return len(shape) == len(expected) and all(
-            e is None or e == s for e, s in zip(expected, shape, strict=True)
-        )
-
-    if fits(array.shape):
+    if shape_fits(array.shape, expected):
         array = array[None]
-    elif not fits(array.shape[1:]):
+    elif not shape_fits(array.shape[1:], expected):
         raise InputError(
             f"{path}: holds an array of shape {array.shape}, but the model takes "
             f"{expected} or a stack of them"

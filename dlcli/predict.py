@@ -29,6 +29,7 @@ from dlcli.inputs import (
     read_inputs,
 )
 from dlcli.metrics import as_probabilities, logits_note, outputs_are_logits
+from dlcli.task import single_shape
 
 if TYPE_CHECKING:
     from dlcli.artifact import ModelInfo
@@ -89,13 +90,10 @@ class PredictResult:
 
 
 def _single_shape(shape: Any, path: Path, what: str) -> tuple[int | None, ...]:
-    if isinstance(shape, list):
-        if len(shape) != 1:
-            raise ModelFileError(
-                f"{path}: predict takes models with one {what}; it has {len(shape)}"
-            )
-        shape = shape[0]
-    return tuple(shape[1:])
+    single = single_shape(shape)
+    if single is None:
+        raise ModelFileError(f"{path}: predict takes models with one {what}; it has {len(shape)}")
+    return single
 
 
 def describe(info: ModelInfo) -> InputDescription:

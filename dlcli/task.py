@@ -43,6 +43,18 @@ def single_shape(shape: Any) -> Shape | None:
     return tuple(shape[1:])
 
 
+def shape_fits(found: tuple[int, ...], expected: Shape) -> bool:
+    """Whether examples of shape `found` fit a model's `expected` shape (None: any size).
+
+    Example:
+        >>> shape_fits((28, 28), (28, None)), shape_fits((28, 28), (28, 28, 1))
+        (True, False)
+    """
+    return len(found) == len(expected) and all(
+        e is None or e == f for e, f in zip(expected, found, strict=True)
+    )
+
+
 def describe_output(model: Any) -> Output:
     """The model's output, from the layer that makes it.
 
