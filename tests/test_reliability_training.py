@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +114,10 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def backup_epoch(run_dir: Path) -> int:
-    return json.loads((run_dir / "backup" / "training_metadata.json").read_text())["epoch"]
+    """The epoch of the run's backup generation (there is one, and nothing else)."""
+    (generation,) = (run_dir / "backup").iterdir()
+    assert json.loads((generation / "state.json").read_text())["epoch"] == int(generation.name[6:])
+    return int(generation.name.removeprefix("epoch-"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +170,7 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Stopped]:
     for number, (_, log) in processes.items():
         text = log.read_text()
         run_dir = folder / re.search(r"^Run directory: (.+)$", text, re.MULTILINE)[1]
-        assert (run_dir / "backup" / "training_metadata.json").is_file(), text
+        assert list((run_dir / "backup").glob("epoch-*")), text
         results[number.name] = Stopped(
             codes[number], text, run_dir, (run_dir / "history.csv").read_bytes(),
             backup_epoch(run_dir), set(snapshot(run_dir)),
@@ -195,7 +197,10 @@ def test_a_signal_stops_at_a_batch_boundary_and_prints_the_resume_command(
     assert backed_up == epoch - 1 == run.backup_epoch >= 2 and 1 <= batch <= 50
     # nothing lost: every completed epoch is in the history and the backup, nothing else is
     assert run.history.decode().count("\n") == 1 + backed_up
-    assert {"backup/latest.weights.h5", "backup/latest.weights.h5.bkp"} <= run.files
+    generation = f"backup/epoch-{backed_up}"
+    assert {f"{generation}/weights.weights.h5", f"{generation}/state.json"} == {
+        path for path in run.files if path.startswith("backup/")
+    }
     assert not {"model.keras", "metrics.json"} & run.files
 
 
@@ -363,66 +368,70 @@ def test_a_damaged_run_record_is_one_line_and_touches_nothing(
 
 
 @pytest.fixture(scope="module")
-def fell_back(
+def half_written(
     stopped: dict[str, Stopped], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Any, Path, int]:
-    """A run killed while Keras wrote latest.weights.h5 (half of it on disk), then resumed."""
+    """A run killed while it wrote its next backup generation (half of it on disk), resumed."""
     folder = tmp_path_factory.mktemp("killed_during_save")
     run_dir = copy_run(stopped, folder)
-    latest = run_dir / "backup" / "latest.weights.h5"
-    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    backed_up = stopped["SIGTERM"].backup_epoch
+    partial = run_dir / "backup" / ".partial"
+    partial.mkdir()
+    weights = (run_dir / "backup" / f"epoch-{backed_up}" / "weights.weights.h5").read_bytes()
+    (partial / "weights.weights.h5").write_bytes(weights[: len(weights) // 2])
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.chdir(folder)
     try:
         result = train("--resume", "runs/tiny-1")
     finally:
         monkeypatch.undo()
-    return result, run_dir, stopped["SIGTERM"].backup_epoch
+    return result, run_dir, backed_up
 
 
-def test_a_half_written_backup_falls_back_to_the_one_before(
-    fell_back: tuple[Any, Path, int],
+def test_a_half_written_backup_is_dropped_for_the_last_complete_one(
+    half_written: tuple[Any, Path, int],
 ) -> None:
-    result, run_dir, backed_up = fell_back
+    result, run_dir, backed_up = half_written
     assert result.exit_code == 0, result.output
-    assert f"Resuming after epoch {backed_up - 1} of {EPOCHS}" in result.stderr  # one earlier
+    assert f"Resuming after epoch {backed_up} of {EPOCHS}, from its backup\n" in result.stderr
     assert artifact.load(run_dir / "model.keras").metadata.spec.fit.epochs == EPOCHS
+    assert not (run_dir / "backup").exists()  # the run finished: no backup is kept
 
 
-def test_history_stays_continuous_after_falling_back(fell_back: tuple[Any, Path, int]) -> None:
-    _, run_dir, _ = fell_back
+def test_history_stays_continuous_after_a_half_written_backup(
+    half_written: tuple[Any, Path, int],
+) -> None:
+    _, run_dir, _ = half_written
     assert history_epochs(run_dir) == list(range(1, EPOCHS + 1))
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == EPOCHS
 
 
-def _cut_short(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[:100])
+def _weights_cut_short(generation: Path) -> None:
+    weights = generation / "weights.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:100])
 
 
-def _both_weight_files_cut_short(backup: Path) -> None:
-    _cut_short(backup / "latest.weights.h5")
-    _cut_short(backup / "latest.weights.h5.bkp")
+def _state_garbled(generation: Path) -> None:
+    (generation / "state.json").write_text("{epoch: 3")
 
 
-def _first_save_cut_short(backup: Path) -> None:
-    _cut_short(backup / "latest.weights.h5")
-    (backup / "latest.weights.h5.bkp").unlink()
-
-
-def _metadata_garbled(backup: Path) -> None:
-    (backup / "training_metadata.json").write_text("{epoch: 3")
+def _state_missing(generation: Path) -> None:
+    (generation / "state.json").unlink()
 
 
 UNREADABLE_H5 = r"Unable to synchronously open file \(.+\)"
-CORRUPTIONS = {
-    "both weight files cut short": (_both_weight_files_cut_short, UNREADABLE_H5),
-    "the first save cut short": (_first_save_cut_short, UNREADABLE_H5),
-    "training_metadata.json garbled": (
-        _metadata_garbled,
+CORRUPTIONS = {  # damage after the backup was written (the disk, a person)
+    "weights cut short": (_weights_cut_short, UNREADABLE_H5),
+    "state.json garbled": (
+        _state_garbled,
         re.escape(
-            "training_metadata.json: Expecting property name enclosed in double quotes: "
-            "line 1 column 2 (char 1)"
+            "epoch-N/state.json: Expecting property name enclosed in double quotes: line 1 "
+            "column 2 (char 1)"
         ),
+    ),
+    "state.json missing": (
+        _state_missing,
+        re.escape("epoch-N/state.json: [Errno 2] No such file or directory"),
     ),
 }
 
@@ -432,7 +441,10 @@ def test_a_corrupt_backup_is_reported_never_ignored(
     stopped: dict[str, Stopped], tmp_path: Path, corrupt: Any, reason: str
 ) -> None:
     run_dir = copy_run(stopped, tmp_path)
-    corrupt(run_dir / "backup")
+    (generation,) = (run_dir / "backup").iterdir()
+    corrupt(generation)
+    reason = reason.replace(re.escape("epoch-N"), generation.name)
+    before = snapshot(run_dir)
     result = train("--resume", "runs/tiny-1")
     assert result.exit_code == 8, result.output
     assert re.fullmatch(
@@ -440,31 +452,7 @@ def test_a_corrupt_backup_is_reported_never_ignored(
         r"run over with: dlcli train --resume runs/tiny-1 --restart",
         result.stderr.strip().splitlines()[-1],
     ), result.stderr
-    assert not (run_dir / "model.keras").exists()
-
-
-def test_a_backup_without_its_metadata_is_reported(
-    stopped: dict[str, Stopped], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import keras
-
-    class StartedOver(keras.callbacks.Callback):
-        """Ends the test at once instead of training all epochs again."""
-
-        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-            if epoch == 0:
-                raise RuntimeError("the run started over at epoch 1 without a word")
-
-    real_fit = keras.Model.fit
-    monkeypatch.setattr(keras.Model, "fit", lambda self, *args, callbacks, **kwargs: real_fit(
-        self, *args, callbacks=[*callbacks, StartedOver()], **kwargs
-    ))  # fmt: skip
-    run_dir = copy_run(stopped, tmp_path)
-    (run_dir / "backup" / "training_metadata.json").unlink()
-    (run_dir / "backup" / "training_metadata.json.bkp").unlink(missing_ok=True)
-    result = train("--resume", "runs/tiny-1")
-    assert result.exit_code == 8, result.output
-    assert "runs/tiny-1/backup cannot be restored" in result.stderr
+    assert snapshot(run_dir) == before
 
 
 def test_set_with_resume_is_not_silently_ignored(
@@ -572,7 +560,7 @@ def test_a_diverging_loss_stops_with_its_epoch_and_batch(
     import h5py
 
     arrays: list[np.ndarray] = []
-    with h5py.File(run_dir / "backup" / "latest.weights.h5") as weights:
+    with h5py.File(run_dir / "backup" / "epoch-1" / "weights.weights.h5") as weights:
         weights.visititems(
             lambda _, item: arrays.append(item[()]) if isinstance(item, h5py.Dataset) else None
         )
@@ -622,19 +610,31 @@ def _replace_fails_for(target: Path) -> Any:
 
 def _partial_write(monkeypatch: pytest.MonkeyPatch, target: Path) -> None:
     """Temporary files take the first 10 bytes, then the disk is full."""
-    real = tempfile.NamedTemporaryFile
+    real = os.fdopen
 
-    def named_temporary_file(*args: Any, **kwargs: Any) -> Any:
+    def fdopen(*args: Any, **kwargs: Any) -> Any:
         handle = real(*args, **kwargs)
 
         def write(data: bytes) -> int:
-            handle.file.write(data[:10])
+            real_write(data[:10])
             raise DISK_FULL
 
-        handle.write = write
+        real_write, handle.write = handle.write, write
         return handle
 
-    monkeypatch.setattr(tempfile, "NamedTemporaryFile", named_temporary_file)
+    monkeypatch.setattr(os, "fdopen", fdopen)
+
+
+def _read_only(monkeypatch: pytest.MonkeyPatch, target: Path) -> None:
+    """Creating a file in the target's folder is refused."""
+    real = os.open
+
+    def open_(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if Path(path).parent == target.parent and flags & os.O_CREAT:
+            raise READ_ONLY
+        return real(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_)
 
 
 READ_ONLY = PermissionError(errno.EACCES, os.strerror(errno.EACCES))
@@ -648,10 +648,7 @@ FAILURES = {
         lambda m, target: m.setattr(os, "replace", _replace_fails_for(target)),
         "No space left on device",
     ),
-    "read-only folder": (
-        lambda m, target: m.setattr(tempfile, "NamedTemporaryFile", _raise(READ_ONLY)),
-        "Permission denied",
-    ),
+    "read-only folder": (_read_only, "Permission denied"),
 }
 
 
@@ -704,10 +701,7 @@ SAVE_FAILURES = {
         lambda m, model, target: m.setattr(os, "replace", _replace_fails_for(target)),
         "No space left on device",
     ),
-    "read-only folder": (
-        lambda m, model, target: m.setattr(tempfile, "NamedTemporaryFile", _raise(READ_ONLY)),
-        "Permission denied",
-    ),
+    "read-only folder": (lambda m, model, target: _read_only(m, target), "Permission denied"),
 }
 
 
@@ -793,7 +787,7 @@ def test_a_model_that_cannot_be_saved_names_the_path(save_failed: tuple[Any, Pat
 
 def test_a_model_that_cannot_be_saved_keeps_the_backup(save_failed: tuple[Any, Path]) -> None:
     _, run_dir = save_failed
-    assert (run_dir / "backup" / "latest.weights.h5").is_file()
+    assert (run_dir / "backup" / "epoch-2" / "weights.weights.h5").is_file()
 
 
 def test_a_full_disk_while_writing_the_backup_names_the_file(
@@ -814,4 +808,9 @@ def test_a_full_disk_while_writing_the_backup_names_the_file(
     result = train("spec.yaml", "--set", "fit.epochs=3", "--set",
                    "compile.optimizer={SGD: {learning_rate: 0.01}}")  # fmt: skip
     assert result.exit_code == 11, result.output
-    assert "No space left on device" in result.stderr and "--restart" not in result.stderr
+    backup = tmp_path / "runs" / "diverge-1" / "backup"
+    assert result.stderr.endswith(
+        f"Error: cannot write the backup of epoch 2 in {backup}: No space left on device; the "
+        f"backup of epoch 1 is in {backup}\n"
+    )  # one line: before, h5py's error printed over several
+    assert sorted(path.name for path in backup.iterdir()) == ["epoch-1"]

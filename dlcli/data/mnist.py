@@ -347,7 +347,7 @@ def _write_cache(arrays: Arrays, cache_path: Path, report: Callable[[str], None]
     """
     try:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        with replacing(cache_path, suffix=".npz.tmp") as temporary:
+        with replacing(cache_path, suffix=".npz") as temporary:
             # Uncompressed: larger than np.savez_compressed writes, but it loads much faster.
             np.savez(temporary, **arrays)
     except (OSError, OutputError) as error:

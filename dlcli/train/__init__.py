@@ -27,6 +27,7 @@ from dlcli.checks import add_channel_axis, check_against_model, task_of
 from dlcli.data import Splits, check_files, load_dataset
 from dlcli.errors import TrainingError, UsageError
 from dlcli.spec import Spec
+from dlcli.train import backup
 from dlcli.train.callbacks import (
     Stop,
     early_stop_note,
@@ -36,16 +37,16 @@ from dlcli.train.callbacks import (
     stop_error,
 )
 from dlcli.train.loop import FUSED_LOOP_KERAS, fused_loop_tested, steps_per_execution, training_data
-from dlcli.train.resume import backup_epoch, check_backup, prepare_resume, restored_callback
+from dlcli.train.resume import prepare_resume
 from dlcli.train.runs import (
     BACKUP_DIR,
-    history_logger,
     kept_only_if_resumable,
     locked,
     new_run_dir,
     output_folder,
     read_history,
     shell_path,
+    write_history,
     write_record,
 )
 
@@ -261,31 +262,28 @@ def _fit(
         )
     steps = math.ceil(len(splits.train) / spec.fit.batch_size)
     progress = progress_callback(view, spec.fit.epochs, steps)
-    check_backup(run_dir / BACKUP_DIR)
-    restored = restored_callback(run_dir, spec.fit.epochs, view.note)
-    callbacks = [  # in this order: restore, cut the history to it, then log and train
-        keras.callbacks.BackupAndRestore(
-            str(run_dir / BACKUP_DIR), double_checkpoint=True, delete_checkpoint=False
-        ),
-        restored,
-        history_logger(run_dir / "history.csv", append=resuming),
-        progress,
-        *prepared.callbacks,
-    ]
+    restored = _restore(model, run_dir, spec.fit.epochs, view) if resuming else None
+    history = list(restored.history) if restored else []
+    write_history(run_dir / "history.csv", history)
+    callbacks = [backup.callback(run_dir, history), progress, *prepared.callbacks]
     if tensorboard or spec.output.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
     replicas = prepared.device.strategy.num_replicas_in_sync
-    first_epoch = (backup_epoch(run_dir / BACKUP_DIR) or 0) if resuming else 0
+    first_epoch = restored.epoch if restored else 0
     data = training_data(model, splits.train.x, splits.train.y, spec.fit.batch_size,
                          spec.fit.shuffle, replicas=replicas, fused=fused,
                          first_epoch=first_epoch)  # fmt: skip
     validation = None if splits.validation is None else (splits.validation.x, splits.validation.y)
     started = time.perf_counter()
+    if first_epoch >= spec.fit.epochs:  # killed after its last backup: only the end is left
+        view.stop()
+        return 0.0
     try:
         with signals_stop(progress):
             model.fit(
                 **data,
                 epochs=spec.fit.epochs,
+                initial_epoch=first_epoch,
                 validation_data=validation,
                 validation_batch_size=spec.fit.batch_size,
                 callbacks=callbacks,
@@ -294,10 +292,30 @@ def _fit(
     except Stop as stop:
         raise stop_error(stop, run_dir, new_run=not resuming) from None
     except Exception as error:
-        raise failure_error(error, spec, run_dir, restored=restored.done) from error
+        raise failure_error(error, spec, run_dir) from error
     finally:
         view.stop()
     return time.perf_counter() - started
+
+
+def _restore(
+    model: Any, run_dir: Path, epochs: int, view: ProgressView
+) -> backup.Generation | None:
+    """Load the run's newest backup generation into the model (None when it has none), after
+    removing what a killed run left half-written."""
+    generation = backup.latest(run_dir)
+    backup.tidy(run_dir)
+    if generation is None:
+        return None
+    try:
+        backup.restore(model, generation)
+    except (OSError, ValueError) as error:
+        raise TrainingError(
+            f"the backup in {run_dir / BACKUP_DIR} cannot be restored ({error}); start the run "
+            f"over with: dlcli train --resume {shell_path(run_dir)} --restart"
+        ) from error
+    view.note(f"Resuming after epoch {generation.epoch} of {epochs}, from its backup")
+    return generation
 
 
 def _finish(prepared: _Prepared, run_dir: Path, fit_seconds: float, started: float) -> TrainResult:
@@ -332,14 +350,15 @@ def _finish(prepared: _Prepared, run_dir: Path, fit_seconds: float, started: flo
     model_path = run_dir / "model.keras"
     artifact.save(model, model_info(prepared, {"metrics": metrics, "training": training}),
                   model_path)  # fmt: skip
-    shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)  # only now: the model is saved
-    record_compiled_programs()  # the programs this run loaded or wrote worked
     artifact.write_json(run_dir / "metrics.json", metrics)
     plots.save_curves(history, run_dir / "curves.png")
     if predicted is not None:
         matrix = confusion_matrix(splits.test.y, predicted, task)
         labels = splits.info.class_names or [str(i) for i in range(len(matrix))]
         plots.save_confusion_matrix(matrix, labels, run_dir / "confusion_matrix.png")
+    # Only now, with every file written: until then, --resume finishes the run from its backup.
+    shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
+    record_compiled_programs()  # the programs this run loaded or wrote worked
     return TrainResult(
         run_dir, model_path, task, test_metrics, evaluated_on, history,
         fit_seconds, time.perf_counter() - started, prepared.device.description, stopped_early,

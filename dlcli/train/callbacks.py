@@ -18,11 +18,10 @@ from dlcli.errors import (
     NonFiniteLossError,
     OutOfMemoryError,
     OutputError,
-    TrainingError,
 )
 from dlcli.spec import Spec
-from dlcli.train.resume import backup_note
-from dlcli.train.runs import BACKUP_DIR, resumable, shell_path
+from dlcli.train import backup
+from dlcli.train.runs import resumable, shell_path
 
 if TYPE_CHECKING:
     from dlcli.train import ProgressView
@@ -121,7 +120,7 @@ def stop_error(stop: Stop, run_dir: Path, *, new_run: bool) -> DlcliError:
 
     A new run stopped before its first backup keeps no folder (`kept_only_if_resumable`).
     """
-    kept = backup_note(run_dir)
+    kept = backup.note(run_dir)
     if stop.signal_number:
         name = signal.Signals(stop.signal_number).name
         if new_run and not resumable(run_dir):
@@ -143,31 +142,18 @@ def stop_error(stop: Stop, run_dir: Path, *, new_run: bool) -> DlcliError:
     )
 
 
-def failure_error(error: Exception, spec: Spec, run_dir: Path, *, restored: bool) -> Exception:
-    """Name the errors a user can act on; anything else stays a bug with its traceback.
-
-    `restored` tells a failure to read the backup (before training) from one while training.
-    """
+def failure_error(error: Exception, spec: Spec, run_dir: Path) -> Exception:
+    """Name the errors a user can act on; anything else stays a bug with its traceback."""
     import tensorflow as tf
 
     if isinstance(error, tf.errors.ResourceExhaustedError):
         smaller = max(1, spec.fit.batch_size // 2)
         return OutOfMemoryError(
             f"out of memory with batch_size {spec.fit.batch_size}: train again with a smaller "
-            f"`fit.batch_size`, e.g. --set fit.batch_size={smaller}; {backup_note(run_dir)}"
+            f"`fit.batch_size`, e.g. --set fit.batch_size={smaller}; {backup.note(run_dir)}"
         )
-    if restored and isinstance(error, OSError) and error.errno in _WRITE_ERRORS:
+    if isinstance(error, OSError) and error.errno in _WRITE_ERRORS:  # TensorBoard's logs
         return OutputError(
-            f"cannot write {error.filename or run_dir / BACKUP_DIR}: {error.strerror}; "
-            f"{backup_note(run_dir)}"
-        )
-    if (
-        not restored
-        and (run_dir / BACKUP_DIR).is_dir()
-        and isinstance(error, OSError | ValueError | KeyError)
-    ):
-        return TrainingError(
-            f"the backup in {run_dir / BACKUP_DIR} cannot be restored ({error}); "
-            f"start the run over with: dlcli train --resume {shell_path(run_dir)} --restart"
+            f"cannot write {error.filename or run_dir}: {error.strerror}; {backup.note(run_dir)}"
         )
     return error

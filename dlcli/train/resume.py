@@ -1,77 +1,15 @@
-"""Continuing a run: Keras's BackupAndRestore backups, checked before they are trusted, and
-`dlcli train --resume RUN` with the run's own spec."""
+"""`dlcli train --resume RUN`: the run's own spec, checked against the file it came from
+(the backup it continues from is dlcli.train.backup's)."""
 
 from __future__ import annotations
 
-import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dlcli.errors import ConfigError, TrainingError, UsageError
 from dlcli.spec import Spec, format_path
-from dlcli.train.runs import BACKUP_DIR, RUN_RECORD, read_record, resumable, shell_path
-
-
-def backup_epoch(backup: Path) -> int | None:
-    """The epochs a backup holds (Keras's training_metadata.json), None when there is none."""
-    try:
-        return int(json.loads((backup / "training_metadata.json").read_text())["epoch"])
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise TrainingError(
-            f"the backup in {backup} cannot be restored (training_metadata.json: {error}); "
-            f"start the run over with: dlcli train --resume {shell_path(backup.parent)} --restart"
-        ) from error
-
-
-def backup_note(run_dir: Path) -> str:
-    backup = run_dir / BACKUP_DIR
-    epoch = backup_epoch(backup)
-    if epoch is None:
-        return "no epoch had completed, so there is no backup"
-    return f"the backup of epoch {epoch} is in {backup}"
-
-
-def check_backup(backup: Path) -> None:
-    """Weights without their epoch count would silently start over at epoch 1: refuse."""
-    if (backup / "latest.weights.h5").exists() and backup_epoch(backup) is None:
-        raise TrainingError(
-            f"the backup in {backup} cannot be restored (training_metadata.json is missing); "
-            f"start the run over with: dlcli train --resume {shell_path(backup.parent)} --restart"
-        )
-
-
-def _trim_history(path: Path, epochs: int) -> None:
-    """Keep the header and the first `epochs` rows: the epochs the restored backup holds."""
-    if not path.is_file():
-        return
-    from dlcli.atomic import atomic_write
-
-    lines = path.read_bytes().splitlines(keepends=True)
-    if len(lines) > epochs + 1:
-        atomic_write(path, b"".join(lines[: epochs + 1]))
-
-
-def restored_callback(run_dir: Path, epochs: int, note: Callable[[str], None]) -> Any:
-    """A callback to run right after BackupAndRestore: it cuts the history to the epoch the
-    backup restored (an epoch redone after a fallback to the previous backup is not logged
-    twice) and says where training resumes; its `done` tells when that has happened."""
-    import keras
-
-    class Restored(keras.callbacks.Callback):
-        done = False
-
-        def on_train_begin(self, logs: dict | None = None) -> None:
-            restored = backup_epoch(run_dir / BACKUP_DIR) or 0
-            _trim_history(run_dir / "history.csv", restored)
-            if restored:
-                note(f"Resuming after epoch {restored} of {epochs}, from its backup")
-            self.done = True
-
-    return Restored()
+from dlcli.train.runs import BACKUP_DIR, RUN_RECORD, read_record, resumable
 
 
 def _first_difference(old: Any, new: Any, path: tuple = ()) -> str:

@@ -7,8 +7,10 @@ that fails before it holds a backup to resume leaves none behind.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
+import re
 import shlex
 import shutil
 from collections.abc import Iterator, Sequence
@@ -19,7 +21,8 @@ from typing import Any
 from dlcli.errors import OutputError, TrainingError
 from dlcli.spec import Spec
 
-BACKUP_DIR = "backup"  # Keras's BackupAndRestore folder inside the run (see dlcli.train.resume)
+BACKUP_DIR = "backup"  # the run's backup generations (see dlcli.train.backup)
+GENERATION = re.compile(r"epoch-(\d+)")  # a complete generation in BACKUP_DIR
 RUN_RECORD = "run.json"  # what --resume needs besides spec.yaml: the spec's folder
 
 
@@ -64,7 +67,11 @@ def kept_only_if_resumable(run_dir: Path, resuming: bool) -> Iterator[None]:
 
 
 def resumable(run_dir: Path) -> bool:
-    return (run_dir / BACKUP_DIR / "training_metadata.json").exists()
+    """Whether the run holds a backup of at least one epoch."""
+    try:
+        return any(GENERATION.fullmatch(path.name) for path in (run_dir / BACKUP_DIR).iterdir())
+    except FileNotFoundError:
+        return False
 
 
 def write_record(
@@ -125,15 +132,17 @@ def read_history(path: Path) -> dict[str, list[float]]:
     }
 
 
-def history_logger(path: Path, *, append: bool) -> Any:
-    """Keras's CSVLogger, with epochs numbered from 1 as the progress table and curves are."""
-    import keras
+def write_history(path: Path, rows: list[dict[str, float]]) -> None:
+    """history.csv: a row per epoch, numbered from 1 as the progress table and curves are, the
+    columns in Keras's CSVLogger order (epoch, then the logs' names sorted)."""
+    from dlcli.atomic import atomic_write
 
-    class HistoryLogger(keras.callbacks.CSVLogger):
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            super().on_epoch_end(epoch + 1, logs)
-
-    return HistoryLogger(str(path), append=append)
+    names = sorted({name for row in rows for name in row} - {"epoch"})
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["epoch", *names])
+    writer.writerows([row["epoch"], *(row.get(name, "NA") for name in names)] for row in rows)
+    atomic_write(path, text.getvalue().encode())
 
 
 def shell_path(path: Path) -> str:
