@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import random
-import shutil
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -356,9 +355,8 @@ def _finish(prepared: _Prepared, run_dir: Path, fit_seconds: float, started: flo
         matrix = confusion_matrix(splits.test.y, predicted, task)
         labels = splits.info.class_names or [str(i) for i in range(len(matrix))]
         plots.save_confusion_matrix(matrix, labels, run_dir / "confusion_matrix.png")
-    # Only now, with every file written: until then, --resume finishes the run from its backup.
-    shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
     record_compiled_programs()  # the programs this run loaded or wrote worked
+    backup.drop(run_dir)  # only now: until then, --resume finishes the run from its backup
     return TrainResult(
         run_dir, model_path, task, test_metrics, evaluated_on, history,
         fit_seconds, time.perf_counter() - started, prepared.device.description, stopped_early,

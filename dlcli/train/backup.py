@@ -84,6 +84,17 @@ def tidy(run_dir: Path) -> None:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def drop(run_dir: Path) -> None:
+    """Remove the backup of a finished run: first, by one rename, its generation stops being
+    one (a kill from then on leaves a finished run), then the files go."""
+    backup = run_dir / BACKUP_DIR
+    for path in _entries(backup):
+        if GENERATION.fullmatch(path.name):
+            os.rename(path, backup / PARTIAL)
+            break
+    shutil.rmtree(backup, ignore_errors=True)
+
+
 def restore(model: Any, generation: Generation) -> None:
     """Load a generation into a compiled model: weights, optimizer state and seed states."""
     if model.optimizer is not None and not model.optimizer.built:

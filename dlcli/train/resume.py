@@ -43,6 +43,7 @@ def prepare_resume(run_dir: Path, *, restart: bool = False) -> tuple[Spec, Path]
         raise UsageError(f"--resume {run_dir}: not a dlcli run directory (no {RUN_RECORD})")
     # a backup beside model.keras: an earlier --restart that did not finish
     if (run_dir / "model.keras").exists() and not restart and not resumable(run_dir):
+        shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)  # what a kill left of none
         raise UsageError(
             f"--resume {run_dir}: this run finished (model.keras exists); nothing to resume"
         )
