@@ -3,7 +3,7 @@ PY     := $(VENV)/bin/python
 DLCLI  := $(VENV)/bin/dlcli
 EXTRAS := dev$(shell nvidia-smi -L >/dev/null 2>&1 && echo ,gpu)
 
-.PHONY: setup train test test-all lint bench clean
+.PHONY: setup train test test-all test-crash lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,10 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -q
+
+# kill -9 at every write point of a training run (strace), not a sample of them
+test-crash: setup
+	DLCLI_KILL_POINTS=all $(PY) -m pytest -q -s tests/test_kill_points.py
 
 lint: setup
 	$(VENV)/bin/ruff check dlcli tests benchmarks

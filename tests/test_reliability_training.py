@@ -367,43 +367,87 @@ def test_a_damaged_run_record_is_one_line_and_touches_nothing(
     assert snapshot(run_dir) == before
 
 
-@pytest.fixture(scope="module")
-def half_written(
-    stopped: dict[str, Stopped], tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Any, Path, int]:
-    """A run killed while it wrote its next backup generation (half of it on disk), resumed."""
-    folder = tmp_path_factory.mktemp("killed_during_save")
-    run_dir = copy_run(stopped, folder)
-    backed_up = stopped["SIGTERM"].backup_epoch
-    partial = run_dir / "backup" / ".partial"
+def _next_generation(run_dir: Path, state: bytes | None, weights: float = 1.0) -> None:
+    """backup/.partial as a kill leaves it: `weights` of the weights file, and `state`."""
+    backup = run_dir / "backup"
+    (current,) = backup.glob("epoch-*")
+    partial = backup / ".partial"
     partial.mkdir()
-    weights = (run_dir / "backup" / f"epoch-{backed_up}" / "weights.weights.h5").read_bytes()
-    (partial / "weights.weights.h5").write_bytes(weights[: len(weights) // 2])
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.chdir(folder)
-    try:
-        result = train("--resume", "runs/tiny-1")
-    finally:
-        monkeypatch.undo()
-    return result, run_dir, backed_up
+    data = (current / "weights.weights.h5").read_bytes()
+    (partial / "weights.weights.h5").write_bytes(data[: int(len(data) * weights)])
+    if state is not None:
+        (partial / "state.json").write_bytes(state)
 
 
-def test_a_half_written_backup_is_dropped_for_the_last_complete_one(
-    half_written: tuple[Any, Path, int],
+def _history_behind(run_dir: Path) -> None:
+    lines = (run_dir / "history.csv").read_text().splitlines(keepends=True)
+    (run_dir / "history.csv").write_text("".join(lines[:-1]))
+
+
+def _older_generation_left(run_dir: Path) -> None:
+    (current,) = (run_dir / "backup").glob("epoch-*")
+    epoch = int(current.name.removeprefix("epoch-"))
+    older = shutil.copytree(current, current.with_name(f"epoch-{epoch - 1}"))
+    state = json.loads((older / "state.json").read_text())
+    state |= {"epoch": epoch - 1, "history": state["history"][:-1]}
+    (older / "state.json").write_text(json.dumps(state))
+
+
+KILL_STATES = {  # what a kill -9 at each moment of a backup leaves (make test-crash kills for real)
+    "while writing the next generation's weights": lambda run: _next_generation(run, None, 0.5),
+    "after its weights, before state.json": lambda run: _next_generation(run, None),
+    "while writing its state.json": lambda run: _next_generation(run, b""),
+    "after the rename, before the older generation is removed": _older_generation_left,
+    "after the backup, before history.csv has the epoch": _history_behind,
+    "while saving model.keras": lambda run: (run / ".model.keras.tmp.keras").write_bytes(b"PK"),
+}
+
+
+@pytest.mark.parametrize("kill", KILL_STATES.values(), ids=KILL_STATES.keys())
+def test_a_run_killed_during_a_backup_resumes_from_the_last_complete_one(
+    stopped: dict[str, Stopped], tmp_path: Path, kill: Any
 ) -> None:
-    result, run_dir, backed_up = half_written
+    """Before (Keras's BackupAndRestore): an empty training_metadata.json refused to resume,
+    weights newer than their epoch count trained an epoch too many, history had a gap."""
+    run_dir = copy_run(stopped, tmp_path)
+    kill(run_dir)
+    result = train("--resume", "runs/tiny-1")
     assert result.exit_code == 0, result.output
+    backed_up = stopped["SIGTERM"].backup_epoch
     assert f"Resuming after epoch {backed_up} of {EPOCHS}, from its backup\n" in result.stderr
-    assert artifact.load(run_dir / "model.keras").metadata.spec.fit.epochs == EPOCHS
-    assert not (run_dir / "backup").exists()  # the run finished: no backup is kept
-
-
-def test_history_stays_continuous_after_a_half_written_backup(
-    half_written: tuple[Any, Path, int],
-) -> None:
-    _, run_dir, _ = half_written
     assert history_epochs(run_dir) == list(range(1, EPOCHS + 1))
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == EPOCHS
+    assert artifact.load(run_dir / "model.keras").metadata.training.epochs == EPOCHS
+    assert sorted(path.name for path in run_dir.iterdir()) == [
+        "confusion_matrix.png", "curves.png", "history.csv", "metrics.json", "model.keras",
+        "run.json", "spec.yaml",
+    ]  # fmt: skip  # no backup, no temporary file
+
+
+def test_a_run_killed_after_its_model_is_finished_by_resume(
+    stopped: dict[str, Stopped], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a kill after metrics.json left a run without curves that could not be resumed
+    (model.keras existed) or finished."""
+    from dlcli import plots
+
+    run_dir = copy_run(stopped, tmp_path)
+    with monkeypatch.context() as dies:
+        dies.setattr(plots, "save_curves", _raise(RuntimeError("killed here")))
+        assert isinstance(train("--resume", "runs/tiny-1").exception, RuntimeError)
+    assert {"model.keras", "metrics.json"} <= {path.name for path in run_dir.iterdir()}
+    assert not (run_dir / "curves.png").exists()
+    import keras
+
+    saved = keras.saving.load_model(run_dir / "model.keras").get_weights()
+    result = train("--resume", "runs/tiny-1")
+    assert result.exit_code == 0, result.output
+    assert f"Resuming after epoch {EPOCHS} of {EPOCHS}, from its backup\n" in result.stderr
+    assert (run_dir / "curves.png").is_file() and not (run_dir / "backup").exists()
+    assert history_epochs(run_dir) == list(range(1, EPOCHS + 1))
+    finished = keras.saving.load_model(run_dir / "model.keras").get_weights()
+    for before, after in zip(saved, finished, strict=True):  # finished from the last backup
+        np.testing.assert_array_equal(before, after)
 
 
 def _weights_cut_short(generation: Path) -> None:
