@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import sys
 import threading
 from contextlib import suppress
@@ -195,10 +196,38 @@ def keep_compiled_programs() -> str | None:
                 program.unlink()  # written by a run that did not finish, or damaged since
         for program in [path for path in programs if path.exists()][:-_KEPT_PROGRAMS]:
             program.unlink()
+        for partial in folder.glob("*.tmp"):
+            if _writer_gone(partial.name):
+                partial.unlink(missing_ok=True)
     except OSError as error:
         return f"Compiled programs are not cached ({error.strerror or error}: {folder})"
     os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={folder}".strip()
     return None
+
+
+# TensorFlow 2.21 writes a program to "<name>.pb<random>-<process id>-<time>.tmp" and renames it.
+_PARTIAL_PROGRAM = re.compile(r".+\.pb.*-(\d+)-[0-9a-f]+\.tmp")
+
+
+def _writer_gone(name: str) -> bool:
+    """Whether a temporary file TensorFlow left in the program folder belongs to a process that
+    no longer runs (killed while writing it): such a file is never finished. Names of another
+    form are left alone.
+
+    Example:
+        >>> _writer_gone(f"x.pbvm-2144df-{os.getpid()}-66194e5819e40.tmp")
+        False
+    """
+    found = _PARTIAL_PROGRAM.fullmatch(name)
+    if found is None:
+        return False
+    try:
+        os.kill(int(found[1]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        pass
+    return False
 
 
 def _recorded(folder: Path) -> dict[str, str]:

@@ -152,9 +152,16 @@ def test_only_programs_of_a_finished_run_are_loaded(monkeypatch: pytest.MonkeyPa
     device.record_compiled_programs()  # as after a finished run: both recorded
     damaged.write_bytes(b"a prog")  # truncated since
     stray.write_bytes(b"")  # written by a run that was killed
+    writer = subprocess.Popen(["true"])
+    writer.wait()  # its process id no longer runs: as a run killed while TensorFlow wrote
+    killed_while_writing = folder / f"x.pbvm-2144df-{writer.pid}-6619e4.tmp"
+    being_written = folder / f"y.pbvm-2144df-{os.getpid()}-6619e4.tmp"
+    for partial in (killed_while_writing, being_written):
+        partial.write_bytes(b"half a program")
     monkeypatch.delenv("TF_XLA_FLAGS")
     assert device.keep_compiled_programs() is None
     assert sorted(path.name for path in folder.glob("*.pb")) == ["good.pb"]
+    assert sorted(folder.glob("*.tmp")) == [being_written]
     assert os.environ["TF_XLA_FLAGS"] == f"--tf_xla_persistent_cache_directory={folder}"
     manifest = (folder / device.MANIFEST).read_text()
     assert hashlib.sha256(b"a program").hexdigest() in manifest

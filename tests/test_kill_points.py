@@ -327,3 +327,23 @@ def test_kill_at_every_write_point_then_resume(
     record_property("kill_points", f"{len(chosen)} of {len(points)}")
     print(f"\n{len(chosen)} of {len(points)} kill points, {time.monotonic() - started:.0f} s:")
     print("\n".join(report))
+
+
+def test_a_full_disk_at_the_first_backup_is_one_line_and_leaves_no_run(
+    workspace: Workspace,
+) -> None:
+    """The disk fills as h5py writes the first backup. Before: h5py's error over several
+    lines, "there is no backup", and the run folder left for a --resume that then said
+    training_metadata.json is missing."""
+    run = workspace.root / "full" / "tiny-1"
+    weights = run / "backup" / ".partial" / "weights.weights.h5"
+    strace = ["strace", "-f", "-qq", "-o", "/dev/null", f"-P{weights}", "-e", "trace=pwrite64",
+              "-e", "inject=pwrite64:error=ENOSPC:when=1", "--"]  # fmt: skip
+    result = workspace.dlcli("train", "spec.yaml", "--set", "output.dir=full", strace=strace)
+    assert result.returncode == 11, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: cannot write the backup of epoch 1 in {run / 'backup'}: No space left on "
+        "device; there is no earlier backup to resume from"
+    )
+    assert "Traceback" not in result.stderr
+    assert list((workspace.root / "full").iterdir()) == []

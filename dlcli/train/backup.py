@@ -123,9 +123,10 @@ def callback(run_dir: Path, history: list[dict[str, float]]) -> Any:
                 _write_generation(run_dir / BACKUP_DIR, self.model, [*history, row])
             except OSError as error:
                 shutil.rmtree(run_dir / BACKUP_DIR / PARTIAL, ignore_errors=True)
+                kept = note(run_dir) if history else "there is no earlier backup to resume from"
                 raise OutputError(
                     f"cannot write the backup of epoch {epoch + 1} in {run_dir / BACKUP_DIR}: "
-                    f"{_reason(error)}; {note(run_dir)}"
+                    f"{_reason(error)}; {kept}"
                 ) from error
             history.append(row)
             write_history(run_dir / "history.csv", history)
