@@ -24,7 +24,7 @@ test-all: setup
 
 # kill -9 at every write point of a training run (strace), not a sample of them
 test-crash: setup
-	DLCLI_KILL_POINTS=all $(PY) -m pytest -q -s tests/test_kill_points.py
+	DLCLI_KILL_POINTS=all DLCLI_KILL_WORKERS=2 $(PY) -m pytest -q -s tests/test_kill_points.py
 
 lint: setup
 	$(VENV)/bin/ruff check dlcli tests benchmarks

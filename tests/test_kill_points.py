@@ -7,7 +7,8 @@ main thread that creates, writes, flushes, renames or removes a file or folder i
 folder or the cache (temporary files included: dlcli names them without randomness). strace
 counts the calls on those paths, so `inject=...:when=K` kills the process as it enters the
 K-th one, before the call takes effect. `make test` checks an even sample of the points
-(DLCLI_KILL_POINTS, default 3); `make test-crash` checks every one (DLCLI_KILL_POINTS=all).
+(DLCLI_KILL_POINTS, default 3); `make test-crash` checks every one (DLCLI_KILL_POINTS=all),
+two at a time in two folders (DLCLI_KILL_WORKERS).
 
 TensorFlow writes its compiled programs through temporary files named with the process id:
 those writes cannot be aimed at by path and are left out; the rename that publishes each
@@ -27,7 +28,8 @@ import subprocess
 import sys
 import time
 import zipfile
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +100,13 @@ class Workspace:
         command = [*(strace or []), sys.executable, "-m", "dlcli", *arguments]
         return subprocess.run(command, cwd=self.root, env=self.env, capture_output=True,
                               text=True, timeout=300, check=False)  # fmt: skip
+
+    def clone(self, root: Path) -> Workspace:
+        """The same spec, data and earlier run in another folder."""
+        for name in ("spec.yaml", "data.npz"):
+            shutil.copy(self.root / name, root / name)
+        shutil.copytree(self.root / "runs" / "tiny-1", root / "runs" / "tiny-1")
+        return Workspace(root, {**self.env, "DLCLI_CACHE": str(root / "cache")})
 
     def reset(self) -> None:
         """Back to before the run: only tiny-1, an empty cache."""
@@ -309,21 +318,34 @@ def check_resumed(workspace: Workspace, point: Point, earlier: dict[str, str]) -
 def test_kill_at_every_write_point_then_resume(
     workspace: Workspace,
     discovered: tuple[list[str], list[Point], dict[str, str]],
+    tmp_path_factory: pytest.TempPathFactory,
     record_property: pytest.RecordProperty,
 ) -> None:
     paths, points, earlier = discovered
     assert len(points) > 50, points  # spec.yaml ... every epoch's generation ... model and plots
     chosen = sample(points, os.environ.get("DLCLI_KILL_POINTS", "3"))
+    workers = int(os.environ.get("DLCLI_KILL_WORKERS", "1"))
+    spaces = [workspace, *(workspace.clone(tmp_path_factory.mktemp("kill-points"))
+                           for _ in range(workers - 1))]  # fmt: skip
+
+    def work(space: Workspace, share: list[Point]) -> list[str]:
+        moved = [path.replace(str(workspace.root), str(space.root)) for path in paths]
+        report = []
+        for point in share:
+            point = replace(point, path=point.path.replace(str(workspace.root), str(space.root)))
+            space.reset()
+            trace = kill_at(space, moved, point)
+            last = [line for line in trace.splitlines() if _LINE.match(line)][-1]
+            assert f"{point.call}(" in last and point.path in last, (point, last)
+            where = point.path.removeprefix(f"{space.root}/")
+            outcome = check_resumed(space, point, earlier)
+            report.append(f"{point.number:4d} {point.call:9s} {where}: {outcome}")
+        return report
+
     started = time.monotonic()
-    report = []
-    for point in chosen:
-        workspace.reset()
-        trace = kill_at(workspace, paths, point)
-        last = [line for line in trace.splitlines() if _LINE.match(line)][-1]
-        assert f"{point.call}(" in last and point.path in last, (point, last)
-        where = point.path.removeprefix(f"{workspace.root}/")
-        outcome = check_resumed(workspace, point, earlier)
-        report.append(f"{point.number:4d} {point.call:9s} {where}: {outcome}")
+    with ThreadPoolExecutor(workers) as pool:  # each worker a folder and a process at a time
+        reports = pool.map(work, spaces, [chosen[start::workers] for start in range(workers)])
+        report = sorted(line for lines in reports for line in lines)
     record_property("kill_points", f"{len(chosen)} of {len(points)}")
     print(f"\n{len(chosen)} of {len(points)} kill points, {time.monotonic() - started:.0f} s:")
     print("\n".join(report))
