@@ -67,7 +67,10 @@ def latest(run_dir: Path) -> Generation | None:
 
 def note(run_dir: Path) -> str:
     """Where the run's backup is, for the errors that end a run."""
-    generation = latest(run_dir)
+    try:
+        generation = latest(run_dir)
+    except TrainingError:
+        return f"the backup in {run_dir / BACKUP_DIR} cannot be restored"
     if generation is None:
         return "no epoch had completed, so there is no backup"
     return f"the backup of epoch {generation.epoch} is in {run_dir / BACKUP_DIR}"
