@@ -51,8 +51,10 @@ def curves_figure(history: dict[str, list[float]]) -> Any:
     for axis, name in zip(axes[0], names, strict=True):
         epochs = range(1, len(history[name]) + 1)
         axis.plot(epochs, history[name], "o-", label="training")
-        if f"val_{name}" in history:
-            axis.plot(epochs, history[f"val_{name}"], "s--", label="validation")
+        validated = [(e, v) for e, v in zip(epochs, history.get(f"val_{name}", []), strict=True)
+                     if not np.isnan(v)]  # fmt: skip  # fit.validation_freq leaves gaps
+        if validated:
+            axis.plot(*zip(*validated, strict=True), "s--", label="validation")
         axis.set(title=name, xlabel="epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
         axis.legend()

@@ -112,7 +112,8 @@ class TrainView:
             return
         table = Table(title="Training", title_justify="left")
         table.add_column("epoch", justify="right")
-        keys = sorted(self.epochs[-1][1], key=lambda k: (k.startswith("val_"), k))
+        named = {key for _, logs, _ in self.epochs for key in logs}  # validation_freq: not all
+        keys = sorted(named, key=lambda k: (k.startswith("val_"), k))
         for key in keys:
             table.add_column(key, justify="right")
         table.add_column("time", justify="right")

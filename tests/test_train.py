@@ -208,7 +208,7 @@ def test_training_pipeline_serves_every_example_once_per_epoch(
 
     x = np.arange(10, dtype="uint8")[:, None] * np.ones((1, 3), dtype="uint8")
     y = np.arange(10, dtype="uint8")
-    iterator = iter(executions(x, y, 3, True, per_execution))  # 3 full batches and 1 example
+    iterator = iter(executions((x, y), 3, True, per_execution))  # 3 full batches and 1 example
     epochs = []
     for _ in range(3):
         executions = [next(iterator) for _ in range(2)]
@@ -225,11 +225,15 @@ def test_training_pipeline_serves_every_example_once_per_epoch(
     assert len({tuple(order) for order in epochs}) == 3
 
 
-@pytest.mark.parametrize(("jit_compile", "per_execution"), [(False, 3), (True, 4)])
+@pytest.mark.parametrize(
+    ("jit_compile", "per_execution", "weighted"), [(False, 3, False), (True, 4, False),
+                                                   (False, 3, True)]
+)  # fmt: skip
 def test_compiled_executions_train_as_kerass_own_loop(
-    jit_compile: bool, per_execution: int
+    jit_compile: bool, per_execution: int, weighted: bool
 ) -> None:
-    """Same batches, same steps, same weights and logs: only how each execution runs differs."""
+    """Same batches, same steps, same weights and logs: only how each execution runs differs.
+    With sample weights (fit.class_weight, dataset.csv.weight) too."""
     import keras
 
     from dlcli.model import create_training_variables
@@ -237,6 +241,8 @@ def test_compiled_executions_train_as_kerass_own_loop(
 
     x = np.random.default_rng(0).random((50, 4), dtype="float32")  # 6 full batches of 8, then 2
     y = (x.sum(axis=1) > 2).astype("float32")
+    weights = np.random.default_rng(1).choice([0.0, 0.5, 2.0], 50).astype("float32")
+    weights = weights if weighted else None
 
     def trained(compiled: bool) -> tuple[Any, dict[str, list[float]]]:
         keras.utils.set_random_seed(1)
@@ -258,9 +264,9 @@ def test_compiled_executions_train_as_kerass_own_loop(
         )
         create_training_variables(model, x, y)
         data = (
-            training_data(model, x, y, 8, False, replicas=1)
+            training_data(model, x, y, 8, False, replicas=1, weights=weights)
             if compiled
-            else {"x": x, "y": y, "batch_size": 8, "shuffle": False}
+            else {"x": x, "y": y, "batch_size": 8, "shuffle": False, "sample_weight": weights}
         )
         calls = []
         if compiled:

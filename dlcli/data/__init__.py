@@ -95,7 +95,10 @@ def _split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
             f"a split of {fraction} leaves no data on one side ({len(split)} examples in total)"
         )
     keep, held = order[:cut], order[cut:]
-    return Split(split.x[keep], split.y[keep]), Split(split.x[held], split.y[held])
+    weights = (None, None) if split.w is None else (split.w[keep], split.w[held])
+    return Split(split.x[keep], split.y[keep], weights[0]), Split(
+        split.x[held], split.y[held], weights[1]
+    )
 
 
 def load_dataset(spec: DatasetSpec, base_dir: Path, seed: int, *, skip_bad: bool = False) -> Splits:

@@ -35,6 +35,7 @@ class ImageInfo:
 class Split:
     x: np.ndarray
     y: np.ndarray
+    w: np.ndarray | None = None  # float32 weight per example (dataset.csv.weight), training only
 
     def __len__(self) -> int:
         return len(self.y)

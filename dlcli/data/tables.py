@@ -34,6 +34,7 @@ class _Table:
     x: np.ndarray
     labels: list[str]
     lines: list[int]
+    weights: np.ndarray | None = None
 
 
 def load_csv(
@@ -54,7 +55,9 @@ def load_csv(
             the wrong number of columns, a value that is not a finite number, a validation or
             test label that the training file does not have, or an integer label beyond 64 bits.
     """
-    train = _read_table(resolve_path(source.train, base_dir), source.label, source.features)
+    train = _read_table(
+        resolve_path(source.train, base_dir), source.label, source.features, source.weight
+    )
     others = [
         None
         if path is None
@@ -70,7 +73,7 @@ def load_csv(
     class_names = sorted(set(train.labels))
 
     def split(table: _Table) -> Split:
-        return Split(table.x, _labels(table, kind, class_names, train.path))
+        return Split(table.x, _labels(table, kind, class_names, train.path), table.weights)
 
     validation, test = (None if table is None else split(table) for table in others)
     info = DatasetInfo(
@@ -127,8 +130,11 @@ def is_header(row: list[str]) -> bool:
     return not all(is_number(cell) for cell in row)
 
 
-def _read_table(path: Path, label: str, feature_names: list[str] | None) -> _Table:
-    """Read and check one CSV file; `feature_names` None means every column but the label."""
+def _read_table(
+    path: Path, label: str, feature_names: list[str] | None, weight: str | None = None
+) -> _Table:
+    """Read and check one CSV file; `feature_names` None means every column but the label
+    (and the `weight` column, read as non-negative weights when given)."""
     if not path.is_file():
         raise DataError(f"dataset file not found: {path}")
     rows = read_rows(path)
@@ -139,9 +145,12 @@ def _read_table(path: Path, label: str, feature_names: list[str] | None) -> _Tab
             "then one row per example"
         )
     header = [name.strip() for name in first[1]]
-    feature_names = _feature_names(header, label, feature_names, path)
+    feature_names = _feature_names(header, label, feature_names, path, weight)
     label_column = _column(header, label, "label", path)
     feature_columns = [_column(header, name, "feature", path) for name in feature_names]
+    names = [*feature_names, *([weight] if weight is not None else [])]
+    if weight is not None:
+        feature_columns.append(_column(header, weight, "weight", path))
     chunks: list[np.ndarray] = []
     labels: list[str] = []
     lines: list[int] = []
@@ -158,32 +167,40 @@ def _read_table(path: Path, label: str, feature_names: list[str] | None) -> _Tab
         lines.append(line)
         chunk.append([row[column] for column in feature_columns])
         if len(chunk) == CHUNK_ROWS:
-            chunks.append(_numbers(chunk, lines[-len(chunk) :], feature_names, path))
+            chunks.append(_numbers(chunk, lines[-len(chunk) :], names, path))
             chunk = []
     if chunk:
-        chunks.append(_numbers(chunk, lines[-len(chunk) :], feature_names, path))
+        chunks.append(_numbers(chunk, lines[-len(chunk) :], names, path))
     if not labels:
         raise DataError(f"{path}: no data rows after the header")
-    return _Table(path, feature_names, np.concatenate(chunks), labels, lines)
+    x = np.concatenate(chunks)
+    if weight is None:
+        return _Table(path, feature_names, x, labels, lines)
+    weights = x[:, -1]
+    if (weights < 0).any():
+        line = lines[int(np.argmax(weights < 0))]
+        raise DataError(f"{path}, line {line}, column `{weight}`: a weight must be 0 or more")
+    return _Table(path, feature_names, x[:, :-1], labels, lines, weights)
 
 
 def _feature_names(
-    header: list[str], label: str, feature_names: list[str] | None, path: Path
+    header: list[str], label: str, feature_names: list[str] | None, path: Path, weight: str | None
 ) -> list[str]:
-    """The feature columns: those listed, else every column but the label; checked."""
+    """The feature columns: those listed, else every column but the label and weight; checked."""
     if feature_names is None:
-        feature_names = [name for name in header if name != label]
+        feature_names = [name for name in header if name not in (label, weight)]
         if "" in feature_names:
             raise DataError(
                 f"{path}: column {header.index('') + 1} has no name in the header "
                 "(a saved DataFrame index? save it with index=False, or list the "
                 "feature columns in dataset.csv.features)"
             )
-    if label in feature_names:
-        raise DataError(
-            f"{path}: `{label}` is both the label and a feature; "
-            "leave it out of dataset.csv.features"
-        )
+    for column, role in ((label, "label"), (weight, "weight")):
+        if column in feature_names:
+            raise DataError(
+                f"{path}: `{column}` is both the {role} and a feature; "
+                "leave it out of dataset.csv.features"
+            )
     if not feature_names:
         raise DataError(f"{path}: no feature columns besides the label `{label}`")
     return feature_names
@@ -197,7 +214,7 @@ def _column(header: list[str], name: str, role: str, path: Path) -> int:
     if count > 1:
         raise DataError(f"{path}: {count} columns are named `{name}`; give each a unique name")
     hint = suggest(name, header)
-    setting = "dataset.csv.label" if role == "label" else "dataset.csv.features"
+    setting = f"dataset.csv.{role}" if role in ("label", "weight") else "dataset.csv.features"
     raise DataError(
         f"{path}: no {role} column `{name}`{hint}; the columns are {_listing(header)} "
         f"(see {setting})"

@@ -176,6 +176,9 @@ class FitSpec(Strict):
     batch_size: int = Field(32, gt=0)
     shuffle: bool = True
     callbacks: list[KerasObject] = Field(default_factory=list)
+    # a weight per class, by index or name, or "balanced" (from the training labels' counts)
+    class_weight: dict[int | str, Annotated[float, Field(ge=0)]] | Literal["balanced"] | None = None
+    validation_freq: int = Field(1, gt=0)  # validate after every n-th epoch
 
 
 class NpzSource(Strict):
@@ -199,6 +202,7 @@ class CsvSource(Strict):
     test: str | None = None
     label: str = "label"
     features: list[str] | None = None
+    weight: str | None = None  # a column of per-example weights for training (not a feature)
 
 
 class ImagesSource(Strict):

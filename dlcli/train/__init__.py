@@ -48,6 +48,7 @@ from dlcli.train.runs import (
     write_history,
     write_record,
 )
+from dlcli.train.weights import sample_weights
 
 __all__ = ["ProgressView", "TrainResult", "prepare_resume", "run", "train"]
 
@@ -90,6 +91,7 @@ class _Prepared:
     device: Any  # dlcli.device.Device
     callbacks: list[Any]  # the spec's own, built from `fit.callbacks`
     notes: list[str]  # said before training starts
+    weights: Any = None  # a training weight per example (dlcli.train.weights), or None
 
 
 def run(
@@ -238,9 +240,14 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool) -> _Prepared:
     task = task_of(spec.compile.loss, model)
     check_against_model(splits, model, spec.compile)
     models.adapt_preprocessing(model, spec.model, splits.train.x)
+    classes = 2 if task == "binary" else int(model.output_shape[-1] or 0)
+    weights, note = sample_weights(spec.fit.class_weight, splits.train, splits.info.class_names,
+                                   task, classes)  # fmt: skip
     if device.strategy.num_replicas_in_sync == 1:  # a strategy makes Keras create them itself
         models.create_training_variables(model, splits.train.x, splits.train.y)
-    return _Prepared(spec, splits, model, task, device, models.build_callbacks(spec), notes)
+    callbacks = models.build_callbacks(spec)
+    return _Prepared(spec, splits, model, task, device, callbacks, [*notes, *[note] * bool(note)],
+                     weights)  # fmt: skip
 
 
 def _fit(
@@ -271,7 +278,7 @@ def _fit(
     first_epoch = restored.epoch if restored else 0
     data = training_data(model, splits.train.x, splits.train.y, spec.fit.batch_size,
                          spec.fit.shuffle, replicas=replicas, fused=fused,
-                         first_epoch=first_epoch)  # fmt: skip
+                         first_epoch=first_epoch, weights=prepared.weights)  # fmt: skip
     validation = None if splits.validation is None else (splits.validation.x, splits.validation.y)
     started = time.perf_counter()
     if first_epoch >= spec.fit.epochs:  # killed after its last backup: only the end is left
@@ -285,6 +292,7 @@ def _fit(
                 initial_epoch=first_epoch,
                 validation_data=validation,
                 validation_batch_size=spec.fit.batch_size,
+                validation_freq=spec.fit.validation_freq,
                 callbacks=callbacks,
                 verbose=0,
             )

@@ -59,6 +59,7 @@ def training_data(
     replicas: int,
     fused: bool = True,
     first_epoch: int = 0,
+    weights: Any = None,
 ) -> dict[str, Any]:
     """`fit`'s data arguments; on one device, each execution runs as one compiled program.
 
@@ -71,40 +72,48 @@ def training_data(
 
     Several replicas, data that is not plain arrays, too much of it for a shuffled copy, or not
     `fused` (a Keras version the executions were not tested with): Keras's own adapter and loop.
+    `weights`, one per example, are the sample weights of the loss and metrics.
     """
     fits = isinstance(x, np.ndarray) and isinstance(y, np.ndarray)
     too_large = fits and x.nbytes + y.nbytes > _SHUFFLED_COPY_MAX_BYTES
     if not fused or replicas > 1 or not fits or len(x) == 0 or too_large:
-        return {"x": x, "y": y, "batch_size": batch_size, "shuffle": shuffle}
+        return {"x": x, "y": y, "batch_size": batch_size, "shuffle": shuffle,
+                "sample_weight": weights}  # fmt: skip
     import tensorflow as tf
 
     step = model.train_step
+    arrays = (x, y) if weights is None else (x, y, weights)
 
     @tf.function(jit_compile=model.jit_compile, autograph=False)  # as Keras's own step
-    def execution(xs: Any, ys: Any, x_rest: Any, y_rest: Any) -> Any:
+    def execution(*parts: Any) -> Any:
+        stacked, rest = parts[: len(arrays)], parts[len(arrays) :]
+
         def one_step(index: Any) -> Any:
-            step((xs[index], ys[index]))
+            step(tuple(part[index] for part in stacked))
             return index + 1
 
-        if xs.shape[0]:  # shapes are known: each is traced on its own
-            tf.while_loop(lambda i: i < xs.shape[0], one_step, [0], parallel_iterations=1)
-        if x_rest.shape[0]:
-            step((x_rest, y_rest))
+        if stacked[0].shape[0]:  # shapes are known: each is traced on its own
+            count = stacked[0].shape[0]
+            tf.while_loop(lambda i: i < count, one_step, [0], parallel_iterations=1)
+        if rest[0].shape[0]:
+            step(rest)
         return model.get_metrics_result()  # what `train_step` returns, after the last step
 
     model.train_function = lambda iterator: execution(*next(iterator))
-    dataset = executions(x, y, batch_size, shuffle, model.steps_per_execution, first_epoch)
+    dataset = executions(arrays, batch_size, shuffle, model.steps_per_execution, first_epoch)
     return {"x": dataset, "steps_per_epoch": math.ceil(len(x) / batch_size), "shuffle": False}
 
 
 def executions(
-    x: Any, y: Any, batch_size: int, shuffle: bool, per_execution: int, first_epoch: int = 0
-) -> Any:
+    arrays: tuple[Any, ...], batch_size: int, shuffle: bool, per_execution: int,
+    first_epoch: int = 0,
+) -> Any:  # fmt: skip
     """The training data as a tf.data pipeline of executions, all epochs through one iterator.
 
-    An execution is `per_execution` full batches stacked, shape (steps, batch, ...), and the
-    partial batch that ends the epoch (empty but in the last execution): the batches Keras
-    makes, full ones then the rest. Each epoch is one gather of the arrays in a new order
+    `arrays` are x, y and perhaps sample weights, one row per example. An execution is, for
+    each, `per_execution` full batches stacked, shape (steps, batch, ...), then the partial
+    batch that ends the epoch (empty but in the last execution): the batches Keras makes, full
+    ones then the rest. Each epoch is one gather of the arrays in a new order
     (Keras's adapter repeats the first order every epoch once a seed is set), gathered while the
     previous epoch trains. Epoch e's order depends on the run's seed and e alone, so a run
     resumed after `first_epoch` epochs sees the orders the uninterrupted run would have. Pixels
@@ -112,7 +121,7 @@ def executions(
     """
     import tensorflow as tf
 
-    count = len(x)
+    count = len(arrays[0])
     full = count // batch_size
     executions = math.ceil(math.ceil(count / batch_size) / per_execution)
     stacked = (executions - 1) * per_execution  # the full batches of all executions but the last
@@ -130,19 +139,16 @@ def executions(
         return tf.reshape(array[stacked * batch_size : full * batch_size], shape)
 
     @tf.autograph.experimental.do_not_convert  # plain Python: converting it only costs time
-    def one_epoch(x: Any, y: Any) -> Any:
+    def one_epoch(*parts: Any) -> Any:
         if shuffle:
             seed = tf.stack([base_seed, epoch.assign_add(1)])
             order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=seed)
-            x, y = tf.gather(x, order), tf.gather(y, order)
-        no_rest = [tf.zeros((executions - 1, 0, *a.shape[1:]), a.dtype) for a in (x, y)]
+            parts = tuple(tf.gather(part, order) for part in parts)
+        no_rest = [tf.zeros((executions - 1, 0, *a.shape[1:]), a.dtype) for a in parts]
+        rest = [part[full * batch_size :] for part in parts]
         return tf.data.Dataset.from_tensor_slices(
-            (all_but_last(x), all_but_last(y), *no_rest)
-        ).concatenate(
-            tf.data.Dataset.from_tensors(
-                (last(x), last(y), x[full * batch_size :], y[full * batch_size :])
-            )
-        )
+            (*map(all_but_last, parts), *no_rest)
+        ).concatenate(tf.data.Dataset.from_tensors((*map(last, parts), *rest)))
 
     options = tf.data.Options()
     # As in Keras's adapter: no graph rewrites, which would serialize the arrays.
@@ -151,5 +157,5 @@ def executions(
     # Nothing to tune (no parallel maps, a fixed prefetch); with autotuning on, `fit` took
     # seconds to return after its last epoch on a 2-core machine.
     options.autotune.enabled = False
-    dataset = tf.data.Dataset.from_tensors((x, y)).repeat().flat_map(one_epoch)
+    dataset = tf.data.Dataset.from_tensors(tuple(arrays)).repeat().flat_map(one_epoch)
     return dataset.prefetch(1).with_options(options)

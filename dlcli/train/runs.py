@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 import shlex
@@ -121,14 +122,14 @@ def read_record(path: Path) -> dict[str, Any]:
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
-    """history.csv (continuous across resumes) as columns; Keras writes NA for missing values."""
+    """history.csv (continuous across resumes) as columns; an epoch without a value (NA: not
+    validated, with fit.validation_freq) reads as NaN."""
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     columns = [key for key in (rows[0] if rows else {}) if key != "epoch"]
     return {
-        key: [float(row[key]) for row in rows]
+        key: [float(row[key]) if row[key] not in ("", "NA") else math.nan for row in rows]
         for key in columns
-        if all(row[key] not in ("", "NA") for row in rows)
     }
 
 
