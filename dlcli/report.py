@@ -44,8 +44,12 @@ def shown(path: Path) -> str:
 
 
 def _format_logs(logs: dict[str, float]) -> str:
-    keys = sorted(logs, key=lambda k: (k.startswith("val_"), k not in _LOG_ORDER, k))
+    keys = sorted(logs.keys() - {LEARNING_RATE},
+                  key=lambda k: (k.startswith("val_"), k not in _LOG_ORDER, k))  # fmt: skip
     return "  ".join(f"{key} {logs[key]:.4f}" for key in keys)
+
+
+LEARNING_RATE = "learning_rate"  # in the epoch table only when it changed during training
 
 
 class TrainView:
@@ -113,12 +117,16 @@ class TrainView:
         table = Table(title="Training", title_justify="left")
         table.add_column("epoch", justify="right")
         named = {key for _, logs, _ in self.epochs for key in logs}  # validation_freq: not all
-        keys = sorted(named, key=lambda k: (k.startswith("val_"), k))
+        rates = {logs.get(LEARNING_RATE) for _, logs, _ in self.epochs}
+        if len(rates) == 1:
+            named.discard(LEARNING_RATE)
+        keys = sorted(named, key=lambda k: (k == LEARNING_RATE, k.startswith("val_"), k))
         for key in keys:
             table.add_column(key, justify="right")
         table.add_column("time", justify="right")
         for epoch, logs, seconds in _sample(self.epochs, MAX_TABLE_ROWS):
-            cells = [f"{logs[k]:.4f}" if k in logs else "" for k in keys]
+            digits = {LEARNING_RATE: ".3g"}
+            cells = [f"{logs[k]:{digits.get(k, '.4f')}}" if k in logs else "" for k in keys]
             table.add_row(str(epoch), *cells, f"{seconds:.1f}s")
         self.console.print(table)
 

@@ -33,6 +33,8 @@ fit:
   batch_size: 16
   class_weight: balanced
   validation_freq: 2
+  callbacks:
+    - ReduceLROnPlateau: {monitor: loss, factor: 0.5, patience: 0, min_delta: 0.05}
 """
 
 
@@ -78,16 +80,32 @@ def test_balanced_class_weights_a_weight_column_and_validation_every_second_epoc
         rows = list(csv.DictReader(handle))
     assert [row["val_loss"] != "NA" for row in rows] == [False, True, False, True, False]
     assert (tmp_path / "runs" / "weighted-1" / "curves.png").is_file()
+    # the epoch table: validation cells empty where not validated, and the learning rate,
+    # which ReduceLROnPlateau halved after each epoch the loss fell by less than 0.05
+    progress = result.stderr.splitlines()  # the epoch table goes with the progress, to stderr
+    table = [line.split("│")[1:-1] for line in progress if "│" in line]
+    header = next(line for line in progress if "┃ epoch" in line)
+    assert [name.strip() for name in header.split("┃")[1:-1]] == [
+        "epoch", "accuracy", "loss", "val_accuracy", "val_loss", "learning_rate", "time",
+    ]  # fmt: skip
+    assert [cells[3].strip() == "" for cells in table] == [True, False, True, False, True]
+    rates = [float(cells[5]) for cells in table]
+    assert rates[0] == 0.001 and all(
+        b in (a, a / 2) for a, b in zip(rates, rates[1:], strict=False)
+    )
+    assert rates[-1] < rates[0]
 
 
 def test_weights_of_zero_train_nothing(tmp_path: Path) -> None:
     """Every example weighs 0 (its column), so every loss is 0 and no weight moves: the
     weights reach the loss, in dlcli's compiled executions as in Keras's own loop."""
-    write_tables(tmp_path, SPEC.replace("  class_weight: balanced\n", ""), [0.0] * 300)
+    spec = SPEC.split("  callbacks:")[0].replace("  class_weight: balanced\n", "")
+    write_tables(tmp_path, spec, [0.0] * 300)
     result = dlcli(tmp_path, "train", "spec.yaml")
     assert result.returncode == 0, result.stderr
     with (tmp_path / "runs" / "weighted-1" / "history.csv").open(newline="") as handle:
         assert {float(row["loss"]) for row in csv.DictReader(handle)} == {0.0}
+    assert "learning_rate" not in result.stderr  # it never changed: no column
 
 
 @pytest.mark.parametrize(

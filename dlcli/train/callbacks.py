@@ -8,7 +8,7 @@ import math
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +64,10 @@ def progress_callback(view: ProgressView, epochs: int, steps: int) -> Any:
             view.advance(done, logs)
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            view.end_epoch(epoch + 1, {k: float(v) for k, v in (logs or {}).items()})
+            shown = {k: float(v) for k, v in (logs or {}).items()}
+            with suppress(AttributeError, TypeError, ValueError):  # the rate this epoch used
+                shown["learning_rate"] = float(self.model.optimizer.learning_rate)
+            view.end_epoch(epoch + 1, shown)
 
     return Progress()
 
