@@ -3,6 +3,7 @@ hands the result to dlcli.report. TensorFlow is imported only inside commands th
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -153,11 +154,22 @@ def train(
     skip_bad: Annotated[
         bool, typer.Option(help="Leave out image files that cannot be read (counted).")
     ] = False,
+    start_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            metavar="MODEL",
+            show_default=False,
+            help="Start from this .keras model's weights (fit.initial_weights).",
+        ),
+    ] = None,  # fmt: skip
 ) -> None:
     """Train the model a spec describes, evaluate it on the test set and save it.
 
     Example: dlcli train configs/mnist.yaml --set fit.epochs=1
     """
+    if start_from is not None:  # a path from here, whatever folder the spec is in
+        overrides = [*overrides, f"fit.initial_weights={json.dumps(str(start_from.resolve()))}"]
     with _user_errors():  # spec mistakes are found before TensorFlow loads
         from dlcli import report
         from dlcli.train import run

@@ -51,7 +51,8 @@ def curves_figure(history: dict[str, list[float]]) -> Any:
     for axis, name in zip(axes[0], names, strict=True):
         epochs = range(1, len(history[name]) + 1)
         axis.plot(epochs, history[name], "o-", label="training")
-        validated = [(e, v) for e, v in zip(epochs, history.get(f"val_{name}", []), strict=True)
+        validation = history.get(f"val_{name}", [np.nan] * len(epochs))
+        validated = [(e, v) for e, v in zip(epochs, validation, strict=True)
                      if not np.isnan(v)]  # fmt: skip  # fit.validation_freq leaves gaps
         if validated:
             axis.plot(*zip(*validated, strict=True), "s--", label="validation")

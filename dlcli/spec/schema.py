@@ -179,6 +179,8 @@ class FitSpec(Strict):
     # a weight per class, by index or name, or "balanced" (from the training labels' counts)
     class_weight: dict[int | str, Annotated[float, Field(ge=0)]] | Literal["balanced"] | None = None
     validation_freq: int = Field(1, gt=0)  # validate after every n-th epoch
+    initial_weights: str | None = None  # a .keras file: weights copied by layer name
+    freeze: list[str] = Field(default_factory=list)  # layers not trained (fine-tuning)
 
 
 class NpzSource(Strict):

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from dlcli import __version__
+from dlcli import __version__, artifact
 from dlcli.artifact import FORMAT_VERSION, ModelInfo
 from dlcli.checks import add_channel_axis, check_against_model, task_of
 from dlcli.data import Splits, check_files, load_dataset
+from dlcli.data.common import resolve_path
 from dlcli.errors import TrainingError, UsageError
 from dlcli.spec import Spec
 from dlcli.train import backup
@@ -35,6 +36,7 @@ from dlcli.train.callbacks import (
     signals_stop,
     stop_error,
 )
+from dlcli.train.initial import freeze, load_initial_weights
 from dlcli.train.loop import FUSED_LOOP_KERAS, fused_loop_tested, steps_per_execution, training_data
 from dlcli.train.resume import prepare_resume
 from dlcli.train.runs import (
@@ -193,6 +195,8 @@ def train(
         spec = spec.model_copy(update={"seed": random.SystemRandom().randrange(2**31)})
     resuming = run_dir is not None
     check_files(spec.dataset, spec_dir, spec_file)  # before TensorFlow loads
+    if spec.fit.initial_weights is not None:
+        artifact.inspect(resolve_path(spec.fit.initial_weights, spec_dir), require_metadata=False)
     output_dir = None if resuming else output_folder(spec)
     prepared = _prepare(spec, spec_dir, skip_bad=skip_bad)
     if run_dir is None:  # only now: a mistake found above leaves no run folder behind
@@ -235,11 +239,15 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool) -> _Prepared:
     )
     with device.strategy.scope():
         model = models.build_model(spec.model, spec.name, float32_outputs=device.mixed_precision)
+        freeze(model, spec.fit.freeze)
         models.compile_model(model, spec, steps_per_execution=per_execution)
     splits = add_channel_axis(splits, model)
     task = task_of(spec.compile.loss, model)
     check_against_model(splits, model, spec.compile)
     models.adapt_preprocessing(model, spec.model, splits.train.x)
+    if spec.fit.initial_weights is not None:  # after adapting: the file's statistics stay
+        path = resolve_path(spec.fit.initial_weights, spec_dir)
+        notes.append(load_initial_weights(model, path))
     classes = 2 if task == "binary" else int(model.output_shape[-1] or 0)
     weights, note = sample_weights(spec.fit.class_weight, splits.train, splits.info.class_names,
                                    task, classes)  # fmt: skip
@@ -328,7 +336,7 @@ def _restore(
 def _finish(prepared: _Prepared, run_dir: Path, fit_seconds: float, started: float) -> TrainResult:
     """Score the test split, then save model.keras (only then drop the backup), metrics.json,
     curves.png and, for classifiers, confusion_matrix.png."""
-    from dlcli import artifact, plots
+    from dlcli import plots
     from dlcli.device import record_compiled_programs
     from dlcli.metrics import confusion_matrix, score
 

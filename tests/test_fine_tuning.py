@@ -1,0 +1,136 @@
+"""Starting from trained weights (`fit.initial_weights`, `dlcli train --from MODEL`) and
+freezing layers (`fit.freeze`), through the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dlcli.cli import app
+
+runner = CliRunner()
+SOURCE = """\
+name: source
+seed: 0
+dataset:
+  npz: data.npz
+model:
+  input: [4]
+  layers:
+    - Dense: {units: 8, activation: relu, name: hidden}
+    - Dense: {units: 3, activation: softmax, name: head}
+compile:
+  loss: sparse_categorical_crossentropy
+  metrics: [accuracy]
+fit:
+  epochs: 3
+  batch_size: 16
+"""
+# the same hidden layer, a new head of another name and size, the hidden layer frozen
+TUNED = (
+    SOURCE.replace("name: source", "name: tuned")
+    .replace("units: 3, activation: softmax, name: head", "units: 3, activation: softmax, "
+             "name: new_head")
+    .replace("  batch_size: 16\n", "  batch_size: 16\n  freeze: [hidden]\n")
+)  # fmt: skip
+
+
+def dlcli(folder: Path, *arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dlcli", *arguments], cwd=folder,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with data, the source spec trained (runs/source-1) and the tuned spec."""
+    folder = tmp_path_factory.mktemp("fine-tuning")
+    x = np.random.default_rng(0).normal(size=(240, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64") + (x[:, 1] > 1)
+    np.savez(folder / "data.npz", x_train=x[:200], y_train=y[:200], x_test=x[200:],
+             y_test=y[200:])  # fmt: skip
+    (folder / "source.yaml").write_text(SOURCE)
+    (folder / "tuned.yaml").write_text(TUNED)
+    result = dlcli(folder, "train", "source.yaml")
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def layer_weights(model: Path, name: str) -> list[np.ndarray]:
+    import keras
+
+    return keras.saving.load_model(model).get_layer(name).get_weights()
+
+
+def test_from_a_model_copies_weights_by_name_and_frozen_layers_stay(trained: Path) -> None:
+    result = dlcli(trained, "train", "tuned.yaml", "--from", "runs/source-1/model.keras")
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"Initial weights from {trained / 'runs/source-1/model.keras'}: hidden; not in it, so "
+        "trained from scratch: new_head\n"
+    ) in result.stderr
+    source, tuned = trained / "runs/source-1/model.keras", trained / "runs/tuned-1/model.keras"
+    for before, after in zip(layer_weights(source, "hidden"), layer_weights(tuned, "hidden"),
+                             strict=True):  # fmt: skip
+        np.testing.assert_array_equal(before, after)  # copied, then frozen
+    # the record of where the weights came from: the run's spec
+    assert (
+        f"initial_weights: {trained / 'runs/source-1/model.keras'}\n"
+        in (trained / "runs/tuned-1/spec.yaml").read_text()
+    )
+
+
+def test_initial_weights_in_the_spec_are_relative_to_the_spec(
+    trained: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a freeze, every layer trains on from the copied weights."""
+    monkeypatch.chdir(trained)
+    (trained / "specs").mkdir(exist_ok=True)
+    spec = SOURCE.replace("name: source", "name: again").replace("data.npz", "../data.npz")
+    spec += "  initial_weights: ../runs/source-1/model.keras\n"
+    (trained / "specs" / "again.yaml").write_text(spec)
+    result = runner.invoke(app, ["train", "specs/again.yaml", "--set", "fit.epochs=1"])
+    assert result.exit_code == 0, result.output
+    assert "Initial weights from " in result.stderr and ": hidden, head\n" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "exit_code", "message"),
+    [
+        (("units: 8, activation: relu, name: hidden", "units: 5, activation: relu, name: hidden"),
+         3, "`fit.initial_weights`: layer `hidden` has weights of shape (4, 8), (8,) in {model} "
+         "but (4, 5), (5,) in this spec's model; give the layer another `name:` to start it "
+         "fresh"),
+        (("freeze: [hidden]", "freeze: [hiden]"), 3,
+         "`fit.freeze[0]`: no layer `hiden` (did you mean `hidden`?); the layers are hidden, "
+         "new_head"),
+        (("freeze: [hidden]", "freeze: [hidden, new_head]"), 3,
+         "`fit.freeze`: every layer with weights is frozen: nothing would train"),
+    ],
+)  # fmt: skip
+def test_a_start_that_does_not_fit_is_one_line(
+    trained: Path, monkeypatch: pytest.MonkeyPatch, change: tuple[str, str], exit_code: int,
+    message: str,
+) -> None:  # fmt: skip
+    monkeypatch.chdir(trained)
+    (trained / "wrong.yaml").write_text(TUNED.replace(*change))
+    result = runner.invoke(app, ["train", "wrong.yaml", "--from", "runs/source-1/model.keras"])
+    assert result.exit_code == exit_code, result.output
+    model = trained / "runs/source-1/model.keras"
+    assert result.stderr.splitlines()[-1] == f"Error: {message.format(model=model)}"
+
+
+def test_a_missing_start_model_is_refused_before_tensorflow_loads(trained: Path) -> None:
+    code = (
+        "import sys; from dlcli.cli import app\n"
+        "try: app(['train', 'tuned.yaml', '--from', 'runs/none.keras'])\n"
+        "except SystemExit as end: print(end.code, 'tensorflow' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=trained, capture_output=True,
+                            text=True, check=False)  # fmt: skip
+    assert result.stdout == "6 False\n", result.stderr
+    assert result.stderr == f"Error: model file not found: {trained / 'runs/none.keras'}\n"
