@@ -1,8 +1,10 @@
-"""Starting from trained weights (`fit.initial_weights`, `dlcli train --from MODEL`) and
-freezing layers (`fit.freeze`), through the CLI."""
+"""Starting from trained weights (`fit.initial_weights`, `dlcli train --from MODEL`),
+freezing layers (`fit.freeze`), and more epochs for a finished run, through the CLI."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +136,45 @@ def test_a_missing_start_model_is_refused_before_tensorflow_loads(trained: Path)
                             text=True, check=False)  # fmt: skip
     assert result.stdout == "6 False\n", result.stderr
     assert result.stderr == f"Error: model file not found: {trained / 'runs/none.keras'}\n"
+
+
+def test_a_finished_run_trains_on_for_more_epochs_in_its_folder(trained: Path) -> None:
+    run = Path(shutil.copytree(trained / "runs/source-1", trained / "runs/source-9"))
+    history = (run / "history.csv").read_text()
+    result = dlcli(trained, "train", "--resume", "runs/source-9", "--set", "fit.epochs=5")
+    assert result.returncode == 0, result.stderr
+    assert "Resuming after epoch 3 of 5, from its backup\n" in result.stderr
+    longer = (run / "history.csv").read_text()
+    assert longer.startswith(history)  # the first three epochs as they were
+    assert [line.split(",")[0] for line in longer.splitlines()[1:]] == ["1", "2", "3", "4", "5"]
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 5
+    assert "  epochs: 5\n" in (run / "spec.yaml").read_text()
+    assert json.loads((run / "run.json").read_text())["overrides"] == ["fit.epochs=5"]
+    assert sorted(path.name for path in run.iterdir()) == [
+        "confusion_matrix.png", "curves.png", "history.csv", "metrics.json", "model.keras",
+        "run.json", "spec.yaml",
+    ]  # fmt: skip
+    # the weights went on from the saved ones (from scratch, the loss would jump back up)
+    losses = [float(line.split(",")[2]) for line in longer.splitlines()[1:]]
+    assert losses[3] < losses[2]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("fit.epochs=2", "--resume runs/source-1 --set fit.epochs=2: the run asks for 3 epochs "
+         "already; give more to train on"),
+        ("fit.batch_size=4", "--resume continues runs/source-1 with its own spec.yaml, so "
+         "`--set fit.batch_size=4` cannot be applied (only --set fit.epochs=N, to train on); to "
+         "change the spec, edit the spec file and add --restart"),
+    ],
+)  # fmt: skip
+def test_only_more_epochs_go_with_resume(
+    trained: Path, monkeypatch: pytest.MonkeyPatch, setting: str, message: str
+) -> None:
+    monkeypatch.chdir(trained)
+    before = (trained / "runs/source-1/run.json").read_text()
+    result = runner.invoke(app, ["train", "--resume", "runs/source-1", "--set", setting])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"Error: {message}\n"
+    assert (trained / "runs/source-1/run.json").read_text() == before

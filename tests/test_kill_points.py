@@ -286,7 +286,7 @@ def check_resumed(workspace: Workspace, point: Point, earlier: dict[str, str]) -
         assert result.returncode == 2, context
         assert result.stderr.endswith(
             "Error: --resume runs/tiny-2: this run finished (model.keras exists); nothing to "
-            "resume\n"
+            "resume (to train it on, add --set fit.epochs=N with more epochs)\n"
         ), context
     else:
         assert result.returncode == 0, context

@@ -291,7 +291,7 @@ def test_a_finished_run_is_not_resumed(resumed: tuple[Any, Path, Any]) -> None:
     assert again.exit_code == 2  # the command line asks for what cannot be done
     assert again.stderr == (
         f"Error: --resume runs/{run_dir.name}: this run finished (model.keras exists); "
-        "nothing to resume\n"
+        "nothing to resume (to train it on, add --set fit.epochs=N with more epochs)\n"
     )
 
 

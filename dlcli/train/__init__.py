@@ -127,17 +127,12 @@ def run(
     Example:
         run(Path("configs/xor.yaml"), ["fit.epochs=10"], view=report.TrainView(console))
     """
-    if resume is not None and (spec_path is not None or overrides):
-        given = " ".join([str(spec_path or ""), *(f"--set {o}" for o in overrides)]).strip()
-        raise UsageError(
-            f"--resume continues {resume} with its own spec.yaml, so `{given}` cannot be "
-            "applied; to change the spec, edit the spec file and add --restart"
-        )
     if resume is not None:
+        epochs = _more_epochs(resume, spec_path, overrides, restart=restart)
         if not resume.is_dir():
             raise UsageError(f"--resume {resume}: no such run directory")
         with locked(resume):  # before a restart clears the backup: one process per run
-            spec, spec_dir = prepare_resume(resume, restart=restart)
+            spec, spec_dir = prepare_resume(resume, restart=restart, epochs=epochs)
             return train(spec, spec_dir, view, tensorboard=tensorboard, run_dir=resume,
                          skip_bad=skip_bad)  # fmt: skip
     if spec_path is None:
@@ -153,6 +148,23 @@ def run(
     spec = load_spec(spec_path, overrides)
     return train(spec, spec_path.parent, view, tensorboard=tensorboard, spec_file=spec_path,
                  overrides=overrides, skip_bad=skip_bad)  # fmt: skip
+
+
+def _more_epochs(
+    resume: Path, spec_path: Path | None, overrides: Sequence[str], *, restart: bool
+) -> int | None:
+    """N from `--resume RUN --set fit.epochs=N`; any other spec or override is refused."""
+    key, _, value = overrides[0].partition("=") if len(overrides) == 1 else ("", "", "")
+    if spec_path is None and not overrides:
+        return None
+    if spec_path is None and not restart and key.strip() == "fit.epochs" and value.isdigit():
+        return int(value)
+    given = " ".join([str(spec_path or ""), *(f"--set {o}" for o in overrides)]).strip()
+    raise UsageError(
+        f"--resume continues {resume} with its own spec.yaml, so `{given}` cannot be applied "
+        "(only --set fit.epochs=N, to train on); to change the spec, edit the spec file and "
+        "add --restart"
+    )
 
 
 def train(

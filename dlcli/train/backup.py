@@ -15,14 +15,17 @@ import json
 import os
 import re
 import shutil
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dlcli.errors import OutputError, TrainingError
-from dlcli.train.runs import BACKUP_DIR, GENERATION, shell_path, write_history
+from dlcli.train.runs import BACKUP_DIR, GENERATION, read_rows, shell_path, write_history
 
 WEIGHTS = "weights.weights.h5"  # Keras saves weights only to a name ending .weights.h5
+KERAS_WEIGHTS = "model.weights.h5"  # the same file inside a .keras archive
 STATE = "state.json"
 PARTIAL = ".partial"
 
@@ -33,7 +36,7 @@ class Generation:
 
     epoch: int
     weights: Path
-    seeds: list[list[int]]  # the random seed generators' states, in `model.variables` order
+    seeds: list[list[int]] | None  # the seed generators' states (`model.variables` order)
     history: list[dict[str, float]]  # epochs 1 to `epoch`, each row with its "epoch"
 
 
@@ -103,6 +106,8 @@ def restore(model: Any, generation: Generation) -> None:
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     model.load_weights(generation.weights)
+    if generation.seeds is None:  # from a finished run's model.keras: Keras keeps no seeds
+        return
     seeds = _seed_states(model)
     if len(seeds) != len(generation.seeds):
         raise ValueError(f"{len(generation.seeds)} seed states for {len(seeds)} generators")
@@ -123,7 +128,9 @@ def callback(run_dir: Path, history: list[dict[str, float]]) -> Any:
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
             try:
-                _write_generation(run_dir / BACKUP_DIR, self.model, [*history, row])
+                seeds = [_as_list(variable) for variable in _seed_states(self.model)]
+                _write_generation(run_dir / BACKUP_DIR, self.model.save_weights,
+                                  [*history, row], seeds)  # fmt: skip
             except OSError as error:
                 shutil.rmtree(run_dir / BACKUP_DIR / PARTIAL, ignore_errors=True)
                 kept = note(run_dir) if history else "there is no earlier backup to resume from"
@@ -137,15 +144,30 @@ def callback(run_dir: Path, history: list[dict[str, float]]) -> Any:
     return Backup()
 
 
-def _write_generation(backup: Path, model: Any, history: list[dict[str, float]]) -> None:
+def from_finished(run_dir: Path) -> None:
+    """Make a finished run's model.keras (its weights and optimizer state, as Keras saved
+    them) and history.csv the run's backup generation, for more epochs. The layers' seed
+    states are not in model.keras: the added epochs draw other Dropout masks than a run asked
+    for all its epochs at once would."""
+    history = read_rows(run_dir / "history.csv")
+    with zipfile.ZipFile(run_dir / "model.keras") as archive:
+        weights = archive.read(KERAS_WEIGHTS)
+    _write_generation(run_dir / BACKUP_DIR, lambda path: path.write_bytes(weights), history, None)
+
+
+def _write_generation(
+    backup: Path,
+    save_weights: Callable[[Path], None],
+    history: list[dict[str, float]],
+    seeds: list[list[int]] | None,
+) -> None:
     epoch = len(history)
     partial = backup / PARTIAL
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
-    model.save_weights(partial / WEIGHTS)
-    state = {"epoch": epoch, "seeds": [_as_list(v) for v in _seed_states(model)],
-             "history": history}  # fmt: skip
+    save_weights(partial / WEIGHTS)
+    state = {"epoch": epoch, "seeds": seeds, "history": history}
     (partial / STATE).write_text(json.dumps(state), encoding="utf-8")
     for path in (partial / WEIGHTS, partial / STATE, partial):
         _sync(path)

@@ -28,24 +28,29 @@ def _first_difference(old: Any, new: Any, path: tuple = ()) -> str:
     return "" if old == new else f"{format_path(path)}: {old!r} -> {new!r}"
 
 
-def prepare_resume(run_dir: Path, *, restart: bool = False) -> tuple[Spec, Path]:
+def prepare_resume(
+    run_dir: Path, *, restart: bool = False, epochs: int | None = None
+) -> tuple[Spec, Path]:
     """The spec and spec folder to continue `run_dir` with.
 
     The run's own spec.yaml is the spec. If the spec file it came from has changed since, resuming
     is refused (the backup belongs to the old spec) unless `restart`, which starts the run over
-    with the file as it is now. A finished run is not resumed. `run_dir` exists: the caller
-    has checked it and holds its lock (`dlcli.train.run`).
+    with the file as it is now. A finished run is not resumed, unless `epochs` asks for more
+    epochs than it had: it then trains on from its model.keras, in the same folder. `run_dir`
+    exists: the caller has checked it and holds its lock (`dlcli.train.run`).
     """
     from dlcli.spec import load_spec
 
     record_path = run_dir / RUN_RECORD
     if not record_path.is_file() or not (run_dir / "spec.yaml").is_file():
         raise UsageError(f"--resume {run_dir}: not a dlcli run directory (no {RUN_RECORD})")
+    finished = (run_dir / "model.keras").exists() and not resumable(run_dir)
     # a backup beside model.keras: an earlier --restart that did not finish
-    if (run_dir / "model.keras").exists() and not restart and not resumable(run_dir):
+    if finished and not restart and epochs is None:
         shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)  # what a kill left of none
         raise UsageError(
-            f"--resume {run_dir}: this run finished (model.keras exists); nothing to resume"
+            f"--resume {run_dir}: this run finished (model.keras exists); nothing to resume "
+            "(to train it on, add --set fit.epochs=N with more epochs)"
         )
     record = read_record(record_path)
     try:
@@ -70,6 +75,8 @@ def prepare_resume(run_dir: Path, *, restart: bool = False) -> tuple[Spec, Path]
                 f"({change}); undo the change to resume, or add --restart to start the run over"
             )
         spec = current
+    if epochs is not None:
+        spec = _with_more_epochs(run_dir, spec, epochs, finished=finished)
     if restart:
         # model.keras and its files stay until the restarted run replaces them
         for leftover in (run_dir / BACKUP_DIR, run_dir / "history.csv"):
@@ -78,3 +85,22 @@ def prepare_resume(run_dir: Path, *, restart: bool = False) -> tuple[Spec, Path]
             elif leftover.exists():
                 leftover.unlink()
     return spec, Path(record["spec_dir"])
+
+
+def _with_more_epochs(run_dir: Path, spec: Spec, epochs: int, *, finished: bool) -> Spec:
+    """`spec` asking for `epochs`, recorded in run.json; a finished run's model becomes its
+    backup to go on from."""
+    from dlcli.artifact import write_json
+    from dlcli.train import backup
+
+    if epochs <= spec.fit.epochs:
+        raise UsageError(
+            f"--resume {run_dir} --set fit.epochs={epochs}: the run asks for {spec.fit.epochs} "
+            "epochs already; give more to train on"
+        )
+    if finished:
+        backup.from_finished(run_dir)
+    record = read_record(run_dir / RUN_RECORD)
+    overrides = [o for o in record["overrides"] if not o.startswith("fit.epochs=")]
+    write_json(run_dir / RUN_RECORD, {**record, "overrides": [*overrides, f"fit.epochs={epochs}"]})
+    return spec.model_copy(update={"fit": spec.fit.model_copy(update={"epochs": epochs})})

@@ -133,6 +133,16 @@ def read_history(path: Path) -> dict[str, list[float]]:
     }
 
 
+def read_rows(path: Path) -> list[dict[str, float]]:
+    """history.csv as the rows `write_history` writes (an NA cell left out of its row)."""
+    with path.open(newline="") as handle:
+        return [
+            {key: int(value) if key == "epoch" else float(value)
+             for key, value in row.items() if value not in ("", "NA")}
+            for row in csv.DictReader(handle)
+        ]  # fmt: skip
+
+
 def write_history(path: Path, rows: list[dict[str, float]]) -> None:
     """history.csv: a row per epoch, numbered from 1 as the progress table and curves are, the
     columns in Keras's CSVLogger order (epoch, then the logs' names sorted)."""
