@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperCommand
 
-from dlcli.errors import DlcliError
+from dlcli.errors import DlcliError, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -321,6 +321,54 @@ def predict(
         report.prediction_output(_console(), result, style)
         report.skipped(stderr, result.problems)
         result.raise_for_problems()
+
+
+@app.command(cls=_HelpCommand)
+def runs(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Runs to show or compare: run folders, or names of runs in --dir "
+            "[default: every run in --dir].",
+            show_default=False,
+            metavar="RUN",
+        ),
+    ] = None,
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir", help="The folder of runs [default: runs].", metavar="PATH", show_default=False
+        ),
+    ] = None,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="Overlay the RUNs' curves in one PNG; print their metrics side by side.",
+        ),
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="The --compare plot [default: compare.png].", metavar="PATH"),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """List the runs: when, dataset, epochs, test metric, status, model (TensorFlow not loaded).
+
+    Example: dlcli runs --compare mnist-1 mnist-2
+    """
+    with _user_errors():
+        from dlcli import report, runlist
+
+        if compare:
+            result = runlist.compare(names or [], folder=directory, output=output)
+            (report.comparison_json if json_output else report.comparison)(_console(), result)
+            return
+        if output is not None:
+            raise UsageError("--output names the plot of --compare; add --compare RUN RUN ...")
+        listed = runlist.list_runs(directory, names or [])
+        report.notes(_console(stderr=True), listed.notes)
+        (report.runs_json if json_output else report.runs_table)(_console(), listed)
 
 
 def main() -> None:

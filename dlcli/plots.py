@@ -1,4 +1,5 @@
-"""Every matplotlib file dlcli writes: training curves, confusion matrices, image grids.
+"""Every matplotlib file dlcli writes: training curves, confusion matrices, image grids, runs
+compared.
 
 Figures are drawn with the Agg backend (files only, no window) and rendered to PNG bytes;
 the files are written by `dlcli.atomic.atomic_write`, so a reader never sees half of one.
@@ -101,4 +102,32 @@ def image_grid_png(images: np.ndarray, titles: list[str]) -> bytes:
         image = (image - low) / (high - low) if high > low else np.zeros_like(image)
         axis.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
         axis.set_title(title, fontsize=7)
+    return _png(plt, figure)
+
+
+def save_comparison(histories: dict[str, dict[str, list[float]]], names: list[str],
+                    path: Path) -> None:  # fmt: skip
+    """`comparison_png`, written atomically to `path`."""
+    atomic_write(path, comparison_png(histories, names))
+
+
+def comparison_png(histories: dict[str, dict[str, list[float]]], names: list[str]) -> bytes:
+    """Runs overlaid: a panel per metric in `names`, a colour per run (the legend names it),
+    training solid and validation dashed."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    figure, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for axis, name in zip(axes[0], names, strict=True):
+        for index, (label, history) in enumerate(histories.items()):
+            colour = colours[index % len(colours)]
+            epochs = range(1, len(history[name]) + 1)
+            axis.plot(epochs, history[name], "o-", color=colour, label=label, markersize=3)
+            if f"val_{name}" in history:
+                axis.plot(epochs, history[f"val_{name}"], "s--", color=colour, markersize=3,
+                          label=f"{label} (validation)")  # fmt: skip
+        axis.set(title=name, xlabel="epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
+        axis.legend(fontsize=8)
     return _png(plt, figure)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from dlcli.evaluate import Evaluation
     from dlcli.metrics import ClassScores
     from dlcli.predict import PredictResult
+    from dlcli.runlist import Comparison, RunList, RunSummary
     from dlcli.train import TrainResult
 
 _LOG_ORDER = ("loss", "accuracy")
@@ -298,3 +299,95 @@ def prediction_output(console: Console, result: PredictResult, style: str) -> No
 def skipped(console: Console, problems: list[str]) -> None:
     """One line per input that could not be predicted."""
     notes(console, [f"Skipped {problem}" for problem in problems])
+
+
+# ---------------------------------------------------------------------------------------------
+# runs
+
+_STATUS_SHOWN = {"resumable": "interrupted, resumable", "failed": "failed, no backup"}
+
+
+def _status(run: RunSummary) -> str:
+    if run.status == "running":
+        return f"running ({run.detail})"
+    return _STATUS_SHOWN.get(run.status, run.status)
+
+
+def _epochs(run: RunSummary) -> str:
+    return f"{run.epochs_done}/{'?' if run.epochs_asked is None else run.epochs_asked}"
+
+
+def _headline(run: RunSummary) -> str:
+    headline = run.headline
+    return "" if headline is None else f"{headline.name} {headline.value:.4f} ({headline.split})"
+
+
+def runs_table(console: Console, listed: RunList) -> None:
+    """A row per run (oldest first), then why each damaged run is, and how to resume the
+    newest interrupted one."""
+    from datetime import datetime
+
+    if not listed.runs:
+        return
+    table = Table()
+    for column in ("run", "started", "dataset", "epochs", "metric", "status", "model"):
+        table.add_column(column, justify="right" if column == "epochs" else "left")
+    for run in listed.runs:
+        started = datetime.fromtimestamp(run.started).strftime("%Y-%m-%d %H:%M")
+        model = "" if run.model is None else shown(run.model)
+        table.add_row(Text(run.name), started, Text(run.dataset or ""), _epochs(run),
+                      _headline(run), _status(run), Text(model))  # fmt: skip
+    console.print(table)
+    lines = [f"{run.name}: damaged: {run.detail}" for run in listed.runs if run.status == "damaged"]
+    resumable = [run for run in listed.runs if run.status == "resumable"]
+    if resumable:
+        lines.append(
+            f"Resume {resumable[-1].name}: dlcli train --resume {shown(resumable[-1].path)}"
+        )
+    notes(console, lines)
+
+
+def runs_json(console: Console, listed: RunList) -> None:
+    """The runs as one JSON document on stdout."""
+    import json
+
+    console.out(json.dumps(listed.to_dict(), indent=2), highlight=False)
+
+
+def comparison(console: Console, result: Comparison) -> None:
+    """The runs' metrics side by side (a column per run), then the plot's path."""
+    table = Table()
+    table.add_column("")
+    for label in result.labels:
+        table.add_column(Text(label), justify="right")
+    rows = {
+        "status": [_status(run) for run in result.runs],
+        "dataset": [run.dataset or "" for run in result.runs],
+        "epochs": [_epochs(run) for run in result.runs],
+    }
+    ends = [len(rows) - 1]  # a line under the runs' description and under their scores
+    scores = sorted({(run.evaluated_on, name) for run in result.runs
+                     if run.evaluated_on for name in run.scores})  # fmt: skip
+    for split, name in scores:
+        rows[f"{split} {name}"] = [
+            f"{run.scores[name]:.4f}" if run.evaluated_on == split and name in run.scores else ""
+            for run in result.runs
+        ]
+    ends.append(len(rows) - 1)
+    columns = sorted({name for history in result.histories for name in history},
+                     key=lambda k: (k.startswith("val_"), k))  # fmt: skip
+    for name in columns:
+        rows[f"last epoch {name}"] = [
+            f"{history[name][-1]:.4f}" if history.get(name) else "" for history in result.histories
+        ]
+    for index, (key, cells) in enumerate(rows.items()):
+        table.add_row(key, *(Text(cell) for cell in cells), end_section=index in ends)
+    console.print(table)
+    notes(console, [f"Plot: {shown(result.plot)}"])
+
+
+def comparison_json(console: Console, result: Comparison) -> None:
+    """The comparison as one JSON document on stdout."""
+    import json
+
+    console.out(json.dumps(result.to_dict(), indent=2), highlight=False)
