@@ -378,7 +378,7 @@ def comparison(console: Console, result: Comparison) -> None:
                      key=lambda k: (k.startswith("val_"), k))  # fmt: skip
     for name in columns:
         rows[f"last epoch {name}"] = [
-            f"{history[name][-1]:.4f}" if history.get(name) else "" for history in result.histories
+            f"{last[name]:.4f}" if name in last else "" for last in result.last
         ]
     for index, (key, cells) in enumerate(rows.items()):
         table.add_row(key, *(Text(cell) for cell in cells), end_section=index in ends)

@@ -114,11 +114,20 @@ class Comparison:
     histories: list[dict[str, list[float]]]
     plot: Path
 
+    @property
+    def last(self) -> list[dict[str, float]]:
+        """Each run's last value of each history column (validation: the last validated)."""
+        return [
+            {name: known[-1] for name, values in history.items()
+             if (known := [value for value in values if value == value])}  # not NaN
+            for history in self.histories
+        ]  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
-        runs = []
-        for run, label, history in zip(self.runs, self.labels, self.histories, strict=True):
-            last = {name: values[-1] for name, values in history.items() if values}
-            runs.append({**run.to_dict(), "label": label, "last_epoch": last})
+        runs = [
+            {**run.to_dict(), "label": label, "last_epoch": last}
+            for run, label, last in zip(self.runs, self.labels, self.last, strict=True)
+        ]
         return {"plot": str(self.plot), "runs": runs}
 
 

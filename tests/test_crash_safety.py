@@ -137,6 +137,29 @@ def test_a_run_that_trained_no_step_saves_no_model(
     assert not Path("runs/tiny-1").exists()
 
 
+def test_an_epoch_without_a_step_is_never_backed_up(tmp_path: Path) -> None:
+    """Before: a damaged compiled program ran epochs with no step, and each was backed up as
+    if trained, so the run could be resumed into an untrained model."""
+    import keras
+
+    from dlcli.errors import TrainingError
+    from dlcli.train import backup
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    run_dir = tmp_path / "runs" / "tiny-1"
+    run_dir.mkdir(parents=True)
+    callback = backup.callback(run_dir, [])
+    callback.set_model(model)
+    with pytest.raises(TrainingError) as stopped:
+        callback.on_epoch_end(0, {"loss": 0.5})
+    assert str(stopped.value) == (
+        "epoch 1 ran no training step (the training data gave no batch); nothing was saved in "
+        "runs/tiny-1"
+    )
+    assert list(run_dir.iterdir()) == []
+
+
 def test_only_programs_of_a_finished_run_are_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: an empty, garbage or truncated program in the cache failed every later run."""
     from dlcli import device

@@ -126,6 +126,11 @@ def callback(run_dir: Path, history: list[dict[str, float]]) -> Any:
 
     class Backup(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if int(self.model.optimizer.iterations) == 0:  # a broken pipeline: no batch came
+                raise TrainingError(
+                    f"epoch {epoch + 1} ran no training step (the training data gave no "
+                    f"batch); nothing was saved in {shell_path(run_dir)}"
+                )
             row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
             try:
                 seeds = [_as_list(variable) for variable in _seed_states(self.model)]
