@@ -17,6 +17,15 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `pytest -n` (pytest-xdist, `--dist loadgroup`), each test file runs in one worker,
+    so its module fixtures are made once; the two end-to-end files share one, whose session
+    fixtures (the first trained model) are then made once too."""
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group("e2e" if "tests/test_e2e" in path else path))
+
+
 @pytest.fixture(scope="session")
 def keras_names_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A dlcli cache folder holding the Keras catalog (dlcli.catalog), which the real CLI built
