@@ -157,16 +157,17 @@ def _calls(trace: str, pid: int) -> list[tuple[str, str]]:
 
 
 def sample(points: list[Point], setting: str) -> list[Point]:
-    """All points, or `setting` of them spread evenly from the first to the last.
+    """All points, or `setting` of them spread evenly between the first and the last (those
+    inside a run's life, where a kill leaves the most to recover).
 
     Example:
-        >>> [p.number for p in sample([Point(n, "write", n, "/x") for n in range(1, 11)], "4")]
-        [1, 4, 7, 10]
+        >>> [p.number for p in sample([Point(n, "write", n, "/x") for n in range(1, 12)], "3")]
+        [3, 6, 9]
     """
     if setting == "all" or int(setting) >= len(points):
         return points
     count = int(setting)
-    return [points[round(i * (len(points) - 1) / max(count - 1, 1))] for i in range(count)]
+    return [points[round((i + 1) * (len(points) + 1) / (count + 1)) - 1] for i in range(count)]
 
 
 def snapshot(folder: Path) -> dict[str, str]:
