@@ -24,7 +24,8 @@ CASES = [
     (
         replaced("epochs: 5", "epoch: 5"),
         "`fit.epoch`: unknown key `epoch` (did you mean `epochs`?); valid keys: epochs, "
-        "batch_size, shuffle, callbacks (configs/mnist.yaml, line 20)",
+        "batch_size, shuffle, callbacks, class_weight, validation_freq, initial_weights, freeze "
+        "(configs/mnist.yaml, line 20)",
     ),
     (
         replaced("epochs: 5", "epochs: -3"),
@@ -188,7 +189,8 @@ def test_graph_wiring_mistakes() -> None:
         ("fit.epochs=-1",
          "`fit.epochs` must be greater than 0. Received: -1 (--set fit.epochs=-1)"),
         ("fit.nope.x=1", "`fit.nope`: unknown key `nope`; valid keys: epochs, batch_size, "
-         "shuffle, callbacks (--set fit.nope.x=1)"),
+         "shuffle, callbacks, class_weight, validation_freq, initial_weights, freeze (--set "
+         "fit.nope.x=1)"),
         ("model.layers.9.units=1", "--set model.layers.9.units=1: `model.layers[9]` does not "
          "exist in the spec"),
         ("fitepochs", "--set fitepochs: expected KEY.PATH=VALUE, e.g. --set fit.epochs=3"),
