@@ -17,7 +17,7 @@ train: setup
 	$(DLCLI) train configs/mnist.yaml
 
 test: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n auto --dist loadgroup
 
 test-all: setup
 	$(PY) -m pytest -q

@@ -26,7 +26,7 @@ from .test_artifact import classifier, classifier_document, with_dlcli_json
 __all__ = ["classifier"]  # a fixture used below
 
 HEAVY = re.compile(r"^import time:.*\|\s*(tensorflow|keras)(\.|$)", re.MULTILINE)
-FAST_SECONDS = 1.0
+FAST_SECONDS = 2.0  # the best of three, on cores shared with the other test worker (TF: ~5 s)
 
 
 def dlcli(
