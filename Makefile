@@ -20,7 +20,7 @@ test: setup
 	$(PY) -m pytest -q -m "not slow" -n auto --dist loadgroup
 
 test-all: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadgroup
 
 # kill -9 at every write point of a training run (strace), not a sample of them
 test-crash: setup
