@@ -142,7 +142,7 @@ SCHEMA_EDITS = {
     "misspelt spec key": (
         nested("spec.fit.epoch", 3),
         "`spec.fit`: unknown key `epoch` (did you mean `epochs`?); valid keys: epochs, "
-        "batch_size, shuffle, callbacks",
+        "batch_size, shuffle, callbacks, class_weight, validation_freq, initial_weights, freeze",
     ),
     "wrong task": (
         edited(task="classification"),

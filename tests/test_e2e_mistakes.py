@@ -101,8 +101,9 @@ MISTAKES = {
     "resume with a spec": Mistake(
         ["train", "spec.yaml", "--resume", "runs/nope"],
         2,
-        "--resume continues runs/nope with its own spec.yaml, so `spec.yaml` cannot be applied; "
-        "to change the spec, edit the spec file and add --restart",
+        "--resume continues runs/nope with its own spec.yaml, so `spec.yaml` cannot be applied "
+        "(only --set fit.epochs=N, to train on); to change the spec, edit the spec file and add "
+        "--restart",
         True,
         {"spec.yaml": SPEC},
     ),
