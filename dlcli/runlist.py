@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dlcli.errors import DlcliError, UsageError
+from dlcli.runfolder import generations, lock_holders
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -35,8 +35,6 @@ Record = TypeVar("Record", bound="BaseModel")
 
 DEFAULT_FOLDER = Path("runs")
 DEFAULT_PLOT = Path("compare.png")
-BACKUP_DIR = "backup"  # as dlcli.train.runs.BACKUP_DIR (a test checks they agree)
-GENERATION = re.compile(r"epoch-(\d+)")  # as dlcli.train.runs.GENERATION
 RUN_FILES = ("spec.yaml", "run.json")  # a folder holding neither is not a run
 
 
@@ -163,7 +161,7 @@ def list_runs(folder: Path | None = None, names: Sequence[str] = ()) -> RunList:
     """
     shown_folder = folder or DEFAULT_FOLDER
     paths = [find_run(name, shown_folder) for name in names] if names else _run_folders(folder)
-    holders = _lock_holders()
+    holders = lock_holders()
     runs = sorted((read_run(path, holders) for path in paths), key=lambda r: (r.started, r.name))
     notes = [] if runs else [f"No runs in {shown_folder}/ (dlcli train SPEC writes them there)"]
     return RunList(shown_folder, runs, notes)
@@ -201,7 +199,7 @@ def find_run(text: str, folder: Path) -> Path:
 def read_run(path: Path, holders: dict[int, str] | None = None) -> RunSummary:
     """One run folder's summary; what cannot be read makes it `damaged`, with the reason.
 
-    `holders` maps the inode of each locked folder to its process (`_lock_holders`).
+    `holders` maps the inode of each locked folder to its process (`lock_holders`).
     """
     started = 0.0
     try:
@@ -253,7 +251,7 @@ def _unfinished(path: Path, started: float, files: set[str]) -> RunSummary:
     if "spec.yaml" not in files:
         raise ValueError("spec.yaml is missing")
     spec = _typed(path / "spec.yaml", Spec, _spec_yaml, limit=MAX_SPEC_BYTES)
-    epochs = _generations(path)
+    epochs = generations(path)
     status = "resumable" if epochs else "failed"
     done = max(epochs) if epochs else _history_rows(path / "history.csv", files)
     return RunSummary(path, started, status, dataset=spec.dataset.source, epochs_done=done,
@@ -319,42 +317,12 @@ def _spec_yaml(data: bytes, where: str) -> Any:
         raise ValueError(str(error)) from None
 
 
-def _generations(path: Path) -> list[int]:
-    """The epochs of the run's complete backup generations (dlcli.train.backup)."""
-    try:
-        names = os.listdir(path / BACKUP_DIR)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return [int(match.group(1)) for name in names if (match := GENERATION.fullmatch(name))]
-
-
 def _history_rows(path: Path, files: set[str]) -> int:
     """The epochs history.csv holds (a header, then a row per epoch); 0 without one."""
     if path.name not in files:
         return 0
     with path.open("rb") as handle:
         return max(0, sum(1 for line in handle if line.strip()) - 1)
-
-
-def _lock_holders() -> dict[int, str]:
-    """Inode -> "process N" for every flock on this machine (Linux's /proc/locks; else none).
-
-    Reading the table takes no lock: taking one to test would make a `dlcli train --resume`
-    started at that moment find the run busy.
-    """
-    holders = {}
-    try:
-        lines = Path("/proc/locks").read_text().splitlines()
-    except OSError:
-        return {}
-    for line in lines:
-        fields = line.split()  # 1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF
-        at = fields.index("FLOCK") if "FLOCK" in fields else -1
-        if 0 <= at < len(fields) - 4 and fields[at + 2] == "WRITE":
-            inode = fields[at + 4].rsplit(":", 1)[-1]
-            if inode.isdigit():
-                holders[int(inode)] = f"process {fields[at + 3]}"
-    return holders
 
 
 def compare(
@@ -385,7 +353,7 @@ def compare(
     for index, path in enumerate(paths):
         if any(os.path.samefile(path, other) for other in paths[:index]):
             raise UsageError(f"--compare names {path} twice")
-    holders = _lock_holders()
+    holders = lock_holders()
     runs = [read_run(path, holders) for path in paths]
     histories = [_curves(path) for path in paths]
     repeated = len({path.name for path in paths}) < len(paths)

@@ -26,6 +26,7 @@ from dlcli.checks import add_channel_axis, check_against_model, task_of
 from dlcli.data import Splits, check_files, load_dataset
 from dlcli.data.common import resolve_path
 from dlcli.errors import TrainingError, UsageError
+from dlcli.runfolder import BACKUP_DIR
 from dlcli.spec import Spec
 from dlcli.train import backup
 from dlcli.train.callbacks import (
@@ -40,7 +41,6 @@ from dlcli.train.initial import freeze, load_initial_weights
 from dlcli.train.loop import FUSED_LOOP_KERAS, fused_loop_tested, steps_per_execution, training_data
 from dlcli.train.resume import prepare_resume
 from dlcli.train.runs import (
-    BACKUP_DIR,
     kept_only_if_resumable,
     locked,
     new_run_dir,

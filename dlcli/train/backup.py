@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from dlcli.errors import OutputError, TrainingError
-from dlcli.train.runs import BACKUP_DIR, GENERATION, read_rows, shell_path, write_history
+from dlcli.runfolder import BACKUP_DIR, GENERATION
+from dlcli.train.runs import read_rows, shell_path, write_history
 
 WEIGHTS = "weights.weights.h5"  # Keras saves weights only to a name ending .weights.h5
 KERAS_WEIGHTS = "model.weights.h5"  # the same file inside a .keras archive

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from dlcli.errors import ConfigError, TrainingError, UsageError
+from dlcli.runfolder import BACKUP_DIR
 from dlcli.spec import Spec, format_path
-from dlcli.train.runs import BACKUP_DIR, RUN_RECORD, read_record, resumable
+from dlcli.train.runs import RUN_RECORD, read_record, resumable
 
 
 def _first_difference(old: Any, new: Any, path: tuple = ()) -> str:

@@ -11,7 +11,6 @@ import io
 import json
 import math
 import os
-import re
 import shlex
 import shutil
 from collections.abc import Iterator, Sequence
@@ -20,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from dlcli.errors import OutputError, TrainingError
+from dlcli.runfolder import generations, lock_holders
 from dlcli.spec import Spec
 
-BACKUP_DIR = "backup"  # the run's backup generations (see dlcli.train.backup)
-GENERATION = re.compile(r"epoch-(\d+)")  # a complete generation in BACKUP_DIR
 RUN_RECORD = "run.json"  # what --resume needs besides spec.yaml: the spec's folder
 
 
@@ -69,10 +67,7 @@ def kept_only_if_resumable(run_dir: Path, resuming: bool) -> Iterator[None]:
 
 def resumable(run_dir: Path) -> bool:
     """Whether the run holds a backup of at least one epoch."""
-    try:
-        return any(GENERATION.fullmatch(path.name) for path in (run_dir / BACKUP_DIR).iterdir())
-    except FileNotFoundError:
-        return False
+    return bool(generations(run_dir))
 
 
 def write_record(
@@ -192,13 +187,4 @@ def locked(run_dir: Path) -> Iterator[None]:
 
 def _lock_holder(path: Path) -> str:
     """ "process N" holding an flock on `path`, from /proc/locks; "another process" elsewhere."""
-    inode = os.stat(path).st_ino
-    try:
-        for line in Path("/proc/locks").read_text().splitlines():
-            fields = line.split()  # 1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> ...
-            at = fields.index("FLOCK") if "FLOCK" in fields else -1
-            if 0 <= at < len(fields) - 4 and fields[at + 4].endswith(f":{inode}"):
-                return f"process {fields[at + 3]}"
-    except OSError:
-        pass
-    return "another process"
+    return lock_holders().get(os.stat(path).st_ino, "another process")
