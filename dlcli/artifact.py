@@ -35,6 +35,7 @@ from dlcli.spec import Spec, Strict, format_path
 FORMAT_VERSION = 1
 
 Task = Literal["multiclass", "binary", "multilabel", "regression"]
+ModelTask = Literal["multiclass", "binary", "multilabel", "regression", "multioutput"]
 PositiveInt = Annotated[int, Field(gt=0)]
 Seconds = Annotated[float, Field(ge=0)]
 
@@ -120,6 +121,13 @@ class InputRecord(_Record):
         return f"arrays of shape {tuple(self.shape)}"
 
 
+class OutputRecord(_Record):
+    """One output of a model of several: its task and, for a classifier, its class names."""
+
+    task: Task
+    class_names: list[str] | None = None
+
+
 class Training(_Record):
     epochs: int = Field(ge=0)
     fit_seconds: Seconds
@@ -148,9 +156,11 @@ class ModelInfo(_Record):
     versions: Versions
     spec: Spec
     dataset: DatasetRecord
-    task: Task
+    task: ModelTask  # multioutput: each output's task is in `outputs`
     class_names: list[str] | None = None
-    input: InputRecord
+    input: InputRecord | None = None  # the one input; `inputs` by name for several
+    inputs: dict[str, InputRecord] | None = None
+    outputs: dict[str, OutputRecord] | None = None  # by name, for a model of several outputs
     metrics: FinalMetrics
     training: Training
 
@@ -160,29 +170,53 @@ class ModelInfo(_Record):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelInfo:
-        names = self.class_names
-        if names is not None:
-            if self.task == "regression":
-                raise PydanticCustomError(
-                    "class_names", "`class_names` is given but `task` is regression"
-                )
-            if self.task == "binary" and len(names) != 2:
-                raise PydanticCustomError(
-                    "class_names",
-                    "`class_names` has {count} names but a binary classifier has 2",
-                    {"count": len(names)},
-                )
-            repeated = sorted({name for name in names if names.count(name) > 1})
-            if repeated:
-                raise PydanticCustomError(
-                    "class_names",
-                    "`class_names` names {names} more than once",
-                    {"names": ", ".join(f"`{name}`" for name in repeated)},
-                )
+        if (self.input is None) == (self.inputs is None):
+            raise PydanticCustomError(
+                "model_inputs", "give `input` (one model input) or `inputs` (by name), not both"
+            )
+        if (self.task == "multioutput") != (self.outputs is not None):
+            raise PydanticCustomError(
+                "model_outputs", "`outputs` is given exactly when `task` is multioutput"
+            )
+        for output in (self.outputs or {}).values():
+            _check_class_names(output.task, output.class_names)
+        _check_class_names(self.task, self.class_names)
         return self
+
+    def describe(self) -> str:
+        """What the model takes, in words (see `InputRecord.describe`)."""
+        if self.input is not None:
+            return self.input.describe()
+        assert self.inputs is not None
+        return "rows of " + ", ".join(
+            f"{name} ({', '.join(record.feature_names or [])})" if record.feature_names
+            else f"{name} {tuple(record.shape)}"
+            for name, record in self.inputs.items()
+        )  # fmt: skip
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
+
+
+def _check_class_names(task: str, names: list[str] | None) -> None:
+    """Refuse class names that the task cannot have."""
+    if names is None:
+        return
+    if task == "regression":
+        raise PydanticCustomError("class_names", "`class_names` is given but `task` is regression")
+    if task == "binary" and len(names) != 2:
+        raise PydanticCustomError(
+            "class_names",
+            "`class_names` has {count} names but a binary classifier has 2",
+            {"count": len(names)},
+        )
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise PydanticCustomError(
+            "class_names",
+            "`class_names` names {names} more than once",
+            {"names": ", ".join(f"`{name}`" for name in repeated)},
+        )
 
 
 def _field_message(error: Any) -> str:
@@ -231,6 +265,7 @@ def check_against_model(info: ModelInfo, model: Any, path: Path) -> None:
     inputs, outputs = model.input_shape, model.output_shape
     if isinstance(inputs, list) or isinstance(outputs, list):
         return  # several inputs or outputs: evaluate and predict refuse such models themselves
+    assert info.input is not None  # one input: dlcli.json has `input`
     expected, recorded = list(inputs[1:]), info.input.shape
     fits = len(expected) == len(recorded) and all(
         e is None or e == r for e, r in zip(expected, recorded, strict=True)

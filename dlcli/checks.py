@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from dlcli.data import ImageInfo, Split, Splits, check_finite
-from dlcli.errors import DataError
+from dlcli.data.common import Arrays, flat
+from dlcli.errors import ConfigError, DataError
 from dlcli.spec import CompileSpec, KerasObject
 from dlcli.task import (
     RESOLVED_BY_COMPILE,
@@ -24,12 +25,14 @@ from dlcli.task import (
     Shape,
     Task,
     describe_output,
+    describe_outputs,
+    input_shapes,
     loss_name,
     loss_of,
     shape_fits,
-    single_shape,
     task_for,
     task_of,
+    tasks_of,
 )
 
 __all__ = [
@@ -39,10 +42,14 @@ __all__ = [
     "check_examples",
     "check_labels",
     "check_metrics",
+    "check_names",
+    "check_split",
     "describe_output",
+    "describe_outputs",
     "loss_name",
     "task_for",
     "task_of",
+    "tasks_of",
     "with_channel_axis",
 ]
 
@@ -70,19 +77,32 @@ def with_channel_axis(x: np.ndarray, input_shape: Shape) -> np.ndarray:
     return x
 
 
+def _with_channel_axes(x: Arrays, shapes: dict[str, Shape]) -> Arrays:
+    """x with the channel axis each model input takes (`with_channel_axis`), by input name."""
+    if isinstance(x, dict):
+        return {
+            name: with_channel_axis(array, shapes[name]) if name in shapes else array
+            for name, array in x.items()
+        }
+    return with_channel_axis(x, next(iter(shapes.values()))) if len(shapes) == 1 else x
+
+
 def add_channel_axis(splits: Splits, model: Any) -> Splits:
     """The splits, their examples given the channel axis the model's input has (see
     `with_channel_axis`); 2-D examples are then recorded as single-channel images of that size,
     so that predict reads new images as the model takes them."""
-    expected = single_shape(model.input_shape)
-    if expected is None or with_channel_axis(splits.train.x, expected) is splits.train.x:
+    shapes = input_shapes(model)
+    if all(a is b for a, b in zip(flat(_with_channel_axes(splits.train.x, shapes)),
+                                  flat(splits.train.x), strict=True)):  # fmt: skip
         return splits
 
     def expanded(split: Split | None) -> Split | None:
-        return None if split is None else Split(with_channel_axis(split.x, expected), split.y)
+        if split is None:
+            return None
+        return Split(_with_channel_axes(split.x, shapes), split.y, split.w)
 
     info = splits.info
-    if info.image is None and splits.train.x.ndim == 3:
+    if info.image is None and isinstance(splits.train.x, np.ndarray) and splits.train.x.ndim == 3:
         _, height, width = splits.train.x.shape
         info = dataclasses.replace(info, image=ImageInfo(height, width, 1))
     train = expanded(splits.train)
@@ -96,12 +116,96 @@ def add_channel_axis(splits: Splits, model: Any) -> Splits:
     )
 
 
+def check_names(split: Split, model: Any, compile_spec: CompileSpec) -> None:
+    """Refuse data whose arrays, or a `compile` mapping whose keys, do not name the model's
+    inputs and outputs.
+
+    A model of one input takes one array of examples, and one of several inputs a mapping
+    by input name (`dataset.csv.inputs`, or `.npz` arrays `x_train_NAME`); outputs alike.
+
+    Raises:
+        DataError: the data's arrays do not match the model's inputs or outputs.
+        ConfigError: `compile.loss`, `loss_weights` or `metrics` name an output the model
+            does not have.
+    """
+    inputs = [tensor.name for tensor in model.inputs]
+    outputs = [output.name for output in describe_outputs(model)]
+    for data, names, what, hint in (
+        (split.x, inputs, "input", "map columns to each with `dataset.csv.inputs`, or name "
+         ".npz arrays x_train_NAME"),
+        (split.y, outputs, "output", "map a label column to each with `dataset.csv.labels`, "
+         "or name .npz arrays y_train_NAME"),
+    ):  # fmt: skip
+        listed = ", ".join(f"`{name}`" for name in names)
+        if isinstance(data, dict) and sorted(data) != sorted(names):
+            given = ", ".join(f"`{name}`" for name in data)
+            if type(model).__name__ == "Sequential":
+                listed = "one, unnamed (a layer stack); name inputs with a graph model"
+            raise DataError(
+                f"the dataset gives the {what}s {given}, but the model's {what}s are {listed}"
+            )
+        if not isinstance(data, dict) and len(names) > 1:
+            raise DataError(
+                f"the model has {len(names)} {what}s ({listed}), but the dataset gives one "
+                f"array; {hint}"
+            )
+    for key in ("loss", "loss_weights", "metrics"):
+        given = getattr(compile_spec, key)
+        unknown = [name for name in given if name not in outputs] if isinstance(given, dict) else []
+        if unknown and len(outputs) > 1:
+            listed = ", ".join(f"`{name}`" for name in outputs)
+            raise ConfigError(
+                f"`compile.{key}` names `{unknown[0]}`, which is not an output of the model; "
+                f"its outputs are {listed}"
+            )
+
+
+def _labelled(data: Arrays, items: dict[str, Any], split: str) -> list[tuple[str, Any, Any]]:
+    """(what to call it, array, item) for each array of `data` with the model input or output
+    item of its name; one array goes with the one item."""
+    if not isinstance(data, dict):
+        return [(split, data, next(iter(items.values())))]
+    return [(f"{split} `{name}`", array, items[name]) for name, array in data.items()]
+
+
+def check_split(
+    split: str,
+    x: Arrays,
+    y: Arrays,
+    model: Any,
+    loss: KerasObject | dict[str, KerasObject],
+    *,
+    trained: bool = False,
+) -> None:
+    """Refuse examples of a shape no model input takes, NaN or Inf, and labels that do not fit
+    the loss of their output (`check_labels`); `split` starts each message, which for a
+    `trained` model (evaluate) does not suggest changing the model."""
+    shapes = input_shapes(model)
+    for where, array, expected in _labelled(x, shapes, split):
+        found = tuple(array.shape[1:])
+        if shape_fits(found, expected):
+            check_finite(f"{where} data", array)
+            continue
+        if trained:
+            raise DataError(f"{where}: examples have shape {found} but the model takes {expected}")
+        fix = (f"change `model.input` to {list(found)} or reshape the data" if len(shapes) == 1
+               else "change its `shape` in `model.inputs` or its columns")  # fmt: skip
+        raise DataError(
+            f"{where} data has examples of shape {found} but the model input is {expected}; {fix}"
+        )
+    outputs = {output.name: output for output in describe_outputs(model)}
+    for where, labels, output in _labelled(y, outputs, split):
+        check_finite(f"{where} labels", labels)
+        check_labels(where, labels, loss_name(loss_of(loss, output)), output)
+
+
 def check_against_model(splits: Splits, model: Any, compile_spec: CompileSpec) -> None:
     """Refuse data that does not fit the model, its loss or its metrics, before `fit`.
 
-    Each split's examples must have the model's input shape and no NaN or Inf, its labels
-    the shape and values the loss takes (see `check_labels`), and each metric of
-    `compile.metrics` must take the training labels (each is tried on a few of them).
+    The data's arrays must name the model's inputs and outputs (`check_names`); each split's
+    examples must have the input shapes and no NaN or Inf, its labels the shape and values
+    the loss of their output takes (see `check_labels`), and each metric of `compile.metrics`
+    must take the training labels of its output (each is tried on a few of them).
 
     Args:
         splits: the dataset, after `add_channel_axis`.
@@ -109,38 +213,33 @@ def check_against_model(splits: Splits, model: Any, compile_spec: CompileSpec) -
         compile_spec: the spec's `compile` (loss and metrics, as written).
 
     Raises:
-        DataError: one line naming the split, what was expected and found, and the fix.
-        ConfigError: the model has several outputs (see `describe_output`).
+        DataError: one line naming the split (and input or output), what was expected and
+            found, and the fix.
+        ConfigError: a `compile` mapping names an output the model does not have.
     """
-    expected = single_shape(model.input_shape)
-    output = describe_output(model)
-    loss = loss_name(loss_of(compile_spec.loss, output))
+    check_names(splits.train, model, compile_spec)
     named = {"train": splits.train, "validation": splits.validation, "test": splits.test}
     for name, split in named.items():
-        if split is None or (name == "test" and splits.test_is_train):
-            continue
-        found = tuple(split.x.shape[1:])
-        if expected is not None and not shape_fits(found, expected):
-            raise DataError(
-                f"{name} data has examples of shape {found} but the model input is "
-                f"{expected}; change `model.input` to {list(found)} or reshape the data"
-            )
-        check_finite(f"{name} data", split.x)
-        check_finite(f"{name} labels", split.y)
-        check_labels(name, split.y, loss, output)
+        if split is not None and not (name == "test" and splits.test_is_train):
+            check_split(name, split.x, split.y, model, compile_spec.loss)
     metrics = compile_spec.metrics
-    if isinstance(metrics, dict):  # output name -> its metrics
-        metrics = metrics.get(output.name) or next(iter(metrics.values()), [])
-    check_metrics("train", splits.train.y, metrics, output)
+    outputs = {output.name: output for output in describe_outputs(model)}
+    for where, labels, output in _labelled(splits.train.y, outputs, "train"):
+        chosen = metrics
+        if isinstance(metrics, dict):  # output name -> its metrics
+            chosen = metrics.get(output.name) or (
+                next(iter(metrics.values()), []) if len(metrics) == 1 else []
+            )
+        check_metrics(where, labels, chosen, output)
 
 
 def check_examples(
     where: str,
-    x: np.ndarray,
-    y: np.ndarray,
+    x: Arrays,
+    y: Arrays,
     model: Any,
-    loss: KerasObject | dict[str, KerasObject],
-) -> np.ndarray:
+    compile_spec: CompileSpec,
+) -> Arrays:
     """Examples for a trained model checked as training checked its own (for evaluate).
 
     Args:
@@ -148,24 +247,18 @@ def check_examples(
         x: the examples, as the dataset holds them.
         y: their labels.
         model: the trained keras.Model.
-        loss: `compile.loss` of the spec the model was trained with.
+        compile_spec: `compile` of the spec the model was trained with.
 
     Returns:
-        x, with the channel axis the model's input has (see `with_channel_axis`).
+        x, with the channel axis each model input has (see `with_channel_axis`).
 
     Raises:
-        DataError: the examples do not have the model's input shape, or the labels do not fit
-            the loss and output (see `check_labels`).
+        DataError: the arrays do not match the model's inputs and outputs, the examples do not
+            have the input shapes, or the labels do not fit the loss and output.
     """
-    expected = single_shape(model.input_shape)
-    if expected is None:
-        raise DataError(f"{where}: the model has several inputs; dlcli data has one array")
-    x = with_channel_axis(x, expected)
-    found = tuple(x.shape[1:])
-    if not shape_fits(found, expected):
-        raise DataError(f"{where}: examples have shape {found} but the model takes {expected}")
-    output = describe_output(model)
-    check_labels(where, y, loss_name(loss_of(loss, output)), output)
+    x = _with_channel_axes(x, input_shapes(model))
+    check_names(Split(x, y), model, compile_spec)
+    check_split(where, x, y, model, compile_spec.loss, trained=True)
     return x
 
 

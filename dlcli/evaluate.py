@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dlcli.checks import check_examples
+from dlcli.checks import Output, check_examples, describe_outputs
+from dlcli.data.common import Arrays, in_order, rows
 from dlcli.errors import DataError, OutputError
 from dlcli.inputs import dataset_base_dir, file_dataset, split_source
 from dlcli.metrics import (
@@ -56,6 +57,7 @@ class Evaluation:
     regression: dict[str, float | None] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    outputs: dict[str, Evaluation] = field(default_factory=dict)  # each output's, for several
 
     def to_dict(self) -> dict[str, Any]:
         def scores(item: ClassScores) -> dict[str, Any]:
@@ -92,6 +94,12 @@ class Evaluation:
             result["threshold"] = self.threshold
         if self.regression:
             result["regression"] = self.regression
+        if self.outputs:
+            shared = ("model", "data", "split", "examples", "files", "warnings")
+            result["outputs"] = {
+                name: {key: value for key, value in part.to_dict().items() if key not in shared}
+                for name, part in self.outputs.items()
+            }
         result["files"] = {name: str(path) for name, path in self.files.items()}
         result["warnings"] = self.warnings
         return result
@@ -105,8 +113,8 @@ class Evaluation:
 class Examples:
     """The examples evaluate scores, and where they came from."""
 
-    x: np.ndarray
-    y: np.ndarray
+    x: Arrays  # one array, or one per model input by name
+    y: Arrays  # one array, or one per model output by name
     source: str  # the file, folder or dataset of this split (`split_source`)
     split: str  # test, validation, train, or "all" for --data
     warnings: list[str]
@@ -168,12 +176,18 @@ def _data_examples(info: ModelInfo, data: Path, split: str, skip_bad: bool) -> E
         splits = load_dataset(file_dataset(data, split, info), Path.cwd(), 0, skip_bad=skip_bad)
     except (OSError, ValueError) as error:
         raise DataError(f"{data}: cannot be read ({error})") from error
-    names, model_names = splits.info.class_names, info.class_names
-    if names and model_names and list(names) != list(model_names):
-        raise DataError(
-            f"{data}: its classes are {', '.join(names)} but the model's are "
-            f"{', '.join(model_names)}"
-        )
+    found = splits.info.output_classes or {"": splits.info.class_names}
+    recorded = {"": info.class_names}
+    if info.outputs is not None:
+        recorded = {name: output.class_names for name, output in info.outputs.items()}
+    for output, names in found.items():
+        model_names = recorded.get(output)
+        if names and model_names and list(names) != list(model_names):
+            of = f" of `{output}`" if output else ""
+            raise DataError(
+                f"{data}: its classes{of} are {', '.join(names)} but the model's are "
+                f"{', '.join(model_names)}"
+            )
     warnings = _skipped_note(splits.info.skipped, 0)
     return Examples(splits.train.x, splits.train.y, str(data), "all", warnings)
 
@@ -210,19 +224,19 @@ def _file_names(
 
 
 def _details(
-    task: str, y: np.ndarray, outputs: np.ndarray, model: Any, class_names: list[str] | None
+    task: str, y: np.ndarray, outputs: np.ndarray, logits: bool, class_names: list[str] | None
 ) -> tuple[dict[str, Any], np.ndarray, list[str]]:
     """The Evaluation fields the outputs give, the outputs as probabilities for a classifier,
-    and a note when they were logits."""
+    and a note when they were logits (`logits`: the output layer's activation is linear)."""
     if task not in CLASSIFIERS:
         return {"regression": regression_errors(y, outputs)}, outputs, []
-    probabilities, converted = as_probabilities(outputs, task, outputs_are_logits(model))
+    probabilities, converted = as_probabilities(outputs, task, logits)
     notes = [logits_note(task)] if converted else []
     return classification(task, y, probabilities, class_names), probabilities, notes
 
 
 def _plots(
-    x: np.ndarray, y: np.ndarray, probabilities: np.ndarray, task: str, details: dict[str, Any]
+    x: Arrays, y: np.ndarray, probabilities: np.ndarray, task: str, details: dict[str, Any]
 ) -> dict[str, bytes]:
     """A classifier's PNG files: the confusion matrix, and for images its most confident
     mistakes (up to MAX_MISCLASSIFIED), each titled with its classes and confidence.
@@ -237,10 +251,62 @@ def _plots(
     names = details["class_names"]
     files = {"confusion_matrix": plots.confusion_matrix_png(details["confusion"], names)}
     mistakes = confident_mistakes(y, probabilities, task)[:MAX_MISCLASSIFIED]
-    if x.ndim in (3, 4) and mistakes:
+    if isinstance(x, np.ndarray) and x.ndim in (3, 4) and mistakes:
         titles = [f"true {names[t]}, predicted {names[p]} ({c:.2f})" for _, t, p, c in mistakes]
         files["misclassified"] = plots.image_grid_png(x[[m[0] for m in mistakes]], titles)
     return files
+
+
+def _output_part(
+    model_path: Path,
+    info: ModelInfo,
+    output: Output,
+    examples: Examples,
+    x: Arrays,
+    values: np.ndarray,
+    keras_metrics: dict[str, float],
+) -> tuple[Evaluation, dict[str, bytes], list[str]]:
+    """One output of a model of several: its Evaluation (its own Keras metrics, by their
+    names without the output's), its PNG files and notes."""
+    assert info.outputs is not None
+    record, y = info.outputs[output.name], examples.y[output.name]
+    logits = output.activation == "linear"
+    details, probabilities, notes = _details(record.task, y, values, logits, record.class_names)
+    prefix = f"{output.name}_"
+    own = {
+        name.removeprefix(prefix): value
+        for name, value in keras_metrics.items()
+        if name.startswith(prefix)
+    }
+    part = Evaluation(
+        model_path, examples.source, examples.split, record.task, rows(x), own, **details
+    )
+    return part, _plots(x, y, probabilities, record.task, details), notes
+
+
+def _results(
+    loaded: Any, info: ModelInfo, examples: Examples, x: Arrays
+) -> tuple[dict[str, float], dict[str, Any], dict[str, bytes], list[str], dict[str, Evaluation]]:
+    """Keras's metrics, the Evaluation fields, PNG files and notes of the outputs, and for a
+    model of several outputs an Evaluation of each."""
+    outputs = describe_outputs(loaded.model)
+    y = in_order(examples.y, [output.name for output in outputs])  # as Keras takes them
+    keras_metrics, predicted = score(loaded.model, x, y, info.spec.fit.batch_size)
+    assert predicted is not None
+    parts: dict[str, Evaluation] = {}
+    if info.outputs is None:
+        logits = outputs_are_logits(loaded.model)
+        details, probs, notes = _details(info.task, examples.y, predicted, logits, info.class_names)
+        images = _plots(x, examples.y, probs, info.task, details)
+    else:
+        details, images, notes = {}, {}, []
+        for output, values in zip(outputs, predicted, strict=True):
+            parts[output.name], drawn, said = _output_part(
+                loaded.path, info, output, examples, x, values, keras_metrics
+            )
+            images |= {f"{image}-{output.name}": png for image, png in drawn.items()}
+            notes += [f"{output.name}: {note}" for note in said]
+    return keras_metrics, details, images, notes, parts
 
 
 def evaluate(
@@ -289,21 +355,17 @@ def evaluate(
     assert info is not None  # inspect requires dlcli.json
     folder = _output_dir(checked.path, output_dir)
     examples = load_examples(info, checked.path, split, data, skip_bad=skip_bad)
-    where = str(data or examples.source)
-    if len(examples.x) == 0:
-        raise DataError(f"{where}: the {examples.split} split holds no examples")
+    if rows(examples.x) == 0:
+        raise DataError(f"{data or examples.source}: the {examples.split} split holds no examples")
     loaded = artifact.load(checked)
-    x = check_examples(where, examples.x, examples.y, loaded.model, info.spec.compile.loss)
-    keras_metrics, outputs = score(loaded.model, x, examples.y, info.spec.fit.batch_size)
-    assert outputs is not None
-    details, probabilities, notes = _details(
-        info.task, examples.y, outputs, loaded.model, info.class_names
+    x = check_examples(
+        str(data or examples.source), examples.x, examples.y, loaded.model, info.spec.compile
     )
-    images = _plots(x, examples.y, probabilities, info.task, details)
+    keras_metrics, details, images, notes, parts = _results(loaded, info, examples, x)
     files = _file_names(folder, examples.split, data, images)
     evaluation = Evaluation(
-        loaded.path, examples.source, examples.split, info.task, len(x), keras_metrics,
-        files=files, warnings=[*examples.warnings, *notes], **details,
+        loaded.path, examples.source, examples.split, info.task, rows(x), keras_metrics,
+        files=files, warnings=[*examples.warnings, *notes], outputs=parts, **details,
     )  # fmt: skip
     for name, png in images.items():
         atomic_write(files[name], png)

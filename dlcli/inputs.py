@@ -17,13 +17,14 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dlcli.data import ImageInfo
+from dlcli.data.common import Arrays
 from dlcli.data.tables import is_header, read_rows
 from dlcli.errors import DataError, InputError
 from dlcli.spec import DatasetSpec
@@ -43,11 +44,13 @@ _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 class InputDescription:
     """What the model takes: from dlcli.json, or assumed from a plain Keras model's shape."""
 
-    shape: tuple[int | None, ...]  # without the batch axis
+    shape: tuple[int | None, ...]  # without the batch axis; () for a model of several inputs
     task: str
     class_names: list[str] | None
     image: ImageInfo | None = None
     feature_names: list[str] | None = None
+    inputs: dict[str, list[str]] | None = None  # the columns of each input, for several
+    outputs: dict[str, tuple[str, list[str] | None]] | None = None  # task, class names by output
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,17 +170,22 @@ def file_dataset(path: Path, split: str, info: ModelInfo) -> DatasetSpec:
         with np.load(path, allow_pickle=False) as file:
             names = set(file.files)
         short = {"validation": "val"}.get(split, split)
+
+        def held(key: str) -> bool:  # one array, or one per model input or output (x_test_NAME)
+            return key in names or (len(key) > 1 and any(n.startswith(f"{key}_") for n in names))
+
         for x_key, y_key in ((f"x_{short}", f"y_{short}"), ("x", "y")):
-            if {x_key, y_key} <= names:
+            if held(x_key) and held(y_key):
                 return DatasetSpec(npz=NpzSource(path=str(path), x_train=x_key, y_train=y_key))
         raise DataError(
             f"{path}: has no `x_{short}`/`y_{short}` or `x`/`y` arrays; it holds "
             f"{', '.join(sorted(names)) or 'nothing'}"
         )
     if path.suffix.lower() == ".csv":
-        label = original.csv.label if original.csv else "label"
-        features = original.csv.features if original.csv else None
-        return DatasetSpec(csv=CsvSource(train=str(path), label=label, features=features))
+        if original.csv is None:
+            return DatasetSpec(csv=CsvSource(train=str(path)))
+        unused = {"validation": None, "test": None, "weight": None}  # the columns stay the same
+        return DatasetSpec(csv=original.csv.model_copy(update={"train": str(path), **unused}))
     raise DataError(
         f"{path}: --data takes a .npz file, a .csv file or a folder of images "
         "(one subfolder per class)"
@@ -253,8 +261,23 @@ def expand_inputs(inputs: list[str], suffixes: tuple[str, ...]) -> tuple[list[Pa
     return list(files), problems
 
 
-def _read_csv(path: Path, description: InputDescription) -> np.ndarray:
-    """Rows of features; a header row selects the model's features by name."""
+def _read_csv(path: Path, description: InputDescription) -> Arrays:
+    """Rows of features; a header row selects the model's features by name. A model of
+    several inputs takes a mapping of each input's columns, which the header must name."""
+    if description.inputs is not None:
+        columns = list(dict.fromkeys(c for names in description.inputs.values() for c in names))
+        first = next((row for _, row in read_rows(path, InputError)), None)
+        if first is not None and not is_header(first):
+            raise InputError(
+                f"{path}: has no header row; the model takes several inputs, whose columns "
+                f"the header must name: {', '.join(columns)}"
+            )
+        table = _read_csv(path, replace(description, shape=(len(columns),), inputs=None,
+                                        feature_names=columns))  # fmt: skip
+        return {
+            name: table[:, [columns.index(column) for column in names]]
+            for name, names in description.inputs.items()
+        }
     if len(description.shape) != 1:
         raise InputError(
             f"{path}: a .csv file holds rows of features, but the model takes inputs of shape "
@@ -300,6 +323,11 @@ def _read_csv(path: Path, description: InputDescription) -> np.ndarray:
 
 def _read_npy(path: Path, description: InputDescription) -> np.ndarray:
     """One example of the model's input shape, or a stack of them."""
+    if description.inputs is not None:
+        raise InputError(
+            f"{path}: the model takes several inputs ({', '.join(description.inputs)}); give "
+            "it .csv files whose header names their columns"
+        )
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as error:

@@ -40,16 +40,18 @@ def _batch_size(model: Any, least: int, examples: int) -> int:
 
 def score(
     model: Any, x: Any, y: Any, least_batch: int, *, outputs: bool = True
-) -> tuple[dict[str, float], np.ndarray | None]:
-    """Keras's loss and compiled metrics on (x, y), and the model's outputs if `outputs`.
+) -> tuple[dict[str, float], Any]:
+    """Keras's loss and compiled metrics on (x, y), and the model's outputs if `outputs`
+    (an array, or a list of one per output for a model of several).
 
     Each is one pass in large batches (at least `least_batch`). Tracing a function (and
     compiling it with XLA) costs more than it saves when it runs a few times, so a pass of at
     most `_EAGER_MAX_BATCHES` batches runs eagerly, and a pass of one batch goes through
     `test_on_batch`/`predict_on_batch`, which skip building a dataset.
     """
-    batch_size = _batch_size(model, least_batch, len(y))
-    batches = math.ceil(len(y) / batch_size)
+    examples = len(y[0] if isinstance(y, list) else y)
+    batch_size = _batch_size(model, least_batch, examples)
+    batches = math.ceil(examples / batch_size)
     if batches <= _EAGER_MAX_BATCHES and model.distribute_strategy.num_replicas_in_sync == 1:
         model.run_eagerly = True
         model.make_test_function(force=True)  # fit made one for the validation data
@@ -61,6 +63,8 @@ def score(
         metrics = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
         predicted = model.predict(x, batch_size=batch_size, verbose=0) if outputs else None
     scores = {name: float(value) for name, value in metrics.items()}
+    if isinstance(predicted, list | tuple):  # several outputs: an array each
+        return scores, [np.asarray(values) for values in predicted]
     return scores, None if predicted is None else np.asarray(predicted)
 
 

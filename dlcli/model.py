@@ -124,7 +124,11 @@ def build_model(spec: ModelSpec, name: str, *, float32_outputs: bool = False) ->
         previous = _call(built, sources[0] if len(sources) == 1 else sources, path)
         tensors[layer.name or built.name] = previous
     result = [tensors[output] for output in outputs] if spec.outputs else previous
-    return keras.Model(inputs=list(tensors[i.name] for i in spec.inputs), outputs=result, name=name)
+    # One input as a tensor and several by name: the structures the data comes in.
+    inputs = {item.name: tensors[item.name] for item in spec.inputs}
+    single = len(inputs) == 1
+    return keras.Model(inputs=next(iter(inputs.values())) if single else inputs, outputs=result,
+                       name=name)  # fmt: skip
 
 
 # Constructor arguments that give a preprocessing layer its statistics; without them it adapts.
@@ -134,8 +138,9 @@ _STATISTICS = frozenset({"mean", "variance", "vocabulary", "bin_boundaries", "id
 def adapt_preprocessing(model: Any, spec: ModelSpec, x: Any) -> list[str]:
     """`adapt()` the preprocessing layers (Normalization, ...) to the training data.
 
-    Returns the names of the layers adapted. A layer deeper in the model is adapted on what
-    reaches it, computed by the layers before it.
+    `x` is one array, or one per model input by name (each layer adapts on its own input's
+    examples). Returns the names of the layers adapted. A layer deeper in the model is adapted
+    on what reaches it, computed by the layers before it.
     """
     import keras
 
@@ -149,8 +154,9 @@ def adapt_preprocessing(model: Any, spec: ModelSpec, x: Any) -> list[str]:
         )
         if layer_spec is not None and _STATISTICS & set(layer_spec.config):
             continue
-        if any(layer.input is model_input for model_input in model.inputs):
-            layer.adapt(x)
+        source = next((tensor for tensor in model.inputs if layer.input is tensor), None)
+        if source is not None:  # a model input: the input's own examples
+            layer.adapt(x[source.name] if isinstance(x, dict) else x)
         else:
             layer.adapt(keras.Model(model.inputs, layer.input).predict(x, verbose=0))
         adapted.append(layer.name)

@@ -18,6 +18,7 @@ import numpy as np
 
 from dlcli import artifact
 from dlcli.data import ImageInfo
+from dlcli.data.common import Arrays, rows
 from dlcli.errors import InputError, ModelFileError
 from dlcli.inputs import (
     IMAGE_SUFFIXES,
@@ -29,7 +30,7 @@ from dlcli.inputs import (
     read_inputs,
 )
 from dlcli.metrics import as_probabilities, logits_note, outputs_are_logits
-from dlcli.task import single_shape
+from dlcli.task import describe_outputs, single_shape
 
 if TYPE_CHECKING:
     from dlcli.artifact import ModelInfo
@@ -45,10 +46,12 @@ class Prediction:
     labels: list[str] = field(default_factory=list)  # top-k, most probable first
     probabilities: list[float] = field(default_factory=list)
     values: list[float] = field(default_factory=list)  # regression outputs
+    output: str | None = None  # the model's output, for a model of several
 
     @property
     def name(self) -> str:
-        return self.input if self.row is None else f"{self.input}[{self.row}]"
+        name = self.input if self.row is None else f"{self.input}[{self.row}]"
+        return name if self.output is None else f"{name} {self.output}"
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,9 @@ class PredictResult:
     def to_dict(self) -> dict[str, Any]:
         def item(prediction: Prediction) -> dict[str, Any]:
             result: dict[str, Any] = {"input": prediction.input, "row": prediction.row}
-            if self.task == "regression":
+            if prediction.output is not None:
+                result["output"] = prediction.output
+            if prediction.values:
                 result["value"] = prediction.values
             else:
                 result["top_k"] = [
@@ -98,6 +103,13 @@ def _single_shape(shape: Any, path: Path, what: str) -> tuple[int | None, ...]:
 
 def describe(info: ModelInfo) -> InputDescription:
     """How inputs must look, from dlcli.json alone (no TensorFlow)."""
+    outputs = None
+    if info.outputs is not None:
+        outputs = {name: (out.task, out.class_names) for name, out in info.outputs.items()}
+    if info.inputs is not None:
+        columns = {name: record.feature_names or [] for name, record in info.inputs.items()}
+        return InputDescription((), info.task, info.class_names, inputs=columns, outputs=outputs)
+    assert info.input is not None
     shape = tuple(info.input.shape)
     image = info.input.image
     found = _image_shape(shape)
@@ -107,6 +119,7 @@ def describe(info: ModelInfo) -> InputDescription:
         class_names=info.class_names,
         image=ImageInfo(**image.model_dump()) if image else ImageInfo(*found) if found else None,
         feature_names=info.input.feature_names,
+        outputs=outputs,
     )
 
 
@@ -167,6 +180,10 @@ SAMPLED_INPUTS = 16  # input files looked at (headers only) to tell which models
 
 def _fit(info: ModelInfo, found: InputFile) -> int:
     """How well a model takes an input: 3 exactly, 2 same size, 1 same colours, 0 not at all."""
+    if info.inputs is not None:  # several inputs: .csv files whose header names their columns
+        needed = [name for record in info.inputs.values() for name in record.feature_names or []]
+        return 3 * bool(needed and found.columns and set(needed) <= set(found.columns))
+    assert info.input is not None
     image, shape = info.input.image, info.input.shape
     if found.image is not None:
         if image is None:
@@ -220,11 +237,11 @@ def choose_model(files: list[Path], runs_dir: Path) -> tuple[artifact.ModelFile,
         if fit > best_fit:
             best, best_fit = checked, fit
     if best is not None and best.info is not None:
-        return best, best.info.input.describe()
+        return best, best.info.describe()
     if not candidates:
         artifact.inspect(paths[0])  # raises: why the newest model cannot be used
     newest = "; ".join(
-        f"{checked.path} takes {checked.info.input.describe()}"
+        f"{checked.path} takes {checked.info.describe()}"
         for checked in candidates[:3]
         if checked.info is not None
     )
@@ -237,13 +254,13 @@ def choose_model(files: list[Path], runs_dir: Path) -> tuple[artifact.ModelFile,
 
 
 def rank(
-    outputs: np.ndarray, description: InputDescription, top_k: int
+    outputs: np.ndarray, task: str, class_names: list[str] | None, top_k: int
 ) -> list[tuple[list[str], list[float]]]:
     """Top-k (labels, probabilities) per example, most probable first."""
     outputs = outputs.reshape(len(outputs), -1).astype("float64")
-    if description.task == "binary":
+    if task == "binary":
         outputs = np.concatenate([1.0 - outputs[:, :1], outputs[:, :1]], axis=1)
-    names = description.class_names
+    names = class_names
     if not names or len(names) != outputs.shape[1]:
         names = [str(index) for index in range(outputs.shape[1])]
     order = np.argsort(-outputs, axis=1, kind="stable")[:, : max(1, top_k)]
@@ -262,41 +279,55 @@ class _Runtime:
     model: Any = None
     logits: bool = False
     converted: bool = False
+    linear: dict[str, bool] = field(default_factory=dict)  # whether each output gives logits
 
     def load(self) -> None:
         self.model = artifact.load(self.checked, require_metadata=False).model
         self.logits = outputs_are_logits(self.model)
+        self.linear = {o.name: o.activation == "linear" for o in describe_outputs(self.model)}
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def predict(self, batch: Arrays) -> list[np.ndarray]:
+        """The model's outputs: one array per output."""
         if self.model is None:
             self.load()
-        return np.asarray(self.model.predict(batch, batch_size=PREDICT_BATCH_SIZE, verbose=0))
+        outputs = self.model.predict(batch, batch_size=PREDICT_BATCH_SIZE, verbose=0)
+        return [np.asarray(o) for o in (outputs if isinstance(outputs, list) else [outputs])]
 
 
 def _predict_batch(
     runtime: _Runtime,
-    arrays: list[np.ndarray],
+    arrays: list[Arrays],
     sources: list[tuple[str, int | None]],
     description: InputDescription,
     top_k: int,
 ) -> list[Prediction]:
-    batch = np.concatenate(arrays)  # uint8 pixels or float rows: the model casts them
-    outputs = runtime.predict(batch)
-    if description.task == "regression":
-        values = outputs.reshape(len(outputs), -1)
-        return [
-            Prediction(name, row, values=[float(v) for v in value])
-            for (name, row), value in zip(sources, values, strict=True)
-        ]
-    outputs, converted = as_probabilities(
-        outputs, description.task, runtime.logits or runtime.converted
-    )
-    runtime.converted |= converted
-    ranked = rank(outputs, description, top_k)
-    return [
-        Prediction(name, row, labels=labels, probabilities=probabilities)
-        for (name, row), (labels, probabilities) in zip(sources, ranked, strict=True)
-    ]
+    """Each example's predictions: one per output, in the order of the examples."""
+    if description.inputs is not None:  # uint8 pixels or float rows: the model casts them
+        batch: Arrays = {name: np.concatenate([a[name] for a in arrays]) for name in arrays[0]}
+    else:
+        batch = np.concatenate(arrays)
+    heads = description.outputs or {"": (description.task, description.class_names)}
+    predicted = runtime.predict(batch)
+    per_output = []
+    for (output, (task, class_names)), outputs in zip(heads.items(), predicted, strict=True):
+        named = output or None
+        if task == "regression":
+            values = outputs.reshape(len(outputs), -1)
+            per_output.append([
+                Prediction(name, row, values=[float(v) for v in value], output=named)
+                for (name, row), value in zip(sources, values, strict=True)
+            ])  # fmt: skip
+            continue
+        logits = runtime.logits if description.outputs is None else runtime.linear[output]
+        outputs, converted = as_probabilities(outputs, task, logits or runtime.converted)
+        runtime.converted |= converted
+        per_output.append([
+            Prediction(name, row, labels=labels, probabilities=probabilities, output=named)
+            for (name, row), (labels, probabilities) in zip(
+                sources, rank(outputs, task, class_names, top_k), strict=True
+            )
+        ])  # fmt: skip
+    return [prediction for example in zip(*per_output, strict=True) for prediction in example]
 
 
 def predict(
@@ -374,15 +405,15 @@ def _predict_files(
     PREDICT_BATCH_SIZE examples, and one line for each file that cannot."""
     predictions: list[Prediction] = []
     problems: list[str] = []
-    arrays: list[np.ndarray] = []
+    arrays: list[Arrays] = []
     sources: list[tuple[str, int | None]] = []
     for path, examples in read_inputs(files, description, raw):
         if isinstance(examples, InputError):
             problems.append(str(examples))
             continue
         arrays.append(examples)
-        rows = range(len(examples)) if path.suffix.lower() in TABLE_SUFFIXES else [None]
-        sources += [(str(path), row) for row in rows]
+        numbers = range(rows(examples)) if path.suffix.lower() in TABLE_SUFFIXES else [None]
+        sources += [(str(path), row) for row in numbers]
         if len(sources) >= PREDICT_BATCH_SIZE:
             predictions += _predict_batch(runtime, arrays, sources, description, top_k)
             arrays, sources = [], []

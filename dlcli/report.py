@@ -165,6 +165,16 @@ def evaluation(console: Console, result: Evaluation) -> None:
     )  # fmt: skip
     metrics = "  ".join(f"{name} {value:.4f}" for name, value in result.metrics.items())
     console.print(metrics, markup=False, highlight=False)
+    _evaluation_details(console, result)
+    for name, part in result.outputs.items():
+        console.print(f"Output `{name}` ({part.task})", markup=False, highlight=False)
+        _evaluation_details(console, part)
+    written = result.files.items()
+    notes(console, [f"{name.replace('_', ' ').capitalize()}: {path}" for name, path in written])
+
+
+def _evaluation_details(console: Console, result: Evaluation) -> None:
+    """Regression errors, or a classifier's ROC AUC, per-class scores and confusion matrix."""
     if result.regression:
         errors = result.regression
         console.print(
@@ -185,8 +195,6 @@ def evaluation(console: Console, result: Evaluation) -> None:
         if result.confused_pairs:
             pairs = ", ".join(f"{t} as {p} ({n})" for t, p, n in result.confused_pairs)
             notes(console, [f"Most confused (true as predicted): {pairs}"])
-    written = result.files.items()
-    notes(console, [f"{name.replace('_', ' ').capitalize()}: {path}" for name, path in written])
 
 
 def _scores_table(classes: list[ClassScores], averages: dict[str, ClassScores]) -> Table:
@@ -231,27 +239,33 @@ def _top_cell(label: str, probability: float) -> str:
 
 
 def predictions(console: Console, result: PredictResult) -> None:
-    """A table: one row per input with its top-k labels and probabilities (or values)."""
+    """A table: one row per input (and output, for a model of several) with its top-k labels
+    and probabilities, or its values."""
     if not result.predictions:
         return
     table = Table()
     table.add_column("input")
     rows = result.predictions
-    regression = result.task == "regression"
-    width = max((len(p.values if regression else p.labels) for p in rows), default=1)
-    if regression:
-        for index in range(width):
+    if any(p.output is not None for p in rows):
+        table.add_column("output")
+    kinds = {bool(p.values) for p in rows}
+    width = max((len(p.values or p.labels) for p in rows), default=1)
+    for index in range(width):
+        if kinds == {True}:
             table.add_column("value" if width == 1 else f"value {index}", justify="right")
-    else:
-        for rank in range(1, width + 1):
-            table.add_column(f"top {rank}")
+        else:
+            table.add_column(f"top {index + 1}" if kinds == {False} else str(index + 1))
     for prediction in rows:
-        if regression:
+        if prediction.values:
             cells = [f"{value:.4g}" for value in prediction.values]
         else:
             pairs = zip(prediction.labels, prediction.probabilities, strict=True)
             cells = [_top_cell(label, probability) for label, probability in pairs]
-        table.add_row(Text(prediction.name), *(Text(cell) for cell in cells))
+        named = (
+            prediction.input if prediction.row is None else f"{prediction.input}[{prediction.row}]"
+        )
+        output = [] if prediction.output is None else [prediction.output]
+        table.add_row(Text(named), *(Text(cell) for cell in [*output, *cells]))
     console.print(table)
 
 
@@ -270,24 +284,22 @@ def predictions_csv(console: Console, result: PredictResult) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     rows = result.predictions
-    if result.task == "regression":
-        width = max((len(p.values) for p in rows), default=1)
-        names = ["value"] if width == 1 else [f"value_{index}" for index in range(width)]
-        writer.writerow(["input", "row", *names])
-        for p in rows:
-            values = [f"{value:.6g}" for value in p.values]
-            writer.writerow([p.input, "" if p.row is None else p.row, *values])
-    else:
-        width = max((len(p.labels) for p in rows), default=1)
-        header = [f"{kind}_{n}" for n in range(1, width + 1) for kind in ("label", "probability")]
-        writer.writerow(["input", "row", *header])
-        for p in rows:
-            cells = [
-                cell
-                for label, probability in zip(p.labels, p.probabilities, strict=True)
-                for cell in (label, f"{probability:.6f}")
-            ]
-            writer.writerow([p.input, "" if p.row is None else p.row, *cells])
+    several = any(p.output is not None for p in rows)
+    labels = max((len(p.labels) for p in rows), default=0)
+    values = max((len(p.values) for p in rows), default=0)
+    header = [f"{kind}_{n}" for n in range(1, labels + 1) for kind in ("label", "probability")]
+    header += ["value"] if values == 1 else [f"value_{index}" for index in range(values)]
+    writer.writerow(["input", "row", *(["output"] if several else []), *header])
+    for p in rows:
+        pairs = [
+            cell
+            for label, probability in zip(p.labels, p.probabilities, strict=True)
+            for cell in (label, f"{probability:.6f}")
+        ]
+        pairs += [""] * (2 * labels - len(pairs))
+        numbers = [f"{value:.6g}" for value in p.values] + [""] * (values - len(p.values))
+        output = [p.output or ""] if several else []
+        writer.writerow([p.input, "" if p.row is None else p.row, *output, *pairs, *numbers])
     console.out(buffer.getvalue().rstrip("\n"), highlight=False)
 
 

@@ -55,28 +55,39 @@ def shape_fits(found: tuple[int, ...], expected: Shape) -> bool:
     )
 
 
+def input_shapes(model: Any) -> dict[str, Shape]:
+    """Each model input's shape without the batch axis, by the input's name."""
+    return {tensor.name: tuple(tensor.shape[1:]) for tensor in model.inputs}
+
+
+def describe_outputs(model: Any) -> list[Output]:
+    """The model's outputs, in order, each from the layer that makes it."""
+    names = list(getattr(model, "output_names", None) or [model.layers[-1].name])
+    shapes = model.output_shape if isinstance(model.output_shape, list) else [model.output_shape]
+    outputs = []
+    for name, shape in zip(names, shapes, strict=True):
+        try:
+            layer = model.get_layer(name)
+        except ValueError:
+            layer = model.layers[-1]
+        activation = getattr(getattr(layer, "activation", None), "__name__", "")
+        if not activation and type(layer).__name__ == "Softmax":  # a layer with no `activation`
+            activation = "softmax"
+        outputs.append(Output(name, tuple(shape[1:]), activation))
+    return outputs
+
+
 def describe_output(model: Any) -> Output:
-    """The model's output, from the layer that makes it.
+    """The model's one output, from the layer that makes it.
 
     Raises:
-        ConfigError: the model has several outputs; dlcli's data holds one label array.
+        ConfigError: the model has several outputs (see `describe_outputs`).
     """
-    shape = single_shape(model.output_shape)
-    names = list(getattr(model, "output_names", None) or [model.layers[-1].name])
-    if shape is None:
-        listed = ", ".join(f"`{name}`" for name in names)
-        raise ConfigError(
-            f"`model.outputs`: the model has {len(names)} outputs ({listed}), but a dataset "
-            "holds one array of labels; give the model one output"
-        )
-    try:
-        layer = model.get_layer(names[0])
-    except ValueError:
-        layer = model.layers[-1]
-    activation = getattr(getattr(layer, "activation", None), "__name__", "")
-    if not activation and type(layer).__name__ == "Softmax":  # a layer with no `activation`
-        activation = "softmax"
-    return Output(names[0], shape, activation)
+    outputs = describe_outputs(model)
+    if len(outputs) > 1:
+        listed = ", ".join(f"`{output.name}`" for output in outputs)
+        raise ConfigError(f"the model has {len(outputs)} outputs ({listed}); expected one")
+    return outputs[0]
 
 
 def loss_name(loss: KerasObject) -> str:
@@ -139,10 +150,7 @@ def task_of(loss: KerasObject | dict[str, KerasObject], model: Any) -> Task:
 
     Args:
         loss: `compile.loss` of the spec: one loss, or output name -> loss.
-        model: the built keras.Model.
-
-    Returns:
-        The task, as `task_for` decides it for the loss of the model's output.
+        model: the built keras.Model, of one output (`tasks_of` for several).
 
     Raises:
         ConfigError: the model has several outputs, or `compile.loss` has none for its output.
@@ -153,3 +161,11 @@ def task_of(loss: KerasObject | dict[str, KerasObject], model: Any) -> Task:
     """
     output = describe_output(model)
     return task_for(loss_name(loss_of(loss, output)), output.units)
+
+
+def tasks_of(loss: KerasObject | dict[str, KerasObject], model: Any) -> dict[str, Task]:
+    """The task of each of the model's outputs, by output name (see `task_of`)."""
+    return {
+        output.name: task_for(loss_name(loss_of(loss, output)), output.units)
+        for output in describe_outputs(model)
+    }

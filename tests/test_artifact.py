@@ -146,7 +146,7 @@ SCHEMA_EDITS = {
     ),
     "wrong task": (
         edited(task="classification"),
-        "`task` must be 'multiclass', 'binary', 'multilabel' or 'regression'. "
+        "`task` must be 'multiclass', 'binary', 'multilabel', 'regression' or 'multioutput'. "
         "Received: 'classification'",
     ),
     "binary with 3 class names": (

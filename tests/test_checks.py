@@ -13,6 +13,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -30,10 +31,11 @@ from dlcli.checks import (
     loss_name,
     task_for,
     task_of,
+    tasks_of,
 )
 from dlcli.data import DatasetInfo, ImageInfo, Split, Splits
 from dlcli.errors import ConfigError, DataError
-from dlcli.spec import KerasObject
+from dlcli.spec import CompileSpec, KerasObject
 
 CLASSES = np.array([0, 2, 1, 2])
 ONE_HOT = np.eye(3)[CLASSES]
@@ -162,12 +164,11 @@ def graph_model(outputs: int) -> Any:
 def test_a_loss_per_output_name_gives_that_outputs_task() -> None:
     loss = {"p0": KerasObject(class_name="binary_crossentropy")}
     assert task_of(loss, graph_model(1)) == "binary"  # was "regression", silently
+    two = {**loss, "p1": KerasObject(class_name="mse")}
+    assert tasks_of(two, graph_model(2)) == {"p0": "binary", "p1": "regression"}
     with pytest.raises(ConfigError) as raised:
-        task_of({**loss, "p1": KerasObject(class_name="mse")}, graph_model(2))
-    assert str(raised.value) == (
-        "`model.outputs`: the model has 2 outputs (`p0`, `p1`), but a dataset holds one array "
-        "of labels; give the model one output"
-    )
+        task_of(two, graph_model(2))
+    assert str(raised.value) == "the model has 2 outputs (`p0`, `p1`); expected one"
 
 
 @pytest.mark.parametrize(
@@ -218,10 +219,10 @@ def test_metrics_that_take_the_labels(
 
 
 class InputOnly:
-    """What add_channel_axis reads of a model: its input shape."""
+    """What add_channel_axis reads of a model: its input's shape."""
 
     def __init__(self, *shape: int | None) -> None:
-        self.input_shape = (None, *shape)
+        self.inputs = [SimpleNamespace(name="x", shape=(None, *shape))]
 
 
 def splits_of(x: np.ndarray, image: ImageInfo | None = None) -> Splits:
@@ -255,7 +256,7 @@ def test_check_examples_gives_evaluate_the_channel_axis_and_the_label_checks() -
         [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)]
     )
     images = np.zeros((4, 8, 8), "uint8")
-    loss = KerasObject(class_name="SparseCategoricalCrossentropy")
+    loss = CompileSpec(loss=KerasObject(class_name="SparseCategoricalCrossentropy"))
     assert check_examples("test.npz", images, CLASSES, model, loss).shape == (4, 8, 8, 1)
     with pytest.raises(DataError) as raised:
         check_examples("test.npz", np.zeros((4, 9, 8)), CLASSES, model, loss)

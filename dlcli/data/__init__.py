@@ -9,6 +9,7 @@ Neither this module nor `common` imports numpy or the spec's pydantic classes at
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +23,9 @@ from dlcli.data.common import (
     cache_dir,
     check_finite,
     digest,
+    flat,
     resolve_path,
+    take,
 )
 from dlcli.errors import DataError
 
@@ -96,8 +99,8 @@ def _split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
         )
     keep, held = order[:cut], order[cut:]
     weights = (None, None) if split.w is None else (split.w[keep], split.w[held])
-    return Split(split.x[keep], split.y[keep], weights[0]), Split(
-        split.x[held], split.y[held], weights[1]
+    return Split(take(split.x, keep), take(split.y, keep), weights[0]), Split(
+        take(split.x, held), take(split.y, held), weights[1]
     )
 
 
@@ -140,16 +143,8 @@ def load_dataset(spec: DatasetSpec, base_dir: Path, seed: int, *, skip_bad: bool
     sizes = {"train": len(train), "test": 0 if test_is_train else len(test)}
     if validation is not None:
         sizes["validation"] = len(validation)
-    arrays = [train.x, train.y, test.x, test.y]
-    info = DatasetInfo(
-        source=info.source,
-        class_names=info.class_names,
-        image=info.image,
-        feature_names=info.feature_names,
-        sizes=sizes,
-        digest=digest(*arrays),
-        skipped=info.skipped,
-    )
+    arrays = [array for data in (train.x, train.y, test.x, test.y) for array in flat(data)]
+    info = dataclasses.replace(info, sizes=sizes, digest=digest(*arrays))
     return Splits(train, test, validation, test_is_train, info)
 
 

@@ -31,22 +31,54 @@ class ImageInfo:
     framing: Literal["mnist"] | None = None  # digits fitted in 20x20, centred by mass in 28x28
 
 
+# The examples or labels of a split: one array, or one per model input (output) by its name.
+Arrays = Any  # np.ndarray | dict[str, np.ndarray]
+
+
 @dataclass(frozen=True)
 class Split:
-    x: np.ndarray
-    y: np.ndarray
+    x: Arrays
+    y: Arrays
     w: np.ndarray | None = None  # float32 weight per example (dataset.csv.weight), training only
 
     def __len__(self) -> int:
-        return len(self.y)
+        return rows(self.y)
+
+
+def flat(data: Arrays) -> list[np.ndarray]:
+    """The arrays of `data`: itself, or those of a mapping in its order."""
+    return list(data.values()) if isinstance(data, dict) else [data]
+
+
+def rows(data: Arrays) -> int:
+    """How many examples `data` holds (all its arrays hold as many)."""
+    return len(flat(data)[0])
+
+
+def take(data: Arrays, index: Any) -> Arrays:
+    """The examples at `index` (a numpy index) of one array or of each array of a mapping."""
+    if isinstance(data, dict):
+        return {name: array[index] for name, array in data.items()}
+    return data[index]
+
+
+def in_order(data: Arrays, names: list[str]) -> Any:
+    """The arrays of a mapping as the list of `names` (a model's outputs); an array as it is.
+
+    Keras's `fit` takes the labels and sample weights of several outputs as lists in the
+    order of `model.output_names` (a mapping of weights is refused).
+    """
+    return [data[name] for name in names] if isinstance(data, dict) else data
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
     source: str
-    class_names: list[str] | None = None
+    class_names: list[str] | None = None  # of the one label column
     image: ImageInfo | None = None
-    feature_names: list[str] | None = None
+    feature_names: list[str] | None = None  # the columns of the one input
+    output_classes: dict[str, list[str] | None] | None = None  # class names by output
+    input_features: dict[str, list[str]] | None = None  # feature names by input
     sizes: dict[str, int] = field(default_factory=dict)
     digest: str = ""
     skipped: int = 0  # unreadable files left out (image folders with skip_bad)

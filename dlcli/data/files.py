@@ -5,6 +5,7 @@ from __future__ import annotations
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,27 +73,58 @@ def _checked(array: np.ndarray, name: str, *, labels: bool) -> np.ndarray:
     return array
 
 
-def _pair(file: np.lib.npyio.NpzFile, path: Path, x_key: str, y_key: str) -> Split | None:
-    present = [key in file.files for key in (x_key, y_key)]
-    if not any(present):
+def _named(file: np.lib.npyio.NpzFile, path: Path, key: str, *, labels: bool) -> Any:
+    """The array `key`, or the arrays `key_NAME` as {NAME: array} (one per model input or
+    output), or None when the file has neither."""
+    prefix = f"{key}_"
+    named = sorted(member for member in file.files if member.startswith(prefix))
+    if key in file.files and named:
+        raise DataError(
+            f"{path}: holds both `{key}` and `{named[0]}`; give one array `{key}`, or one "
+            f"`{prefix}NAME` per model input or output"
+        )
+    if key in file.files:
+        return _checked(_array(file, path, key), f"{path}: `{key}`", labels=labels)
+    if not named:
         return None
-    if not all(present):
-        missing = y_key if present[0] else x_key
-        raise DataError(f"{path}: has `{x_key if present[1] else y_key}` but not `{missing}`")
-    x, y = _array(file, path, x_key), _array(file, path, y_key)
-    x, y = (
-        _checked(x, f"{path}: `{x_key}`", labels=False),
-        _checked(y, f"{path}: `{y_key}`", labels=True),
-    )
-    if len(x) != len(y):
-        raise DataError(f"{path}: `{x_key}` has {len(x)} rows but `{y_key}` has {len(y)}")
-    if not len(x):
+    return {
+        member[len(prefix) :]: _checked(_array(file, path, member), f"{path}: `{member}`",
+                                        labels=labels)
+        for member in named
+    }  # fmt: skip
+
+
+def _pair(file: np.lib.npyio.NpzFile, path: Path, x_key: str, y_key: str) -> Split | None:
+    x, y = _named(file, path, x_key, labels=False), _named(file, path, y_key, labels=True)
+    if x is None and y is None:
+        return None
+    if x is None or y is None:
+        missing = x_key if x is None else y_key
+        raise DataError(f"{path}: has `{y_key if x is None else x_key}` but not `{missing}`")
+    counts = {
+        f"{key}_{name}" if name else key: len(array)
+        for key, data in ((x_key, x), (y_key, y))
+        for name, array in (data.items() if isinstance(data, dict) else [("", data)])
+    }
+    if len(set(counts.values())) > 1:
+        (first, rows), (other, others) = next(iter(counts.items())), _differing(counts)
+        raise DataError(f"{path}: `{first}` has {rows} rows but `{other}` has {others}")
+    if not next(iter(counts.values())):
         raise DataError(f"{path}: `{x_key}` and `{y_key}` have no rows; expected one per example")
     return Split(x, y)
 
 
+def _differing(counts: dict[str, int]) -> tuple[str, int]:
+    """The first array whose rows differ from the first array's."""
+    first = next(iter(counts.values()))
+    return next((name, rows) for name, rows in counts.items() if rows != first)
+
+
 def load_npz(source: NpzSource, base_dir: Path) -> Loaded:
     """x/y arrays for train (required), validation and test from one `.npz` file.
+
+    A model with several inputs takes `x_train_NAME` for each input NAME (and `x_val_NAME`,
+    `x_test_NAME`); one with several outputs `y_train_NAME` for each output, likewise.
 
     Raises:
         DataError: one line naming the file and, where it applies, the array: a missing file,

@@ -27,12 +27,12 @@ LabelKind = Literal["integer", "number", "class"]
 
 @dataclass(frozen=True)
 class _Table:
-    """One CSV file: its feature columns as numbers, its labels as written, their lines."""
+    """One CSV file: its feature columns as numbers, its label columns as written, their lines."""
 
     path: Path
     feature_names: list[str]
     x: np.ndarray
-    labels: list[str]
+    labels: dict[str, list[str]]  # label column -> its texts
     lines: list[int]
     weights: np.ndarray | None = None
 
@@ -43,11 +43,13 @@ def load_csv(
     """Train, validation and test examples from CSV files (paths relative to `base_dir`).
 
     The features are the columns that `source.features` lists, else every column of the
-    training file but the label, found by name in every file; x is float32 of shape
-    (rows, features). Labels that are all integers stay int64 (class indices; class_names is
-    None); labels that are all numbers become float32 regression targets; any other labels are
-    class names, sorted, and y holds their int64 indices. Blank lines (and rows of empty cells)
-    are skipped, and a UTF-8 byte order mark is allowed.
+    training file but the labels (and weights), found by name in every file; x is float32 of
+    shape (rows, features). With `source.inputs` x is a mapping of each model input to its
+    columns, and with `source.labels` y maps each model output to its label column.
+    Labels that are all integers stay int64 (class indices; no class names); labels that are
+    all numbers become float32 regression targets; any other labels are class names, sorted,
+    and y holds their int64 indices. Blank lines (and rows of empty cells) are skipped, and a
+    UTF-8 byte order mark is allowed.
 
     Raises:
         DataError: one line naming the file, and the line and column where they apply: a
@@ -55,33 +57,66 @@ def load_csv(
             the wrong number of columns, a value that is not a finite number, a validation or
             test label that the training file does not have, or an integer label beyond 64 bits.
     """
+    # A mapping of one input or output reads as `features` or `label`: one array, not by name.
+    inputs = source.inputs if source.inputs is not None and len(source.inputs) > 1 else None
+    outputs = source.labels if source.labels is not None and len(source.labels) > 1 else None
+    label = next(iter(source.labels.values())) if source.labels else source.label or "label"
+    columns = list(outputs.values()) if outputs else [label]
+    features = source.features
+    if source.inputs is not None:
+        features = list(dict.fromkeys(c for names in source.inputs.values() for c in names))
+    keys = (
+        "dataset.csv.labels" if source.labels else "dataset.csv.label",
+        "dataset.csv.inputs" if source.inputs else "dataset.csv.features",
+    )
     train = _read_table(
-        resolve_path(source.train, base_dir), source.label, source.features, source.weight
+        resolve_path(source.train, base_dir), columns, features, keys, source.weight
     )
     others = [
         None
         if path is None
-        else _read_table(resolve_path(path, base_dir), source.label, train.feature_names)
+        else _read_table(resolve_path(path, base_dir), columns, train.feature_names, keys)
         for path in (source.validation, source.test)
     ]
-    texts = [text for table in (train, *others) if table is not None for text in table.labels]
-    kind: LabelKind = "class"
-    if all(_is_integer(text) for text in texts):
-        kind = "integer"
-    elif all(is_number(text) for text in texts):
-        kind = "number"
-    class_names = sorted(set(train.labels))
+    tables = [table for table in (train, *others) if table is not None]
+    kinds = {column: _label_kind(column, tables) for column in columns}
+    classes = {
+        column: sorted(set(train.labels[column])) if kind == "class" else None
+        for column, kind in kinds.items()
+    }
 
     def split(table: _Table) -> Split:
-        return Split(table.x, _labels(table, kind, class_names, train.path), table.weights)
+        y = {c: _labels(table, c, kinds[c], classes[c], train.path) for c in columns}
+        x = table.x if inputs is None else _by_input(table, inputs)
+        labels = y[label] if outputs is None else {o: y[c] for o, c in outputs.items()}
+        return Split(x, labels, table.weights)
 
     validation, test = (None if table is None else split(table) for table in others)
     info = DatasetInfo(
         source=source.train,
-        class_names=class_names if kind == "class" else None,
-        feature_names=train.feature_names,
+        class_names=classes[label] if outputs is None else None,
+        feature_names=train.feature_names if inputs is None else None,
+        output_classes=None if outputs is None else {o: classes[c] for o, c in outputs.items()},
+        input_features=inputs,
     )
     return split(train), validation, test, info
+
+
+def _by_input(table: _Table, inputs: dict[str, list[str]]) -> dict[str, np.ndarray]:
+    """The feature columns of a table as one array per model input, by the input's name."""
+    index = {name: position for position, name in enumerate(table.feature_names)}
+    return {
+        name: np.ascontiguousarray(table.x[:, [index[column] for column in columns]])
+        for name, columns in inputs.items()
+    }
+
+
+def _label_kind(column: str, tables: list[_Table]) -> LabelKind:
+    """What a label column holds in all the files: integers, numbers, or else class names."""
+    texts = [text for table in tables for text in table.labels[column]]
+    if all(_is_integer(text) for text in texts):
+        return "integer"
+    return "number" if all(is_number(text) for text in texts) else "class"
 
 
 def read_rows(path: Path, error: type[DlcliError] = DataError) -> Iterator[tuple[int, list[str]]]:
@@ -131,10 +166,15 @@ def is_header(row: list[str]) -> bool:
 
 
 def _read_table(
-    path: Path, label: str, feature_names: list[str] | None, weight: str | None = None
+    path: Path,
+    label_columns: list[str],
+    feature_names: list[str] | None,
+    keys: tuple[str, str],
+    weight: str | None = None,
 ) -> _Table:
-    """Read and check one CSV file; `feature_names` None means every column but the label
-    (and the `weight` column, read as non-negative weights when given)."""
+    """Read and check one CSV file; `feature_names` None means every column but the labels
+    (and the `weight` column, read as non-negative weights when given). `keys` are the spec
+    keys that name the label and the feature columns, for the messages."""
     if not path.is_file():
         raise DataError(f"dataset file not found: {path}")
     rows = read_rows(path)
@@ -145,14 +185,16 @@ def _read_table(
             "then one row per example"
         )
     header = [name.strip() for name in first[1]]
-    feature_names = _feature_names(header, label, feature_names, path, weight)
-    label_column = _column(header, label, "label", path)
-    feature_columns = [_column(header, name, "feature", path) for name in feature_names]
+    feature_names = _feature_names(header, label_columns, feature_names, path, weight, keys[1])
+    label_indices = {
+        label: _column(header, label, "label", path, keys[0]) for label in label_columns
+    }
+    feature_columns = [_column(header, name, "feature", path, keys[1]) for name in feature_names]
     names = [*feature_names, *([weight] if weight is not None else [])]
     if weight is not None:
-        feature_columns.append(_column(header, weight, "weight", path))
+        feature_columns.append(_column(header, weight, "weight", path, "dataset.csv.weight"))
     chunks: list[np.ndarray] = []
-    labels: list[str] = []
+    labels: dict[str, list[str]] = {label: [] for label in label_columns}
     lines: list[int] = []
     chunk: list[list[str]] = []
     for line, row in rows:
@@ -160,10 +202,11 @@ def _read_table(
             raise DataError(
                 f"{path}, line {line}: {len(row)} columns, but the header has {len(header)}"
             )
-        text = row[label_column].strip()
-        if not text:
-            raise DataError(f"{path}, line {line}: the label `{label}` is empty")
-        labels.append(text)
+        for label, column in label_indices.items():
+            text = row[column].strip()
+            if not text:
+                raise DataError(f"{path}, line {line}: the label `{label}` is empty")
+            labels[label].append(text)
         lines.append(line)
         chunk.append([row[column] for column in feature_columns])
         if len(chunk) == CHUNK_ROWS:
@@ -171,7 +214,7 @@ def _read_table(
             chunk = []
     if chunk:
         chunks.append(_numbers(chunk, lines[-len(chunk) :], names, path))
-    if not labels:
+    if not lines:
         raise DataError(f"{path}: no data rows after the header")
     x = np.concatenate(chunks)
     if weight is None:
@@ -184,29 +227,34 @@ def _read_table(
 
 
 def _feature_names(
-    header: list[str], label: str, feature_names: list[str] | None, path: Path, weight: str | None
+    header: list[str],
+    label_columns: list[str],
+    feature_names: list[str] | None,
+    path: Path,
+    weight: str | None,
+    key: str,
 ) -> list[str]:
-    """The feature columns: those listed, else every column but the label and weight; checked."""
+    """The feature columns: those listed, else every column but the labels and weight; checked."""
     if feature_names is None:
-        feature_names = [name for name in header if name not in (label, weight)]
+        feature_names = [name for name in header if name not in (*label_columns, weight)]
         if "" in feature_names:
             raise DataError(
                 f"{path}: column {header.index('') + 1} has no name in the header "
                 "(a saved DataFrame index? save it with index=False, or list the "
                 "feature columns in dataset.csv.features)"
             )
-    for column, role in ((label, "label"), (weight, "weight")):
+    for column, role in (*((label, "label") for label in label_columns), (weight, "weight")):
         if column in feature_names:
             raise DataError(
-                f"{path}: `{column}` is both the {role} and a feature; "
-                "leave it out of dataset.csv.features"
+                f"{path}: `{column}` is both the {role} and a feature; leave it out of {key}"
             )
     if not feature_names:
-        raise DataError(f"{path}: no feature columns besides the label `{label}`")
+        listed = " and ".join(f"`{label}`" for label in label_columns)
+        raise DataError(f"{path}: no feature columns besides the label {listed}")
     return feature_names
 
 
-def _column(header: list[str], name: str, role: str, path: Path) -> int:
+def _column(header: list[str], name: str, role: str, path: Path, key: str) -> int:
     """The index of the column `name`, or a DataError that lists the columns there are."""
     count = header.count(name)
     if count == 1:
@@ -214,10 +262,8 @@ def _column(header: list[str], name: str, role: str, path: Path) -> int:
     if count > 1:
         raise DataError(f"{path}: {count} columns are named `{name}`; give each a unique name")
     hint = suggest(name, header)
-    setting = f"dataset.csv.{role}" if role in ("label", "weight") else "dataset.csv.features"
     raise DataError(
-        f"{path}: no {role} column `{name}`{hint}; the columns are {_listing(header)} "
-        f"(see {setting})"
+        f"{path}: no {role} column `{name}`{hint}; the columns are {_listing(header)} (see {key})"
     )
 
 
@@ -268,33 +314,41 @@ def is_number(text: str) -> bool:
     return True
 
 
-def _labels(table: _Table, kind: LabelKind, class_names: list[str], train_path: Path) -> np.ndarray:
-    """The labels of one file: int64 integers, float32 targets or int64 indices of classes."""
+def _labels(
+    table: _Table,
+    column: str,
+    kind: LabelKind,
+    class_names: list[str] | None,
+    train_path: Path,
+) -> np.ndarray:
+    """One label column of a file: int64 integers, float32 targets or int64 class indices."""
+    texts = table.labels[column]
+    if kind == "class":
+        assert class_names is not None
+        index = {name: position for position, name in enumerate(class_names)}
+        for text, line in zip(texts, table.lines, strict=True):
+            if text not in index:
+                raise DataError(
+                    f"{table.path}, line {line}: the label `{text}` does not occur in the "
+                    f"training file {train_path}, whose labels are {_listing(class_names)}"
+                )
+        return np.array([index[text] for text in texts], dtype=np.int64)
     if kind == "integer":
-        integers = [int(text) for text in table.labels]
+        integers = [int(text) for text in texts]
         limits = np.iinfo(np.int64)
-        for number, text, line in zip(integers, table.labels, table.lines, strict=True):
+        for number, text, line in zip(integers, texts, table.lines, strict=True):
             if not limits.min <= number <= limits.max:
                 raise DataError(
                     f"{table.path}, line {line}: the label `{text}` does not fit a class index "
                     "(a 64-bit integer); integer labels are class indices 0, 1, 2, ..."
                 )
         return np.array(integers, dtype=np.int64)
-    if kind == "number":
-        with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
-            targets = np.array([float(text) for text in table.labels], dtype=np.float32)
-        bad = np.flatnonzero(~np.isfinite(targets))
-        if bad.size:
-            line, text = table.lines[bad[0]], table.labels[bad[0]]
-            raise DataError(
-                f"{table.path}, line {line}: the label `{text}` is not a finite float32 number"
-            )
-        return targets
-    index = {name: position for position, name in enumerate(class_names)}
-    for text, line in zip(table.labels, table.lines, strict=True):
-        if text not in index:
-            raise DataError(
-                f"{table.path}, line {line}: the label `{text}` does not occur in the training "
-                f"file {train_path}, whose labels are {_listing(class_names)}"
-            )
-    return np.array([index[text] for text in table.labels], dtype=np.int64)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
+        targets = np.array([float(text) for text in texts], dtype=np.float32)
+    bad = np.flatnonzero(~np.isfinite(targets))
+    if bad.size:
+        line, text = table.lines[bad[0]], texts[bad[0]]
+        raise DataError(
+            f"{table.path}, line {line}: the label `{text}` is not a finite float32 number"
+        )
+    return targets

@@ -202,9 +202,29 @@ class CsvSource(Strict):
     train: str
     validation: str | None = None
     test: str | None = None
-    label: str = "label"
+    label: str | None = None  # the label column; "label" when neither it nor `labels` is given
     features: list[str] | None = None
     weight: str | None = None  # a column of per-example weights for training (not a feature)
+    inputs: dict[str, list[str]] | None = Field(None, min_length=1)  # model input -> columns
+    labels: dict[str, str] | None = Field(None, min_length=1)  # model output -> label column
+
+    @model_validator(mode="after")
+    def _one_kind_of_columns(self) -> CsvSource:
+        for one, several in (("features", "inputs"), ("label", "labels")):
+            if getattr(self, one) is not None and getattr(self, several) is not None:
+                raise PydanticCustomError(
+                    "csv_columns",
+                    "give `{one}` (one model {what}) or `{several}` (columns by model "
+                    "{what} name), not both",
+                    {"one": one, "several": several,
+                     "what": "input" if one == "features" else "output"},
+                )  # fmt: skip
+        for name, columns in (self.inputs or {}).items():
+            if not columns:
+                raise PydanticCustomError(
+                    "csv_columns", "`inputs.{name}` lists no columns", {"name": name}
+                )
+        return self
 
 
 class ImagesSource(Strict):

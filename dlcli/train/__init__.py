@@ -22,9 +22,9 @@ from typing import Any, Protocol
 
 from dlcli import __version__, artifact
 from dlcli.artifact import FORMAT_VERSION, ModelInfo
-from dlcli.checks import add_channel_axis, check_against_model, task_of
+from dlcli.checks import add_channel_axis, check_against_model, describe_outputs, tasks_of
 from dlcli.data import Splits, check_files, load_dataset
-from dlcli.data.common import resolve_path
+from dlcli.data.common import in_order, resolve_path
 from dlcli.errors import TrainingError, UsageError
 from dlcli.runfolder import BACKUP_DIR
 from dlcli.spec import Spec
@@ -254,17 +254,17 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool) -> _Prepared:
         freeze(model, spec.fit.freeze)
         models.compile_model(model, spec, steps_per_execution=per_execution)
     splits = add_channel_axis(splits, model)
-    task = task_of(spec.compile.loss, model)
     check_against_model(splits, model, spec.compile)
+    tasks = tasks_of(spec.compile.loss, model)
+    task = next(iter(tasks.values())) if len(tasks) == 1 else "multioutput"
     models.adapt_preprocessing(model, spec.model, splits.train.x)
     if spec.fit.initial_weights is not None:  # after adapting: the file's statistics stay
         path = resolve_path(spec.fit.initial_weights, spec_dir)
         notes.append(load_initial_weights(model, path))
-    classes = 2 if task == "binary" else int(model.output_shape[-1] or 0)
     weights, note = sample_weights(spec.fit.class_weight, splits.train, splits.info.class_names,
-                                   task, classes)  # fmt: skip
+                                   tasks, describe_outputs(model))  # fmt: skip
     if device.strategy.num_replicas_in_sync == 1:  # a strategy makes Keras create them itself
-        models.create_training_variables(model, splits.train.x, splits.train.y)
+        models.create_training_variables(model, splits.train.x, targets(model, splits.train.y))
     callbacks = models.build_callbacks(spec)
     return _Prepared(spec, splits, model, task, device, callbacks, [*notes, *[note] * bool(note)],
                      weights)  # fmt: skip
@@ -296,10 +296,15 @@ def _fit(
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
     replicas = prepared.device.strategy.num_replicas_in_sync
     first_epoch = restored.epoch if restored else 0
-    data = training_data(model, splits.train.x, splits.train.y, spec.fit.batch_size,
-                         spec.fit.shuffle, replicas=replicas, fused=fused,
-                         first_epoch=first_epoch, weights=prepared.weights)  # fmt: skip
-    validation = None if splits.validation is None else (splits.validation.x, splits.validation.y)
+    y, weights = targets(model, splits.train.y), prepared.weights
+    if weights is not None and isinstance(y, list):  # one weight per example, for each output
+        weights = [weights] * len(y)
+    data = training_data(model, splits.train.x, y, spec.fit.batch_size, spec.fit.shuffle,
+                         replicas=replicas, fused=fused, first_epoch=first_epoch,
+                         weights=weights)  # fmt: skip
+    validation = None
+    if splits.validation is not None:
+        validation = (splits.validation.x, targets(model, splits.validation.y))
     started = time.perf_counter()
     if first_epoch >= spec.fit.epochs:  # killed after its last backup: only the end is left
         view.stop()
@@ -360,8 +365,9 @@ def _finish(prepared: _Prepared, run_dir: Path, fit_seconds: float, started: flo
         )
     classifier = task in ("multiclass", "binary")
     test_metrics, predicted = score(
-        model, splits.test.x, splits.test.y, spec.fit.batch_size, outputs=classifier
-    )
+        model, splits.test.x, targets(model, splits.test.y), spec.fit.batch_size,
+        outputs=classifier,
+    )  # fmt: skip
     evaluated_on = "train" if splits.test_is_train else "test"
     history = read_history(run_dir / "history.csv")
     epochs_run = len(history.get("loss", []))
@@ -391,6 +397,11 @@ def _finish(prepared: _Prepared, run_dir: Path, fit_seconds: float, started: flo
     )  # fmt: skip
 
 
+def targets(model: Any, y: Any) -> Any:
+    """The labels as Keras takes them: one array, or a list in the order of the outputs."""
+    return in_order(y, [output.name for output in describe_outputs(model)])
+
+
 def model_info(prepared: _Prepared, results: dict[str, Any]) -> ModelInfo:
     """The dlcli.json embedded in model.keras (`results` holds its `metrics` and `training`)."""
     import keras
@@ -398,6 +409,20 @@ def model_info(prepared: _Prepared, results: dict[str, Any]) -> ModelInfo:
 
     info = prepared.splits.info
     train_x = prepared.splits.train.x
+    several: dict[str, Any] = {}
+    if isinstance(train_x, dict):
+        features = info.input_features or {}
+        several["inputs"] = {
+            name: {"shape": list(array.shape[1:]), "dtype": str(array.dtype),
+                   "feature_names": features.get(name)}
+            for name, array in train_x.items()
+        }  # fmt: skip
+    if prepared.task == "multioutput":
+        classes = info.output_classes or {}
+        tasks = tasks_of(prepared.spec.compile.loss, prepared.model)
+        several["outputs"] = {
+            name: {"task": task, "class_names": classes.get(name)} for name, task in tasks.items()
+        }
     return ModelInfo.model_validate({
         "format": FORMAT_VERSION,
         "versions": {"dlcli": __version__, "keras": keras.__version__,
@@ -407,11 +432,12 @@ def model_info(prepared: _Prepared, results: dict[str, Any]) -> ModelInfo:
                     "skipped": info.skipped},
         "task": prepared.task,
         "class_names": info.class_names,
-        "input": {
+        "input": None if several.get("inputs") else {
             "shape": list(train_x.shape[1:]),
             "dtype": str(train_x.dtype),
             "feature_names": info.feature_names,
             "image": None if info.image is None else info.image.__dict__,
         },
+        **several,
         **results,
     })  # fmt: skip

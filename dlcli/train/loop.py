@@ -72,36 +72,46 @@ def training_data(
 
     Several replicas, data that is not plain arrays, too much of it for a shuffled copy, or not
     `fused` (a Keras version the executions were not tested with): Keras's own adapter and loop.
-    `weights`, one per example, are the sample weights of the loss and metrics.
+    `weights`, one per example, are the sample weights of the loss and metrics. A model of
+    several inputs takes x as a mapping by input name; one of several outputs takes y, and
+    `weights`, as lists in the order of its outputs.
     """
-    fits = isinstance(x, np.ndarray) and isinstance(y, np.ndarray)
-    too_large = fits and x.nbytes + y.nbytes > _SHUFFLED_COPY_MAX_BYTES
-    if not fused or replicas > 1 or not fits or len(x) == 0 or too_large:
+    import keras
+
+    structure = (x, y) if weights is None else (x, y, weights)
+    arrays = keras.tree.flatten(structure)  # x, y and weights may each be a list or mapping
+    fits = all(isinstance(array, np.ndarray) for array in arrays)
+    too_large = fits and sum(array.nbytes for array in arrays) > _SHUFFLED_COPY_MAX_BYTES
+    if not fused or replicas > 1 or not fits or len(arrays[0]) == 0 or too_large:
         return {"x": x, "y": y, "batch_size": batch_size, "shuffle": shuffle,
                 "sample_weight": weights}  # fmt: skip
     import tensorflow as tf
 
     step = model.train_step
-    arrays = (x, y) if weights is None else (x, y, weights)
+
+    def batch(parts: list[Any]) -> Any:  # (x, y[, weights]) as `train_step` takes them
+        return keras.tree.pack_sequence_as(structure, parts)
 
     @tf.function(jit_compile=model.jit_compile, autograph=False)  # as Keras's own step
     def execution(*parts: Any) -> Any:
         stacked, rest = parts[: len(arrays)], parts[len(arrays) :]
 
         def one_step(index: Any) -> Any:
-            step(tuple(part[index] for part in stacked))
+            step(batch([part[index] for part in stacked]))
             return index + 1
 
         if stacked[0].shape[0]:  # shapes are known: each is traced on its own
             count = stacked[0].shape[0]
             tf.while_loop(lambda i: i < count, one_step, [0], parallel_iterations=1)
         if rest[0].shape[0]:
-            step(rest)
+            step(batch(list(rest)))
         return model.get_metrics_result()  # what `train_step` returns, after the last step
 
     model.train_function = lambda iterator: execution(*next(iterator))
-    dataset = executions(arrays, batch_size, shuffle, model.steps_per_execution, first_epoch)
-    return {"x": dataset, "steps_per_epoch": math.ceil(len(x) / batch_size), "shuffle": False}
+    dataset = executions(tuple(arrays), batch_size, shuffle, model.steps_per_execution,
+                         first_epoch)  # fmt: skip
+    return {"x": dataset, "steps_per_epoch": math.ceil(len(arrays[0]) / batch_size),
+            "shuffle": False}  # fmt: skip
 
 
 def executions(
@@ -110,7 +120,7 @@ def executions(
 ) -> Any:  # fmt: skip
     """The training data as a tf.data pipeline of executions, all epochs through one iterator.
 
-    `arrays` are x, y and perhaps sample weights, one row per example. An execution is, for
+    `arrays` are those of x, y and perhaps sample weights, one row per example. An execution is, for
     each, `per_execution` full batches stacked, shape (steps, batch, ...), then the partial
     batch that ends the epoch (empty but in the last execution): the batches Keras makes, full
     ones then the rest. Each epoch is one gather of the arrays in a new order

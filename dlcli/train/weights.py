@@ -14,14 +14,15 @@ import numpy as np
 
 from dlcli.data.common import Split
 from dlcli.errors import ConfigError
+from dlcli.task import Output
 
 
 def sample_weights(
     class_weight: dict[int | str, float] | str | None,
     train: Split,
     class_names: list[str] | None,
-    task: str,
-    classes: int,
+    tasks: dict[str, str],
+    outputs: list[Output],
 ) -> tuple[np.ndarray | None, str | None]:
     """The training examples' weights (None when unweighted) and a note saying what
     `balanced` computed.
@@ -30,16 +31,19 @@ def sample_weights(
         class_weight: `fit.class_weight`: by class index or name, or "balanced".
         train: the training split (its labels, and `w` from dataset.csv.weight).
         class_names: the dataset's class names, None when labels are indices.
-        task: the model's task (dlcli.task): class weights apply to multiclass and binary.
-        classes: how many classes the model predicts.
+        tasks: the task of each model output (dlcli.task.tasks_of): class weights apply to
+            a model of one output, multiclass or binary.
+        outputs: the model's outputs (dlcli.task.describe_outputs).
 
     Raises:
-        ConfigError: class weights for a model that does not classify, or a class that the
-            data does not have.
+        ConfigError: class weights for a model that does not classify or has several outputs,
+            or a class that the data does not have.
 
     Example:
         >>> split = Split(np.zeros((4, 1)), np.array([0, 0, 0, 1]))
-        >>> weights, note = sample_weights("balanced", split, ["cat", "dog"], "binary", 2)
+        >>> binary = [Output("p", (1,), "sigmoid")]
+        >>> weights, note = sample_weights("balanced", split, ["cat", "dog"], {"p": "binary"},
+        ...                                binary)
         >>> [round(float(weight), 3) for weight in weights]
         [0.667, 0.667, 0.667, 2.0]
         >>> note
@@ -48,10 +52,17 @@ def sample_weights(
     """
     if class_weight is None:
         return train.w, None
+    if len(outputs) > 1:
+        raise ConfigError(
+            f"`fit.class_weight`: applies to a model of one output, and this one has "
+            f"{len(outputs)}; weigh the outputs' losses with `compile.loss_weights`"
+        )
+    task = next(iter(tasks.values()))
     if task not in ("multiclass", "binary"):
         raise ConfigError(
             f"`fit.class_weight`: applies to a classifier, and this model's task is {task}"
         )
+    classes = 2 if task == "binary" else int(outputs[0].units or 0)
     labels = _class_indices(train.y, task)
     note = None
     if class_weight == "balanced":
