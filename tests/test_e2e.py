@@ -125,7 +125,8 @@ def test_xor_learns_the_four_points(workspace: Path, user_env: dict[str, str]) -
 
 
 def test_every_shipped_config_is_started_here() -> None:
-    started = {"mnist", "xor", "mnist_cnn", "mnist_two_branch", *KERAS_DATASETS}
+    iris = {"iris_two_inputs", "iris_two_outputs"}  # trained in test_several_inputs.py
+    started = {"mnist", "xor", "mnist_cnn", "mnist_two_branch", *iris, *KERAS_DATASETS}
     assert {path.stem for path in CONFIGS} == started
 
 
