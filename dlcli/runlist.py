@@ -130,17 +130,24 @@ class Comparison:
 
 
 def headline_metric(names: Sequence[str]) -> str | None:
-    """The metric a run is known by: accuracy, else the first other than the loss, else loss.
+    """The metric a run is known by: accuracy, else the first other than a loss, else loss.
+
+    A model of several outputs names its metrics by output (`species_accuracy`), and has a
+    loss of each output besides the total.
 
     Example:
         >>> headline_metric(["loss", "mae"]), headline_metric(["loss"]), headline_metric([])
         ('mae', 'loss', None)
         >>> headline_metric(["auc", "loss", "accuracy"])
         'accuracy'
+        >>> headline_metric(["loss", "size_loss", "size_mae", "species_accuracy"])
+        'species_accuracy'
     """
-    if "accuracy" in names:
-        return "accuracy"
-    return next((name for name in names if name != "loss"), "loss" if "loss" in names else None)
+    for accuracy in ("accuracy", *(name for name in names if name.endswith("_accuracy"))):
+        if accuracy in names:
+            return accuracy
+    others = (name for name in names if name != "loss" and not name.endswith("_loss"))
+    return next(others, "loss" if "loss" in names else None)
 
 
 def list_runs(folder: Path | None = None, names: Sequence[str] = ()) -> RunList:

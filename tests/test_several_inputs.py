@@ -111,6 +111,11 @@ def test_the_two_output_iris_config_reports_each_output(
     assert lines[1].split(",")[3] in ("setosa", "versicolor", "virginica")
     float(lines[2].split(",")[-1])
 
+    result, _ = run_dlcli(["runs", "--json"], user_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run,) = json.loads(result.stdout)["runs"]
+    assert run["metric"]["name"] == "species_accuracy" and run["status"] == "finished"
+
 
 NPZ_SPEC = """\
 name: named_arrays
