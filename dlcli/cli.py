@@ -10,15 +10,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from typer.core import TyperCommand
 
 from dlcli.errors import DlcliError, UsageError
+from dlcli.terminal import HelpCommand, console, discard_stdout
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    pass
 
 app = typer.Typer(
     help="Train, evaluate and use Keras models from YAML experiment specs.",
@@ -60,72 +60,6 @@ def _user_errors(*, tensorflow: bool = False) -> Iterator[None]:
         raise typer.Exit(error.exit_code) from None
 
 
-def _console(*, stderr: bool = False) -> Console:
-    """Rich output for the commands that print tables or progress (imported where it is needed).
-
-    Piped or redirected output is never wrapped (a long path stays one line, tables keep
-    their width); a reader that leaves early (`| head -1`) is not an error (`_Stdout`).
-    """
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else _Stdout()
-    if stream.isatty():
-        return Console(file=stream)
-    return Console(file=stream, width=_UNWRAPPED_WIDTH, soft_wrap=True)
-
-
-_UNWRAPPED_WIDTH = 100_000  # columns of piped output: wider than any line dlcli writes
-
-
-class _Stdout:
-    """sys.stdout for rich, where a closed pipe (the reader left, as `head -1` does) discards
-    the rest of the output instead of failing the command."""
-
-    def write(self, text: str) -> int:
-        try:
-            return sys.stdout.write(text)
-        except BrokenPipeError:
-            _discard_stdout()
-            return len(text)
-
-    def flush(self) -> None:
-        try:
-            sys.stdout.flush()
-        except BrokenPipeError:
-            _discard_stdout()
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(sys.stdout, name)
-
-
-def _discard_stdout() -> None:
-    """Point file descriptor 1 at /dev/null: what is still buffered, or written later, goes
-    nowhere instead of raising BrokenPipeError again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-
-
-class _HelpCommand(TyperCommand):
-    """Help that lists an argument by its metavar alone (`MODEL`, not `MODEL <str>`)."""
-
-    def format_options(self, ctx: typer.Context, formatter: Any) -> None:  # typer's HelpFormatter
-        arguments, options = [], []
-        for param in self.get_params(ctx):
-            record = param.get_help_record(ctx)
-            if record is None:
-                continue
-            if param.param_type_name == "argument":
-                name = param.metavar or (param.name or "").upper()
-                arguments.append((name + ("..." if param.nargs != 1 else ""), record[1]))
-            else:
-                options.append(record)
-        for title, records in (("Arguments", arguments), ("Options", options)):
-            if records:
-                with formatter.section(title):
-                    formatter.write_dl(records)
-
-
 @app.callback()
 def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
@@ -137,7 +71,7 @@ def main_options(
     _state["debug"] = debug
 
 
-@app.command(cls=_HelpCommand)
+@app.command(cls=HelpCommand)
 def train(
     spec_path: Annotated[
         Path | None,
@@ -174,13 +108,13 @@ def train(
         from dlcli import report
         from dlcli.train import run
 
-        view = report.TrainView(_console(stderr=True))
+        view = report.TrainView(console(stderr=True))
         result = run(spec_path, overrides, view=view, resume=resume, restart=restart,
                      tensorboard=tensorboard, skip_bad=skip_bad)  # fmt: skip
-        report.train_result(_console(), result)
+        report.train_result(console(), result)
 
 
-@app.command(cls=_HelpCommand)
+@app.command(cls=HelpCommand)
 def validate(spec_path: SpecPath, overrides: Overrides = []) -> None:  # noqa: B006
     """Check a spec without training (instant: TensorFlow is not loaded).
 
@@ -195,7 +129,7 @@ def validate(spec_path: SpecPath, overrides: Overrides = []) -> None:  # noqa: B
         print(f"{spec_path}: valid ({spec.name}: {len(spec.model.layers)} layers)")
 
 
-@app.command(cls=_HelpCommand)
+@app.command(cls=HelpCommand)
 def summary(spec_path: SpecPath, overrides: Overrides = []) -> None:  # noqa: B006
     """Build the model a spec describes and print its layers and parameter counts.
 
@@ -208,11 +142,11 @@ def summary(spec_path: SpecPath, overrides: Overrides = []) -> None:  # noqa: B0
         spec = load_spec(spec_path, overrides)
         load_plugins(spec.plugins)
         model = build_model(spec.model, spec.name)
-        stdout = _console()
+        stdout = console()
         model.summary(print_fn=lambda line, **_: stdout.print(line, markup=False, highlight=False))
 
 
-@app.command(cls=_HelpCommand)
+@app.command(cls=HelpCommand)
 def schema() -> None:
     """Print the JSON Schema of the spec (for editor completion and checks).
 
@@ -230,13 +164,19 @@ ModelPath = Annotated[  # str, not Path: Path would turn a URL's // into /
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document, nothing else.")]
 
 
+class Runtime(str, Enum):
+    auto = "auto"
+    keras = "keras"
+    onnx = "onnx"
+
+
 class Split(str, Enum):
     test = "test"
     validation = "validation"
     train = "train"
 
 
-@app.command(cls=_HelpCommand)
+@app.command(cls=HelpCommand)
 def evaluate(
     model_path: ModelPath,
     split: Annotated[Split, typer.Option(help="The split of the model's dataset.")] = Split.test,
@@ -272,11 +212,11 @@ def evaluate(
         )
         from dlcli import report
 
-        report.notes(_console(stderr=True), result.warnings)
-        (report.evaluation_json if json_output else report.evaluation)(_console(), result)
+        report.notes(console(stderr=True), result.warnings)
+        (report.evaluation_json if json_output else report.evaluation)(console(), result)
 
 
-@app.command(cls=_HelpCommand)
+@app.command(cls=HelpCommand)
 def predict(
     inputs: Annotated[
         list[str],
@@ -289,7 +229,8 @@ def predict(
     model: Annotated[
         str | None,
         typer.Option(
-            help="The .keras model [default: the newest in runs/ that takes the inputs].",
+            help="The .keras, .onnx or .tflite model [default: the newest in runs/ that "
+            "takes the inputs].",
             metavar="PATH",
         ),
     ] = None,
@@ -302,6 +243,10 @@ def predict(
             "--raw", help="Only convert and resize images: no inversion, no MNIST framing."
         ),
     ] = False,
+    runtime: Annotated[
+        Runtime,
+        typer.Option(help="auto: a .keras model's verified model.onnx when there is one."),
+    ] = Runtime.auto,
 ) -> None:
     """Predict labels (or values) for images, or rows of features, with a trained model.
 
@@ -312,18 +257,66 @@ def predict(
     with _user_errors():  # the model file and the inputs are checked before TensorFlow loads
         from dlcli.predict import predict as run_prediction
 
-        result = run_prediction(inputs, model_path=model, top_k=top_k, raw=raw)
+        result = run_prediction(
+            inputs, model_path=model, top_k=top_k, raw=raw, runtime_name=runtime.value
+        )
         from dlcli import report
 
-        stderr = _console(stderr=True)
+        stderr = console(stderr=True)
         report.notes(stderr, result.notes)
         style = "json" if json_output else "csv" if csv_output else "table"
-        report.prediction_output(_console(), result, style)
+        report.prediction_output(console(), result, style)
         report.skipped(stderr, result.problems)
         result.raise_for_problems()
 
 
-@app.command(cls=_HelpCommand)
+class Format(str, Enum):
+    onnx = "onnx"
+    litert = "litert"
+    savedmodel = "savedmodel"
+    openvino = "openvino"
+
+
+class Quantization(str, Enum):
+    float16 = "float16"
+    int8 = "int8"
+
+
+@app.command(cls=HelpCommand)
+def export(
+    model_path: ModelPath,
+    to: Annotated[Format, typer.Option("--format", help="The format to export to.")] = Format.onnx,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="The file (folder for savedmodel) [default: beside the model].", metavar="PATH"
+        ),
+    ] = None,  # fmt: skip
+    quantize: Annotated[
+        Quantization | None,
+        typer.Option(help="int8 (onnx, litert) or float16 (litert).", show_default=False),
+    ] = None,
+    split: Annotated[Split, typer.Option(help="The split compared on.")] = Split.test,
+    data: Annotated[
+        Path | None, typer.Option(help="Compare on this file or folder instead.", metavar="PATH")
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Export a trained model, verified against Keras in the format's own runtime.
+
+    Example: dlcli export runs/mnist-1/model.keras --format litert --quantize int8
+    """
+    with _user_errors():  # the model file, format and packages are checked before TensorFlow
+        from dlcli.export import export as run_export
+
+        result = run_export(model_path, to.value, output=output, data=data, split=split.value,
+                            quantize=None if quantize is None else quantize.value)  # fmt: skip
+        from dlcli import report
+
+        (report.export_json if json_output else report.export_result)(console(), result)
+
+
+@app.command(cls=HelpCommand)
 def runs(
     names: Annotated[
         list[str] | None,
@@ -362,13 +355,13 @@ def runs(
 
         if compare:
             result = runlist.compare(names or [], folder=directory, output=output)
-            (report.comparison_json if json_output else report.comparison)(_console(), result)
+            (report.comparison_json if json_output else report.comparison)(console(), result)
             return
         if output is not None:
             raise UsageError("--output names the plot of --compare; add --compare RUN RUN ...")
         listed = runlist.list_runs(directory, names or [])
-        report.notes(_console(stderr=True), listed.notes)
-        (report.runs_json if json_output else report.runs_table)(_console(), listed)
+        report.notes(console(stderr=True), listed.notes)
+        (report.runs_json if json_output else report.runs_table)(console(), listed)
 
 
 def main() -> None:
@@ -389,6 +382,6 @@ def main() -> None:
         try:
             sys.stdout.flush()
         except BrokenPipeError:
-            _discard_stdout()
+            discard_stdout()
         sys.stderr.flush()
         os._exit(code)

@@ -73,6 +73,12 @@ class OutputError(DlcliError):
     exit_code = 11
 
 
+class ExportError(DlcliError):
+    """An export failed, or the exported file does not give the Keras model's outputs."""
+
+    exit_code = 12
+
+
 class Interrupted(DlcliError):
     """Training was stopped by SIGINT or SIGTERM after a backup was written."""
 
@@ -92,4 +98,5 @@ EXIT_CODES: dict[str, int] = {
     "NonFiniteLossError": NonFiniteLossError.exit_code,
     "OutOfMemoryError": OutOfMemoryError.exit_code,
     "OutputError": OutputError.exit_code,
+    "ExportError": ExportError.exit_code,
 }

@@ -9,7 +9,6 @@ is said. Files that cannot be read are reported one by one; the others are still
 
 from __future__ import annotations
 
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,19 +16,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dlcli import artifact
+from dlcli.choice import choose_model
 from dlcli.data import ImageInfo
 from dlcli.data.common import Arrays, rows
 from dlcli.errors import InputError, ModelFileError
+from dlcli.export import verified_sibling
 from dlcli.inputs import (
     IMAGE_SUFFIXES,
     TABLE_SUFFIXES,
     InputDescription,
-    InputFile,
     expand_inputs,
-    peek,
     read_inputs,
 )
 from dlcli.metrics import as_probabilities, logits_note, outputs_are_logits
+from dlcli.runtimes import EXPORTED_SUFFIXES, OnnxModel, Runtime, open_exported
 from dlcli.task import describe_outputs, single_shape
 
 if TYPE_CHECKING:
@@ -173,83 +173,6 @@ def _image_shape(shape: tuple[int | None, ...]) -> tuple[int, int, int] | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Choosing the model (no --model)
-
-SAMPLED_INPUTS = 16  # input files looked at (headers only) to tell which models can take them
-
-
-def _fit(info: ModelInfo, found: InputFile) -> int:
-    """How well a model takes an input: 3 exactly, 2 same size, 1 same colours, 0 not at all."""
-    if info.inputs is not None:  # several inputs: .csv files whose header names their columns
-        needed = [name for record in info.inputs.values() for name in record.feature_names or []]
-        return 3 * bool(needed and found.columns and set(needed) <= set(found.columns))
-    assert info.input is not None
-    image, shape = info.input.image, info.input.shape
-    if found.image is not None:
-        if image is None:
-            return 0
-        height, width, grey = found.image
-        same_size = (height, width) == (image.height, image.width)
-        same_colours = grey == (image.channels == 1)
-        return 3 if same_size and same_colours else 2 if same_size else int(same_colours)
-    if image is not None or found.shape is None:
-        return 0
-    if found.columns is not None and info.input.feature_names:
-        return 3 * all(name in found.columns for name in info.input.feature_names)
-    rows = found.shape if found.columns is not None else found.shape[-len(shape) :]
-    return 3 * (len(found.shape) >= len(shape) and list(rows) == shape)
-
-
-def choose_model(files: list[Path], runs_dir: Path) -> tuple[artifact.ModelFile, str]:
-    """The newest `runs_dir/*/model.keras` that takes `files`, decided from dlcli.json alone.
-
-    A model that takes the images at their size and in their colours comes before one that
-    takes their size only, which comes before one that takes their colours only; models that
-    take rows must have the features of the .csv header (or as many columns) or the .npy shape.
-
-    Returns:
-        The chosen model file and what it takes, e.g. "28x28 grayscale images".
-
-    Raises:
-        ModelFileError: no model under `runs_dir`, or none takes the inputs (naming what the
-            newest take).
-    """
-    paths = sorted(
-        (path for path in runs_dir.glob("*/model.keras") if path.is_file()),
-        key=lambda path: path.stat().st_mtime,
-        reverse=True,
-    )
-    if not paths:
-        raise ModelFileError(
-            f"no --model given and no {runs_dir}/*/model.keras found; "
-            "train one with `dlcli train SPEC` or pass --model PATH"
-        )
-    found = [peeked for path in files[:SAMPLED_INPUTS] if (peeked := peek(path)) is not None]
-    candidates: list[artifact.ModelFile] = []
-    for path in paths:
-        with suppress(ModelFileError):
-            checked = artifact.inspect(path)
-            candidates.append(checked)
-    best, best_fit = None, 0
-    for checked in candidates:
-        assert checked.info is not None
-        fit = min((_fit(checked.info, item) for item in found), default=3)
-        if fit > best_fit:
-            best, best_fit = checked, fit
-    if best is not None and best.info is not None:
-        return best, best.info.describe()
-    if not candidates:
-        artifact.inspect(paths[0])  # raises: why the newest model cannot be used
-    newest = "; ".join(
-        f"{checked.path} takes {checked.info.describe()}"
-        for checked in candidates[:3]
-        if checked.info is not None
-    )
-    wanted = found[0].describe() if found else "these inputs"
-    raise ModelFileError(f"no model in {runs_dir}/ takes {wanted}: {newest}; pass --model PATH")
-
-
-# ---------------------------------------------------------------------------------------------
 # Ranking
 
 
@@ -272,10 +195,12 @@ def rank(
 
 @dataclass
 class _Runtime:
-    """The Keras model, loaded when the first examples are ready (so an input that cannot be
-    read is answered without TensorFlow), and whether its outputs were logits."""
+    """The model: an exported one in its runtime (no TensorFlow), or the Keras model, loaded
+    when the first examples are ready (so an input that cannot be read is answered without
+    TensorFlow); and whether its outputs were logits (exported ones: told by their values)."""
 
     checked: artifact.ModelFile
+    exported: Runtime | None = None
     model: Any = None
     logits: bool = False
     converted: bool = False
@@ -288,10 +213,44 @@ class _Runtime:
 
     def predict(self, batch: Arrays) -> list[np.ndarray]:
         """The model's outputs: one array per output."""
+        if self.exported is not None:
+            return self.exported.run(batch)
         if self.model is None:
             self.load()
         outputs = self.model.predict(batch, batch_size=PREDICT_BATCH_SIZE, verbose=0)
         return [np.asarray(o) for o in (outputs if isinstance(outputs, list) else [outputs])]
+
+
+def _model(
+    inputs: list[str], model_path: Path | str | None, runtime: str, runs_dir: Path
+) -> tuple[_Runtime, list[str]] | list[str]:
+    """The model to predict with and notes on it, or the problems when no input exists.
+
+    An exported .onnx or .tflite file runs in its runtime; a .keras file through the verified
+    model.onnx beside it unless `runtime` is "keras" (and only through it when "onnx").
+    """
+    if model_path is not None and Path(model_path).suffix.lower() in EXPORTED_SUFFIXES:
+        info, exported = open_exported(Path(model_path))
+        return _Runtime(artifact.ModelFile(Path(model_path), info), exported), []
+    notes: list[str] = []
+    if model_path is None:
+        named, problems = expand_inputs(inputs, IMAGE_SUFFIXES + TABLE_SUFFIXES)
+        if not named:
+            return problems
+        checked, takes = choose_model(named, runs_dir)
+        notes.append(f"Model: {checked.path} (the newest in {runs_dir}/ that takes {takes})")
+    else:
+        checked = artifact.inspect(model_path, require_metadata=False)
+    sibling = None if runtime == "keras" or checked.info is None else verified_sibling(checked.path)
+    if sibling is None and runtime == "onnx":
+        raise ModelFileError(
+            f"{checked.path}: no model.onnx verified against it beside it; write one with "
+            f"`dlcli export {checked.path} --format onnx`"
+        )
+    if sibling is None:
+        return _Runtime(checked), notes
+    notes.append(f"Runtime: onnxruntime, {sibling} (verified against {checked.path.name})")
+    return _Runtime(checked, OnnxModel(sibling)), notes
 
 
 def _predict_batch(
@@ -337,6 +296,7 @@ def predict(
     top_k: int = 3,
     raw: bool = False,
     runs_dir: Path = DEFAULT_RUNS_DIR,
+    runtime_name: str = "auto",
 ) -> PredictResult:
     """Predicts labels (or values) for input files with a trained model.
 
@@ -349,12 +309,16 @@ def predict(
     Args:
         inputs: Image files, folders (searched recursively) or glob patterns; .csv or .npy
             files of rows for a model that takes rows of features.
-        model_path: The `.keras` model; None chooses the newest model under `runs_dir` that
-            takes the inputs (`choose_model`), named in the notes.
+        model_path: The `.keras` model, or an exported `.onnx` or `.tflite` file; None
+            chooses the newest model under `runs_dir` that takes the inputs
+            (`dlcli.choice.choose_model`), named in the notes.
         top_k: Labels kept per input, most probable first.
         raw: Skip the polarity and MNIST framing steps (images are only converted and
             resized).
         runs_dir: The folder of run directories searched when `model_path` is None.
+        runtime_name: "auto" runs a .keras model through the verified model.onnx beside it
+            when there is one (no TensorFlow), "keras" through Keras, "onnx" through
+            onnxruntime only. An .onnx or .tflite model always runs in its own runtime.
 
     Returns:
         A `PredictResult`: the predictions in input order, one line per input that failed
@@ -372,15 +336,11 @@ def predict(
     # (['7', '3', '9'], [0.998, 0.001, 0.0004])
     ```
     """
-    if model_path is None:
-        named, problems = expand_inputs(inputs, IMAGE_SUFFIXES + TABLE_SUFFIXES)
-        if not named:
-            return _nothing_predicted(problems)
-        checked, takes = choose_model(named, runs_dir)
-        notes = [f"Model: {checked.path} (the newest in {runs_dir}/ that takes {takes})"]
-    else:
-        checked, notes = artifact.inspect(model_path, require_metadata=False), []
-    runtime = _Runtime(checked)
+    chosen = _model(inputs, model_path, runtime_name, runs_dir)
+    if isinstance(chosen, list):
+        return _nothing_predicted(chosen)
+    runtime, notes = chosen
+    checked = runtime.checked
     if checked.info is None:  # a plain Keras model: its shape says what it takes
         runtime.load()
         description, assumed = describe_inputs(runtime.model, None, checked.path)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from dlcli.data import Splits
     from dlcli.evaluate import Evaluation
+    from dlcli.export import ExportResult
     from dlcli.metrics import ClassScores
     from dlcli.predict import PredictResult
     from dlcli.runlist import Comparison, RunList, RunSummary
@@ -143,6 +144,8 @@ def train_result(console: Console, result: TrainResult) -> None:
         f"Fit {result.fit_seconds:.1f}s, total {result.total_seconds:.1f}s on {result.device}"
     )
     console.print(f"Model: {shown(result.model_path)}")
+    if result.exported:
+        console.print(result.exported, markup=False, highlight=False, soft_wrap=True)
     console.print(f"Run directory: {shown(result.run_dir)}")
 
 
@@ -400,6 +403,36 @@ def comparison(console: Console, result: Comparison) -> None:
 
 def comparison_json(console: Console, result: Comparison) -> None:
     """The comparison as one JSON document on stdout."""
+    import json
+
+    console.out(json.dumps(result.to_dict(), indent=2), highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+def export_result(console: Console, result: ExportResult) -> None:
+    """What was written, and how it compared with the Keras model."""
+    quantized = f", {result.quantize}" if result.quantize else ""
+    kib = result.bytes / 1024
+    console.print(f"Exported {result.path} ({result.format}{quantized}, {kib:,.0f} KiB; "
+                  f"model.keras {result.keras_bytes / 1024:,.0f} KiB) in {result.seconds:.1f}s",
+                  markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+    figures = [f"max abs difference {result.max_abs_diff:.3g}"]
+    if result.top1_agreement is not None:
+        figures.append(f"top-1 agreement {result.top1_agreement:.2%}")
+    if result.keras_accuracy is not None and result.exported_accuracy is not None:
+        figures.append(
+            f"accuracy {result.exported_accuracy:.4f} (Keras {result.keras_accuracy:.4f})"
+        )
+    console.print(f"Verified on {result.examples} examples of {result.data}: "
+                  + ", ".join(figures), markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+    notes(console, result.notes)
+
+
+def export_json(console: Console, result: ExportResult) -> None:
+    """The export's record as JSON on stdout, nothing else."""
     import json
 
     console.out(json.dumps(result.to_dict(), indent=2), highlight=False)

@@ -151,8 +151,8 @@ def test_a_finished_run_trains_on_for_more_epochs_in_its_folder(trained: Path) -
     assert "  epochs: 5\n" in (run / "spec.yaml").read_text()
     assert json.loads((run / "run.json").read_text())["overrides"] == ["fit.epochs=5"]
     assert sorted(path.name for path in run.iterdir()) == [
-        "confusion_matrix.png", "curves.png", "history.csv", "metrics.json", "model.keras",
-        "run.json", "spec.yaml",
+        "confusion_matrix.png", "curves.png", "export.json", "history.csv", "metrics.json",
+        "model.keras", "model.onnx", "run.json", "spec.yaml",
     ]  # fmt: skip
     # the weights went on from the saved ones (from scratch, the loss would jump back up)
     losses = [float(line.split(",")[2]) for line in longer.splitlines()[1:]]

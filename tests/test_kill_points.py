@@ -317,8 +317,8 @@ def check_resumed(workspace: Workspace, point: Point, earlier: dict[str, str]) -
                               strict=True):  # fmt: skip
         np.testing.assert_array_equal(resumed, whole, err_msg=context)
     assert sorted(path.name for path in run.iterdir()) == [
-        "confusion_matrix.png", "curves.png", "history.csv", "metrics.json", "model.keras",
-        "run.json", "spec.yaml",
+        "confusion_matrix.png", "curves.png", "export.json", "history.csv", "metrics.json",
+        "model.keras", "model.onnx", "run.json", "spec.yaml",
     ], context  # fmt: skip
     assert temporary_files(workspace.root / "runs") == [], context
     assert temporary_files(workspace.cache) == [], context

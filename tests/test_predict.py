@@ -103,7 +103,12 @@ def test_table_shows_class_names_and_probabilities(tiny_models: TinyModels, isol
     assert lines[3].startswith("│ top.png    │ top ") and lines[4].startswith(
         "│ bottom.png │ bottom "
     )
-    assert result.stderr == ""
+    assert result.stderr == runtime_note(tiny_models.bars)
+
+
+def runtime_note(model: Path) -> str:
+    """What predict says when it runs a model through the model.onnx that training wrote."""
+    return f"Runtime: onnxruntime, {model.parent / 'model.onnx'} (verified against model.keras)\n"
 
 
 def test_json_is_one_document_with_top_k(tiny_models: TinyModels, isolated: Path) -> None:
@@ -152,7 +157,7 @@ def test_newest_run_is_used_and_named(tiny_models: TinyModels, isolated: Path) -
     assert result.exit_code == 0, result.output
     assert result.stderr == (
         "Model: runs/new-1/model.keras (the newest in runs/ that takes 8x8 grayscale images)\n"
-    )
+    )  # no model.onnx was copied beside it: Keras runs it
     shutil.rmtree(isolated / "runs")
     none = run("top.png")
     assert none.exit_code == 6
@@ -223,10 +228,13 @@ def test_images_become_what_the_model_was_trained_on(digits: Path, isolated: Pat
         pixels = images.to_array(images.open_image(Path("seven.png")), info, raw=raw)
         assert pixels.shape == (28, 28, 1) and pixels.dtype == np.uint8
         expected = model.predict(pixels[None, ..., 0], verbose=0)[0]
-        result = run("seven.png", "--model", digits, "--top-k", "10", "--json", *["--raw"] * raw)
-        (prediction,) = json.loads(result.stdout)["predictions"]
-        by_label = {item["label"]: item["probability"] for item in prediction["top_k"]}
-        assert [by_label[str(digit)] for digit in range(10)] == pytest.approx(expected, rel=1e-5)
+        for runtime, tolerance in (("keras", {"rel": 1e-5}), ("onnx", {"abs": 1e-6})):
+            result = run("seven.png", "--model", digits, "--top-k", "10", "--json",
+                         "--runtime", runtime, *["--raw"] * raw)  # fmt: skip
+            (prediction,) = json.loads(result.stdout)["predictions"]
+            by_label = {item["label"]: item["probability"] for item in prediction["top_k"]}
+            found = [by_label[str(digit)] for digit in range(10)]
+            assert found == pytest.approx(expected, **tolerance), runtime
     framed = images.to_array(images.open_image(Path("seven.png")), info)
     assert abs(framed[..., 0].astype(int) - 255).mean() > 100  # light ink on black, as MNIST
 
@@ -330,7 +338,7 @@ def test_in_a_batch_bad_files_are_reported_and_the_rest_predicted(
     assert [line.split(",")[:3] for line in result.stdout.splitlines()] == [
         ["input", "row", "label_1"], ["good.png", "", "middle"], ["whole.png", "", "top"],
     ]  # fmt: skip
-    assert result.stderr == (
+    assert result.stderr == runtime_note(tiny_models.bars) + (
         f"Skipped {BAD_IMAGES['notes.png']}\n"
         f"Skipped {BAD_IMAGES['bomb.png']}\n"
         "Error: 2 of 4 inputs could not be predicted (listed above)\n"

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from dlcli import predict
+from dlcli import choice
 from dlcli.cli import app
 from dlcli.errors import ModelFileError
 
@@ -53,7 +53,7 @@ def runs(classifier: Path, isolated: Path) -> Path:
 
 
 def choose(*names: str) -> tuple[str, str]:
-    checked, takes = predict.choose_model([Path(name) for name in names], Path("runs"))
+    checked, takes = choice.choose_model([Path(name) for name in names], Path("runs"))
     return checked.path.parent.name, takes
 
 

@@ -419,8 +419,8 @@ def test_a_run_killed_during_a_backup_resumes_from_the_last_complete_one(
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == EPOCHS
     assert artifact.load(run_dir / "model.keras").metadata.training.epochs == EPOCHS
     assert sorted(path.name for path in run_dir.iterdir()) == [
-        "confusion_matrix.png", "curves.png", "history.csv", "metrics.json", "model.keras",
-        "run.json", "spec.yaml",
+        "confusion_matrix.png", "curves.png", "export.json", "history.csv", "metrics.json",
+        "model.keras", "model.onnx", "run.json", "spec.yaml",
     ]  # fmt: skip  # no backup, no temporary file
 
 

@@ -284,6 +284,7 @@ class DatasetSpec(Strict):
 class OutputSpec(Strict):
     dir: str = "runs"
     tensorboard: bool = False
+    onnx: bool = True  # model.onnx beside model.keras, verified (predict runs it without TF)
 
 
 class Spec(Strict):

@@ -37,6 +37,7 @@ from dlcli.train.callbacks import (
     signals_stop,
     stop_error,
 )
+from dlcli.train.deploy import write_onnx
 from dlcli.train.initial import freeze, load_initial_weights
 from dlcli.train.loop import FUSED_LOOP_KERAS, fused_loop_tested, steps_per_execution, training_data
 from dlcli.train.resume import prepare_resume
@@ -80,6 +81,7 @@ class TrainResult:
     total_seconds: float
     device: str
     stopped_early: str | None = None  # what ended training before `fit.epochs`, and what it kept
+    exported: str | None = None  # model.onnx written beside the model, or why not
 
 
 @dataclass(frozen=True)
@@ -383,6 +385,10 @@ def _finish(prepared: _Prepared, run_dir: Path, fit_seconds: float, started: flo
     model_path = run_dir / "model.keras"
     artifact.save(model, model_info(prepared, {"metrics": metrics, "training": training}),
                   model_path)  # fmt: skip
+    exported = None
+    if spec.output.onnx:
+        source = "train" if splits.test_is_train else "test"
+        exported = write_onnx(model, model_path, splits.test, f"the {source} split")
     artifact.write_json(run_dir / "metrics.json", metrics)
     plots.save_curves(history, run_dir / "curves.png")
     if predicted is not None:
@@ -394,6 +400,7 @@ def _finish(prepared: _Prepared, run_dir: Path, fit_seconds: float, started: flo
     return TrainResult(
         run_dir, model_path, task, test_metrics, evaluated_on, history,
         fit_seconds, time.perf_counter() - started, prepared.device.description, stopped_early,
+        exported,
     )  # fmt: skip
 
 

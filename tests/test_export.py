@@ -1,0 +1,169 @@
+"""`dlcli export` through the CLI: each format verified in its own runtime, quantization, the
+metadata that travels with the file, and predict with an exported model without TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dlcli import export as export_module
+from dlcli.cli import app
+
+from .conftest import TinyModels, dlcli_command
+
+runner = CliRunner()
+HEAVY = re.compile(r"\| (tensorflow|keras)$", re.MULTILINE)
+
+
+def dlcli(*arguments: str, cwd: Path, importtime: bool = False) -> subprocess.CompletedProcess:
+    """The installed CLI in a subprocess (with `-X importtime` to list what it imports)."""
+    command = [*dlcli_command(), *arguments]
+    if importtime:
+        command = [sys.executable, "-X", "importtime", "-m", "dlcli", *arguments]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, check=False)
+
+
+def copied(model: Path, folder: Path) -> Path:
+    """The tiny model's run folder copied, so that exports do not change the shared one."""
+    run = shutil.copytree(model.parent, folder / model.parent.name)
+    for stale in ("model.onnx", "export.json"):
+        (run / stale).unlink(missing_ok=True)
+    return run / "model.keras"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "quantize", "written"),
+    [
+        ("onnx", None, "model.onnx"),
+        ("litert", None, "model.tflite"),
+        ("savedmodel", None, "model_savedmodel"),
+        ("onnx", "int8", "model-int8.onnx"),
+        ("litert", "float16", "model-float16.tflite"),
+        ("litert", "int8", "model-int8.tflite"),
+    ],
+)
+def test_each_format_is_verified_in_its_runtime(
+    tiny_models: TinyModels, tmp_path: Path, fmt: str, quantize: str | None, written: str
+) -> None:
+    model = copied(tiny_models.bars, tmp_path)
+    arguments = ["export", str(model), "--format", fmt]
+    result = dlcli(*arguments, *(["--quantize", quantize] if quantize else []),
+                   cwd=tiny_models.folder)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    path = model.parent / written
+    assert f"Exported {path} ({fmt}{f', {quantize}' if quantize else ''}, " in result.stdout
+    verified = r"Verified on 13 examples of bars/test: max abs difference [\d.e-]+, top-1 agreement"
+    assert re.search(verified + r" 100\.00%, accuracy 0\.\d+ \(Keras 0\.\d+\)", result.stdout)
+    record = json.loads((model.parent / "export.json").read_text())[written]
+    tolerance = export_module.TOLERANCE if quantize is None else 0.25
+    assert record["max_abs_diff"] <= tolerance and record["top1_agreement"] == 1.0
+    assert record["quantize"] == quantize and record["bytes"] > 0
+    assert record["model_sha256"] == export_module.file_digest(model)
+    if fmt == "onnx":  # dlcli.json inside the file
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        assert json.loads(props["dlcli.json"])["class_names"] == ["bottom", "middle", "top"]
+    else:  # beside it
+        assert json.loads(Path(f"{path}.dlcli.json").read_text())["task"] == "multiclass"
+    assert not list(model.parent.glob(".*partial*")), "no half-written export left"
+
+
+def test_exported_files_predict_as_keras_does_without_tensorflow(
+    tiny_models: TinyModels, tmp_path: Path
+) -> None:
+    model = copied(tiny_models.bars, tmp_path)
+    for fmt in ("onnx", "litert"):
+        assert dlcli("export", str(model), "--format", fmt, cwd=tmp_path).returncode == 0
+    images = str(tiny_models.folder / "bars" / "test")
+    keras = dlcli("predict", images, "--model", str(model), "--runtime", "keras", "--csv",
+                  cwd=tmp_path)  # fmt: skip
+    assert keras.returncode == 0, keras.stderr[-2000:]
+    for exported in (model, model.parent / "model.onnx", model.parent / "model.tflite"):
+        result = dlcli("predict", images, "--model", str(exported), "--csv", cwd=tmp_path,
+                       importtime=True)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert HEAVY.findall(result.stderr) == [], f"{exported.name} imported TensorFlow"
+        assert labels(result.stdout) == labels(keras.stdout)
+        assert probabilities(result.stdout) == pytest.approx(probabilities(keras.stdout), abs=1e-5)
+    auto = dlcli("predict", images, "--model", str(model), cwd=tmp_path)
+    onnx_path = model.parent / "model.onnx"
+    assert f"Runtime: onnxruntime, {onnx_path} (verified against model.keras)" in auto.stderr
+
+
+def labels(csv_text: str) -> list[str]:
+    return [line.split(",")[2] for line in csv_text.strip().splitlines()[1:]]
+
+
+def probabilities(csv_text: str) -> list[float]:
+    return [float(line.split(",")[3]) for line in csv_text.strip().splitlines()[1:]]
+
+
+def test_a_keras_file_changed_since_its_export_is_not_run_through_it(
+    tiny_models: TinyModels, tmp_path: Path
+) -> None:
+    model = copied(tiny_models.answer, tmp_path)
+    assert dlcli("export", str(model), cwd=tmp_path).returncode == 0
+    rows = tiny_models.folder / "answers" / "test.csv"
+    assert "Runtime: onnxruntime" in dlcli("predict", str(rows), "--model", str(model),
+                                           cwd=tmp_path).stderr  # fmt: skip
+    shutil.copy(tiny_models.line, model)  # another model in its place: the export is stale
+    result = dlcli("predict", "--model", str(model), "--runtime", "onnx", str(rows), cwd=tmp_path)
+    assert result.returncode == 6
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: {model}: no model.onnx verified against it beside it; write one with "
+        f"`dlcli export {model} --format onnx`"
+    )
+
+
+def test_training_writes_a_verified_model_onnx(tiny_models: TinyModels) -> None:
+    for model in (tiny_models.bars, tiny_models.answer, tiny_models.line):
+        record = json.loads((model.parent / "export.json").read_text())["model.onnx"]
+        assert record["max_abs_diff"] <= export_module.TOLERANCE
+        assert record["model_sha256"] == export_module.file_digest(model)
+        assert export_module.verified_sibling(model) == model.parent / "model.onnx"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "code", "message"),
+    [
+        (["--format", "savedmodel", "--quantize", "int8"], 2,
+         "--quantize int8 does not apply to savedmodel (offered: onnx: int8; litert: float16, "
+         "int8)"),
+        (["--format", "onnx", "--output", "model.tflite"], 2,
+         "--output for onnx must end in .onnx. Received: model.tflite"),
+        (["--format", "onnx", "--output", "nowhere/model.onnx"], 11,
+         "cannot write nowhere/model.onnx: no folder nowhere"),
+    ],
+)  # fmt: skip
+def test_export_mistakes_are_one_line_before_tensorflow(
+    tiny_models: TinyModels, tmp_path: Path, arguments: list[str], code: int, message: str
+) -> None:
+    model = copied(tiny_models.bars, tmp_path)
+    result = dlcli("export", str(model), *arguments, cwd=tmp_path, importtime=True)
+    assert result.returncode == code, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == f"Error: {message}"
+    assert HEAVY.findall(result.stderr) == []
+
+
+def test_an_export_beyond_the_tolerance_is_refused_and_not_left(
+    tiny_models: TinyModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = copied(tiny_models.bars, tmp_path)
+    monkeypatch.setattr(export_module, "TOLERANCE", -1.0)  # no export can be that close
+    result = runner.invoke(app, ["export", str(model), "--format", "litert"])
+    assert result.exit_code == 12, result.output
+    assert re.fullmatch(
+        rf"Error: {re.escape(str(model.parent))}/model\.tflite: not written: its outputs differ "
+        r"from the Keras model's by up to [\d.e-]+ \(tolerance -1\.0\)",
+        result.stderr.strip().splitlines()[-1],
+    ), result.stderr
+    assert sorted(path.name for path in model.parent.glob("*model*")) == ["model.keras"]
