@@ -15,7 +15,9 @@ SAMPLED_INPUTS = 16  # input files looked at (headers only) to tell which models
 
 
 def _fit(info: ModelInfo, found: InputFile) -> int:
-    """How well a model takes an input: 3 exactly, 2 same size, 1 same colours, 0 not at all."""
+    """How well a model takes an input: 4 exactly; an image model 3 at the same size, 2 in the
+    same colours, 1 otherwise (images are converted and resized to what it takes); 0 not at
+    all (3 for a model of rows that takes the file's columns)."""
     if info.inputs is not None:  # several inputs: .csv files whose header names their columns
         needed = [name for record in info.inputs.values() for name in record.feature_names or []]
         return 3 * bool(needed and found.columns and set(needed) <= set(found.columns))
@@ -27,7 +29,7 @@ def _fit(info: ModelInfo, found: InputFile) -> int:
         height, width, grey = found.image
         same_size = (height, width) == (image.height, image.width)
         same_colours = grey == (image.channels == 1)
-        return 3 if same_size and same_colours else 2 if same_size else int(same_colours)
+        return 4 if same_size and same_colours else 3 if same_size else 2 if same_colours else 1
     if image is not None or found.shape is None:
         return 0
     if found.columns is not None and info.input.feature_names:

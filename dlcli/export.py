@@ -36,7 +36,11 @@ FORMATS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "onnx": ("model.onnx", "onnx", ("tf2onnx", "onnx", "onnxruntime")),
     "litert": ("model.tflite", "litert", ("ai_edge_litert",)),
     "savedmodel": ("model_savedmodel", "tf_saved_model", ()),
-    "openvino": ("model.xml", "openvino", ("openvino",)),
+    "openvino": (
+        "model.xml",
+        "openvino",
+        ("openvino", "scipy"),
+    ),  # Keras's OpenVINO code needs scipy
 }
 QUANTIZATIONS = {"onnx": ("int8",), "litert": ("float16", "int8")}
 SAMPLE_EXAMPLES = 512  # compared between Keras and the runtime
@@ -98,10 +102,9 @@ def check_request(fmt: str, quantize: str | None, path: Path) -> None:
         raise UsageError(f"--quantize {quantize} does not apply to {fmt} (offered: {listed})")
     missing = [name for name in FORMATS[fmt][2] if importlib.util.find_spec(name) is None]
     if missing:
-        extra = "openvino" if fmt == "openvino" else "export"
+        install = "'dlcli[openvino]'" if fmt == "openvino" else " ".join(missing)
         raise UsageError(
-            f"exporting to {fmt} needs the package(s) {', '.join(missing)}: "
-            f"pip install 'dlcli[{extra}]' (make setup installs the export packages)"
+            f"exporting to {fmt} needs the package(s) {', '.join(missing)}: pip install {install}"
         )
     suffix = {"onnx": ".onnx", "litert": ".tflite", "openvino": ".xml"}.get(fmt)
     if suffix and path.suffix != suffix:
@@ -182,25 +185,26 @@ def export_loaded(
     started = time.perf_counter()
     notes: list[str] = []
     partial = path.parent / f".{path.name}.partial{path.suffix}"
-    _remove(partial)
+    _remove(partial, fmt)
     try:
         _write(model, fmt, quantize, partial, checked, notes)
         exported = _run(partial, fmt, x)
         result = _compare(checked.info, reference, exported, y, quantize)
     except BaseException:
-        _remove(partial)
+        _remove(partial, fmt)
         raise
     seconds = time.perf_counter() - started
     if result is not None:
-        _remove(partial)
+        _remove(partial, fmt)
         raise ExportError(f"{path}: not written: {result}")
-    _remove(path)
-    os.replace(partial, path)
+    _remove(path, fmt)
+    for written, final in zip(_files(partial, fmt), _files(path, fmt), strict=True):
+        os.replace(written, final)
     if fmt != "onnx":  # the format holds no metadata of its own: a file beside it
         artifact.write_json(Path(f"{path}{SIDECAR_SUFFIX}"), json.loads(checked.info.to_json()))
     figures = _figures(checked.info, reference, exported, y)
     export_result = ExportResult(
-        path, fmt, quantize, source, rows(x), *figures, _size(path),
+        path, fmt, quantize, source, rows(x), *figures, _size(path, fmt),
         checked.path.stat().st_size, round(seconds, 3), notes,
     )  # fmt: skip
     _record(export_result, checked.path)
@@ -362,17 +366,23 @@ def _figures(
     return difference, agreement, *(float(np.mean(c == labels)) for c in classes)
 
 
-def _size(path: Path) -> int:
-    if path.is_dir():
-        return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
-    return path.stat().st_size
+def _size(path: Path, fmt: str) -> int:
+    """Bytes of the export: its files, or all the files of its folder."""
+    items = [i for p in _files(path, fmt) for i in ([*p.rglob("*")] if p.is_dir() else [p])]
+    return sum(item.stat().st_size for item in items if item.is_file())
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
+def _files(path: Path, fmt: str) -> list[Path]:
+    """The file (or folder) of an export, and the weights file OpenVINO writes beside it."""
+    return [path, path.with_suffix(".bin")] if fmt == "openvino" else [path]
+
+
+def _remove(path: Path, fmt: str) -> None:
+    for item in _files(path, fmt):
+        if item.is_dir():
+            shutil.rmtree(item)
+        elif item.exists():
+            item.unlink()
 
 
 def file_digest(path: Path) -> str:

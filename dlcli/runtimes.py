@@ -127,10 +127,26 @@ class SavedModel:
                                             else [outputs])]  # fmt: skip
 
 
+class OpenVinoModel:
+    """An OpenVINO model (.xml with its .bin) compiled for the CPU."""
+
+    def __init__(self, path: Path) -> None:
+        import openvino
+
+        self.model = openvino.Core().compile_model(str(path), "CPU")
+        self.names = [item.get_any_name() for item in self.model.inputs]
+        self.dtypes = [np.float32] * len(self.names)
+
+    def run(self, x: Arrays) -> list[np.ndarray]:
+        results = self.model(_fed(x, self.names, self.dtypes))
+        return [np.asarray(results[output]) for output in self.model.outputs]
+
+
 def open_runtime(path: Path, kind: str) -> Runtime:
-    """The runtime of an exported file: `kind` is onnx, litert or savedmodel."""
+    """The runtime of an exported file: `kind` is onnx, litert, savedmodel or openvino."""
     runtimes: dict[str, type[Any]] = {"onnx": OnnxModel, "litert": LiteRtModel,
-                                       "savedmodel": SavedModel}  # fmt: skip
+                                       "savedmodel": SavedModel,
+                                       "openvino": OpenVinoModel}  # fmt: skip
     return runtimes[kind](path)
 
 

@@ -8,8 +8,10 @@ without a route to the Keras origin. The whole tier shares one cache and one tra
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,42 @@ def test_mnist_trains_from_the_package_index_mirror_on_an_empty_cache(first_mode
         path.name for path in run.iterdir()
     }
     assert not (run / "backup").exists(), "the backup is removed once the model is saved"
+
+
+def test_the_readme_predict_runs_the_verified_onnx_model_without_tensorflow(
+    first_model: Path, workspace: Path, user_env: dict[str, str]
+) -> None:
+    """The README's third command, as written: no --model, a 200x200 colour photo of a 7 (every
+    format unquantized is exported in test_export.py; `make bench` measures them on MNIST)."""
+    seven = str(REPO / "examples" / "digits" / "7.png")
+    command = [sys.executable, "-X", "importtime", "-m", "dlcli", "predict", seven]
+    result = subprocess.run(command, capture_output=True, text=True, env=user_env,
+                            cwd=workspace, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"7\.png\W+7 \d+\.\d%", result.stdout), result.stdout
+    assert "Runtime: onnxruntime, runs/" in result.stderr
+    assert not re.findall(r"\| (tensorflow|keras)$", result.stderr, re.MULTILINE)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "quantize"),
+    [("onnx", "int8"), ("litert", "int8")],
+)  # fmt: skip
+def test_the_first_model_quantized_keeps_its_accuracy(
+    fmt: str, quantize: str | None, first_model: Path, workspace: Path, user_env: dict[str, str]
+) -> None:
+    output = workspace / "exports" / f"{fmt}-{quantize}"
+    output.mkdir(parents=True)
+    name = {"onnx": "m.onnx", "litert": "m.tflite", "savedmodel": "m", "openvino": "m.xml"}[fmt]
+    arguments = ["export", str(first_model), "--format", fmt, "--output", str(output / name),
+                 "--json", *(["--quantize", quantize] if quantize else [])]  # fmt: skip
+    result, _ = run_dlcli(arguments, user_env, workspace)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(result.stdout)
+    assert record["examples"] == 512 and record["top1_agreement"] >= 0.97
+    assert record["exported_accuracy"] >= record["keras_accuracy"] - 0.02
+    if quantize is None:
+        assert record["max_abs_diff"] < 1e-3 and record["top1_agreement"] >= 0.998
 
 
 def test_evaluate_and_predict_the_first_model(

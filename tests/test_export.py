@@ -44,6 +44,7 @@ def copied(model: Path, folder: Path) -> Path:
         ("onnx", None, "model.onnx"),
         ("litert", None, "model.tflite"),
         ("savedmodel", None, "model_savedmodel"),
+        ("openvino", None, "model.xml"),
         ("onnx", "int8", "model-int8.onnx"),
         ("litert", "float16", "model-float16.tflite"),
         ("litert", "int8", "model-int8.tflite"),
@@ -75,6 +76,8 @@ def test_each_format_is_verified_in_its_runtime(
     else:  # beside it
         assert json.loads(Path(f"{path}.dlcli.json").read_text())["task"] == "multiclass"
     assert not list(model.parent.glob(".*partial*")), "no half-written export left"
+    if fmt == "openvino":  # its weights file, moved into place with it
+        assert (model.parent / "model.bin").is_file()
 
 
 def test_exported_files_predict_as_keras_does_without_tensorflow(
