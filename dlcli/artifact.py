@@ -72,7 +72,7 @@ class ImageRecord(_Record):
     width: PositiveInt
     channels: Literal[1, 3, 4]
     polarity: Literal["light_on_dark", "dark_on_light"] | None = None
-    framing: Literal["mnist"] | None = None
+    framing: Literal["mnist", "mnist-stroke"] | None = None
 
     @property
     def kind(self) -> str:
@@ -182,6 +182,13 @@ class ModelInfo(_Record):
             _check_class_names(output.task, output.class_names)
         _check_class_names(self.task, self.class_names)
         return self
+
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of each input by name (the one input's name is "")."""
+        if self.inputs is not None:
+            return {name: tuple(record.shape) for name, record in self.inputs.items()}
+        assert self.input is not None
+        return {"": tuple(self.input.shape)}
 
     def describe(self) -> str:
         """What the model takes, in words (see `InputRecord.describe`)."""

@@ -50,6 +50,7 @@ __all__ = [
     "task_for",
     "task_of",
     "tasks_of",
+    "with_channel_axes",
     "with_channel_axis",
 ]
 
@@ -77,7 +78,7 @@ def with_channel_axis(x: np.ndarray, input_shape: Shape) -> np.ndarray:
     return x
 
 
-def _with_channel_axes(x: Arrays, shapes: dict[str, Shape]) -> Arrays:
+def with_channel_axes(x: Arrays, shapes: dict[str, Shape]) -> Arrays:
     """x with the channel axis each model input takes (`with_channel_axis`), by input name."""
     if isinstance(x, dict):
         return {
@@ -92,14 +93,14 @@ def add_channel_axis(splits: Splits, model: Any) -> Splits:
     `with_channel_axis`); 2-D examples are then recorded as single-channel images of that size,
     so that predict reads new images as the model takes them."""
     shapes = input_shapes(model)
-    if all(a is b for a, b in zip(flat(_with_channel_axes(splits.train.x, shapes)),
+    if all(a is b for a, b in zip(flat(with_channel_axes(splits.train.x, shapes)),
                                   flat(splits.train.x), strict=True)):  # fmt: skip
         return splits
 
     def expanded(split: Split | None) -> Split | None:
         if split is None:
             return None
-        return Split(_with_channel_axes(split.x, shapes), split.y, split.w)
+        return Split(with_channel_axes(split.x, shapes), split.y, split.w)
 
     info = splits.info
     if info.image is None and isinstance(splits.train.x, np.ndarray) and splits.train.x.ndim == 3:
@@ -256,7 +257,7 @@ def check_examples(
         DataError: the arrays do not match the model's inputs and outputs, the examples do not
             have the input shapes, or the labels do not fit the loss and output.
     """
-    x = _with_channel_axes(x, input_shapes(model))
+    x = with_channel_axes(x, input_shapes(model))
     check_names(Split(x, y), model, compile_spec)
     check_split(where, x, y, model, compile_spec.loss, trained=True)
     return x

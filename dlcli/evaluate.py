@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dlcli.checks import Output, check_examples, describe_outputs
+from dlcli.checks import Output, check_examples, describe_outputs, with_channel_axes
 from dlcli.data.common import Arrays, in_order, rows
 from dlcli.errors import DataError, OutputError
 from dlcli.inputs import dataset_base_dir, file_dataset, split_source
@@ -26,9 +26,12 @@ from dlcli.metrics import (
     confident_mistakes,
     logits_note,
     outputs_are_logits,
+    predicted_classes,
     regression_errors,
     score,
+    true_classes,
 )
+from dlcli.runtimes import EXPORTED_SUFFIXES, open_exported
 
 if TYPE_CHECKING:
     from dlcli.artifact import ModelInfo
@@ -212,13 +215,16 @@ def _output_dir(model_path: Path, output_dir: Path | None) -> Path:
 
 
 def _file_names(
-    folder: Path, split: str, data: Path | None, images: dict[str, bytes]
+    folder: Path, split: str, data: Path | None, images: dict[str, bytes], model: Path
 ) -> dict[str, Path]:
-    """Where each file goes: evaluation.json for the test split; other splits and --data files
-    get their own names, so the run directory's test-set files are not replaced."""
+    """Where each file goes: evaluation.json for the test split; other splits, --data files
+    and exported models (`-onnx`, `-tflite`) get their own names, so the run directory's
+    test-set files are not replaced."""
     suffix = "" if split == "test" else f"-{split}"
     if data is not None:
         suffix = f"-{data.stem if data.is_file() else data.name}"
+    if model.suffix.lower() != ".keras":
+        suffix += f"-{model.suffix.lower().lstrip('.')}"
     files = {name: folder / f"{name}{suffix}.png" for name in images}
     return files | {"evaluation": folder / f"evaluation{suffix}.json"}
 
@@ -285,28 +291,58 @@ def _output_part(
 
 
 def _results(
-    loaded: Any, info: ModelInfo, examples: Examples, x: Arrays
+    model: Any, path: Path, info: ModelInfo, examples: Examples, x: Arrays, *, exported: bool
 ) -> tuple[dict[str, float], dict[str, Any], dict[str, bytes], list[str], dict[str, Evaluation]]:
-    """Keras's metrics, the Evaluation fields, PNG files and notes of the outputs, and for a
-    model of several outputs an Evaluation of each."""
-    outputs = describe_outputs(loaded.model)
-    y = in_order(examples.y, [output.name for output in outputs])  # as Keras takes them
-    keras_metrics, predicted = score(loaded.model, x, y, info.spec.fit.batch_size)
+    """The metrics, the Evaluation fields, PNG files and notes of the outputs, and for a
+    model of several outputs an Evaluation of each.
+
+    `model` is the Keras model (the loss and compiled metrics come from Keras), or when
+    `exported` a file's runtime (dlcli.runtimes: each output's accuracy or mean absolute error
+    come from dlcli)."""
+    if exported:
+        outputs = [Output(name, ()) for name in info.outputs or [""]]
+        predicted = model.run(x)
+        metrics = _exported_metrics(info, examples.y, predicted)
+        if info.outputs is None:
+            predicted = predicted[0]
+    else:
+        outputs = describe_outputs(model)
+        y = in_order(examples.y, [output.name for output in outputs])  # as Keras takes them
+        metrics, predicted = score(model, x, y, info.spec.fit.batch_size)
     assert predicted is not None
+    keras_metrics = metrics
     parts: dict[str, Evaluation] = {}
     if info.outputs is None:
-        logits = outputs_are_logits(loaded.model)
+        logits = not exported and outputs_are_logits(model)
         details, probs, notes = _details(info.task, examples.y, predicted, logits, info.class_names)
         images = _plots(x, examples.y, probs, info.task, details)
     else:
         details, images, notes = {}, {}, []
         for output, values in zip(outputs, predicted, strict=True):
             parts[output.name], drawn, said = _output_part(
-                loaded.path, info, output, examples, x, values, keras_metrics
+                path, info, output, examples, x, values, keras_metrics
             )
             images |= {f"{image}-{output.name}": png for image, png in drawn.items()}
             notes += [f"{output.name}: {note}" for note in said]
     return keras_metrics, details, images, notes, parts
+
+
+def _exported_metrics(info: ModelInfo, y: Arrays, predicted: list[np.ndarray]) -> dict[str, float]:
+    """What dlcli computes of an exported model's outputs: each classifier's accuracy, each
+    regression's mean absolute error (the loss and compiled metrics need Keras)."""
+    heads = (
+        {"": info.task} if info.outputs is None else {n: o.task for n, o in info.outputs.items()}
+    )
+    metrics = {}
+    for (name, task), values in zip(heads.items(), predicted, strict=True):
+        labels = y[name] if name else y
+        key = f"{name}_" if name else ""
+        if task in ("multiclass", "binary"):
+            guessed = predicted_classes(as_probabilities(values, task, False)[0], task)
+            metrics[f"{key}accuracy"] = float(np.mean(guessed == true_classes(labels, task)))
+        elif task == "regression":
+            metrics[f"{key}mae"] = float(np.mean(np.abs(values.reshape(labels.shape) - labels)))
+    return metrics
 
 
 def evaluate(
@@ -350,21 +386,33 @@ def evaluate(
     from dlcli import artifact
     from dlcli.atomic import atomic_write
 
-    checked = artifact.inspect(model_path)
-    info = checked.info
+    path = Path(model_path)
+    exported = path.suffix.lower() in EXPORTED_SUFFIXES
+    if exported:  # its runtime, without TensorFlow
+        info, model = open_exported(path)
+    else:
+        checked = artifact.inspect(model_path)
+        path, info = checked.path, checked.info
     assert info is not None  # inspect requires dlcli.json
-    folder = _output_dir(checked.path, output_dir)
-    examples = load_examples(info, checked.path, split, data, skip_bad=skip_bad)
+    folder = _output_dir(path, output_dir)
+    examples = load_examples(info, path, split, data, skip_bad=skip_bad)
     if rows(examples.x) == 0:
         raise DataError(f"{data or examples.source}: the {examples.split} split holds no examples")
-    loaded = artifact.load(checked)
-    x = check_examples(
-        str(data or examples.source), examples.x, examples.y, loaded.model, info.spec.compile
+    if exported:
+        x = with_channel_axes(examples.x, info.input_shapes())
+    else:
+        model = artifact.load(checked).model
+        x = check_examples(str(data or examples.source), examples.x, examples.y, model,
+                           info.spec.compile)  # fmt: skip
+    keras_metrics, details, images, notes, parts = _results(
+        model, path, info, examples, x, exported=exported
     )
-    keras_metrics, details, images, notes, parts = _results(loaded, info, examples, x)
-    files = _file_names(folder, examples.split, data, images)
+    if exported:
+        notes.append(f"{path.name} runs in its own runtime: the loss and compiled metrics "
+                     "need Keras (evaluate the .keras file for them)")  # fmt: skip
+    files = _file_names(folder, examples.split, data, images, path)
     evaluation = Evaluation(
-        loaded.path, examples.source, examples.split, info.task, rows(x), keras_metrics,
+        path, examples.source, examples.split, info.task, rows(x), keras_metrics,
         files=files, warnings=[*examples.warnings, *notes], outputs=parts, **details,
     )  # fmt: skip
     for name, png in images.items():

@@ -170,3 +170,25 @@ def test_an_export_beyond_the_tolerance_is_refused_and_not_left(
         result.stderr.strip().splitlines()[-1],
     ), result.stderr
     assert sorted(path.name for path in model.parent.glob("*model*")) == ["model.keras"]
+
+
+def test_evaluate_runs_an_exported_file_without_tensorflow(
+    tiny_models: TinyModels, tmp_path: Path
+) -> None:
+    model = copied(tiny_models.bars, tmp_path)
+    assert dlcli("export", str(model), "--format", "litert", cwd=tmp_path).returncode == 0
+    assert dlcli("export", str(model), cwd=tmp_path).returncode == 0
+    keras = dlcli("evaluate", str(model), "--json", cwd=tiny_models.folder)
+    assert keras.returncode == 0, keras.stderr[-2000:]
+    accuracy = json.loads(keras.stdout)["metrics"]["accuracy"]
+    for name, suffix in (("model.onnx", "onnx"), ("model.tflite", "tflite")):
+        result = dlcli("evaluate", str(model.parent / name), "--json", cwd=tiny_models.folder,
+                       importtime=True)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert HEAVY.findall(result.stderr) == [], f"{name} imported TensorFlow"
+        assert f"{name} runs in its own runtime: the loss and compiled metrics need Keras" in (
+            result.stderr
+        )
+        evaluation = json.loads((model.parent / f"evaluation-{suffix}.json").read_text())
+        assert evaluation["metrics"] == {"accuracy": pytest.approx(accuracy)}
+        assert evaluation["confusion_matrix"]["labels"] == ["bottom", "middle", "top"]
