@@ -252,6 +252,7 @@ def _litert_quantization(quantize: str, checked: Any, notes: list[str]) -> dict[
     options: dict[str, Any] = {"optimizations": [tf.lite.Optimize.DEFAULT]}
     if quantize == "float16":
         return options | {"target_spec": {"supported_types": [tf.float16]}}
+    from dlcli.checks import with_channel_axes
     from dlcli.evaluate import load_examples
 
     try:
@@ -260,7 +261,7 @@ def _litert_quantization(quantize: str, checked: Any, notes: list[str]) -> dict[
         notes.append(f"int8 with dynamic ranges: the training data cannot be read ({error})")
         return options
     chosen = np.random.default_rng(1).permutation(rows(train))[:REPRESENTATIVE_EXAMPLES]
-    sample = take(train, chosen)
+    sample = with_channel_axes(take(train, chosen), checked.info.input_shapes())
 
     def representative() -> Any:
         for index in range(rows(sample)):
