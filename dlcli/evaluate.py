@@ -305,10 +305,13 @@ def _results(
         metrics = _exported_metrics(info, examples.y, predicted)
         if info.outputs is None:
             predicted = predicted[0]
+        said = [f"{path.name} runs in its own runtime: the loss and compiled metrics need Keras "
+                "(evaluate the .keras file for them)"]  # fmt: skip
     else:
         outputs = describe_outputs(model)
         y = in_order(examples.y, [output.name for output in outputs])  # as Keras takes them
         metrics, predicted = score(model, x, y, info.spec.fit.batch_size)
+        said = []
     assert predicted is not None
     keras_metrics = metrics
     parts: dict[str, Evaluation] = {}
@@ -324,7 +327,7 @@ def _results(
             )
             images |= {f"{image}-{output.name}": png for image, png in drawn.items()}
             notes += [f"{output.name}: {note}" for note in said]
-    return keras_metrics, details, images, notes, parts
+    return keras_metrics, details, images, [*said, *notes], parts
 
 
 def _exported_metrics(info: ModelInfo, y: Arrays, predicted: list[np.ndarray]) -> dict[str, float]:
@@ -360,7 +363,8 @@ def evaluate(
     misclassified.png for images), are written atomically beside the model or in `output_dir`.
 
     Args:
-        model_path: A `.keras` file saved by `dlcli train`; its dlcli.json names the dataset.
+        model_path: A `.keras` file saved by `dlcli train` (its dlcli.json names the dataset), or
+            an `.onnx` or `.tflite` file exported from one (run without TensorFlow).
         split: `"test"`, `"validation"` or `"train"`; a dataset without test data is
             evaluated on its training data, with a warning.
         data: A `.npz` or `.csv` file, or a folder of class folders of images, evaluated
@@ -378,16 +382,12 @@ def evaluate(
         OutputError: the results cannot be written.
 
     Example:
-
-    ```python
-    evaluate("runs/mnist-1/model.keras").metrics  # {'accuracy': 0.9781, 'loss': 0.0712}
-    ```
+        evaluate("runs/mnist-1/model.keras").metrics  # {'accuracy': 0.9781, 'loss': 0.0712}
     """
     from dlcli import artifact
     from dlcli.atomic import atomic_write
 
-    path = Path(model_path)
-    exported = path.suffix.lower() in EXPORTED_SUFFIXES
+    path, exported = Path(model_path), Path(model_path).suffix.lower() in EXPORTED_SUFFIXES
     if exported:  # its runtime, without TensorFlow
         info, model = open_exported(path)
     else:
@@ -407,9 +407,6 @@ def evaluate(
     keras_metrics, details, images, notes, parts = _results(
         model, path, info, examples, x, exported=exported
     )
-    if exported:
-        notes.append(f"{path.name} runs in its own runtime: the loss and compiled metrics "
-                     "need Keras (evaluate the .keras file for them)")  # fmt: skip
     files = _file_names(folder, examples.split, data, images, path)
     evaluation = Evaluation(
         path, examples.source, examples.split, info.task, rows(x), keras_metrics,

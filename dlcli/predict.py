@@ -277,7 +277,8 @@ def _predict_batch(
                 for (name, row), value in zip(sources, values, strict=True)
             ])  # fmt: skip
             continue
-        logits = runtime.logits if description.outputs is None else runtime.linear[output]
+        # an exported model's outputs are told apart by their values (as_probabilities)
+        logits = runtime.linear.get(output, False) if description.outputs else runtime.logits
         outputs, converted = as_probabilities(outputs, task, logits or runtime.converted)
         runtime.converted |= converted
         per_output.append([

@@ -222,7 +222,7 @@ def test_images_become_what_the_model_was_trained_on(digits: Path, isolated: Pat
     import keras
 
     shutil.copy(REPO / "examples" / "digits" / "7.png", "seven.png")
-    info = ImageInfo(28, 28, 1, "light_on_dark", "mnist")
+    info = ImageInfo(28, 28, 1, "light_on_dark", "mnist-stroke")  # as training on MNIST records
     model = keras.saving.load_model(digits)
     for raw in (False, True):
         pixels = images.to_array(images.open_image(Path("seven.png")), info, raw=raw)

@@ -28,7 +28,9 @@ class ImageInfo:
     width: int
     channels: int
     polarity: Polarity | None = None
-    framing: Literal["mnist"] | None = None  # digits fitted in 20x20, centred by mass in 28x28
+    # "mnist": digits fitted in 20x20, centred by mass in 28x28 (as older models record);
+    # "mnist-stroke": so too, with strokes as wide as MNIST's (as training on MNIST records)
+    framing: Literal["mnist", "mnist-stroke"] | None = None
 
 
 # The examples or labels of a split: one array, or one per model input (output) by its name.

@@ -158,7 +158,7 @@ def load(spec: DatasetSpec) -> tuple[Split, None, Split, DatasetInfo]:
         height, width = x_train.shape[1:3]
         channels = x_train.shape[3] if x_train.ndim == 4 else 1
         polarity = "light_on_dark" if name in ("mnist", "fashion_mnist") else None
-        framing = "mnist" if name == "mnist" else None
+        framing = "mnist-stroke" if name == "mnist" else None
         image = ImageInfo(height, width, channels, polarity, framing)  # type: ignore[arg-type]
     else:  # regression tables
         x_train, x_test = x_train.astype("float32"), x_test.astype("float32")
