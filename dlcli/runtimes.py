@@ -8,7 +8,11 @@ compare them with Keras's and `dlcli predict` can use them in its place.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -98,12 +102,27 @@ class LiteRtModel:
         if rows != self.batch:
             for item in self.inputs:
                 self.interpreter.resize_tensor_input(item["index"], [rows, *item["shape"][1:]])
-            self.interpreter.allocate_tensors()
+            with _native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+                self.interpreter.allocate_tensors()  # a failure is raised with its reason
             self.batch = rows
         for item in self.inputs:
             self.interpreter.set_tensor(item["index"], fed[item["name"]])
         self.interpreter.invoke()
         return [np.array(self.interpreter.get_tensor(item["index"])) for item in self.outputs]
+
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 pointed at /dev/null: what native code logs there is dropped."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _output_order(detail: dict[str, Any]) -> tuple[int, str]:

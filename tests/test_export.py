@@ -101,6 +101,7 @@ def test_exported_files_predict_as_keras_does_without_tensorflow(
                        importtime=True)  # fmt: skip
         assert result.returncode == 0, result.stderr[-2000:]
         assert HEAVY.findall(result.stderr) == [], f"{exported.name} imported TensorFlow"
+        assert "INFO: Created TensorFlow Lite XNNPACK delegate" not in result.stderr
         assert labels(result.stdout) == labels(keras.stdout)
         assert probabilities(result.stdout) == pytest.approx(probabilities(keras.stdout), abs=1e-5)
     auto = dlcli("predict", images, "--model", str(model), cwd=tmp_path)
