@@ -26,7 +26,7 @@ import numpy as np
 from dlcli.data.common import Arrays, flat, rows, take
 from dlcli.errors import ExportError, OutputError, UsageError
 from dlcli.metrics import as_probabilities, predicted_classes, true_classes
-from dlcli.runtimes import METADATA_KEY, SIDECAR_SUFFIX, open_runtime
+from dlcli.runtimes import METADATA_KEY, SIDECAR_SUFFIX, native_stderr_silenced, open_runtime
 
 if TYPE_CHECKING:
     from dlcli.artifact import ModelFile
@@ -235,7 +235,9 @@ def _write(
     if fmt == "litert" and quantize:
         options = _litert_quantization(quantize, checked, notes)
     try:
-        with warnings.catch_warnings():  # Keras's tf2onnx patch warns about np.object
+        # Keras's tf2onnx patch warns about np.object; the converters log to the native stderr
+        # (LiteRT's quantizer: "fully_quantize: 0, inference_type: 6, ..."); errors are raised
+        with warnings.catch_warnings(), native_stderr_silenced():
             warnings.simplefilter("ignore", FutureWarning)
             model.export(str(path), format=FORMATS[fmt][1], verbose=False, **options)
     except Exception as error:  # converters raise many types

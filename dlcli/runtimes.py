@@ -102,7 +102,7 @@ class LiteRtModel:
         if rows != self.batch:
             for item in self.inputs:
                 self.interpreter.resize_tensor_input(item["index"], [rows, *item["shape"][1:]])
-            with _native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+            with native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
                 self.interpreter.allocate_tensors()  # a failure is raised with its reason
             self.batch = rows
         for item in self.inputs:
@@ -112,7 +112,7 @@ class LiteRtModel:
 
 
 @contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
+def native_stderr_silenced() -> Iterator[None]:
     """File descriptor 2 pointed at /dev/null: what native code logs there is dropped."""
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)

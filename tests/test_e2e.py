@@ -73,6 +73,7 @@ def test_the_first_model_quantized_keeps_its_accuracy(
                  "--json", *(["--quantize", quantize] if quantize else [])]  # fmt: skip
     result, _ = run_dlcli(arguments, user_env, workspace)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "fully_quantize" not in result.stderr, "the converter's native log is not shown"
     record = json.loads(result.stdout)
     assert record["examples"] == 512 and record["top1_agreement"] >= 0.97
     assert record["exported_accuracy"] >= record["keras_accuracy"] - 0.02
