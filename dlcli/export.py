@@ -189,7 +189,9 @@ def export_loaded(
     try:
         _write(model, fmt, quantize, partial, checked, notes)
         exported = _run(partial, fmt, x)
-        result = _compare(checked.info, reference, exported, y, quantize)
+        result = _shapes_differ(reference, exported)
+        figures = () if result else _figures(checked.info, reference, exported, y)
+        result = result or _beyond_tolerance(*figures, quantize)
     except BaseException:
         _remove(partial, fmt)
         raise
@@ -202,7 +204,6 @@ def export_loaded(
         os.replace(written, final)
     if fmt != "onnx":  # the format holds no metadata of its own: a file beside it
         artifact.write_json(Path(f"{path}{SIDECAR_SUFFIX}"), json.loads(checked.info.to_json()))
-    figures = _figures(checked.info, reference, exported, y)
     export_result = ExportResult(
         path, fmt, quantize, source, rows(x), *figures, _size(path, fmt),
         checked.path.stat().st_size, round(seconds, 3), notes,
@@ -325,17 +326,21 @@ def _captured_constants(model: Any, proto: Any) -> int:
     return len(extra)
 
 
-def _compare(
-    info: Any, reference: list[np.ndarray], exported: list[np.ndarray], y: Arrays,
-    quantize: str | None,
-) -> str | None:  # fmt: skip
-    """Why the exported outputs are not good enough, or None when they are."""
+def _shapes_differ(reference: list[np.ndarray], exported: list[np.ndarray]) -> str | None:
+    """Why the exported outputs cannot be compared with Keras's, or None when they can."""
     if len(exported) != len(reference) or any(
         a.shape != b.shape for a, b in zip(exported, reference, strict=False)
     ):
         shapes = [a.shape for a in exported], [b.shape for b in reference]
         return f"its outputs have shapes {shapes[0]} but the Keras model's {shapes[1]}"
-    difference, agreement, keras_accuracy, accuracy = _figures(info, reference, exported, y)
+    return None
+
+
+def _beyond_tolerance(
+    difference: float, agreement: float | None, keras_accuracy: float | None,
+    accuracy: float | None, quantize: str | None,
+) -> str | None:  # fmt: skip
+    """Why the exported outputs (their `_figures`) are not good enough, or None."""
     if quantize is None:
         if difference > TOLERANCE:
             return (f"its outputs differ from the Keras model's by up to {difference:.3g} "
@@ -347,7 +352,7 @@ def _compare(
     lost = (keras_accuracy or 0.0) - (accuracy if accuracy is not None else 1.0)
     if lost > QUANTIZED_ACCURACY_DROP:
         return (f"quantized to {quantize}, its accuracy is {accuracy:.4f} against the Keras "
-                    f"model's {keras_accuracy:.4f}")  # fmt: skip
+                f"model's {keras_accuracy:.4f}")  # fmt: skip
     return None
 
 
