@@ -26,9 +26,9 @@ from dlcli.metrics import (
     confident_mistakes,
     logits_note,
     outputs_are_logits,
-    predicted_classes,
     regression_errors,
     score,
+    top_classes,
     true_classes,
 )
 from dlcli.runtimes import EXPORTED_SUFFIXES, open_exported
@@ -341,7 +341,7 @@ def _exported_metrics(info: ModelInfo, y: Arrays, predicted: list[np.ndarray]) -
         labels = y[name] if name else y
         key = f"{name}_" if name else ""
         if task in ("multiclass", "binary"):
-            guessed = predicted_classes(as_probabilities(values, task, False)[0], task)
+            guessed = top_classes(values, task)
             metrics[f"{key}accuracy"] = float(np.mean(guessed == true_classes(labels, task)))
         elif task == "regression":
             metrics[f"{key}mae"] = float(np.mean(np.abs(values.reshape(labels.shape) - labels)))

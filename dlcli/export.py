@@ -25,7 +25,7 @@ import numpy as np
 
 from dlcli.data.common import Arrays, flat, rows, take
 from dlcli.errors import ExportError, OutputError, UsageError
-from dlcli.metrics import as_probabilities, predicted_classes, true_classes
+from dlcli.metrics import output_arrays, top_classes, true_classes
 from dlcli.runtimes import METADATA_KEY, SIDECAR_SUFFIX, native_stderr_silenced, open_runtime
 
 if TYPE_CHECKING:
@@ -181,7 +181,7 @@ def export_loaded(
     assert checked.info is not None
     chosen = np.random.default_rng(0).permutation(rows(x))[:SAMPLE_EXAMPLES]
     x, y = take(x, chosen), take(y, chosen)
-    reference = _outputs(model.predict(x, batch_size=256, verbose=0))  # calls the model once
+    reference = output_arrays(model.predict(x, batch_size=256, verbose=0))  # calls the model once
     started = time.perf_counter()
     notes: list[str] = []
     partial = path.parent / f".{path.name}.partial{path.suffix}"
@@ -221,10 +221,6 @@ def _run(path: Path, fmt: str, x: Arrays) -> list[np.ndarray]:
         raise ExportError(
             f"the exported {fmt} file cannot be run in its runtime: {reason}"
         ) from error
-
-
-def _outputs(predicted: Any) -> list[np.ndarray]:
-    return [np.asarray(out) for out in (predicted if isinstance(predicted, list) else [predicted])]
 
 
 def _write(
@@ -365,10 +361,7 @@ def _figures(
                      for a, b in zip(exported, reference, strict=True))  # fmt: skip
     if info.task not in ("multiclass", "binary") or isinstance(y, dict):
         return difference, None, None, None
-    classes = [
-        predicted_classes(as_probabilities(out, info.task, False)[0], info.task)
-        for out in (reference[0], exported[0])
-    ]
+    classes = [top_classes(out, info.task) for out in (reference[0], exported[0])]
     agreement = float(np.mean(classes[0] == classes[1]))
     labels = true_classes(y, info.task)
     return difference, agreement, *(float(np.mean(c == labels)) for c in classes)

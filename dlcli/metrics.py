@@ -64,7 +64,7 @@ def score(
         predicted = model.predict(x, batch_size=batch_size, verbose=0) if outputs else None
     scores = {name: float(value) for name, value in metrics.items()}
     if isinstance(predicted, list | tuple):  # several outputs: an array each
-        return scores, [np.asarray(values) for values in predicted]
+        return scores, output_arrays(predicted)
     return scores, None if predicted is None else np.asarray(predicted)
 
 
@@ -123,6 +123,18 @@ def predicted_classes(probabilities: np.ndarray, task: str, threshold: float = 0
     if task == "binary":
         return (probabilities.reshape(-1) >= threshold).astype("int64")
     return np.argmax(probabilities, axis=-1)
+
+
+def top_classes(outputs: np.ndarray, task: str) -> np.ndarray:
+    """Class index per example from a classifier's raw outputs (probabilities or logits)."""
+    return predicted_classes(as_probabilities(outputs, task, False)[0], task)
+
+
+def output_arrays(predicted: Any) -> list[np.ndarray]:
+    """One array per model output, from what `predict` or a runtime returns (an array, or a
+    list or tuple of them for several outputs)."""
+    several = isinstance(predicted, list | tuple)
+    return [np.asarray(values) for values in (predicted if several else [predicted])]
 
 
 def confident_mistakes(

@@ -28,7 +28,7 @@ from dlcli.inputs import (
     expand_inputs,
     read_inputs,
 )
-from dlcli.metrics import as_probabilities, logits_note, outputs_are_logits
+from dlcli.metrics import as_probabilities, logits_note, output_arrays, outputs_are_logits
 from dlcli.runtimes import EXPORTED_SUFFIXES, OnnxModel, Runtime, open_exported
 from dlcli.task import describe_outputs, single_shape
 
@@ -217,8 +217,7 @@ class _Runtime:
             return self.exported.run(batch)
         if self.model is None:
             self.load()
-        outputs = self.model.predict(batch, batch_size=PREDICT_BATCH_SIZE, verbose=0)
-        return [np.asarray(o) for o in (outputs if isinstance(outputs, list) else [outputs])]
+        return output_arrays(self.model.predict(batch, batch_size=PREDICT_BATCH_SIZE, verbose=0))
 
 
 def _model(

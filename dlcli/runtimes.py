@@ -20,6 +20,7 @@ import numpy as np
 
 from dlcli.data.common import Arrays
 from dlcli.errors import ModelFileError
+from dlcli.metrics import output_arrays
 
 if TYPE_CHECKING:
     from dlcli.artifact import ModelInfo
@@ -141,9 +142,7 @@ class SavedModel:
     def run(self, x: Arrays) -> list[np.ndarray]:
         if isinstance(x, dict):  # Keras exports several inputs as a list, named by input
             x = [x[spec.name] for spec in self.model.serve.input_signature[0]]
-        outputs = self.model.serve(x)
-        return [np.asarray(out) for out in (outputs if isinstance(outputs, list | tuple)
-                                            else [outputs])]  # fmt: skip
+        return output_arrays(self.model.serve(x))
 
 
 class OpenVinoModel:
