@@ -139,9 +139,10 @@ class Training(_Record):
 class FinalMetrics(Training):
     """metrics.json of the run: the scores on the split evaluated after training, and timing."""
 
-    evaluated_on: Literal["test", "train"]
+    evaluated_on: Literal["test", "train", "validation"]  # validation: a trial of `dlcli tune`
     test: dict[str, float] | None = None
     train: dict[str, float] | None = None
+    validation: dict[str, float] | None = None
 
 
 class ModelInfo(_Record):

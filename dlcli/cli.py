@@ -317,6 +317,54 @@ def export(
 
 
 @app.command(cls=HelpCommand)
+def tune(
+    spec_path: SpecPath,
+    overrides: Overrides = [],  # noqa: B006 (Typer reads the default)
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="The study's trials [default: search.trials].", show_default=False
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=0.001, help="Start no trial after this many seconds.", show_default=False),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="An Optuna storage URL shared by several processes or machines "
+            "[default: study.db in the study's folder].",
+            show_default=False,
+        ),
+    ] = None,
+    study: Annotated[
+        str | None,
+        typer.Option(
+            help="The study's name in the storage [default: NAME-tune].", show_default=False
+        ),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Search the spec's `search:` space for the best hyperparameters (Optuna), then write
+    best.yaml.
+
+    Example: dlcli tune configs/mnist_tune.yaml --trials 10
+    """
+    with _user_errors():  # spec, search and storage mistakes are found before TensorFlow loads
+        from dlcli.tune import report
+        from dlcli.tune import tune as run_tune
+
+        view = report.TuneView(console(stderr=json_output), console(stderr=True))
+        result = run_tune(spec_path, overrides, view=view, trials=trials, timeout=timeout,
+                          storage=storage, study_name=study)  # fmt: skip
+        if json_output:
+            report.tune_json(console(), result)
+        else:
+            report.tune_result(console(), view, result)
+
+
+@app.command(cls=HelpCommand)
 def runs(
     names: Annotated[
         list[str] | None,

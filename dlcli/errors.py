@@ -79,6 +79,13 @@ class ExportError(DlcliError):
     exit_code = 12
 
 
+class StudyError(DlcliError):
+    """A search's study cannot be used: its storage is unreachable or malformed, or it belongs
+    to another spec."""
+
+    exit_code = 13
+
+
 class Interrupted(DlcliError):
     """Training was stopped by SIGINT or SIGTERM after a backup was written."""
 
@@ -99,4 +106,5 @@ EXIT_CODES: dict[str, int] = {
     "OutOfMemoryError": OutOfMemoryError.exit_code,
     "OutputError": OutputError.exit_code,
     "ExportError": ExportError.exit_code,
+    "StudyError": StudyError.exit_code,
 }

@@ -1,5 +1,5 @@
 """Every matplotlib file dlcli writes: training curves, confusion matrices, image grids, runs
-compared.
+compared, a search's history and parameter importances.
 
 Figures are drawn with the Agg backend (files only, no window) and rendered to PNG bytes;
 the files are written by `dlcli.atomic.atomic_write`, so a reader never sees half of one.
@@ -131,3 +131,27 @@ def comparison_png(histories: dict[str, dict[str, list[float]]], names: list[str
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
         axis.legend(fontsize=8)
     return _png(plt, figure)
+
+
+def save_search_plots(study: Any, metric: str, folder: Path) -> dict[str, Path]:
+    """history.png (Optuna's optimisation history) and, once two trials have completed,
+    importances.png (each parameter's importance to the metric), drawn by Optuna's matplotlib
+    plots; the files written, by name."""
+    import warnings
+
+    import optuna
+    from optuna.visualization import matplotlib as optuna_plots
+
+    plt = _pyplot()
+    written = {}
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        figures = {"history": optuna_plots.plot_optimization_history(study, target_name=metric)}
+        if len(complete) >= 2:
+            figures["importances"] = optuna_plots.plot_param_importances(study, target_name=metric)
+        for name, axes in figures.items():
+            axes.figure.set_size_inches(7, 4.5)
+            written[name] = folder / f"{name}.png"
+            atomic_write(written[name], _png(plt, axes.figure))
+    return written

@@ -32,9 +32,11 @@ from dlcli.spec.schema import (
     ModelSpec,
     NpzSource,
     OutputSpec,
+    SearchSpec,
     Spec,
     Strict,
 )
+from dlcli.spec.search import search_problems
 from dlcli.spec.yaml_loader import MAX_DEPTH, MAX_SPEC_BYTES, apply_override, parse_yaml
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "ModelSpec",
     "NpzSource",
     "OutputSpec",
+    "SearchSpec",
     "Spec",
     "Strict",
     "format_path",
@@ -132,6 +135,8 @@ def spec_from_text(text: str, source: str, overrides: list[str] | tuple[str, ...
         key_path, message = describe_error(error.errors(include_url=False)[0])
         raise ConfigError(located(key_path, message, locations)) from None
     for key_path, message in keras_problems(spec):
+        raise ConfigError(located(key_path, message, locations))
+    for key_path, message in search_problems(spec, data) if spec.search else []:
         raise ConfigError(located(key_path, message, locations))
     return spec
 

@@ -287,6 +287,78 @@ class OutputSpec(Strict):
     onnx: bool = True  # model.onnx beside model.keras, verified (predict runs it without TF)
 
 
+Number = int | float
+
+
+class Distribution(Strict):
+    """One key's search space: `{int: [LOW, HIGH]}`, `{float: [LOW, HIGH]}` (each with `log`
+    or `step`) or `{choice: [A, B, ...]}`."""
+
+    int_range: list[int] | None = Field(None, alias="int", min_length=2, max_length=2)
+    float_range: list[float] | None = Field(None, alias="float", min_length=2, max_length=2)
+    choice: list[Any] | None = Field(None, min_length=1)
+    log: bool = False  # sample evenly on a log scale (a learning rate, a layer width)
+    step: Annotated[Number, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Distribution:
+        given = [key for key in ("int", "float", "choice") if self.bounds(key) is not None]
+        if len(given) != 1:
+            found = ", ".join(f"`{key}`" for key in given) or "none"
+            raise PydanticCustomError(
+                "distribution", "give exactly one of `int`, `float` or `choice`; found {found}",
+                {"found": found},
+            )  # fmt: skip
+        if self.choice is not None and (self.log or self.step is not None):
+            raise PydanticCustomError("distribution", "`log` and `step` apply to `int` and `float`")
+        if self.log and self.step is not None:
+            raise PydanticCustomError("distribution", "give `log` or `step`, not both")
+        low, high = self.int_range or self.float_range or (0, 0)
+        if low > high:
+            raise PydanticCustomError(
+                "distribution", "the range [{low}, {high}] is empty: LOW must not exceed HIGH",
+                {"low": low, "high": high},
+            )  # fmt: skip
+        if self.log and low <= 0:
+            raise PydanticCustomError(
+                "distribution", "a `log` range must start above 0. Received: {low}", {"low": low}
+            )
+        if self.int_range is not None and not isinstance(self.step or 1, int):
+            raise PydanticCustomError("distribution", "the `step` of an `int` range is an integer")
+        return self
+
+    def bounds(self, kind: str) -> list[Any] | None:
+        """The `int` or `float` range, or the `choice` list, as written."""
+        return {"int": self.int_range, "float": self.float_range, "choice": self.choice}[kind]
+
+    def extremes(self) -> list[Any]:
+        """The values a spec must accept for every sample to be valid: both ends, or each choice."""
+        return self.choice if self.choice is not None else list(self.int_range or self.float_range)
+
+
+class SearchSpec(Strict):
+    """What `dlcli tune` searches: `space` maps `--set` key paths to distributions."""
+
+    metric: str = "val_loss"  # a metric of the validation split, as Keras's logs name it
+    direction: Literal["maximize", "minimize"] | None = None  # None: from the metric's name
+    trials: int = Field(20, gt=0)  # the study's trials, over every process that shares it
+    timeout: Annotated[Number, Field(gt=0)] | None = None  # seconds; no trial starts after
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    space: dict[str, Distribution] = Field(min_length=1)
+
+    @field_validator("metric")
+    @classmethod
+    def _on_validation(cls, metric: str) -> str:
+        if not metric.startswith("val_"):
+            raise PydanticCustomError(
+                "search_metric",
+                "must be a metric of the validation split, named `val_...` (trials are never "
+                "scored on the training or test data), e.g. val_{metric}",
+                {"metric": metric},
+            )
+        return metric
+
+
 class Spec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     seed: int | None = Field(None, ge=0, lt=2**32)
@@ -296,6 +368,7 @@ class Spec(Strict):
     fit: FitSpec
     output: OutputSpec = OutputSpec()
     plugins: list[str] = Field(default_factory=list)
+    search: SearchSpec | None = None  # for `dlcli tune`; `dlcli train` ignores it
 
     @field_validator("plugins")
     @classmethod

@@ -144,10 +144,30 @@ def apply_override(data: dict[str, Any], override: str) -> KeyPath:
         (('fit', 'epochs'), {'fit': {'epochs': 2}})
     """
     key_path, separator, raw_value = override.partition("=")
-    parts = _split_key_path(key_path)
-    if not separator or not parts:
+    if not separator or not _split_key_path(key_path):
         raise ConfigError(f"--set {override}: expected KEY.PATH=VALUE, e.g. --set fit.epochs=3")
     value, _ = parse_yaml(raw_value, f"--set {override}")
+    try:
+        return set_key(data, key_path, value)
+    except KeyError as error:
+        raise ConfigError(f"--set {override}: {error.args[0]}") from None
+
+
+def set_key(data: dict[str, Any], key_path: str, value: Any) -> KeyPath:
+    """Set the key at `key_path` (e.g. `model.layers[1].Dense.units`) in the raw spec data.
+
+    A missing key of a mapping is added (the schema then names it if it is not a spec key); a
+    list item must exist.
+
+    Raises:
+        KeyError: the path goes through a list item or a value that does not exist.
+
+    Example:
+        >>> data = {"model": {"layers": [{"Dense": {"units": 8}}]}}
+        >>> set_key(data, "model.layers[0].Dense.units", 16), data["model"]
+        (('model', 'layers', 0, 'Dense', 'units'), {'layers': [{'Dense': {'units': 16}}]})
+    """
+    parts = _split_key_path(key_path)
     target: Any = data
     for index, part in enumerate(parts):
         last = index == len(parts) - 1
@@ -162,6 +182,5 @@ def apply_override(data: dict[str, Any], override: str) -> KeyPath:
             else:
                 target = target[part]
         else:
-            done = format_path(parts[: index + 1])
-            raise ConfigError(f"--set {override}: `{done}` does not exist in the spec")
+            raise KeyError(f"`{format_path(parts[: index + 1])}` does not exist in the spec")
     return parts

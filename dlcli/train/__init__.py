@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from dlcli import __version__, artifact
-from dlcli.artifact import FORMAT_VERSION, ModelInfo
+from dlcli import artifact
 from dlcli.checks import add_channel_axis, check_against_model, describe_outputs, tasks_of
 from dlcli.data import Splits, check_files, load_dataset
 from dlcli.data.common import in_order, resolve_path
@@ -38,6 +37,7 @@ from dlcli.train.callbacks import (
     stop_error,
 )
 from dlcli.train.deploy import write_onnx
+from dlcli.train.info import model_info
 from dlcli.train.initial import freeze, load_initial_weights
 from dlcli.train.loop import FUSED_LOOP_KERAS, fused_loop_tested, steps_per_execution, training_data
 from dlcli.train.resume import prepare_resume
@@ -53,7 +53,7 @@ from dlcli.train.runs import (
 )
 from dlcli.train.weights import sample_weights
 
-__all__ = ["ProgressView", "TrainResult", "prepare_resume", "run", "train"]
+__all__ = ["ProgressView", "TrainResult", "Trial", "prepare_resume", "run", "train"]
 
 
 class ProgressView(Protocol):
@@ -85,7 +85,16 @@ class TrainResult:
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class Trial:
+    """A trial of a search (dlcli.tune): a new run in `run_dir` (made by the caller), with more
+    Keras callbacks, scored at the end on the validation split: a search never sees the test."""
+
+    run_dir: Path
+    callbacks: list[Any]
+
+
+@dataclass(frozen=True)
+class Prepared:
     """Everything `fit` needs, made before the run folder exists."""
 
     spec: Spec
@@ -148,6 +157,8 @@ def run(
         keep_compiled_programs()  # before Keras sets up TensorFlow's devices
         import_keras()
     spec = load_spec(spec_path, overrides)
+    if spec.search is not None:
+        view.note(f"{spec_path}: the `search:` section is for `dlcli tune`; training without it")
     return train(spec, spec_path.parent, view, tensorboard=tensorboard, spec_file=spec_path,
                  overrides=overrides, skip_bad=skip_bad)  # fmt: skip
 
@@ -179,6 +190,7 @@ def train(
     spec_file: Path | None = None,
     overrides: Sequence[str] = (),
     skip_bad: bool = False,
+    trial: Trial | None = None,
 ) -> TrainResult:
     """Train the model a spec describes and write everything to a new run folder.
 
@@ -193,6 +205,7 @@ def train(
             spec changed since.
         overrides: the `--set` strings that made `spec`.
         skip_bad: leave out image files that cannot be read, counted.
+        trial: train as this trial of a search instead (see `Trial`).
 
     Returns:
         A TrainResult: the run folder, model path, test scores and history.
@@ -211,9 +224,11 @@ def train(
     check_files(spec.dataset, spec_dir, spec_file)  # before TensorFlow loads
     if spec.fit.initial_weights is not None:
         artifact.inspect(resolve_path(spec.fit.initial_weights, spec_dir), require_metadata=False)
-    output_dir = None if resuming else output_folder(spec)
+    output_dir = None if resuming or trial else output_folder(spec)
     prepared = _prepare(spec, spec_dir, skip_bad=skip_bad)
-    if run_dir is None:  # only now: a mistake found above leaves no run folder behind
+    if trial is not None:
+        run_dir = trial.run_dir
+    elif run_dir is None:  # only now: a mistake found above leaves no run folder behind
         assert output_dir is not None
         run_dir = new_run_dir(output_dir, spec.name)
     with (
@@ -221,11 +236,13 @@ def train(
         kept_only_if_resumable(run_dir, resuming),
     ):
         write_record(run_dir, spec, spec_dir, spec_file, overrides, new=not resuming)
-        fit_seconds = _fit(prepared, run_dir, view, resuming=resuming, tensorboard=tensorboard)
-        return _finish(prepared, run_dir, fit_seconds, started)
+        more = trial.callbacks if trial else []
+        fit_seconds = _fit(prepared, run_dir, view, more, resuming=resuming,
+                           tensorboard=tensorboard)  # fmt: skip
+        return _finish(prepared, run_dir, fit_seconds, started, validation=trial is not None)
 
 
-def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool) -> _Prepared:
+def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool) -> Prepared:
     """Data, model and device, with the data checked against the model, loss and metrics."""
     from dlcli.device import NeedsMainThread, import_tensorflow, keep_compiled_programs
 
@@ -268,12 +285,18 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool) -> _Prepared:
     if device.strategy.num_replicas_in_sync == 1:  # a strategy makes Keras create them itself
         models.create_training_variables(model, splits.train.x, targets(model, splits.train.y))
     callbacks = models.build_callbacks(spec)
-    return _Prepared(spec, splits, model, task, device, callbacks, [*notes, *[note] * bool(note)],
+    return Prepared(spec, splits, model, task, device, callbacks, [*notes, *[note] * bool(note)],
                      weights)  # fmt: skip
 
 
 def _fit(
-    prepared: _Prepared, run_dir: Path, view: ProgressView, *, resuming: bool, tensorboard: bool
+    prepared: Prepared,
+    run_dir: Path,
+    view: ProgressView,
+    more_callbacks: list[Any],
+    *,
+    resuming: bool,
+    tensorboard: bool,
 ) -> float:
     """Keras's `fit` with the backup, history, progress and the spec's callbacks; its seconds."""
     import keras
@@ -293,7 +316,8 @@ def _fit(
     restored = _restore(model, run_dir, spec.fit.epochs, view) if resuming else None
     history = list(restored.history) if restored else []
     write_history(run_dir / "history.csv", history)
-    callbacks = [backup.callback(run_dir, history), progress, *prepared.callbacks]
+    callbacks = [backup.callback(run_dir, history), progress, *prepared.callbacks,
+                 *more_callbacks]  # fmt: skip
     if tensorboard or spec.output.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
     replicas = prepared.device.strategy.num_replicas_in_sync
@@ -352,9 +376,11 @@ def _restore(
     return generation
 
 
-def _finish(prepared: _Prepared, run_dir: Path, fit_seconds: float, started: float) -> TrainResult:
-    """Score the test split, then save model.keras (only then drop the backup), metrics.json,
-    curves.png and, for classifiers, confusion_matrix.png."""
+def _finish(
+    prepared: Prepared, run_dir: Path, fit_seconds: float, started: float, *, validation: bool
+) -> TrainResult:
+    """Score the test split (or the `validation` split), then save model.keras (only then drop
+    the backup), metrics.json, curves.png and, for classifiers, confusion_matrix.png."""
     from dlcli import plots
     from dlcli.device import record_compiled_programs
     from dlcli.metrics import confusion_matrix, score
@@ -366,11 +392,12 @@ def _finish(prepared: _Prepared, run_dir: Path, fit_seconds: float, started: flo
             f"{shell_path(run_dir)}"
         )
     classifier = task in ("multiclass", "binary")
+    scored = splits.validation if validation and splits.validation else splits.test
     test_metrics, predicted = score(
-        model, splits.test.x, targets(model, splits.test.y), spec.fit.batch_size,
-        outputs=classifier,
-    )  # fmt: skip
+        model, scored.x, targets(model, scored.y), spec.fit.batch_size, outputs=classifier
+    )
     evaluated_on = "train" if splits.test_is_train else "test"
+    evaluated_on = "validation" if scored is splits.validation else evaluated_on
     history = read_history(run_dir / "history.csv")
     epochs_run = len(history.get("loss", []))
     stopped_early = early_stop_note(prepared.callbacks, model, epochs_run, spec.fit.epochs)
@@ -392,7 +419,7 @@ def _finish(prepared: _Prepared, run_dir: Path, fit_seconds: float, started: flo
     artifact.write_json(run_dir / "metrics.json", metrics)
     plots.save_curves(history, run_dir / "curves.png")
     if predicted is not None:
-        matrix = confusion_matrix(splits.test.y, predicted, task)
+        matrix = confusion_matrix(scored.y, predicted, task)
         labels = splits.info.class_names or [str(i) for i in range(len(matrix))]
         plots.save_confusion_matrix(matrix, labels, run_dir / "confusion_matrix.png")
     record_compiled_programs()  # the programs this run loaded or wrote worked
@@ -407,44 +434,3 @@ def _finish(prepared: _Prepared, run_dir: Path, fit_seconds: float, started: flo
 def targets(model: Any, y: Any) -> Any:
     """The labels as Keras takes them: one array, or a list in the order of the outputs."""
     return in_order(y, [output.name for output in describe_outputs(model)])
-
-
-def model_info(prepared: _Prepared, results: dict[str, Any]) -> ModelInfo:
-    """The dlcli.json embedded in model.keras (`results` holds its `metrics` and `training`)."""
-    import keras
-    import tensorflow as tf
-
-    info = prepared.splits.info
-    train_x = prepared.splits.train.x
-    several: dict[str, Any] = {}
-    if isinstance(train_x, dict):
-        features = info.input_features or {}
-        several["inputs"] = {
-            name: {"shape": list(array.shape[1:]), "dtype": str(array.dtype),
-                   "feature_names": features.get(name)}
-            for name, array in train_x.items()
-        }  # fmt: skip
-    if prepared.task == "multioutput":
-        classes = info.output_classes or {}
-        tasks = tasks_of(prepared.spec.compile.loss, prepared.model)
-        several["outputs"] = {
-            name: {"task": task, "class_names": classes.get(name)} for name, task in tasks.items()
-        }
-    return ModelInfo.model_validate({
-        "format": FORMAT_VERSION,
-        "versions": {"dlcli": __version__, "keras": keras.__version__,
-                     "tensorflow": tf.__version__},
-        "spec": prepared.spec,
-        "dataset": {"source": info.source, "digest": info.digest, "sizes": info.sizes,
-                    "skipped": info.skipped},
-        "task": prepared.task,
-        "class_names": info.class_names,
-        "input": None if several.get("inputs") else {
-            "shape": list(train_x.shape[1:]),
-            "dtype": str(train_x.dtype),
-            "feature_names": info.feature_names,
-            "image": None if info.image is None else info.image.__dict__,
-        },
-        **several,
-        **results,
-    })  # fmt: skip
