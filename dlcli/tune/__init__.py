@@ -150,12 +150,13 @@ def _search(
         try:
             number = run_trial(study, spec_path, overrides, spec.search, view)
         except (Interrupted, KeyboardInterrupt) as error:
-            code = error.exit_code if isinstance(error, Interrupted) else 130
-            finished = counted(study.optuna)
+            what, code = (str(error), error.exit_code) if isinstance(error, Interrupted) else (
+                "SIGINT", 130)  # fmt: skip
+            kept = counted(study.optuna)
             raise Interrupted(
-                f"stopped during a trial; the study's {finished} finished trials are kept in "
-                f"{shell_path(study.folder)}; continue it with the same command: dlcli tune "
-                f"{shell_path(spec_path)}",
+                f"{what}: stopped; the study's {kept} finished trial{'s' * (kept != 1)} "
+                f"{'are' if kept != 1 else 'is'} kept in {shell_path(study.folder)}; continue "
+                f"with the same command: dlcli tune {shell_path(spec_path)}",
                 code,
             ) from None
         ran.append(number)

@@ -44,7 +44,7 @@ class TuneView:
         search, where = spec.search, shown(study.folder)
         self.metric, self.columns = search.metric, column_names(list(search.space))
         had = counted(study.optuna)
-        kept = f", continued: {had} trials kept" if study.continued else ""
+        kept = f", continued ({had} trial{'s' * (had != 1)} so far)" if study.continued else ""
         self.errors.print(f"Study {study.name} in {where}{kept}", markup=False, highlight=False)
         direction = study.optuna.direction.name.lower()
         self.errors.print(f"Searching {len(self.columns)} parameters for the best {self.metric} "

@@ -12,6 +12,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from dlcli.data.common import resolve_path
 from dlcli.errors import ConfigError
 from dlcli.spec import Spec
@@ -86,11 +88,16 @@ def check_search(spec: Spec, spec_path: Path) -> None:
 
 
 def sample(trial: Any, space: dict[str, Distribution]) -> dict[str, Any]:
-    """One value per key of the space, drawn by the Optuna `trial` (its sampler decides)."""
+    """One value per key of the space, drawn by the Optuna `trial` (its sampler decides).
+
+    A choice that is a mapping or a list (an optimizer with its arguments) is stored in the
+    study as its YAML text, since a study's storage holds only numbers, strings and booleans.
+    """
     values: dict[str, Any] = {}
     for key, distribution in space.items():
         if distribution.choice is not None:
-            values[key] = trial.suggest_categorical(key, distribution.choice)
+            options = {_scalar(choice): choice for choice in distribution.choice}
+            values[key] = options[trial.suggest_categorical(key, list(options))]
         elif distribution.int_range is not None:
             low, high = distribution.int_range
             step = int(distribution.step or 1)
@@ -103,14 +110,31 @@ def sample(trial: Any, space: dict[str, Distribution]) -> dict[str, Any]:
     return values
 
 
-def as_overrides(values: dict[str, Any]) -> list[str]:
-    """`--set` strings for sampled values (JSON is YAML, so every value reads back as itself).
+def _scalar(choice: Any) -> Any:
+    """A choice as Optuna stores it: itself, or the YAML text of a mapping or list."""
+    return yaml_text(choice) if isinstance(choice, dict | list) else choice
+
+
+def yaml_text(value: Any) -> str:
+    """A value as one line of YAML that reads back as the same value (1e-05 does not: YAML 1.1
+    reads it as text; this writes 1.0e-05).
 
     Example:
-        >>> as_overrides({"fit.batch_size": 64, "model.layers[1].Dense.activation": "relu"})
-        ['fit.batch_size=64', 'model.layers[1].Dense.activation="relu"']
+        >>> yaml_text(1.2e-05), yaml_text({"SGD": {"learning_rate": 0.1}}), yaml_text("relu")
+        ('1.2e-05', '{SGD: {learning_rate: 0.1}}', 'relu')
     """
-    return [f"{key}={json.dumps(value)}" for key, value in values.items()]
+    text = yaml.safe_dump([value], default_flow_style=True, width=float("inf"))
+    return text.strip()[1:-1]
+
+
+def as_overrides(values: dict[str, Any]) -> list[str]:
+    """`--set` strings for sampled values.
+
+    Example:
+        >>> as_overrides({"fit.batch_size": 64, "compile.optimizer.Adam.learning_rate": 1e-05})
+        ['fit.batch_size=64', 'compile.optimizer.Adam.learning_rate=1.0e-05']
+    """
+    return [f"{key}={yaml_text(value)}" for key, value in values.items()]
 
 
 def column_names(keys: list[str]) -> dict[str, str]:

@@ -87,9 +87,11 @@ def _objective(
                        spec_file=spec_path, overrides=settings,
                        trial=Trial(run_dir, [pruning]))  # fmt: skip
     except Interrupted as error:
-        trial.set_user_attr("interrupted", str(error).split(":")[0] + ": interrupted")
+        where = str(error).split(":")[0]  # "SIGINT in epoch 2, batch 10"
+        trial.set_user_attr("interrupted", f"{where}: interrupted")
         drop(run_dir)
-        raise
+        signal_name = where.split(" in ")[0]
+        raise Interrupted(f"{signal_name} in trial {trial.number}", error.exit_code) from None
     except (MetricMissing, OutputError):
         drop(run_dir)
         raise
