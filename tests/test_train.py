@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from dlcli.cli import app
@@ -177,9 +178,12 @@ def test_every_shipped_config_trains(config: Path) -> None:
     """Each config, on synthetic stand-ins of its dataset's shape, for one epoch."""
     result = train(config, "--set", "fit.epochs=1")
     assert result.exit_code == 0, result.output
-    run_dir = Path("runs") / f"{config.stem}-1"
+    spec = yaml.safe_load(config.read_text())
+    run_dir = Path("runs") / f"{spec['name']}-1"
     metadata = json.loads(zipfile.ZipFile(run_dir / "model.keras").read("dlcli.json"))
-    assert metadata["spec"]["name"] == config.stem
+    assert metadata["spec"]["name"] == spec["name"]
+    ignored = f"{config}: the `search:` section is for `dlcli tune`; training without it"
+    assert (ignored in result.output) == ("search" in spec)  # configs/mnist_tune.yaml has one
     assert (run_dir / "curves.png").stat().st_size > 1000
     if metadata["task"] in ("multiclass", "binary"):
         assert (run_dir / "confusion_matrix.png").is_file()

@@ -10,29 +10,29 @@ trials), `trial` (one trial), `best` (what a finished search leaves), `report` (
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from dlcli.artifact import write_json
-from dlcli.data import check_files
 from dlcli.errors import Interrupted
-from dlcli.spec import Spec
-from dlcli.train.runs import output_folder, shell_path
-from dlcli.tune.best import Best, finish
-from dlcli.tune.space import check_search, direction, study_key, study_seed
-from dlcli.tune.study import Study, TrialRow, counted, fail_stale, open_study, rows
-from dlcli.tune.trial import TrialView, run_trial
+
+if TYPE_CHECKING:  # the rest is imported once the spec is checked: its mistakes come fast
+    from dlcli.spec import Spec
+    from dlcli.train import ProgressView
+    from dlcli.tune.best import Best
+    from dlcli.tune.study import Study, TrialRow
 
 __all__ = ["TuneResult", "TuneView", "tune"]
 
 
-class TuneView(TrialView, Protocol):
+class TuneView(Protocol):
     """What a search reports as it goes (rendered by dlcli.tune.report)."""
 
     def start(self, study: Study, spec: Spec, trials: int) -> None: ...
+    def progress(self, number: int, values: dict[str, Any]) -> ProgressView: ...
     def trial_done(self, row: TrialRow) -> None: ...
 
 
@@ -101,17 +101,19 @@ def tune(
     Example:
         tune(Path("configs/mnist_tune.yaml"), ["search.trials=4"], view=view).best.params
     """
-    from dlcli import catalog
+    from dlcli.data import check_files
     from dlcli.spec import load_spec
+    from dlcli.tune.space import check_search, direction, study_key, study_seed
 
-    if not catalog.cached():  # the first run: Keras's names are read here, not in a child
-        from dlcli.device import import_keras
-
-        import_keras()
     spec = load_spec(spec_path, overrides)
     check_search(spec, spec_path)
     check_files(spec.dataset, spec_path.parent, spec_path)
     assert spec.search is not None
+    from dlcli.artifact import write_json
+    from dlcli.train.runs import output_folder
+    from dlcli.tune.best import finish
+    from dlcli.tune.study import open_study, rows
+
     goal, timeout = trials or spec.search.trials, timeout or spec.search.timeout
     key = study_key(spec)
     study = open_study(
@@ -138,8 +140,40 @@ def _search(
     goal: int,
     timeout: float | None,
 ) -> tuple[list[int], str]:
-    """Run trials until the study has `goal` of them or `timeout` has passed."""
+    """Run trials until the study has `goal` of them or `timeout` has passed; Ctrl-C (in a
+    trial or between two) ends the search, keeping every finished trial."""
+    from dlcli.train.runs import shell_path
+    from dlcli.tune.study import counted
+
+    try:
+        return _trials(study, spec_path, overrides, spec, view, goal, timeout)
+    except (Interrupted, KeyboardInterrupt) as error:
+        what, code = (str(error), error.exit_code) if isinstance(error, Interrupted) else (
+            "SIGINT", 130)  # fmt: skip
+        kept = counted(study.optuna)
+        raise Interrupted(
+            f"{what}: stopped; the study's {kept} finished trial{'s' * (kept != 1)} "
+            f"{'are' if kept != 1 else 'is'} kept in {shell_path(study.folder)}; continue "
+            f"with the same command: dlcli tune {shell_path(spec_path)}",
+            code,
+        ) from None
+
+
+def _trials(
+    study: Study,
+    spec_path: Path,
+    overrides: Sequence[str],
+    spec: Spec,
+    view: TuneView,
+    goal: int,
+    timeout: float | None,
+) -> tuple[list[int], str]:
+    from dlcli.tune.study import counted, fail_stale, rows
+    from dlcli.tune.trial import run_trial
+
     assert spec.search is not None
+    # each trial traces its model's functions anew, which TensorFlow would warn about
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     started, ran = time.monotonic(), []
     while True:
         fail_stale(study.optuna)  # a trial of a killed process no longer counts as running
@@ -147,17 +181,6 @@ def _search(
             return ran, "trials"
         if timeout is not None and time.monotonic() - started >= timeout:
             return ran, "timeout"
-        try:
-            number = run_trial(study, spec_path, overrides, spec.search, view)
-        except (Interrupted, KeyboardInterrupt) as error:
-            what, code = (str(error), error.exit_code) if isinstance(error, Interrupted) else (
-                "SIGINT", 130)  # fmt: skip
-            kept = counted(study.optuna)
-            raise Interrupted(
-                f"{what}: stopped; the study's {kept} finished trial{'s' * (kept != 1)} "
-                f"{'are' if kept != 1 else 'is'} kept in {shell_path(study.folder)}; continue "
-                f"with the same command: dlcli tune {shell_path(spec_path)}",
-                code,
-            ) from None
+        number = run_trial(study, spec_path, overrides, spec.search, view)
         ran.append(number)
         view.trial_done(next(row for row in rows(study.optuna) if row.number == number))

@@ -20,12 +20,11 @@ if TYPE_CHECKING:
     from dlcli.tune.study import Study, TrialRow
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, digits: str = ".4g") -> str:
+    """A value of the table: 4 significant digits (a metric: 4 decimals, as training shows)."""
     if value is None:
         return ""
-    if isinstance(value, float):
-        return f"{value:.4f}" if 1e-3 <= abs(value) < 1e4 else f"{value:.3g}"
-    return str(value)
+    return f"{value:{digits}}" if isinstance(value, float) else str(value)
 
 
 class TuneView:
@@ -61,7 +60,8 @@ class TuneView:
     def trial_done(self, row: TrialRow) -> None:
         params = [_cell(row.params.get(key)) for key in self.columns]
         seconds = f"{row.seconds:.1f}s" if row.seconds is not None else ""
-        cells = [str(row.number), row.state, _cell(row.value), *params, _cell(row.epochs), seconds]
+        value = _cell(row.value, ".4f")
+        cells = [str(row.number), row.state, value, *params, _cell(row.epochs), seconds]
         self._line(cells, row.reason or "")
 
     def progress(self, number: int, values: dict[str, Any]) -> _TrialProgress:
@@ -116,7 +116,7 @@ def tune_result(console: Console, view: TuneView, result: TuneResult) -> None:
     counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
     console.print(f"\nStudy {result.study}: {len(result.trials)} trials ({counts}) in {where}",
                   markup=False, highlight=False)  # fmt: skip
-    console.print(f"Best: trial {best.trial.number}, {result.metric} {_cell(best.trial.value)}",
+    console.print(f"Best: trial {best.trial.number}, {result.metric} {best.trial.value:.4f}",
                   markup=False, highlight=False)  # fmt: skip
     for key, value in best.trial.params.items():
         console.print(f"  {key}: {_cell(value)}", markup=False, highlight=False)

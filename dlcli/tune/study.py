@@ -71,10 +71,10 @@ def _quiet_optuna() -> Iterator[Any]:
 
 
 @contextmanager
-def _folder_lock(output_dir: Path, base: str) -> Iterator[None]:
-    """One process at a time chooses or creates the study folder (processes started together
-    must find the same one)."""
-    handle = os.open(output_dir / f".{base}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+def _folder_lock(output_dir: Path) -> Iterator[None]:
+    """One process at a time chooses or creates a study folder in `output_dir` (processes
+    started together must find the same one): an OS lock on the folder, held for a moment."""
+    handle = os.open(output_dir, os.O_RDONLY)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
@@ -124,7 +124,7 @@ def open_study(
     """
     base, name = f"{spec_name}-tune", name or f"{spec_name}-tune"
     wanted = {"study": name, "storage": storage, "key": key}
-    with _folder_lock(output_dir, base):
+    with _folder_lock(output_dir):
         newest = _newest(output_dir, base)
         folder = newest if newest and _record(newest) == wanted else None
         continued = folder is not None
@@ -140,7 +140,7 @@ def open_study(
 def _create(url: str, name: str, direction: str, pruner: str) -> Any:
     with _quiet_optuna() as optuna:
         pruners = {
-            "median": optuna.pruners.MedianPruner(n_startup_trials=3),
+            "median": optuna.pruners.MedianPruner(),  # after 5 trials, from the first epoch
             "hyperband": optuna.pruners.HyperbandPruner(),
             "none": optuna.pruners.NopPruner(),
         }
