@@ -323,25 +323,36 @@ def tune(
     trials: Annotated[
         int | None,
         typer.Option(
-            min=1, help="The study's trials [default: search.trials].", show_default=False
+            min=1,
+            metavar="N",
+            show_default=False,
+            help="The study's trials [default: search.trials].",
         ),
     ] = None,
     timeout: Annotated[
         float | None,
-        typer.Option(min=0.001, help="Start no trial after this many seconds.", show_default=False),
+        typer.Option(
+            min=0.001,
+            metavar="SECONDS",
+            show_default=False,
+            help="Start no trial after this many seconds.",
+        ),
     ] = None,
     storage: Annotated[
         str | None,
         typer.Option(
+            metavar="URL",
+            show_default=False,
             help="An Optuna storage URL shared by several processes or machines "
             "[default: study.db in the study's folder].",
-            show_default=False,
         ),
     ] = None,
     study: Annotated[
         str | None,
         typer.Option(
-            help="The study's name in the storage [default: NAME-tune].", show_default=False
+            metavar="NAME",
+            show_default=False,
+            help="The study's name in the storage [default: SPEC_NAME-tune].",
         ),
     ] = None,
     json_output: JsonFlag = False,

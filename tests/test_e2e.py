@@ -163,9 +163,29 @@ def test_xor_learns_the_four_points(workspace: Path, user_env: dict[str, str]) -
     assert "On the training data (no test split): accuracy 1.0000" in result.stdout
 
 
+def test_the_shipped_search_runs_on_mnist(
+    first_model: Path, workspace: Path, user_env: dict[str, str]
+) -> None:
+    """configs/mnist_tune.yaml for real, shortened: 2 trials of 1 epoch (tests/test_tune.py
+    tests the search itself on a tiny CSV)."""
+    arguments = ["tune", str(REPO / "configs" / "mnist_tune.yaml"), "--trials", "2", "--set",
+                 "fit.epochs=1"]  # fmt: skip
+    result, _ = run_dlcli(arguments, user_env, workspace, timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "WARNING" not in result.stderr, result.stderr
+    assert re.search(r"^Study mnist-tune in runs/mnist-tune-\d+$", result.stderr, re.MULTILINE)
+    rows = re.findall(r"^ +(\d) +complete +(0\.9\d+) ", result.stdout, re.MULTILINE)
+    assert [number for number, _ in rows] == ["0", "1"], result.stdout
+    test = re.search(r"On the test split, the best trial alone: accuracy (0\.\d+)", result.stdout)
+    assert test and float(test[1]) >= 0.9, result.stdout
+    assert re.search(r"^Train the best spec: dlcli train runs/mnist-tune-\d+/best.yaml$",
+                     result.stdout, re.MULTILINE)  # fmt: skip
+
+
 def test_every_shipped_config_is_started_here() -> None:
     iris = {"iris_two_inputs", "iris_two_outputs"}  # trained in test_several_inputs.py
-    started = {"mnist", "xor", "mnist_cnn", "mnist_two_branch", *iris, *KERAS_DATASETS}
+    started = {"mnist", "mnist_tune", "xor", "mnist_cnn", "mnist_two_branch", *iris,
+               *KERAS_DATASETS}  # fmt: skip
     assert {path.stem for path in CONFIGS} == started
 
 
