@@ -297,3 +297,20 @@ def test_a_spec_without_search_is_refused(tmp_path: Path, user_env: dict[str, st
         "Error: tiny.yaml: no `search:` section; dlcli tune needs one, e.g. search: {metric: "
         "val_accuracy, trials: 20, space: {fit.batch_size: {choice: [64, 128]}}}"
     )
+
+
+def test_a_metric_the_model_does_not_report_ends_the_search_after_one_epoch(
+    tmp_path: Path, user_env: dict[str, str]
+) -> None:
+    """Keras names its metrics only once the model trains: `val_acc` is found wrong then, and
+    ends the search (every trial would miss it) instead of failing trial after trial."""
+    write_spec(tmp_path, SEARCH.replace("metric: val_accuracy", "metric: val_acc"))
+    result, _ = run_dlcli(["tune", "tiny.yaml"], user_env, tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: `search.metric` val_acc is not among what the model reports on the validation "
+        "split: val_accuracy, val_loss"
+    )
+    study = tmp_path / "runs" / "tiny-tune-1"
+    assert trials_in(study / "study.db") == [(0, "FAIL")]
+    assert not (study / "trial-0" / "backup").exists()

@@ -183,7 +183,7 @@ def fail_stale(study: Any) -> None:
 
 def counted(study: Any) -> int:
     """The trials that count towards `search.trials`: finished, running, or failed for a
-    reason of their own (not interrupted, not killed)."""
+    reason of their own (not stopped by Ctrl-C or the search, not killed)."""
     from optuna.trial import TrialState
 
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
@@ -204,7 +204,7 @@ def rows(study: Any) -> list[TrialRow]:
     table = []
     for trial in study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
-        reason = attrs.get("failure") or attrs.get("interrupted")
+        reason = attrs.get("failure") or attrs.get("stopped")
         if trial.state == TrialState.FAIL and reason is None:
             reason = "its process stopped without finishing it (killed?)"
         value = trial.value if trial.value is not None else _last(trial.intermediate_values)

@@ -44,7 +44,7 @@ def run_trial(
     """Run the study's next trial to its end (complete, pruned or failed); its number.
 
     Raises:
-        Interrupted: SIGINT or SIGTERM; the trial is recorded as interrupted.
+        Interrupted: SIGINT or SIGTERM; the trial is recorded as stopped, not failed.
         MetricMissing, OutputError: what would fail every trial ends the search.
     """
     outcome: dict[str, Any] = {}
@@ -88,11 +88,12 @@ def _objective(
                        trial=Trial(run_dir, [pruning]))  # fmt: skip
     except Interrupted as error:
         where = str(error).split(":")[0]  # "SIGINT in epoch 2, batch 10"
-        trial.set_user_attr("interrupted", f"{where}: interrupted")
+        trial.set_user_attr("stopped", f"{where}: interrupted")
         drop(run_dir)
         signal_name = where.split(" in ")[0]
         raise Interrupted(f"{signal_name} in trial {trial.number}", error.exit_code) from None
-    except (MetricMissing, OutputError):
+    except (MetricMissing, OutputError) as error:  # the search's, not this trial's
+        trial.set_user_attr("stopped", f"the search stopped: {error}")
         drop(run_dir)
         raise
     except Exception as error:  # noqa: BLE001 (every failure is the trial's, with its reason)
