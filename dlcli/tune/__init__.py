@@ -143,10 +143,23 @@ def _search(
     """Run trials until the study has `goal` of them or `timeout` has passed; Ctrl-C (in a
     trial or between two) ends the search, keeping every finished trial."""
     from dlcli.train.runs import shell_path
-    from dlcli.tune.study import counted
+    from dlcli.tune.study import counted, fail_stale, rows
+    from dlcli.tune.trial import run_trial
 
+    assert spec.search is not None
+    # each trial traces its model's functions anew, which TensorFlow would warn about
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    started, ran = time.monotonic(), []
     try:
-        return _trials(study, spec_path, overrides, spec, view, goal, timeout)
+        while True:
+            fail_stale(study.optuna)  # a trial of a killed process no longer counts as running
+            if counted(study.optuna) >= goal:
+                return ran, "trials"
+            if timeout is not None and time.monotonic() - started >= timeout:
+                return ran, "timeout"
+            number = run_trial(study, spec_path, overrides, spec.search, view)
+            ran.append(number)
+            view.trial_done(next(row for row in rows(study.optuna) if row.number == number))
     except (Interrupted, KeyboardInterrupt) as error:
         what, code = (str(error), error.exit_code) if isinstance(error, Interrupted) else (
             "SIGINT", 130)  # fmt: skip
@@ -157,30 +170,3 @@ def _search(
             f"with the same command: dlcli tune {shell_path(spec_path)}",
             code,
         ) from None
-
-
-def _trials(
-    study: Study,
-    spec_path: Path,
-    overrides: Sequence[str],
-    spec: Spec,
-    view: TuneView,
-    goal: int,
-    timeout: float | None,
-) -> tuple[list[int], str]:
-    from dlcli.tune.study import counted, fail_stale, rows
-    from dlcli.tune.trial import run_trial
-
-    assert spec.search is not None
-    # each trial traces its model's functions anew, which TensorFlow would warn about
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    started, ran = time.monotonic(), []
-    while True:
-        fail_stale(study.optuna)  # a trial of a killed process no longer counts as running
-        if counted(study.optuna) >= goal:
-            return ran, "trials"
-        if timeout is not None and time.monotonic() - started >= timeout:
-            return ran, "timeout"
-        number = run_trial(study, spec_path, overrides, spec.search, view)
-        ran.append(number)
-        view.trial_done(next(row for row in rows(study.optuna) if row.number == number))

@@ -111,6 +111,9 @@ def tune_result(console: Console, view: TuneView, result: TuneResult) -> None:
                       markup=False)  # fmt: skip
         for row in result.trials:
             view.trial_done(row)
+    if result.stopped == "timeout":
+        console.print(f"The timeout ended the search here after {len(result.ran)} trials",
+                      markup=False)  # fmt: skip
     best, where = result.best, shown(result.folder)
     states = Counter(row.state for row in result.trials)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
