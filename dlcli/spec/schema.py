@@ -327,6 +327,18 @@ class Distribution(Strict):
             raise PydanticCustomError("distribution", "the `step` of an `int` range is an integer")
         return self
 
+    @model_serializer
+    def _to_yaml(self) -> dict[str, Any]:
+        """As written: `{int: [LOW, HIGH], log: true}` (the keys `int` and `float`, not the
+        fields' names)."""
+        kind = next(key for key in ("int", "float", "choice") if self.bounds(key) is not None)
+        written: dict[str, Any] = {kind: self.bounds(kind)}
+        if self.log:
+            written["log"] = True
+        if self.step is not None:
+            written["step"] = self.step
+        return written
+
     def bounds(self, kind: str) -> list[Any] | None:
         """The `int` or `float` range, or the `choice` list, as written."""
         return {"int": self.int_range, "float": self.float_range, "choice": self.choice}[kind]
