@@ -17,13 +17,47 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's hook, which reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under `pytest -n` (pytest-xdist, `--dist loadgroup`), each test file runs in one worker,
-    so its module fixtures are made once; the two end-to-end files share one, whose session
-    fixtures (the first trained model) are then made once too."""
+    """Under `pytest -n` (pytest-xdist, `--dist loadgroup`), the tests that share a costly
+    fixture run in one worker, so that it is made once: the tests of the first trained model
+    (a session fixture of test_e2e.py and test_e2e_mistakes.py) in one group, and the tests
+    that use a module fixture in one group per file. Every other test is scheduled on its own,
+    which keeps both workers busy to the end (xdist hands out the groups first, the largest
+    first, then the other tests in order)."""
     for item in items:
-        path = item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group("e2e" if "tests/test_e2e" in path else path))
+        info = getattr(item, "_fixtureinfo", None)
+        definitions = info.name2fixturedefs.values() if info is not None else []
+        if "first_model" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("e2e"))
+        elif any(found and found[-1].scope == "module" for found in definitions):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+class _GroupSuffix:
+    """pytest-xdist 3.8 tells the scheduler a test's group by appending `@GROUP` to the test's
+    `_nodeid`, which pytest 9.2 no longer reads (its node ids are structured): the groups were
+    silently ignored (pytest-xdist issue #1386). This appends it to the structured id, after
+    xdist's hook, where xdist has not."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        for item in items:
+            marks = item.iter_markers("xdist_group")
+            groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                             for m in marks})  # fmt: skip
+            suffix = f"@{'_'.join(groups)}"
+            if groups and not item.nodeid.endswith(suffix):
+                from _pytest.nodeid import NodeId  # pytest 9.2
+
+                item._id = NodeId.parse(item.nodeid + suffix)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config.option, "loadgroup", False):  # set on xdist's workers only
+        config.pluginmanager.register(_GroupSuffix(), "dlcli-xdist-group-suffix")
 
 
 @pytest.fixture(scope="session")

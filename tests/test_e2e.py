@@ -141,11 +141,26 @@ def test_other_keras_datasets_name_the_url(
     assert f"URL fetch failure on {url}: " in one_error_line(result)
 
 
-@pytest.mark.parametrize("config", ["mnist_cnn.yaml", "mnist_two_branch.yaml"])
+# The convnet learns enough from a quarter of the training images (test accuracy ~0.94, the
+# 10 digits right) and fits in under a third of the time (~8 s, not ~26 s, on 2 cores):
+# validation_split holds out the rest and validation_freq=2 leaves them unscored in a
+# one-epoch run (mnist_two_branch validates on its split).
+QUARTER = ["--set", "dataset.validation_split=0.75", "--set", "fit.validation_freq=2"]
+
+
+@pytest.mark.parametrize(
+    ("config", "smaller"),
+    [("mnist_cnn.yaml", QUARTER), ("mnist_two_branch.yaml", [])],
+    ids=["mnist_cnn.yaml", "mnist_two_branch.yaml"],
+)
 def test_mnist_configs_train_one_epoch(
-    config: str, first_model: Path, workspace: Path, user_env: dict[str, str]
+    config: str,
+    smaller: list[str],
+    first_model: Path,
+    workspace: Path,
+    user_env: dict[str, str],
 ) -> None:
-    arguments = ["train", str(REPO / "configs" / config), "--set", "fit.epochs=1"]
+    arguments = ["train", str(REPO / "configs" / config), "--set", "fit.epochs=1", *smaller]
     result, _ = run_dlcli(arguments, user_env, workspace, timeout=900)
     assert result.returncode == 0, result.stderr
     assert accuracy_of(result.stdout) >= 0.9
