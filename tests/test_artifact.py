@@ -176,7 +176,7 @@ SCHEMA_EDITS = {
     ),
     "evaluated on an unknown split": (
         nested("metrics.evaluated_on", "val"),
-        "`metrics.evaluated_on` must be 'test' or 'train'. Received: 'val'",
+        "`metrics.evaluated_on` must be 'test', 'train' or 'validation'. Received: 'val'",
     ),
     "versions as text": (
         edited(versions="3"),

@@ -283,7 +283,7 @@ MISTAKES = [
     (
         replaced("name: xor", '"na\\nme": xor'),
         "`na\\nme`: unknown key `na\\nme` (did you mean `name`?); valid keys: name, seed, "
-        "dataset, model, compile, fit, output, plugins (xor.yaml, line 3)",
+        "dataset, model, compile, fit, output, plugins, search (xor.yaml, line 3)",
     ),
     (
         replaced("seed: 1", "seed: 1\n\tfit: 2"),
