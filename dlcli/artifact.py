@@ -133,6 +133,7 @@ class Training(_Record):
     fit_seconds: Seconds
     total_seconds: Seconds
     device: str
+    workers: int = Field(default=1, ge=1)  # processes that trained together (TF_CONFIG)
     stopped_early: str | None = None  # EarlyStopping (or another callback) ended training
 
 

@@ -21,9 +21,12 @@ import threading
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlcli.errors import OutputError
+
+if TYPE_CHECKING:
+    from dlcli.cluster import Cluster
 
 
 class NeedsMainThread(Exception):  # noqa: N818 (a signal to the caller, not an error)
@@ -82,14 +85,17 @@ class Device:
     names: list[str]
     mixed_precision: bool
     strategy: Any
+    workers: int = 1  # processes training together (dlcli.cluster), each on these devices
 
     @property
     def description(self) -> str:
         if self.kind == "CPU":
-            return "CPU (no GPU found)"
-        precision = ", mixed precision (float16)" if self.mixed_precision else ""
-        plural = "s" if len(self.names) > 1 else ""
-        return f"{len(self.names)} GPU{plural}: {', '.join(self.names)}{precision}"
+            each = "CPU" if self.workers > 1 else "CPU (no GPU found)"
+        else:
+            precision = ", mixed precision (float16)" if self.mixed_precision else ""
+            plural = "s" if len(self.names) > 1 else ""
+            each = f"{len(self.names)} GPU{plural}: {', '.join(self.names)}{precision}"
+        return f"{self.workers} workers, each on {each}" if self.workers > 1 else each
 
 
 def _mixed_precision_safe(details: dict[str, Any]) -> bool:
@@ -98,21 +104,36 @@ def _mixed_precision_safe(details: dict[str, Any]) -> bool:
     return tuple(capability) >= (7, 0)
 
 
-def select_device(*, mixed_precision: bool = True) -> Device:
-    """Pick the strategy for this machine and set the Keras dtype policy accordingly."""
-    import keras
+def select_device(*, mixed_precision: bool = True, cluster: Cluster | None = None) -> Device:
+    """Pick the strategy for this machine and set the Keras dtype policy accordingly.
+
+    In a `cluster`, the strategy is MultiWorkerMirroredStrategy over this machine's GPUs (or
+    its CPU), made first: it must exist before anything sets up TensorFlow's devices.
+    """
     import tensorflow as tf
 
+    strategy = None
+    if cluster is not None:
+        from dlcli import keras_multiworker
+        from dlcli.cluster import make_strategy
+
+        strategy = make_strategy(cluster)
+        keras_multiworker.apply()
+    import keras
+
+    workers = cluster.size if cluster else 1
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         keras.mixed_precision.set_global_policy("float32")
-        return Device("CPU", [], False, tf.distribute.get_strategy())
+        return Device("CPU", [], False, strategy or tf.distribute.get_strategy(), workers)
     details = [tf.config.experimental.get_device_details(gpu) for gpu in gpus]
     names = [detail.get("device_name", gpu.name) for detail, gpu in zip(details, gpus, strict=True)]
     use_mixed = mixed_precision and all(_mixed_precision_safe(detail) for detail in details)
     keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    return Device("GPU", names, use_mixed, strategy)
+    if strategy is None:
+        several = len(gpus) > 1
+        strategy = tf.distribute.MirroredStrategy() if several else tf.distribute.get_strategy()
+    return Device("GPU", names, use_mixed, strategy, workers)
 
 
 # ---------------------------------------------------------------------------------------------

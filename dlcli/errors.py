@@ -86,6 +86,13 @@ class StudyError(DlcliError):
     exit_code = 13
 
 
+class ClusterError(DlcliError):
+    """Training on several workers cannot start or go on: TF_CONFIG is malformed, a worker
+    cannot be reached or has stopped, or the workers do not agree."""
+
+    exit_code = 14
+
+
 class Interrupted(DlcliError):
     """Training was stopped by SIGINT or SIGTERM after a backup was written."""
 
@@ -107,4 +114,5 @@ EXIT_CODES: dict[str, int] = {
     "OutputError": OutputError.exit_code,
     "ExportError": ExportError.exit_code,
     "StudyError": StudyError.exit_code,
+    "ClusterError": ClusterError.exit_code,
 }

@@ -151,6 +151,9 @@ def train_result(console: Console, result: TrainResult) -> None:
     console.print(
         f"Fit {result.fit_seconds:.1f}s, total {result.total_seconds:.1f}s on {result.device}"
     )
+    if result.saved_by:  # a worker of a cluster: its own files were scratch
+        console.print(f"Model and run directory: written by {result.saved_by}")
+        return
     console.print(f"Model: {shown(result.model_path)}")
     if result.exported:
         console.print(result.exported, markup=False, highlight=False, soft_wrap=True)

@@ -22,10 +22,10 @@ from typing import Any, Protocol
 
 from dlcli import artifact
 from dlcli.checks import add_channel_axis, check_against_model, describe_outputs, tasks_of
+from dlcli.cluster import Cluster, check_batch, from_environment
 from dlcli.data import Splits, check_files, load_dataset
 from dlcli.data.common import in_order, resolve_path
 from dlcli.errors import TrainingError, UsageError
-from dlcli.runfolder import BACKUP_DIR
 from dlcli.spec import Spec
 from dlcli.train import backup
 from dlcli.train.callbacks import (
@@ -40,7 +40,7 @@ from dlcli.train.deploy import write_onnx
 from dlcli.train.info import model_info
 from dlcli.train.initial import freeze, load_initial_weights
 from dlcli.train.loop import FUSED_LOOP_KERAS, fused_loop_tested, steps_per_execution, training_data
-from dlcli.train.resume import prepare_resume
+from dlcli.train.resume import more_epochs, prepare_resume, restore_backup
 from dlcli.train.runs import (
     kept_only_if_resumable,
     locked,
@@ -52,6 +52,7 @@ from dlcli.train.runs import (
     write_record,
 )
 from dlcli.train.weights import sample_weights
+from dlcli.train.workers import WorkerView, agree, lost_worker, scratch_folder, worker_stop
 
 __all__ = ["ProgressView", "TrainResult", "Trial", "prepare_resume", "run", "train"]
 
@@ -82,6 +83,7 @@ class TrainResult:
     device: str
     stopped_early: str | None = None  # what ended training before `fit.epochs`, and what it kept
     exported: str | None = None  # model.onnx written beside the model, or why not
+    saved_by: str | None = None  # in a cluster, the chief that wrote the run (not this worker)
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class Prepared:
     callbacks: list[Any]  # the spec's own, built from `fit.callbacks`
     notes: list[str]  # said before training starts
     weights: Any = None  # a training weight per example (dlcli.train.weights), or None
+    cluster: Cluster | None = None  # the workers training together (TF_CONFIG)
 
 
 def run(
@@ -139,9 +142,14 @@ def run(
         run(Path("configs/xor.yaml"), ["fit.epochs=10"], view=report.TrainView(console))
     """
     if resume is not None:
-        epochs = _more_epochs(resume, spec_path, overrides, restart=restart)
+        epochs = more_epochs(resume, spec_path, overrides, restart=restart)
         if not resume.is_dir():
             raise UsageError(f"--resume {resume}: no such run directory")
+        cluster = from_environment()
+        if cluster and not cluster.chief:  # it reads the chief's run folder, writes nothing there
+            spec, spec_dir = prepare_resume(resume, restart=restart, epochs=epochs, read_only=True)
+            return train(spec, spec_dir, view, tensorboard=tensorboard, run_dir=resume,
+                         skip_bad=skip_bad)  # fmt: skip
         with locked(resume):  # before a restart clears the backup: one process per run
             spec, spec_dir = prepare_resume(resume, restart=restart, epochs=epochs)
             return train(spec, spec_dir, view, tensorboard=tensorboard, run_dir=resume,
@@ -161,23 +169,6 @@ def run(
         view.note(f"{spec_path}: the `search:` section is for `dlcli tune`; training without it")
     return train(spec, spec_path.parent, view, tensorboard=tensorboard, spec_file=spec_path,
                  overrides=overrides, skip_bad=skip_bad)  # fmt: skip
-
-
-def _more_epochs(
-    resume: Path, spec_path: Path | None, overrides: Sequence[str], *, restart: bool
-) -> int | None:
-    """N from `--resume RUN --set fit.epochs=N`; any other spec or override is refused."""
-    key, _, value = overrides[0].partition("=") if len(overrides) == 1 else ("", "", "")
-    if spec_path is None and not overrides:
-        return None
-    if spec_path is None and not restart and key.strip() == "fit.epochs" and value.isdigit():
-        return int(value)
-    given = " ".join([str(spec_path or ""), *(f"--set {o}" for o in overrides)]).strip()
-    raise UsageError(
-        f"--resume continues {resume} with its own spec.yaml, so `{given}` cannot be applied "
-        "(only --set fit.epochs=N, to train on); to change the spec, edit the spec file and "
-        "add --restart"
-    )
 
 
 def train(
@@ -218,31 +209,41 @@ def train(
         train(load_spec(Path("configs/xor.yaml")), Path("configs"), view)
     """
     started = time.perf_counter()
-    if spec.seed is None:
-        spec = spec.model_copy(update={"seed": random.SystemRandom().randrange(2**31)})
-    resuming = run_dir is not None
+    cluster = from_environment()  # TF_CONFIG, checked before TensorFlow loads
+    if cluster and trial:
+        raise UsageError("dlcli tune trains its trials in one process: unset TF_CONFIG")
+    if spec.seed is None:  # in a cluster, the same on every worker
+        seed = cluster.seed if cluster else random.SystemRandom().randrange(2**31)
+        spec = spec.model_copy(update={"seed": seed})
+    if cluster:
+        check_batch(spec.fit.batch_size, cluster.size, str(spec_file or run_dir))
+    resuming, worker = run_dir is not None, bool(cluster and not cluster.chief)
     check_files(spec.dataset, spec_dir, spec_file)  # before TensorFlow loads
     if spec.fit.initial_weights is not None:
         artifact.inspect(resolve_path(spec.fit.initial_weights, spec_dir), require_metadata=False)
-    output_dir = None if resuming or trial else output_folder(spec)
-    prepared = _prepare(spec, spec_dir, skip_bad=skip_bad)
-    if trial is not None:
-        run_dir = trial.run_dir
-    elif run_dir is None:  # only now: a mistake found above leaves no run folder behind
-        assert output_dir is not None
-        run_dir = new_run_dir(output_dir, spec.name)
-    with (
-        locked(run_dir) if not resuming else nullcontext(),
-        kept_only_if_resumable(run_dir, resuming),
-    ):
-        write_record(run_dir, spec, spec_dir, spec_file, overrides, new=not resuming)
-        more = trial.callbacks if trial else []
-        fit_seconds = _fit(prepared, run_dir, view, more, resuming=resuming,
-                           tensorboard=tensorboard)  # fmt: skip
-        return _finish(prepared, run_dir, fit_seconds, started, validation=trial is not None)
+    output_dir = None if resuming or trial or worker else output_folder(spec)
+    prepared = _prepare(spec, spec_dir, skip_bad=skip_bad, cluster=cluster)
+    with scratch_folder(cluster) if worker else nullcontext() as scratch:
+        shared = run_dir  # resuming: the run whose backup to continue
+        if scratch is not None:  # a worker's own files, the chief's run continued
+            run_dir, view = scratch, WorkerView(view, cluster)
+        elif trial is not None:
+            run_dir = trial.run_dir
+        elif run_dir is None:  # only now: a mistake found above leaves no run folder behind
+            assert output_dir is not None
+            run_dir = new_run_dir(output_dir, spec.name)
+        with (
+            locked(run_dir) if not resuming or worker else nullcontext(),
+            kept_only_if_resumable(run_dir, resuming),
+        ):
+            write_record(run_dir, spec, spec_dir, spec_file, overrides, new=not resuming or worker)
+            more = trial.callbacks if trial else []
+            fit_seconds = _fit(prepared, run_dir, view, more, restore=shared if resuming else None,
+                               tensorboard=tensorboard)  # fmt: skip
+            return _finish(prepared, run_dir, fit_seconds, started, validation=trial is not None)
 
 
-def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool) -> Prepared:
+def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | None) -> Prepared:
     """Data, model and device, with the data checked against the model, loss and metrics."""
     from dlcli.device import NeedsMainThread, import_tensorflow, keep_compiled_programs
 
@@ -262,8 +263,10 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool) -> Prepared:
     from dlcli import model as models
     from dlcli.device import select_device
 
+    device = select_device(cluster=cluster)  # first: a cluster's strategy sets up TensorFlow
+    if cluster:
+        check_batch(spec.fit.batch_size, device.strategy.num_replicas_in_sync, "the spec")
     keras.utils.set_random_seed(spec.seed)
-    device = select_device()
     models.load_plugins(spec.plugins)
     per_execution = steps_per_execution(
         spec.compile.steps_per_execution, len(splits.train), spec.fit.batch_size
@@ -286,7 +289,7 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool) -> Prepared:
         models.create_training_variables(model, splits.train.x, targets(model, splits.train.y))
     callbacks = models.build_callbacks(spec)
     return Prepared(spec, splits, model, task, device, callbacks, [*notes, *[note] * bool(note)],
-                     weights)  # fmt: skip
+                    weights, cluster)  # fmt: skip
 
 
 def _fit(
@@ -295,10 +298,13 @@ def _fit(
     view: ProgressView,
     more_callbacks: list[Any],
     *,
-    resuming: bool,
+    restore: Path | None,
     tensorboard: bool,
 ) -> float:
-    """Keras's `fit` with the backup, history, progress and the spec's callbacks; its seconds."""
+    """Keras's `fit` with the backup, history, progress and the spec's callbacks; its seconds.
+
+    `restore` is the run folder whose backup to continue (this one, or in a cluster the one
+    the chief continues)."""
     import keras
 
     spec, splits, model = prepared.spec, prepared.splits, prepared.model
@@ -313,7 +319,9 @@ def _fit(
         )
     steps = math.ceil(len(splits.train) / spec.fit.batch_size)
     progress = progress_callback(view, spec.fit.epochs, steps)
-    restored = _restore(model, run_dir, spec.fit.epochs, view) if resuming else None
+    restored = None
+    if restore is not None:
+        restored = restore_backup(model, restore, spec.fit.epochs, view, tidy=restore == run_dir)
     history = list(restored.history) if restored else []
     write_history(run_dir / "history.csv", history)
     callbacks = [backup.callback(run_dir, history), progress, *prepared.callbacks,
@@ -331,6 +339,9 @@ def _fit(
     validation = None
     if splits.validation is not None:
         validation = (splits.validation.x, targets(model, splits.validation.y))
+    cluster = prepared.cluster
+    if cluster:
+        agree(prepared.device.strategy, cluster, spec, first_epoch)
     started = time.perf_counter()
     if first_epoch >= spec.fit.epochs:  # killed after its last backup: only the end is left
         view.stop()
@@ -348,32 +359,16 @@ def _fit(
                 verbose=0,
             )
     except Stop as stop:
-        raise stop_error(stop, run_dir, new_run=not resuming) from None
+        if cluster and not cluster.chief:
+            raise worker_stop(stop, cluster) from None
+        raise stop_error(stop, run_dir, new_run=restore is None) from None
     except Exception as error:
+        if cluster and (lost := lost_worker(error, cluster, run_dir)):
+            raise lost from error
         raise failure_error(error, spec, run_dir) from error
     finally:
         view.stop()
     return time.perf_counter() - started
-
-
-def _restore(
-    model: Any, run_dir: Path, epochs: int, view: ProgressView
-) -> backup.Generation | None:
-    """Load the run's newest backup generation into the model (None when it has none), after
-    removing what a killed run left half-written."""
-    generation = backup.latest(run_dir)
-    backup.tidy(run_dir)
-    if generation is None:
-        return None
-    try:
-        backup.restore(model, generation)
-    except (OSError, ValueError) as error:
-        raise TrainingError(
-            f"the backup in {run_dir / BACKUP_DIR} cannot be restored ({error}); start the run "
-            f"over with: dlcli train --resume {shell_path(run_dir)} --restart"
-        ) from error
-    view.note(f"Resuming after epoch {generation.epoch} of {epochs}, from its backup")
-    return generation
 
 
 def _finish(
@@ -407,6 +402,7 @@ def _finish(
         "fit_seconds": round(fit_seconds, 3),
         "total_seconds": round(time.perf_counter() - started, 3),
         "device": prepared.device.description,
+        "workers": prepared.device.workers,
     }
     metrics = {"evaluated_on": evaluated_on, evaluated_on: test_metrics, **training}
     model_path = run_dir / "model.keras"
@@ -424,10 +420,12 @@ def _finish(
         plots.save_confusion_matrix(matrix, labels, run_dir / "confusion_matrix.png")
     record_compiled_programs()  # the programs this run loaded or wrote worked
     backup.drop(run_dir)  # only now: until then, --resume finishes the run from its backup
+    cluster = prepared.cluster
+    saved_by = f"the chief ({cluster.workers[0]})" if cluster and not cluster.chief else None
     return TrainResult(
         run_dir, model_path, task, test_metrics, evaluated_on, history,
         fit_seconds, time.perf_counter() - started, prepared.device.description, stopped_early,
-        exported,
+        exported, saved_by,
     )  # fmt: skip
 
 

@@ -21,7 +21,7 @@ from dlcli.errors import (
 )
 from dlcli.spec import Spec
 from dlcli.train import backup
-from dlcli.train.runs import resumable, shell_path
+from dlcli.train.runs import resumable, resume_command, shell_path
 
 if TYPE_CHECKING:
     from dlcli.train import ProgressView
@@ -135,7 +135,7 @@ def stop_error(stop: Stop, run_dir: Path, *, new_run: bool) -> DlcliError:
             )
         return Interrupted(
             f"{name} in epoch {stop.epoch}, batch {stop.batch}: stopped; {kept}. "
-            f"Resume with: dlcli train --resume {shell_path(run_dir)}",
+            f"Resume with: {resume_command(run_dir)}",
             128 + stop.signal_number,
         )
     return NonFiniteLossError(

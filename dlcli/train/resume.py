@@ -1,16 +1,21 @@
-"""`dlcli train --resume RUN`: the run's own spec, checked against the file it came from
-(the backup it continues from is dlcli.train.backup's)."""
+"""`dlcli train --resume RUN`: the run's own spec, checked against the file it came from, and
+its newest backup (written by dlcli.train.backup) loaded into the model."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlcli.errors import ConfigError, TrainingError, UsageError
 from dlcli.runfolder import BACKUP_DIR
 from dlcli.spec import Spec, format_path
-from dlcli.train.runs import RUN_RECORD, read_record, resumable
+from dlcli.train import backup
+from dlcli.train.runs import RUN_RECORD, read_record, resumable, shell_path
+
+if TYPE_CHECKING:
+    from dlcli.train import ProgressView
 
 
 def _first_difference(old: Any, new: Any, path: tuple = ()) -> str:
@@ -30,7 +35,7 @@ def _first_difference(old: Any, new: Any, path: tuple = ()) -> str:
 
 
 def prepare_resume(
-    run_dir: Path, *, restart: bool = False, epochs: int | None = None
+    run_dir: Path, *, restart: bool = False, epochs: int | None = None, read_only: bool = False
 ) -> tuple[Spec, Path]:
     """The spec and spec folder to continue `run_dir` with.
 
@@ -38,7 +43,8 @@ def prepare_resume(
     is refused (the backup belongs to the old spec) unless `restart`, which starts the run over
     with the file as it is now. A finished run is not resumed, unless `epochs` asks for more
     epochs than it had: it then trains on from its model.keras, in the same folder. `run_dir`
-    exists: the caller has checked it and holds its lock (`dlcli.train.run`).
+    exists: the caller has checked it and holds its lock (`dlcli.train.run`), or reads it only
+    (`read_only`: a worker of a cluster besides the chief, which changes the folder for all).
     """
     from dlcli.spec import load_spec
 
@@ -48,7 +54,8 @@ def prepare_resume(
     finished = (run_dir / "model.keras").exists() and not resumable(run_dir)
     # a backup beside model.keras: an earlier --restart that did not finish
     if finished and not restart and epochs is None:
-        shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)  # what a kill left of none
+        if not read_only:
+            shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)  # a kill's leftovers
         raise UsageError(
             f"--resume {run_dir}: this run finished (model.keras exists); nothing to resume "
             "(to train it on, add --set fit.epochs=N with more epochs)"
@@ -76,9 +83,11 @@ def prepare_resume(
                 f"({change}); undo the change to resume, or add --restart to start the run over"
             )
         spec = current
-    if epochs is not None:
+    if epochs is not None and read_only:  # the chief checks it and records it
+        spec = spec.model_copy(update={"fit": spec.fit.model_copy(update={"epochs": epochs})})
+    elif epochs is not None:
         spec = _with_more_epochs(run_dir, spec, epochs, finished=finished)
-    if restart:
+    if restart and not read_only:
         # model.keras and its files stay until the restarted run replaces them
         for leftover in (run_dir / BACKUP_DIR, run_dir / "history.csv"):
             if leftover.is_dir():
@@ -92,7 +101,6 @@ def _with_more_epochs(run_dir: Path, spec: Spec, epochs: int, *, finished: bool)
     """`spec` asking for `epochs`, recorded in run.json; a finished run's model becomes its
     backup to go on from."""
     from dlcli.artifact import write_json
-    from dlcli.train import backup
 
     if epochs <= spec.fit.epochs:
         raise UsageError(
@@ -105,3 +113,41 @@ def _with_more_epochs(run_dir: Path, spec: Spec, epochs: int, *, finished: bool)
     overrides = [o for o in record["overrides"] if not o.startswith("fit.epochs=")]
     write_json(run_dir / RUN_RECORD, {**record, "overrides": [*overrides, f"fit.epochs={epochs}"]})
     return spec.model_copy(update={"fit": spec.fit.model_copy(update={"epochs": epochs})})
+
+
+def more_epochs(
+    resume: Path, spec_path: Path | None, overrides: Sequence[str], *, restart: bool
+) -> int | None:
+    """N from `--resume RUN --set fit.epochs=N`; any other spec or override is refused."""
+    key, _, value = overrides[0].partition("=") if len(overrides) == 1 else ("", "", "")
+    if spec_path is None and not overrides:
+        return None
+    if spec_path is None and not restart and key.strip() == "fit.epochs" and value.isdigit():
+        return int(value)
+    given = " ".join([str(spec_path or ""), *(f"--set {o}" for o in overrides)]).strip()
+    raise UsageError(
+        f"--resume continues {resume} with its own spec.yaml, so `{given}` cannot be applied "
+        "(only --set fit.epochs=N, to train on); to change the spec, edit the spec file and "
+        "add --restart"
+    )
+
+
+def restore_backup(
+    model: Any, run_dir: Path, epochs: int, view: ProgressView, *, tidy: bool
+) -> backup.Generation | None:
+    """Load the run's newest backup generation into the model (None when it has none), after
+    removing what a killed run left half-written (if `tidy`: the run is this process's)."""
+    generation = backup.latest(run_dir)
+    if tidy:
+        backup.tidy(run_dir)
+    if generation is None:
+        return None
+    try:
+        backup.restore(model, generation)
+    except (OSError, ValueError) as error:
+        raise TrainingError(
+            f"the backup in {run_dir / BACKUP_DIR} cannot be restored ({error}); start the run "
+            f"over with: dlcli train --resume {shell_path(run_dir)} --restart"
+        ) from error
+    view.note(f"Resuming after epoch {generation.epoch} of {epochs}, from its backup")
+    return generation

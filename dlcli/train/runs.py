@@ -18,11 +18,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from dlcli.cluster import LAUNCHED
 from dlcli.errors import OutputError, TrainingError
 from dlcli.runfolder import generations, lock_holders
 from dlcli.spec import Spec
 
 RUN_RECORD = "run.json"  # what --resume needs besides spec.yaml: the spec's folder
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that continues a run (with `--workers N` if dlcli launched its workers)."""
+    workers = os.environ.get(LAUNCHED, "")
+    return f"dlcli train --resume {shell_path(run_dir)}" + (f" --workers {workers}" * bool(workers))
 
 
 def output_folder(spec: Spec) -> Path:
