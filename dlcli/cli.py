@@ -10,15 +10,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from dlcli.errors import DlcliError, UsageError
 from dlcli.terminal import HelpCommand, console, discard_stdout
-
-if TYPE_CHECKING:
-    pass
 
 app = typer.Typer(
     help="Train, evaluate and use Keras models from YAML experiment specs.",
@@ -97,11 +94,20 @@ def train(
             help="Start from this .keras model's weights (fit.initial_weights).",
         ),
     ] = None,  # fmt: skip
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Train as N local worker processes (a cluster).")
+    ] = None,
 ) -> None:
     """Train the model a spec describes, evaluate it on the test set and save it.
 
     Example: dlcli train configs/mnist.yaml --set fit.epochs=1
     """
+    if workers is not None:
+        with _user_errors():
+            from dlcli.launch import launch
+
+            code = launch(workers, spec_path, overrides)
+        raise typer.Exit(code)
     if start_from is not None:  # a path from here, whatever folder the spec is in
         overrides = [*overrides, f"fit.initial_weights={json.dumps(str(start_from.resolve()))}"]
     with _user_errors():  # spec mistakes are found before TensorFlow loads
@@ -187,9 +193,7 @@ def evaluate(
     json_output: JsonFlag = False,
     output: Annotated[
         Path | None,
-        typer.Option(
-            help="Folder for evaluation.json and plots [default: beside it].", metavar="DIR"
-        ),
+        typer.Option(help="Folder for evaluation.json, plots [default: beside it].", metavar="DIR"),
     ] = None,
     skip_bad: Annotated[
         bool,

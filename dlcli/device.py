@@ -178,6 +178,13 @@ def _program_folder() -> Path:
     return cache_dir() / "xla" / f"tensorflow-{version}-cpu-{machine}"
 
 
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # removed by another run since it was listed
+        return 0.0
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -211,12 +218,13 @@ def keep_compiled_programs() -> str | None:
         if not os.access(folder, os.W_OK):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
         recorded = _recorded(folder)
-        programs = sorted(folder.glob("*.pb"), key=lambda path: path.stat().st_mtime)
+        programs = sorted(folder.glob("*.pb"), key=_modified)
         for program in programs:
-            if recorded.get(program.name) != _digest(program):
-                program.unlink()  # written by a run that did not finish, or damaged since
+            with suppress(FileNotFoundError):  # another run starting now removed it first
+                if recorded.get(program.name) != _digest(program):
+                    program.unlink()  # written by a run that did not finish, or damaged since
         for program in [path for path in programs if path.exists()][:-_KEPT_PROGRAMS]:
-            program.unlink()
+            program.unlink(missing_ok=True)
         for partial in folder.glob("*.tmp"):
             if _writer_gone(partial.name):
                 partial.unlink(missing_ok=True)

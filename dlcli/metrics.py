@@ -52,11 +52,12 @@ def score(
     examples = len(y[0] if isinstance(y, list) else y)
     batch_size = _batch_size(model, least_batch, examples)
     batches = math.ceil(examples / batch_size)
-    if batches <= _EAGER_MAX_BATCHES and model.distribute_strategy.num_replicas_in_sync == 1:
+    one_replica = model.distribute_strategy.num_replicas_in_sync == 1
+    if batches <= _EAGER_MAX_BATCHES and one_replica:
         model.run_eagerly = True
         model.make_test_function(force=True)  # fit made one for the validation data
         model.make_predict_function(force=True)
-    if batches == 1:
+    if batches == 1 and one_replica:  # on several workers, each would score all of the batch
         metrics = model.test_on_batch(x, y, return_dict=True)
         predicted = model.predict_on_batch(x) if outputs else None
     else:

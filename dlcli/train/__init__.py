@@ -381,7 +381,7 @@ def _finish(
     from dlcli.metrics import confusion_matrix, score
 
     spec, splits, model, task = prepared.spec, prepared.splits, prepared.model, prepared.task
-    if int(model.optimizer.iterations) == 0:
+    if int(model.optimizer.iterations.numpy()) == 0:  # .numpy(): a MirroredVariable has no int()
         raise TrainingError(
             f"training ran no step (the training data gave no batch); nothing was saved in "
             f"{shell_path(run_dir)}"

@@ -127,7 +127,7 @@ def callback(run_dir: Path, history: list[dict[str, float]]) -> Any:
 
     class Backup(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            if int(self.model.optimizer.iterations) == 0:  # a broken pipeline: no batch came
+            if int(self.model.optimizer.iterations.numpy()) == 0:  # a broken pipeline: no batch
                 raise TrainingError(
                     f"epoch {epoch + 1} ran no training step (the training data gave no "
                     f"batch); nothing was saved in {shell_path(run_dir)}"

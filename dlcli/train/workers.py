@@ -54,7 +54,10 @@ class WorkerView:
             "the chief, which writes the run folder)"
         )
 
-    def __getattr__(self, name: str) -> Any:  # note, epochs and stop as the view shows them
+    def end_epoch(self, epoch: int, logs: dict[str, float]) -> None:
+        """Nothing: the chief shows each epoch's scores, the same on every worker."""
+
+    def __getattr__(self, name: str) -> Any:  # notes, the live bar and its end as the view's
         return getattr(self.view, name)
 
 
@@ -74,8 +77,12 @@ def agree(strategy: Any, cluster: Cluster, spec: Spec, first_epoch: int) -> None
 
     local = len(strategy.extended.worker_devices)
     mine = tf.constant([[_fingerprint(spec), first_epoch, local]], tf.float64)
-    gathered = strategy.run(lambda: tf.distribute.get_replica_context().all_gather(mine, axis=0))
-    rows = strategy.experimental_local_results(gathered)[0].numpy().tolist()
+
+    @tf.function  # eagerly, the strategy warns of its overhead
+    def gather() -> Any:
+        return strategy.run(lambda: tf.distribute.get_replica_context().all_gather(mine, axis=0))
+
+    rows = strategy.experimental_local_results(gather())[0].numpy().tolist()
     per_worker = rows[:: max(1, len(rows) // cluster.size)]
     chief = per_worker[0]
     for index, row in enumerate(per_worker[1:], start=1):
