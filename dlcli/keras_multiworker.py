@@ -12,8 +12,14 @@ Keras 3.15's TensorFlow trainer fails twice when a model trains on several worke
    "Invalid reduction dimension 0 for input with 0 dimensions". A scalar's mean across the
    replicas is `axis=None`.
 
-`apply` replaces those two with wrappers that do that and hand everything else to Keras's own.
-Remove this module once a Keras release fixes both (tests/test_cluster.py shows whether the
+3. With `steps_per_execution` above 1, the loop that runs an execution's steps fails: "You
+   must feed a value for placeholder tensor 'while/body/.../while/cond/Placeholder'" (the
+   steps' collective ops inside `tf.cond` inside `tf.while_loop`). `steps_per_execution`
+   says to run one step per execution instead.
+
+`apply` replaces the first two with wrappers that do that and hand everything else to Keras's
+own.
+Remove this module once a Keras release fixes all three (tests/test_cluster.py shows whether the
 installed Keras still fails without it: its test of the bug then fails, and says so).
 """
 
@@ -32,6 +38,16 @@ def needed(keras_version: str) -> bool:
         (True, False, False)
     """
     return keras_version.startswith(AFFECTED)
+
+
+def steps_per_execution(keras_version: str, requested: int) -> int:
+    """The steps per execution that work on several workers with this Keras version.
+
+    Example:
+        >>> steps_per_execution("3.15.1", 78), steps_per_execution("3.17.0", 78)
+        (1, 78)
+    """
+    return 1 if needed(keras_version) else requested
 
 
 def apply() -> bool:

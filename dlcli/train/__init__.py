@@ -260,6 +260,7 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
             splits = load_dataset(spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad)
     import keras
 
+    from dlcli import keras_multiworker
     from dlcli import model as models
     from dlcli.device import select_device
 
@@ -271,6 +272,8 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
     per_execution = steps_per_execution(
         spec.compile.steps_per_execution, len(splits.train), spec.fit.batch_size
     )
+    if cluster:
+        per_execution = keras_multiworker.steps_per_execution(keras.__version__, per_execution)
     with device.strategy.scope():
         model = models.build_model(spec.model, spec.name, float32_outputs=device.mixed_precision)
         freeze(model, spec.fit.freeze)
@@ -320,8 +323,11 @@ def _fit(
     steps = math.ceil(len(splits.train) / spec.fit.batch_size)
     progress = progress_callback(view, spec.fit.epochs, steps)
     restored = None
-    if restore is not None:
-        restored = restore_backup(model, restore, spec.fit.epochs, view, tidy=restore == run_dir)
+    if restore is not None:  # in the strategy's scope: the optimizer's variables are made here
+        with prepared.device.strategy.scope():
+            restored = restore_backup(
+                model, restore, spec.fit.epochs, view, tidy=restore == run_dir
+            )
     history = list(restored.history) if restored else []
     write_history(run_dir / "history.csv", history)
     callbacks = [backup.callback(run_dir, history), progress, *prepared.callbacks,
