@@ -3,9 +3,9 @@ variable Kubernetes operators, Vertex AI and Slurm launchers set for each worker
 TensorFlow's MultiWorkerMirroredStrategy made from it.
 
 The cluster is read and checked before TensorFlow loads. The strategy must be made before
-anything else sets up TensorFlow's devices; making it waits until every worker has joined,
-which would wait forever for a worker that never comes, so a watchdog ends the process after
-`DLCLI_CLUSTER_TIMEOUT` seconds with the addresses that did not answer.
+anything else sets up TensorFlow's devices, and only once every worker answers (see
+`make_strategy`): a worker that cannot be reached within `DLCLI_CLUSTER_TIMEOUT` seconds is
+named, with its address, instead of a wait without end.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import hashlib
 import json
 import os
 import socket
-import sys
-import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,53 +163,57 @@ def timeout() -> float:
 
 
 def make_strategy(cluster: Cluster) -> Any:
-    """MultiWorkerMirroredStrategy for this cluster, once every worker has joined.
+    """MultiWorkerMirroredStrategy for this cluster, once every worker answers.
 
-    Raises nothing if the cluster forms: otherwise the watchdog prints which workers did not
-    answer and ends the process (nothing was written yet).
+    TensorFlow waits for the other workers inside a call that holds Python's lock, forever
+    for one that never comes; so first each worker listens at its own address and waits, for
+    `timeout()` seconds at most, until it can reach every other one at theirs.
+
+    Raises:
+        ClusterError: a worker cannot be reached in time (named, with its address), or this
+            worker's port is taken.
     """
+    _wait_for_workers(cluster, timeout())
     import tensorflow as tf
 
-    seconds = timeout()
-    joined = threading.Event()
-    watchdog = threading.Thread(
-        target=_end_unless, args=(joined, seconds, cluster), daemon=True, name="dlcli-cluster"
-    )
-    watchdog.start()
-    try:
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    finally:
-        joined.set()
+    return tf.distribute.MultiWorkerMirroredStrategy()
 
 
-def _end_unless(joined: threading.Event, seconds: float, cluster: Cluster) -> None:
-    if joined.wait(seconds):
-        return
-    silent = [
-        f"worker {index} at {address} ({reason})"
-        for index, address in enumerate(cluster.workers)
-        if index != cluster.index and (reason := _unreachable(address))
-    ]
-    if silent:
-        what = f"cannot reach {', '.join(silent)}"
-        fix = "start dlcli there with the same cluster in TF_CONFIG, or check the address"
-    else:
-        what = "every worker answers at its address, but they did not form a cluster"
-        fix = "check that each one runs dlcli with the same cluster in TF_CONFIG"
-    print(
-        f"Error: worker {cluster.index} of {cluster.size}: {what} after {seconds:g} s; {fix} "
-        f"({TIMEOUT_VARIABLE} sets the wait)",
-        file=sys.stderr,
-        flush=True,
-    )
-    os._exit(ClusterError.exit_code)
+def _wait_for_workers(cluster: Cluster, seconds: float) -> None:
+    port = _port(cluster.workers[cluster.index])
+    with socket.socket(socket.AF_INET6 if socket.has_dualstack_ipv6() else socket.AF_INET) as ear:
+        ear.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            ear.bind(("", port))
+        except OSError as error:
+            raise ClusterError(
+                f"worker {cluster.index} of {cluster.size} cannot listen at "
+                f"{cluster.workers[cluster.index]}: {error.strerror} (is another process using "
+                f"port {port}?)"
+            ) from None
+        ear.listen(4 * cluster.size)  # the others' connections wait in the backlog, unanswered
+        deadline = time.monotonic() + seconds
+        silent = {i: a for i, a in enumerate(cluster.workers) if i != cluster.index}
+        while True:
+            reasons = {i: reason for i, a in silent.items() if (reason := _unreachable(a))}
+            silent = {i: silent[i] for i in reasons}
+            if not silent:
+                return
+            if time.monotonic() > deadline:
+                named = ", ".join(f"worker {i} at {silent[i]} ({reasons[i]})" for i in silent)
+                raise ClusterError(
+                    f"worker {cluster.index} of {cluster.size}: cannot reach {named} within "
+                    f"{seconds:g} s; start dlcli there with the same cluster in {TF_CONFIG}, or "
+                    f"check the address and firewall ({TIMEOUT_VARIABLE} sets the wait)"
+                )
+            time.sleep(0.2)
 
 
 def _unreachable(address: str) -> str:
     """Why nothing answers at `host:port` (empty when something does)."""
     host, _, port = address.rpartition(":")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
             return ""
     except OSError as error:
         return error.strerror or str(error) or type(error).__name__
