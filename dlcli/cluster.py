@@ -163,23 +163,25 @@ def timeout() -> float:
 
 
 def make_strategy(cluster: Cluster) -> Any:
-    """MultiWorkerMirroredStrategy for this cluster, once every worker answers.
+    """MultiWorkerMirroredStrategy for this cluster; call `wait_for_workers` first.
 
-    TensorFlow waits for the other workers inside a call that holds Python's lock, forever
-    for one that never comes; so first each worker listens at its own address and waits, for
-    `timeout()` seconds at most, until it can reach every other one at theirs.
-
-    Raises:
-        ClusterError: a worker cannot be reached in time (named, with its address), or this
-            worker's port is taken.
+    TensorFlow waits here for the other workers, inside a call that holds Python's lock (no
+    timer can end it), and forever for a worker that never comes.
     """
-    _wait_for_workers(cluster, timeout())
     import tensorflow as tf
 
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
-def _wait_for_workers(cluster: Cluster, seconds: float) -> None:
+def wait_for_workers(cluster: Cluster) -> None:
+    """Listen at this worker's address and wait until every other worker answers at its own,
+    for `timeout()` seconds at most (before TensorFlow loads: see `make_strategy`).
+
+    Raises:
+        ClusterError: a worker cannot be reached in time (named, with its address), or this
+            worker's port is taken.
+    """
+    seconds = timeout()
     port = _port(cluster.workers[cluster.index])
     with socket.socket(socket.AF_INET6 if socket.has_dualstack_ipv6() else socket.AF_INET) as ear:
         ear.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from dlcli import artifact
 from dlcli.checks import add_channel_axis, check_against_model, describe_outputs, tasks_of
-from dlcli.cluster import Cluster, check_batch, from_environment
+from dlcli.cluster import Cluster, check_batch, from_environment, wait_for_workers
 from dlcli.data import Splits, check_files, load_dataset
 from dlcli.data.common import in_order, resolve_path
 from dlcli.errors import TrainingError, UsageError
@@ -52,7 +52,14 @@ from dlcli.train.runs import (
     write_record,
 )
 from dlcli.train.weights import sample_weights
-from dlcli.train.workers import WorkerView, agree, lost_worker, scratch_folder, worker_stop
+from dlcli.train.workers import (
+    WorkerView,
+    agree,
+    lost_worker,
+    same_weights,
+    scratch_folder,
+    worker_stop,
+)
 
 __all__ = ["ProgressView", "TrainResult", "Trial", "prepare_resume", "run", "train"]
 
@@ -217,6 +224,7 @@ def train(
         spec = spec.model_copy(update={"seed": seed})
     if cluster:
         check_batch(spec.fit.batch_size, cluster.size, str(spec_file or run_dir))
+        wait_for_workers(cluster)
     resuming, worker = run_dir is not None, bool(cluster and not cluster.chief)
     check_files(spec.dataset, spec_dir, spec_file)  # before TensorFlow loads
     if spec.fit.initial_weights is not None:
@@ -374,6 +382,8 @@ def _fit(
         raise failure_error(error, spec, run_dir) from error
     finally:
         view.stop()
+    if cluster:
+        view.note(same_weights(prepared.device.strategy, cluster, model))
     return time.perf_counter() - started
 
 

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from dlcli.cluster import Cluster
 from dlcli.errors import ClusterError, DlcliError, Interrupted, NonFiniteLossError
 from dlcli.spec import Spec
@@ -67,25 +69,29 @@ def _fingerprint(spec: Spec) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:6], "big")
 
 
-def agree(strategy: Any, cluster: Cluster, spec: Spec, first_epoch: int) -> None:
-    """Check that every worker trains the same spec from the same epoch on as many replicas.
-
-    Raises:
-        ClusterError: naming the first worker that differs from the chief, and in what.
-    """
+def _per_worker(strategy: Any, cluster: Cluster, values: list[float]) -> list[list[float]]:
+    """`values` of every worker, the chief's first (each a float64 number, exact below 2**53)."""
     import tensorflow as tf
 
-    local = len(strategy.extended.worker_devices)
-    mine = tf.constant([[_fingerprint(spec), first_epoch, local]], tf.float64)
+    mine = tf.constant([values], tf.float64)
 
     @tf.function  # eagerly, the strategy warns of its overhead
     def gather() -> Any:
         return strategy.run(lambda: tf.distribute.get_replica_context().all_gather(mine, axis=0))
 
     rows = strategy.experimental_local_results(gather())[0].numpy().tolist()
-    per_worker = rows[:: max(1, len(rows) // cluster.size)]
-    chief = per_worker[0]
-    for index, row in enumerate(per_worker[1:], start=1):
+    return rows[:: max(1, len(rows) // cluster.size)]  # one row per replica: a worker's first
+
+
+def agree(strategy: Any, cluster: Cluster, spec: Spec, first_epoch: int) -> None:
+    """Check that every worker trains the same spec from the same epoch on as many replicas.
+
+    Raises:
+        ClusterError: naming the first worker that differs from the chief, and in what.
+    """
+    local = len(strategy.extended.worker_devices)
+    chief, *others = _per_worker(strategy, cluster, [_fingerprint(spec), first_epoch, local])
+    for index, row in enumerate(others, start=1):
         if row[2] != chief[2]:
             raise ClusterError(
                 f"worker {index} trains on {int(row[2])} devices and the chief on "
@@ -102,6 +108,25 @@ def agree(strategy: Any, cluster: Cluster, spec: Spec, first_epoch: int) -> None
                 f"epoch {int(chief[1])}: to resume, every worker must read the same run folder "
                 "(put `output.dir` on a file system they share)"
             )
+
+
+def same_weights(strategy: Any, cluster: Cluster, model: Any) -> str:
+    """Check that training left every worker with the same weights; the line that says so.
+
+    Raises:
+        ClusterError: a worker's weights differ from the chief's (a bug, not a user's mistake).
+    """
+    digest = hashlib.sha256()
+    for array in model.get_weights():
+        digest.update(np.ascontiguousarray(array).tobytes())
+    chief, *others = _per_worker(strategy, cluster, [int.from_bytes(digest.digest()[:6], "big")])
+    for index, row in enumerate(others, start=1):
+        if row != chief:
+            raise ClusterError(f"worker {index} ended training with other weights than the chief")
+    return (
+        f"Weights after training: sha256 {digest.hexdigest()[:16]}, the same on all "
+        f"{cluster.size} workers"
+    )
 
 
 def lost_worker(error: Exception, cluster: Cluster, run_dir: Path) -> ClusterError | None:
