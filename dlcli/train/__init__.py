@@ -55,6 +55,7 @@ from dlcli.train.weights import sample_weights
 from dlcli.train.workers import (
     WorkerView,
     agree,
+    for_workers,
     lost_worker,
     same_weights,
     scratch_folder,
@@ -268,20 +269,17 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
             splits = load_dataset(spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad)
     import keras
 
-    from dlcli import keras_multiworker
     from dlcli import model as models
     from dlcli.device import select_device
 
     device = select_device(cluster=cluster)  # first: a cluster's strategy sets up TensorFlow
-    if cluster:
-        check_batch(spec.fit.batch_size, device.strategy.num_replicas_in_sync, "the spec")
     keras.utils.set_random_seed(spec.seed)
     models.load_plugins(spec.plugins)
     per_execution = steps_per_execution(
         spec.compile.steps_per_execution, len(splits.train), spec.fit.batch_size
     )
     if cluster:
-        per_execution = keras_multiworker.steps_per_execution(keras.__version__, per_execution)
+        spec, per_execution = for_workers(spec, device, per_execution, notes)
     with device.strategy.scope():
         model = models.build_model(spec.model, spec.name, float32_outputs=device.mixed_precision)
         freeze(model, spec.fit.freeze)

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dlcli.cluster import Cluster
+from dlcli import keras_multiworker
+from dlcli.cluster import Cluster, check_batch
 from dlcli.errors import ClusterError, DlcliError, Interrupted, NonFiniteLossError
 from dlcli.spec import Spec
 from dlcli.train import backup
@@ -61,6 +62,25 @@ class WorkerView:
 
     def __getattr__(self, name: str) -> Any:  # notes, the live bar and its end as the view's
         return getattr(self.view, name)
+
+
+def for_workers(spec: Spec, device: Any, per_execution: int, notes: list[str]) -> tuple[Spec, int]:
+    """The spec and steps per execution that several workers can train with (a note for each
+    change): the replicas divide the batch, XLA is off on CPUs (TensorFlow has no XLA collective
+    ops for them), and one step per execution where Keras needs it (dlcli.keras_multiworker).
+
+    Raises:
+        ConfigError: the batch cannot be split evenly between the replicas.
+    """
+    import keras
+
+    check_batch(spec.fit.batch_size, device.strategy.num_replicas_in_sync, "the spec")
+    if device.kind == "CPU" and spec.compile.jit_compile is True:
+        compile_spec = spec.compile.model_copy(update={"jit_compile": False})
+        spec = spec.model_copy(update={"compile": compile_spec})
+        notes.append("XLA is off (compile.jit_compile): TensorFlow cannot compile the workers' "
+                     "collective ops for CPUs")  # fmt: skip
+    return spec, keras_multiworker.steps_per_execution(keras.__version__, per_execution)
 
 
 def _fingerprint(spec: Spec) -> int:

@@ -1,0 +1,309 @@
+"""Training on several workers as a user meets it: `dlcli train --workers 2` in subprocesses
+with an empty HOME, two real TensorFlow processes forming a MultiWorkerMirroredStrategy cluster
+on 127.0.0.1; a worker killed with SIGKILL in epoch 2 and the cluster started again; the Keras
+bug dlcli.keras_multiworker works around, shown on a plain Keras script; and each mistake
+about the cluster as one line, before TensorFlow loads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dlcli.cluster import Cluster, from_environment
+from dlcli.errors import ClusterError
+
+from .conftest import accuracy_of, dlcli_command, run_dlcli
+
+HEAVY = re.compile(r"^import time:.*\|\s*(tensorflow|keras)(\.|$)", re.MULTILINE)
+SPEC = """\
+name: tiny
+seed: 7
+dataset:
+  npz: data.npz
+  validation_split: 0.2
+model:
+  input: [8]
+  layers:
+    - Dense: {units: 16, activation: relu}
+    - Dropout: {rate: 0.1}
+    - Dense: {units: 2, activation: softmax}
+compile:
+  optimizer: {Adam: {learning_rate: 0.01}}
+  loss: sparse_categorical_crossentropy
+  metrics: [accuracy]
+fit:
+  epochs: 3
+  batch_size: 32
+"""
+WEIGHTS = re.compile(r"^worker (\d) \| Weights after training: sha256 ([0-9a-f]{16}), the same "
+                     r"on all 2 workers$", re.MULTILINE)  # fmt: skip
+
+
+def write_spec(folder: Path) -> Path:
+    """A two-class problem of 3,000 rows: 75 steps of 32 an epoch, a few seconds on 2 workers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3200, 8)).astype("float32")
+    y = (x[:, :4].sum(axis=1) > x[:, 4:].sum(axis=1)).astype("int64")
+    np.savez(folder / "data.npz", x_train=x[:3000], y_train=y[:3000], x_test=x[3000:],
+             y_test=y[3000:])  # fmt: skip
+    (folder / "tiny.yaml").write_text(SPEC)
+    return folder / "tiny.yaml"
+
+
+def weights_digest(model: Path) -> str:
+    """What `dlcli train` prints for a cluster's weights, from the saved model."""
+    import keras
+
+    digest = hashlib.sha256()
+    for array in keras.saving.load_model(model, compile=False).get_weights():
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def cluster_env(user_env: dict[str, str], folder: Path) -> dict[str, str]:
+    """The user's environment, temporary files in `folder/tmp` (to see that none are left)."""
+    (folder / "tmp").mkdir(exist_ok=True)
+    return {**user_env, "TMPDIR": str(folder / "tmp")}
+
+
+def test_two_local_workers_train_one_run_as_one_process_would(
+    tmp_path: Path, user_env: dict[str, str]
+) -> None:
+    write_spec(tmp_path)
+    env = cluster_env(user_env, tmp_path)
+    two, _ = run_dlcli(["train", "tiny.yaml", "--workers", "2", "--set", "fit.epochs=2"], env,
+                       tmp_path, timeout=300)  # fmt: skip
+    assert two.returncode == 0, two.stderr
+    assert "worker 0 | Training on 2 workers, each on CPU" in two.stderr
+    assert "worker 1 | Worker 1 of 2 (127.0.0.1:" in two.stderr
+    assert "worker 0 | Run directory: runs/tiny-1" in two.stdout
+    assert "worker 1 | Model and run directory: written by the chief (127.0.0.1:" in two.stdout
+    assert [path.name for path in (tmp_path / "runs").iterdir()] == ["tiny-1"]
+    assert list((tmp_path / "tmp").iterdir()) == []  # worker 1's scratch folder is gone
+    metrics = json.loads((tmp_path / "runs" / "tiny-1" / "metrics.json").read_text())
+    assert metrics["workers"] == 2 and metrics["device"] == "2 workers, each on CPU"
+    assert metrics["epochs"] == 2
+    digests = dict(WEIGHTS.findall(two.stderr))
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], two.stderr
+    assert weights_digest(tmp_path / "runs" / "tiny-1" / "model.keras") == digests["0"]
+    one, _ = run_dlcli(["train", "tiny.yaml", "--set", "fit.epochs=2"], env, tmp_path)
+    assert one.returncode == 0, one.stderr
+    assert "Run directory: runs/tiny-2" in one.stdout
+    assert accuracy_of(two.stdout) == pytest.approx(accuracy_of(one.stdout), abs=0.03)
+
+
+def children(pid: int) -> dict[int, int]:
+    """The worker processes a launcher started: {worker index: pid}."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"\nPPid:\t{pid}\n" in status:
+            config = next(v for v in environ if v.startswith(b"TF_CONFIG="))
+            found[json.loads(config[10:])["task"]["index"]] = int(entry.name)
+    return found
+
+
+def test_a_worker_killed_in_epoch_2_then_the_cluster_resumes(
+    tmp_path: Path, user_env: dict[str, str]
+) -> None:
+    write_spec(tmp_path)
+    env = cluster_env(user_env, tmp_path)
+    launcher = subprocess.Popen([*dlcli_command(), "train", "tiny.yaml", "--workers", "2"],
+                                cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+    run_dir = tmp_path / "runs" / "tiny-1"
+    deadline = time.monotonic() + 240
+    while not (run_dir / "backup" / "epoch-1").is_dir() and time.monotonic() < deadline:
+        assert launcher.poll() is None, launcher.communicate()
+        time.sleep(0.05)
+    os.kill(children(launcher.pid)[1], signal.SIGKILL)
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode == 14, stderr
+    assert stderr.splitlines()[-1] == (
+        "Error: worker 1 was killed (SIGKILL); the other workers were stopped"
+    )
+    assert re.search(
+        r"^worker 0 \| Error: worker 0 of 2: worker 1 \(127\.0\.0\.1:\d+\) stopped during "
+        r"training; the backup of epoch 1 is in .*runs/tiny-1/backup; resume with: dlcli train "
+        r"--resume runs/tiny-1 --workers 2$",
+        stderr,
+        re.MULTILINE,
+    ), stderr
+    first_epoch = (run_dir / "history.csv").read_text().splitlines()[1]
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+    resumed, _ = run_dlcli(["train", "--resume", "runs/tiny-1", "--workers", "2"], env, tmp_path,
+                           timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    for worker in (0, 1):
+        assert f"worker {worker} | Resuming after epoch 1 of 3, from its backup" in resumed.stderr
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in history] == ["epoch", "1", "2", "3"]
+    assert history[1] == first_epoch
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 3
+    assert not (run_dir / "backup").exists() and (run_dir / "model.keras").is_file()
+    assert [path.name for path in (tmp_path / "runs").iterdir()] == ["tiny-1"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The Keras bug
+
+
+PLAIN_KERAS = """\
+import json, os, sys
+os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": sys.argv[2].split(",")},
+                                      "task": {"type": "worker", "index": int(sys.argv[1])}})
+import numpy as np
+import tensorflow as tf
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+import keras
+keras.utils.set_random_seed(1)
+x = np.random.rand(64, 4).astype("float32")
+y = (x.sum(axis=1) > 2).astype("int32")
+with strategy.scope():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+"""
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def test_keras_fit_still_fails_on_several_workers_without_the_fix(tmp_path: Path) -> None:
+    """If this fails, the installed Keras trains on several workers by itself: take its
+    version out of `dlcli.keras_multiworker.AFFECTED` (and the module out, once none is left)."""
+    import keras
+
+    from dlcli import keras_multiworker
+
+    assert keras_multiworker.needed(keras.__version__)
+    addresses = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1"}
+    script = tmp_path / "plain.py"
+    script.write_text(PLAIN_KERAS)
+    workers = [
+        subprocess.Popen([sys.executable, str(script), str(index), addresses], env=env,
+                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+        for index in (0, 1)
+    ]
+    errors = [worker.communicate(timeout=180)[1] for worker in workers]
+    assert all(worker.returncode != 0 for worker in workers)
+    assert all("PerReplica" in error for error in errors), errors[0][-2000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Mistakes
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("{oops", "TF_CONFIG is not valid JSON (Expecting property name enclosed in double "
+         "quotes: line 1 column 2 (char 1))"),
+        ('["a:1"]', 'TF_CONFIG must be a JSON object: {"cluster": ..., "task": ...}'),
+        ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "worker"}}',
+         "TF_CONFIG: dlcli trains with MultiWorkerMirroredStrategy, whose cluster has only "
+         "`chief` and `worker` tasks (found `ps`)"),
+        ('{"cluster": {"worker": ["a:1", "b"]}, "task": {"type": "worker", "index": 0}}',
+         "TF_CONFIG: 'b' is not a host:port address"),
+        ('{"cluster": {"worker": ["a:1", "a:1"]}, "task": {"type": "worker", "index": 0}}',
+         "TF_CONFIG: the cluster's addresses must be given, each once"),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}',
+         'TF_CONFIG: task index 3 is not in the cluster\'s "worker" list of 1'),
+        ('{"cluster": {"worker": ["a:1"]}}',
+         'TF_CONFIG needs "task": {"type": "worker", "index": N} for this process (got None)'),
+    ],
+)  # fmt: skip
+def test_a_malformed_tf_config_is_named(
+    config: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TF_CONFIG", config)
+    with pytest.raises(ClusterError) as raised:
+        from_environment()
+    assert str(raised.value) == message
+
+
+def test_a_chief_task_comes_first() -> None:
+    os.environ["TF_CONFIG"] = json.dumps(
+        {"cluster": {"chief": ["c:1"], "worker": ["w:2", "w:3"]}, "task": {"type": "worker",
+         "index": 1}}  # fmt: skip
+    )
+    try:
+        cluster = from_environment()
+    finally:
+        del os.environ["TF_CONFIG"]
+    assert cluster == Cluster(("c:1", "w:2", "w:3"), 2, chief_job=True)
+    assert not cluster.chief and cluster.task(2) == "/job:worker/replica:0/task:1"
+
+
+def dlcli(folder: Path, *arguments: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -X importtime -m dlcli ARGUMENTS` in `folder` (HOME there, the Keras catalog
+    cached), with `env` added."""
+    environment = {**os.environ, "HOME": str(folder / "home"), "PYTHONPROFILEIMPORTTIME": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "dlcli", *arguments], capture_output=True, text=True,
+        cwd=folder, env={**environment, **env}, timeout=120,
+    )  # fmt: skip
+
+
+def mistake(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line a mistake ends in, checked to be one line before TensorFlow loads."""
+    assert not HEAVY.findall(result.stderr), "TensorFlow was imported"
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert "Traceback" not in result.stderr and len(lines) == 1, lines
+    return lines[0]
+
+
+def test_cluster_mistakes_are_one_line_before_tensorflow_loads(tmp_path: Path) -> None:
+    write_spec(tmp_path)
+    bad = dlcli(tmp_path, "train", "tiny.yaml", TF_CONFIG="{oops")
+    assert bad.returncode == 14
+    assert mistake(bad).startswith("Error: TF_CONFIG is not valid JSON (")
+
+    port = free_ports(1)[0]
+    alone = {"cluster": {"worker": [f"127.0.0.1:{port}", "127.0.0.1:1"]},
+             "task": {"type": "worker", "index": 0}}  # fmt: skip
+    started = time.perf_counter()
+    unreachable = dlcli(tmp_path, "train", "tiny.yaml", TF_CONFIG=json.dumps(alone),
+                        DLCLI_CLUSTER_TIMEOUT="1")  # fmt: skip
+    assert unreachable.returncode == 14 and time.perf_counter() - started < 30
+    assert mistake(unreachable) == (
+        "Error: worker 0 of 2: cannot reach worker 1 at 127.0.0.1:1 (Connection refused) within "
+        "1 s; start dlcli there with the same cluster in TF_CONFIG, or check the address and "
+        "firewall (DLCLI_CLUSTER_TIMEOUT sets the wait)"
+    )
+    assert not (tmp_path / "runs").exists()
+
+    uneven = dlcli(tmp_path, "train", "tiny.yaml", "--workers", "3")
+    assert uneven.returncode == 3
+    assert mistake(uneven) == (
+        "Error: `fit.batch_size` 32 cannot be split evenly between 3 replicas: it is the global "
+        "batch, so use a multiple of 3, e.g. 30 or 33 (tiny.yaml)"
+    )
+    nested = dlcli(tmp_path, "train", "tiny.yaml", "--workers", "2", TF_CONFIG=json.dumps(alone))
+    assert nested.returncode == 2
+    assert mistake(nested) == "Error: --workers starts its own cluster: unset TF_CONFIG to use it"
