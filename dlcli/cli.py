@@ -106,7 +106,7 @@ def train(
         with _user_errors():
             from dlcli.launch import launch
 
-            code = launch(workers, spec_path, overrides)
+            code = launch(workers, spec_path, overrides, resume)
         raise typer.Exit(code)
     if start_from is not None:  # a path from here, whatever folder the spec is in
         overrides = [*overrides, f"fit.initial_weights={json.dumps(str(start_from.resolve()))}"]

@@ -29,20 +29,25 @@ from dlcli.errors import ClusterError, UsageError
 STOP_GRACE = 60.0  # seconds a worker has to stop after SIGTERM before it is killed
 
 
-def launch(workers: int, spec_path: Path | None, overrides: Sequence[str]) -> int:
+def launch(
+    workers: int, spec_path: Path | None, overrides: Sequence[str], resume: Path | None
+) -> int:
     """Run this process's `dlcli train` command (without --workers) as `workers` local
     processes of one cluster; the run's exit code: 0, the first failed worker's, or 128 + a
     signal passed on.
 
-    The spec (`spec_path` with `overrides`) is checked here first, so that a mistake is said
-    once, before any worker starts.
+    The spec (`spec_path` with `overrides`) or the run to `resume` is checked here first, so
+    that a mistake is said once, before any worker starts.
 
     Raises:
-        UsageError: TF_CONFIG is set already, or the GPUs cannot be divided evenly.
+        UsageError: TF_CONFIG is set already, the run to resume is not there, or the GPUs
+            cannot be divided evenly.
         ConfigError, DataError: the spec's mistakes, as `dlcli validate` finds them.
     """
     if os.environ.get(TF_CONFIG, "").strip():
         raise UsageError(f"--workers starts its own cluster: unset {TF_CONFIG} to use it")
+    if resume is not None and not resume.is_dir():
+        raise UsageError(f"--resume {resume}: no such run directory")
     if spec_path is not None:
         from dlcli.data import check_files
         from dlcli.spec import load_spec

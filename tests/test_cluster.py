@@ -206,8 +206,12 @@ def test_keras_fit_still_fails_on_several_workers_without_the_fix(tmp_path: Path
     script = tmp_path / "plain.py"
     script.write_text(PLAIN_KERAS)
     workers = [
-        subprocess.Popen([sys.executable, str(script), str(index), addresses], env=env,
-                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, str(script), str(index), addresses],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
         for index in (0, 1)
     ]
     errors = [worker.communicate(timeout=180)[1] for worker in workers]
@@ -249,8 +253,10 @@ def test_a_malformed_tf_config_is_named(
 
 def test_a_chief_task_comes_first() -> None:
     os.environ["TF_CONFIG"] = json.dumps(
-        {"cluster": {"chief": ["c:1"], "worker": ["w:2", "w:3"]}, "task": {"type": "worker",
-         "index": 1}}  # fmt: skip
+        {
+            "cluster": {"chief": ["c:1"], "worker": ["w:2", "w:3"]},
+            "task": {"type": "worker", "index": 1},
+        }  # fmt: skip
     )
     try:
         cluster = from_environment()
@@ -304,6 +310,9 @@ def test_cluster_mistakes_are_one_line_before_tensorflow_loads(tmp_path: Path) -
         "Error: `fit.batch_size` 32 cannot be split evenly between 3 replicas: it is the global "
         "batch, so use a multiple of 3, e.g. 30 or 33 (tiny.yaml)"
     )
+    missing = dlcli(tmp_path, "train", "--resume", "runs/tiny-9", "--workers", "2")
+    assert missing.returncode == 2
+    assert mistake(missing) == "Error: --resume runs/tiny-9: no such run directory"
     nested = dlcli(tmp_path, "train", "tiny.yaml", "--workers", "2", TF_CONFIG=json.dumps(alone))
     assert nested.returncode == 2
     assert mistake(nested) == "Error: --workers starts its own cluster: unset TF_CONFIG to use it"
