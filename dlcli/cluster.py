@@ -170,7 +170,18 @@ def make_strategy(cluster: Cluster) -> Any:
     """
     import tensorflow as tf
 
+    bypass_proxy(cluster)
     return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def bypass_proxy(cluster: Cluster) -> None:
+    """Keep the workers' own traffic off any HTTP proxy: gRPC sends it through `http_proxy`
+    unless the host is in `no_grpc_proxy` (or `no_proxy`), and a proxy that refuses it leaves
+    TensorFlow waiting forever."""
+    hosts = [address.rpartition(":")[0].strip("[]") for address in cluster.workers]
+    listed = os.environ.get("no_grpc_proxy") or os.environ.get("no_proxy", "")  # noqa: SIM112
+    names = [name for name in listed.split(",") if name.strip()]
+    os.environ["no_grpc_proxy"] = ",".join(dict.fromkeys([*names, *hosts]))  # noqa: SIM112
 
 
 def wait_for_workers(cluster: Cluster) -> None:
