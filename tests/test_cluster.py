@@ -51,13 +51,13 @@ WEIGHTS = re.compile(r"^worker (\d) \| Weights after training: sha256 ([0-9a-f]{
 
 
 def write_spec(folder: Path) -> Path:
-    """A two-class problem of 3,000 rows: 75 steps of 32 an epoch, a few seconds on 2 workers."""
+    """A two-class problem of 1,600 rows: 40 steps of 32 an epoch, a second or two on 2 workers."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(3200, 8)).astype("float32")
+    x = rng.normal(size=(1800, 8)).astype("float32")
     y = (x[:, :4].sum(axis=1) > x[:, 4:].sum(axis=1)).astype("int64")
-    np.savez(folder / "data.npz", x_train=x[:3000], y_train=y[:3000], x_test=x[3000:],
-             y_test=y[3000:])  # fmt: skip
+    np.savez(folder / "data.npz", x_train=x[:1600], y_train=y[:1600], x_test=x[1600:],
+             y_test=y[1600:])  # fmt: skip
     (folder / "tiny.yaml").write_text(SPEC)
     return folder / "tiny.yaml"
 
@@ -73,7 +73,7 @@ def weights_digest(model: Path) -> str:
 
 
 def cluster_env(user_env: dict[str, str], folder: Path) -> dict[str, str]:
-    """The user's environment, temporary files in `folder/tmp` (to see that none are left)."""
+    """The user's environment, temporary files in `folder/tmp` (to see which are left)."""
     (folder / "tmp").mkdir(exist_ok=True)
     return {**user_env, "TMPDIR": str(folder / "tmp")}
 
@@ -83,7 +83,7 @@ def test_two_local_workers_train_one_run_as_one_process_would(
 ) -> None:
     write_spec(tmp_path)
     env = cluster_env(user_env, tmp_path)
-    two, _ = run_dlcli(["train", "tiny.yaml", "--workers", "2", "--set", "fit.epochs=2"], env,
+    two, _ = run_dlcli(["train", "tiny.yaml", "--workers", "2", "--set", "fit.epochs=1"], env,
                        tmp_path, timeout=300)  # fmt: skip
     assert two.returncode == 0, two.stderr
     assert "worker 0 | Training on 2 workers, each on CPU" in two.stderr
@@ -91,14 +91,14 @@ def test_two_local_workers_train_one_run_as_one_process_would(
     assert "worker 0 | Run directory: runs/tiny-1" in two.stdout
     assert "worker 1 | Model and run directory: written by the chief (127.0.0.1:" in two.stdout
     assert [path.name for path in (tmp_path / "runs").iterdir()] == ["tiny-1"]
-    assert list((tmp_path / "tmp").iterdir()) == []  # worker 1's scratch folder is gone
+    assert not list((tmp_path / "tmp").glob("dlcli-worker-*"))  # worker 1's scratch is gone
     metrics = json.loads((tmp_path / "runs" / "tiny-1" / "metrics.json").read_text())
     assert metrics["workers"] == 2 and metrics["device"] == "2 workers, each on CPU"
-    assert metrics["epochs"] == 2
+    assert metrics["epochs"] == 1
     digests = dict(WEIGHTS.findall(two.stderr))
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], two.stderr
     assert weights_digest(tmp_path / "runs" / "tiny-1" / "model.keras") == digests["0"]
-    one, _ = run_dlcli(["train", "tiny.yaml", "--set", "fit.epochs=2"], env, tmp_path)
+    one, _ = run_dlcli(["train", "tiny.yaml", "--set", "fit.epochs=1"], env, tmp_path)
     assert one.returncode == 0, one.stderr
     assert "Run directory: runs/tiny-2" in one.stdout
     assert accuracy_of(two.stdout) == pytest.approx(accuracy_of(one.stdout), abs=0.03)
@@ -146,7 +146,6 @@ def test_a_worker_killed_in_epoch_2_then_the_cluster_resumes(
         re.MULTILINE,
     ), stderr
     first_epoch = (run_dir / "history.csv").read_text().splitlines()[1]
-    assert list((tmp_path / "tmp").iterdir()) == []
 
     resumed, _ = run_dlcli(["train", "--resume", "runs/tiny-1", "--workers", "2"], env, tmp_path,
                            timeout=300)  # fmt: skip
@@ -159,6 +158,8 @@ def test_a_worker_killed_in_epoch_2_then_the_cluster_resumes(
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 3
     assert not (run_dir / "backup").exists() and (run_dir / "model.keras").is_file()
     assert [path.name for path in (tmp_path / "runs").iterdir()] == ["tiny-1"]
+    scratch = list((tmp_path / "tmp").glob("dlcli-worker-*"))  # the killed worker's alone
+    assert len(scratch) == 1 and scratch[0].name.startswith("dlcli-worker-1-"), scratch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,6 +194,7 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+@pytest.mark.slow  # two more TensorFlow processes; make test trains through the fix above
 def test_keras_fit_still_fails_on_several_workers_without_the_fix(tmp_path: Path) -> None:
     """If this fails, the installed Keras trains on several workers by itself: take its
     version out of `dlcli.keras_multiworker.AFFECTED` (and the module out, once none is left)."""
