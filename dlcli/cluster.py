@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import socket
 import time
 from dataclasses import dataclass
@@ -53,12 +54,14 @@ class Cluster:
     def size(self) -> int:
         return len(self.workers)
 
-    @property
-    def seed(self) -> int:
-        """A seed every worker derives alike, for a spec without one: the workers must shuffle
-        the data alike to take disjoint parts of each batch."""
-        digest = hashlib.sha256(",".join(self.workers).encode()).digest()
-        return int.from_bytes(digest[:4], "big") % 2**31
+
+def new_seed(cluster: Cluster | None) -> int:
+    """A seed for a spec without one: random, but in a cluster the same on every worker (they
+    must shuffle the data alike to take disjoint parts of each batch)."""
+    if cluster is None:
+        return random.SystemRandom().randrange(2**31)
+    digest = hashlib.sha256(",".join(cluster.workers).encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 2**31
 
 
 def from_environment() -> Cluster | None:

@@ -172,6 +172,7 @@ def test_mnist_configs_train_one_epoch(
     assert len(rows) == 10 and sum(true == guess for true, guess in rows) >= 8, result.stdout
 
 
+@pytest.mark.slow  # tests/test_train.py learns XOR through the CLI in-process, in make test
 def test_xor_learns_the_four_points(workspace: Path, user_env: dict[str, str]) -> None:
     result, _ = run_dlcli(["train", str(REPO / "configs" / "xor.yaml")], user_env, workspace)
     assert result.returncode == 0, result.stderr

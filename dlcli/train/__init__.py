@@ -11,7 +11,6 @@ history.csv), `resume` (backups and --resume), `loop` (how `fit` executes its st
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,12 +21,12 @@ from typing import Any, Protocol
 
 from dlcli import artifact
 from dlcli.checks import add_channel_axis, check_against_model, describe_outputs, tasks_of
-from dlcli.cluster import Cluster, check_batch, from_environment, wait_for_workers
+from dlcli.cluster import Cluster, check_batch, from_environment, new_seed, wait_for_workers
 from dlcli.data import Splits, check_files, load_dataset
 from dlcli.data.common import in_order, resolve_path
 from dlcli.errors import TrainingError, UsageError
 from dlcli.spec import Spec
-from dlcli.train import backup
+from dlcli.train import backup, workers
 from dlcli.train.callbacks import (
     Stop,
     early_stop_note,
@@ -52,15 +51,6 @@ from dlcli.train.runs import (
     write_record,
 )
 from dlcli.train.weights import sample_weights
-from dlcli.train.workers import (
-    WorkerView,
-    agree,
-    for_workers,
-    lost_worker,
-    same_weights,
-    scratch_folder,
-    worker_stop,
-)
 
 __all__ = ["ProgressView", "TrainResult", "Trial", "prepare_resume", "run", "train"]
 
@@ -221,8 +211,7 @@ def train(
     if cluster and trial:
         raise UsageError("dlcli tune trains its trials in one process: unset TF_CONFIG")
     if spec.seed is None:  # in a cluster, the same on every worker
-        seed = cluster.seed if cluster else random.SystemRandom().randrange(2**31)
-        spec = spec.model_copy(update={"seed": seed})
+        spec = spec.model_copy(update={"seed": new_seed(cluster)})
     if cluster:
         check_batch(spec.fit.batch_size, cluster.size, str(spec_file or run_dir))
         wait_for_workers(cluster)
@@ -232,10 +221,10 @@ def train(
         artifact.inspect(resolve_path(spec.fit.initial_weights, spec_dir), require_metadata=False)
     output_dir = None if resuming or trial or worker else output_folder(spec)
     prepared = _prepare(spec, spec_dir, skip_bad=skip_bad, cluster=cluster)
-    with scratch_folder(cluster) if worker else nullcontext() as scratch:
+    with workers.scratch_folder(cluster) if worker else nullcontext() as scratch:
         shared = run_dir  # resuming: the run whose backup to continue
         if scratch is not None:  # a worker's own files, the chief's run continued
-            run_dir, view = scratch, WorkerView(view, cluster)
+            run_dir, view = scratch, workers.WorkerView(view, cluster)
         elif trial is not None:
             run_dir = trial.run_dir
         elif run_dir is None:  # only now: a mistake found above leaves no run folder behind
@@ -279,7 +268,7 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
         spec.compile.steps_per_execution, len(splits.train), spec.fit.batch_size
     )
     if cluster:
-        spec, per_execution = for_workers(spec, device, per_execution, notes)
+        spec, per_execution = workers.for_workers(spec, device, per_execution, notes)
     with device.strategy.scope():
         model = models.build_model(spec.model, spec.name, float32_outputs=device.mixed_precision)
         freeze(model, spec.fit.freeze)
@@ -301,6 +290,29 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
                     weights, cluster)  # fmt: skip
 
 
+def _start(
+    prepared: Prepared, run_dir: Path, view: ProgressView, restore: Path | None
+) -> tuple[backup.Generation | None, bool]:
+    """Say how training runs and load the backup to continue from: (that generation, whether
+    the compiled executions are used)."""
+    import keras
+
+    view.start(prepared.device.description, prepared.splits, run_dir)
+    for note in prepared.notes:
+        view.note(note)
+    fused = fused_loop_tested(keras.__version__)
+    if not fused:
+        view.note(
+            f"Keras {keras.__version__} is outside the versions dlcli was tested with "
+            f"({FUSED_LOOP_KERAS}x): training with Keras's own loop"
+        )
+    if restore is None:
+        return None, fused
+    with prepared.device.strategy.scope():  # the optimizer's variables are made here
+        epochs, tidy = prepared.spec.fit.epochs, restore == run_dir
+        return restore_backup(prepared.model, restore, epochs, view, tidy=tidy), fused
+
+
 def _fit(
     prepared: Prepared,
     run_dir: Path,
@@ -317,23 +329,9 @@ def _fit(
     import keras
 
     spec, splits, model = prepared.spec, prepared.splits, prepared.model
-    view.start(prepared.device.description, splits, run_dir)
-    for note in prepared.notes:
-        view.note(note)
-    fused = fused_loop_tested(keras.__version__)
-    if not fused:
-        view.note(
-            f"Keras {keras.__version__} is outside the versions dlcli was tested with "
-            f"({FUSED_LOOP_KERAS}x): training with Keras's own loop"
-        )
+    restored, fused = _start(prepared, run_dir, view, restore)
     steps = math.ceil(len(splits.train) / spec.fit.batch_size)
     progress = progress_callback(view, spec.fit.epochs, steps)
-    restored = None
-    if restore is not None:  # in the strategy's scope: the optimizer's variables are made here
-        with prepared.device.strategy.scope():
-            restored = restore_backup(
-                model, restore, spec.fit.epochs, view, tidy=restore == run_dir
-            )
     history = list(restored.history) if restored else []
     write_history(run_dir / "history.csv", history)
     callbacks = [backup.callback(run_dir, history), progress, *prepared.callbacks,
@@ -353,7 +351,7 @@ def _fit(
         validation = (splits.validation.x, targets(model, splits.validation.y))
     cluster = prepared.cluster
     if cluster:
-        agree(prepared.device.strategy, cluster, spec, first_epoch)
+        workers.agree(prepared.device.strategy, cluster, spec, first_epoch)
     started = time.perf_counter()
     if first_epoch >= spec.fit.epochs:  # killed after its last backup: only the end is left
         view.stop()
@@ -372,16 +370,16 @@ def _fit(
             )
     except Stop as stop:
         if cluster and not cluster.chief:
-            raise worker_stop(stop, cluster) from None
+            raise workers.worker_stop(stop, cluster) from None
         raise stop_error(stop, run_dir, new_run=restore is None) from None
     except Exception as error:
-        if cluster and (lost := lost_worker(error, cluster, run_dir)):
+        if cluster and (lost := workers.lost_worker(error, cluster, run_dir)):
             raise lost from error
         raise failure_error(error, spec, run_dir) from error
     finally:
         view.stop()
     if cluster:
-        view.note(same_weights(prepared.device.strategy, cluster, model))
+        view.note(workers.same_weights(prepared.device.strategy, cluster, model))
     return time.perf_counter() - started
 
 
