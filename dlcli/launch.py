@@ -3,13 +3,15 @@
 Each worker is `dlcli train` with the same arguments and its own TF_CONFIG (127.0.0.1 and a
 free port each, worker 0 the chief), so the path a real cluster takes can be tried, and
 tested, on one machine. Their output is relayed line by line, each line prefixed with its
-worker. When one worker fails, the others are stopped; Ctrl-C (or SIGTERM) is passed to all.
-The machine's GPUs, if any, are divided evenly between the workers.
+worker. When one worker fails, the others end too (by themselves, as TensorFlow notices, or
+stopped); Ctrl-C (or SIGTERM) is passed to all. The machine's GPUs, if any, are divided evenly
+between the workers.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -26,7 +28,8 @@ from typing import IO
 from dlcli.cluster import LAUNCHED, TF_CONFIG, check_batch
 from dlcli.errors import ClusterError, UsageError
 
-STOP_GRACE = 60.0  # seconds a worker has to stop after SIGTERM before it is killed
+LOST_GRACE = 60.0  # seconds the workers have to end by themselves after one failed
+STOP_GRACE = 60.0  # seconds a worker has to stop after SIGTERM or Ctrl-C before it is killed
 
 
 def launch(
@@ -112,27 +115,37 @@ def without_workers(arguments: Sequence[str]) -> list[str]:
 
 
 def _wait(processes: list[subprocess.Popen[bytes]], signalled: list[int]) -> tuple[int, int] | None:
-    """Wait for every worker; at the first failure, stop the others. The first failed worker
-    and its return code, or None."""
-    failed, stopping = None, 0.0
+    """Wait for every worker; the first that failed and its return code, or None.
+
+    After a failure the others have `LOST_GRACE` seconds to end by themselves (TensorFlow finds
+    a lost worker within about ten seconds, and each says so); then they get SIGTERM, and
+    `STOP_GRACE` seconds later, as after a signal passed on, SIGKILL.
+    """
+    failed, term_at, kill_at = None, math.inf, math.inf
     while any(process.poll() is None for process in processes):
+        now = time.monotonic()
         for index, process in enumerate(processes):
             code = process.poll()
             if failed is None and code not in (None, 0) and not signalled:
-                failed, stopping = (index, code), time.monotonic()
-                for other in processes:
-                    if other.poll() is None:
-                        other.send_signal(signal.SIGTERM)
-        stopping = stopping or (time.monotonic() if signalled else 0.0)
-        if stopping and time.monotonic() - stopping > STOP_GRACE:
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()  # stuck: its backups are whole, a kill loses no epoch
+                failed, term_at = (index, code), now + LOST_GRACE
+        if signalled and kill_at == math.inf:
+            kill_at = now + STOP_GRACE
+        if now > term_at:
+            term_at, kill_at = math.inf, now + STOP_GRACE
+            _signal_running(processes, signal.SIGTERM)
+        if now > kill_at:  # stuck: its backups are whole, a kill loses no epoch
+            _signal_running(processes, signal.SIGKILL)
         time.sleep(0.1)
     if failed is None:
         codes = [process.returncode for process in processes]
         failed = next(((i, code) for i, code in enumerate(codes) if code), None)
     return failed
+
+
+def _signal_running(processes: list[subprocess.Popen[bytes]], number: int) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(number)
 
 
 class _passing_signals:  # noqa: N801 (a context manager)
@@ -149,9 +162,7 @@ class _passing_signals:  # noqa: N801 (a context manager)
 
     def _pass(self, number: int, frame: object) -> None:
         self.signalled.append(number)
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(number)
+        _signal_running(self.processes, number)
 
     def __exit__(self, *exc: object) -> None:
         for number, handler in self.previous.items():

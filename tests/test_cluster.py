@@ -136,7 +136,7 @@ def test_a_worker_killed_in_epoch_2_then_the_cluster_resumes(
         assert launcher.poll() is None, launcher.communicate()
         time.sleep(0.05)
     os.kill(children(launcher.pid)[1], signal.SIGKILL)
-    _, stderr = launcher.communicate(timeout=120)
+    _, stderr = launcher.communicate(timeout=240)
     assert launcher.returncode == 14, stderr
     assert stderr.splitlines()[-1] == (
         "Error: worker 1 was killed (SIGKILL); the other workers were stopped"
