@@ -95,7 +95,7 @@ def train(
         ),
     ] = None,  # fmt: skip
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Train as N local worker processes (a cluster).")
+        int | None, typer.Option(min=1, metavar="N", help="Train as N local worker processes.")
     ] = None,
 ) -> None:
     """Train the model a spec describes, evaluate it on the test set and save it.
