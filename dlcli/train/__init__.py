@@ -144,12 +144,10 @@ def run(
         if not resume.is_dir():
             raise UsageError(f"--resume {resume}: no such run directory")
         cluster = from_environment()
-        if cluster and not cluster.chief:  # it reads the chief's run folder, writes nothing there
-            spec, spec_dir = prepare_resume(resume, restart=restart, epochs=epochs, read_only=True)
-            return train(spec, spec_dir, view, tensorboard=tensorboard, run_dir=resume,
-                         skip_bad=skip_bad)  # fmt: skip
-        with locked(resume):  # before a restart clears the backup: one process per run
-            spec, spec_dir = prepare_resume(resume, restart=restart, epochs=epochs)
+        reads = bool(cluster and not cluster.chief)  # reads the chief's run, writes nothing there
+        # before a restart clears the backup: one process per run (the chief, in a cluster)
+        with nullcontext() if reads else locked(resume):
+            spec, spec_dir = prepare_resume(resume, restart=restart, epochs=epochs, read_only=reads)
             return train(spec, spec_dir, view, tensorboard=tensorboard, run_dir=resume,
                          skip_bad=skip_bad)  # fmt: skip
     if spec_path is None:
@@ -231,7 +229,7 @@ def train(
             assert output_dir is not None
             run_dir = new_run_dir(output_dir, spec.name)
         with (
-            locked(run_dir) if not resuming or worker else nullcontext(),
+            locked(run_dir) if not (resuming or worker) else nullcontext(),  # not a scratch
             kept_only_if_resumable(run_dir, resuming),
         ):
             write_record(run_dir, spec, spec_dir, spec_file, overrides, new=not resuming or worker)
