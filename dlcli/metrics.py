@@ -19,10 +19,6 @@ BINARY_THRESHOLD = 0.5  # what Keras's accuracy metrics use for a sigmoid output
 CLASSIFIERS = ("multiclass", "binary", "multilabel")
 BATCH_BYTES = 256 * 1024 * 1024  # activations one inference batch may take
 
-# Up to this many batches, one pass runs faster eagerly than traced.
-_EAGER_MAX_BATCHES = 8
-
-
 def _batch_size(model: Any, least: int, examples: int) -> int:
     """As large as about `BATCH_BYTES` of activations, and at least `least`.
 
@@ -44,29 +40,40 @@ def score(
     """Keras's loss and compiled metrics on (x, y), and the model's outputs if `outputs`
     (an array, or a list of one per output for a model of several).
 
-    Each is one pass in large batches (at least `least_batch`). Tracing a function (and
-    compiling it with XLA) costs more than it saves when it runs a few times, so a pass of at
-    most `_EAGER_MAX_BATCHES` batches runs eagerly, and a pass of one batch goes through
-    `test_on_batch`/`predict_on_batch`, which skip building a dataset.
+    One pass of the model over x, in large batches (at least `least_batch`): the loss and
+    metrics come from its outputs (`compute_loss`, `compute_metrics`, as Keras's `test_step`
+    computes them), not from a second pass. A pass of one batch runs eagerly, since tracing
+    it would cost more than it saves. On several replicas, `evaluate` and `predict` run
+    through the distribution strategy.
     """
     examples = len(y[0] if isinstance(y, list) else y)
     batch_size = _batch_size(model, least_batch, examples)
-    batches = math.ceil(examples / batch_size)
-    one_replica = model.distribute_strategy.num_replicas_in_sync == 1
-    if batches <= _EAGER_MAX_BATCHES and one_replica:
-        model.run_eagerly = True
-        model.make_test_function(force=True)  # fit made one for the validation data
-        model.make_predict_function(force=True)
-    if batches == 1 and one_replica:  # on several workers, each would score all of the batch
-        metrics = model.test_on_batch(x, y, return_dict=True)
-        predicted = model.predict_on_batch(x) if outputs else None
-    else:
+    if model.distribute_strategy.num_replicas_in_sync > 1:
         metrics = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
         predicted = model.predict(x, batch_size=batch_size, verbose=0) if outputs else None
-    scores = {name: float(value) for name, value in metrics.items()}
+        scores = {name: float(value) for name, value in metrics.items()}
+    else:
+        if batch_size >= examples:
+            model.run_eagerly = True
+            model.make_predict_function(force=True)
+            predicted = model.predict_on_batch(x)
+        else:
+            predicted = model.predict(x, batch_size=batch_size, verbose=0)
+        scores = _scores(model, x, y, predicted)
+    if not outputs or predicted is None:
+        return scores, None
     if isinstance(predicted, list | tuple):  # several outputs: an array each
         return scores, output_arrays(predicted)
-    return scores, None if predicted is None else np.asarray(predicted)
+    return scores, np.asarray(predicted)
+
+
+def _scores(model: Any, x: Any, y: Any, predicted: Any) -> dict[str, float]:
+    """The loss and compiled metrics of the model's outputs `predicted` for x, against y."""
+    model.reset_metrics()
+    loss = model.compute_loss(x=x, y=y, y_pred=predicted, training=False)
+    scores = {name: float(value) for name, value in model.compute_metrics(x, y, predicted).items()}
+    scores["loss"] = float(loss)  # the loss tracker is `test_step`'s alone
+    return dict(sorted(scores.items()))  # in the order `evaluate` gives
 
 
 # ---------------------------------------------------------------------------------------------
