@@ -3,7 +3,7 @@ PY     := $(VENV)/bin/python
 DLCLI  := $(VENV)/bin/dlcli
 EXTRAS := dev$(shell nvidia-smi -L >/dev/null 2>&1 && echo ,gpu)
 
-.PHONY: setup train test test-all test-crash lint bench clean
+.PHONY: setup train test test-all test-crash lint bench bench-quick clean
 
 setup: $(VENV)/.installed
 
@@ -30,8 +30,13 @@ lint: setup
 	$(VENV)/bin/ruff check dlcli tests benchmarks
 	$(VENV)/bin/ruff format --check dlcli tests benchmarks
 
+# every command against plain Keras, medians of 3 alternating pairs (~30 minutes on 2 cores)
 bench: setup
 	$(PY) benchmarks/bench.py
+
+# one pair of each, the convnet for 1 epoch (within 5 minutes): benchmarks/results-quick.json
+bench-quick: setup
+	$(PY) benchmarks/bench.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -5,7 +5,7 @@ by `dlcli.data.mnist.load_mnist`) and otherwise is the book's program unchanged:
 scale to [0, 1] in float32, Dense(512, relu), Dense(10, softmax), rmsprop, sparse categorical
 crossentropy, `fit(epochs=5, batch_size=128)`, `evaluate` on the test set.
 
-Usage: python benchmarks/baseline_mnist.py PATH/TO/mnist.npz
+Usage: python benchmarks/baseline_mnist.py PATH/TO/mnist.npz [EPOCHS]
 The last line on stdout is JSON: fit_seconds, test_accuracy, test_loss.
 """
 
@@ -20,6 +20,7 @@ from tensorflow.keras import layers
 with np.load(sys.argv[1]) as archive:
     train_images, train_labels = archive["x_train"], archive["y_train"]
     test_images, test_labels = archive["x_test"], archive["y_test"]
+epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
 
 model = keras.Sequential(
     [
@@ -35,7 +36,7 @@ test_images = test_images.reshape((10000, 28 * 28))
 test_images = test_images.astype("float32") / 255
 
 fit_started = time.perf_counter()
-model.fit(train_images, train_labels, epochs=5, batch_size=128)
+model.fit(train_images, train_labels, epochs=epochs, batch_size=128)
 fit_seconds = time.perf_counter() - fit_started
 
 test_loss, test_acc = model.evaluate(test_images, test_labels)

@@ -29,13 +29,9 @@ _state = {"debug": False}
 SpecPath = Annotated[
     Path, typer.Argument(help="The YAML experiment spec.", show_default=False, metavar="SPEC")
 ]
-Overrides = Annotated[
-    list[str],
-    typer.Option(
-        "--set", help="Override a key of the spec: --set fit.epochs=3 (repeatable).",
-        metavar="KEY.PATH=VALUE",
-    ),
-]  # fmt: skip
+Overrides = Annotated[list[str], typer.Option(
+    "--set", help="Override a key of the spec: --set fit.epochs=3 (repeatable).",
+    metavar="KEY.PATH=VALUE")]  # fmt: skip
 
 
 @contextmanager
@@ -111,7 +107,10 @@ def train(
     if start_from is not None:  # a path from here, whatever folder the spec is in
         overrides = [*overrides, f"fit.initial_weights={json.dumps(str(start_from.resolve()))}"]
     with _user_errors():  # spec mistakes are found before TensorFlow loads
-        from dlcli import report
+        from dlcli import report, spec
+
+        if spec_path is not None and resume is None:
+            spec.check_spec_file(spec_path)  # before the training modules load
         from dlcli.train import run
 
         view = report.TrainView(console(stderr=True))

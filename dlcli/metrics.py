@@ -19,6 +19,7 @@ BINARY_THRESHOLD = 0.5  # what Keras's accuracy metrics use for a sigmoid output
 CLASSIFIERS = ("multiclass", "binary", "multilabel")
 BATCH_BYTES = 256 * 1024 * 1024  # activations one inference batch may take
 
+
 def _batch_size(model: Any, least: int, examples: int) -> int:
     """As large as about `BATCH_BYTES` of activations, and at least `least`.
 

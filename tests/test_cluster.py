@@ -81,32 +81,6 @@ def cluster_env(user_env: dict[str, str], folder: Path) -> dict[str, str]:
     return {**user_env, "TMPDIR": str(folder / "tmp")}
 
 
-def test_two_local_workers_train_one_run_as_one_process_would(
-    tmp_path: Path, user_env: dict[str, str]
-) -> None:
-    write_spec(tmp_path)
-    env = cluster_env(user_env, tmp_path)
-    two, _ = run_dlcli(["train", "tiny.yaml", "--workers", "2", "--set", "fit.epochs=1"], env,
-                       tmp_path, timeout=300)  # fmt: skip
-    assert two.returncode == 0, two.stderr
-    assert "worker 0 | Training on 2 workers, each on CPU" in two.stderr
-    assert "worker 1 | Worker 1 of 2 (127.0.0.1:" in two.stderr
-    assert "worker 0 | Run directory: runs/tiny-1" in two.stdout
-    assert "worker 1 | Model and run directory: written by the chief (127.0.0.1:" in two.stdout
-    assert [path.name for path in (tmp_path / "runs").iterdir()] == ["tiny-1"]
-    assert not list((tmp_path / "tmp").glob("dlcli-worker-*"))  # worker 1's scratch is gone
-    metrics = json.loads((tmp_path / "runs" / "tiny-1" / "metrics.json").read_text())
-    assert metrics["workers"] == 2 and metrics["device"] == "2 workers, each on CPU"
-    assert metrics["epochs"] == 1
-    digests = dict(WEIGHTS.findall(two.stderr))
-    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], two.stderr
-    assert weights_digest(tmp_path / "runs" / "tiny-1" / "model.keras") == digests["0"]
-    one = CliRunner().invoke(app, ["train", "tiny.yaml", "--set", "fit.epochs=1"])  # in-process
-    assert one.exit_code == 0, one.output
-    assert "Run directory: runs/tiny-2" in one.stdout
-    assert accuracy_of(two.stdout) == pytest.approx(accuracy_of(one.stdout), abs=0.03)
-
-
 def children(pid: int) -> dict[int, int]:
     """The worker processes a launcher started: {worker index: pid}."""
     found = {}
@@ -122,9 +96,11 @@ def children(pid: int) -> dict[int, int]:
     return found
 
 
-def test_a_worker_killed_in_epoch_2_then_the_cluster_resumes(
+def test_two_local_workers_train_as_one_process_would_and_resume_after_a_kill(
     tmp_path: Path, user_env: dict[str, str]
 ) -> None:
+    """Two workers train one run; worker 1 is killed in epoch 2; `--resume` on both finishes
+    it, with the same weights on both and about one process's accuracy."""
     write_spec(tmp_path)
     env = cluster_env(user_env, tmp_path)
     launcher = subprocess.Popen([*dlcli_command(), "train", "tiny.yaml", "--workers", "2"],
@@ -136,8 +112,11 @@ def test_a_worker_killed_in_epoch_2_then_the_cluster_resumes(
         assert launcher.poll() is None, launcher.communicate()
         time.sleep(0.05)
     os.kill(children(launcher.pid)[1], signal.SIGKILL)
-    _, stderr = launcher.communicate(timeout=240)
+    stdout, stderr = launcher.communicate(timeout=240)
     assert launcher.returncode == 14, stderr
+    assert "worker 0 | Training on 2 workers, each on CPU" in stderr
+    assert "worker 1 | Worker 1 of 2 (127.0.0.1:" in stderr
+    assert "worker 0 | Run directory: runs/tiny-1" in stdout
     assert stderr.splitlines()[-1] == (
         "Error: worker 1 was killed (SIGKILL); the other workers were stopped"
     )
@@ -155,14 +134,24 @@ def test_a_worker_killed_in_epoch_2_then_the_cluster_resumes(
     assert resumed.returncode == 0, resumed.stderr
     for worker in (0, 1):
         assert f"worker {worker} | Resuming after epoch 1 of 2, from its backup" in resumed.stderr
+    assert "worker 1 | Model and run directory: written by the chief (127.0.0.1:" in resumed.stdout
     history = (run_dir / "history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in history] == ["epoch", "1", "2"]
     assert history[1] == first_epoch
-    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 2
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["workers"] == 2 and metrics["device"] == "2 workers, each on CPU"
+    assert metrics["epochs"] == 2
     assert not (run_dir / "backup").exists() and (run_dir / "model.keras").is_file()
     assert [path.name for path in (tmp_path / "runs").iterdir()] == ["tiny-1"]
     scratch = list((tmp_path / "tmp").glob("dlcli-worker-*"))  # the killed worker's alone
     assert len(scratch) == 1 and scratch[0].name.startswith("dlcli-worker-1-"), scratch
+    digests = dict(WEIGHTS.findall(resumed.stderr))
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], resumed.stderr
+    assert weights_digest(run_dir / "model.keras") == digests["0"]
+    one = CliRunner().invoke(app, ["train", "tiny.yaml"])  # in-process, one worker
+    assert one.exit_code == 0, one.output
+    assert "Run directory: runs/tiny-2" in one.stdout
+    assert accuracy_of(resumed.stdout) == pytest.approx(accuracy_of(one.stdout), abs=0.03)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -80,6 +80,17 @@ def test_answers_without_importing_tensorflow(
     assert heavy == [], f"dlcli {' '.join(arguments)} imported {heavy[:5]}"
 
 
+def test_a_missing_spec_answers_before_the_training_modules_load(tmp_path: Path) -> None:
+    """An empty cache, as on a first run: `dlcli.train` (numpy and the rest, ~0.25 s) is not
+    imported to say that the spec file is not there."""
+    result = run_python("-X", "importtime", "-m", "dlcli", "train", "missing.yaml",
+                        cache=tmp_path / "empty-cache")  # fmt: skip
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert result.stderr.splitlines()[-1] == "Error: spec file not found: missing.yaml"
+    assert HEAVY.findall(result.stderr) == []
+    assert not re.search(r"\|\s*dlcli\.train$", result.stderr, re.MULTILINE)
+
+
 # Invoked in a fresh interpreter: the Typer app in-process (CliRunner), then sys.modules.
 IN_PROCESS = """
 import json, sys

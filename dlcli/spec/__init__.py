@@ -70,6 +70,12 @@ __all__ = [
 ]
 
 
+def check_spec_file(path: Path) -> None:
+    """A spec file that is not there, as one line: checked before anything heavy loads."""
+    if not path.is_file():
+        raise ConfigError(f"spec file not found: {path}")
+
+
 def load_spec(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
     """Read, check and type a spec file, without importing TensorFlow.
 
@@ -95,8 +101,7 @@ def load_spec(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
         spec = load_spec(Path("configs/mnist.yaml"), ["fit.epochs=2"])
         spec.fit.epochs  # 2
     """
-    if not path.is_file():
-        raise ConfigError(f"spec file not found: {path}")
+    check_spec_file(path)
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_SPEC_BYTES + 1)  # a huge file is refused without reading it
