@@ -276,7 +276,7 @@ def run_dlcli(network: Network, runs_dir: Path, epochs: int) -> dict[str, Any]:
     run = checked(measure(command), f"dlcli train {network.spec.name}")
     run_dir = max(runs_dir.glob("*-*"), key=lambda path: path.stat().st_mtime)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    epoch_seconds = [float(seconds) for _, seconds in EPOCH_LINE.findall(run.stdout)]
+    epoch_seconds = [float(seconds) for _, seconds in EPOCH_LINE.findall(run.stderr)]
     return {
         "wall": run.wall,
         "cpu": run.cpu,
