@@ -61,7 +61,8 @@ NETWORKS = {
     "convnet": Network(REPO / "configs" / "mnist_cnn.yaml", BENCHMARKS / "baseline_convnet.py", 5),
 }
 SPEC = NETWORKS["mlp"].spec
-EPOCH_LINE = re.compile(r"^epoch (\d+): .*\((\d+(?:\.\d+)?)s\)$", re.MULTILINE)
+# A row of the table `dlcli train` prints at the end (every epoch up to 20): epoch ... time.
+EPOCH_ROW = re.compile(r"^│\s*(\d+) │.*│\s*(\d+(?:\.\d+)?)s │$", re.MULTILINE)
 
 # The book's network and schedule (configs/mnist.yaml, benchmarks/baseline_mnist.py).
 LAYER_WIDTHS = (28 * 28, 512, 10)
@@ -276,7 +277,7 @@ def run_dlcli(network: Network, runs_dir: Path, epochs: int) -> dict[str, Any]:
     run = checked(measure(command), f"dlcli train {network.spec.name}")
     run_dir = max(runs_dir.glob("*-*"), key=lambda path: path.stat().st_mtime)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    epoch_seconds = [float(seconds) for _, seconds in EPOCH_LINE.findall(run.stderr)]
+    epoch_seconds = epoch_times(run.stderr)
     return {
         "wall": run.wall,
         "cpu": run.cpu,
@@ -295,6 +296,11 @@ def run_dlcli(network: Network, runs_dir: Path, epochs: int) -> dict[str, Any]:
         "steal": run.steal,
         "others_cpu": run.others_cpu,
     }
+
+
+def epoch_times(output: str) -> list[float]:
+    """Each epoch's seconds, from the table of epochs `dlcli train` prints at the end."""
+    return [float(seconds) for _, seconds in EPOCH_ROW.findall(output)]
 
 
 def train_pairs(
