@@ -112,11 +112,11 @@ def test_two_local_workers_train_as_one_process_would_and_resume_after_a_kill(
         assert launcher.poll() is None, launcher.communicate()
         time.sleep(0.05)
     os.kill(children(launcher.pid)[1], signal.SIGKILL)
-    stdout, stderr = launcher.communicate(timeout=240)
+    _, stderr = launcher.communicate(timeout=240)
     assert launcher.returncode == 14, stderr
     assert "worker 0 | Training on 2 workers, each on CPU" in stderr
     assert "worker 1 | Worker 1 of 2 (127.0.0.1:" in stderr
-    assert "worker 0 | Run directory: runs/tiny-1" in stdout
+    assert "worker 0 | Run directory: runs/tiny-1" in stderr
     assert stderr.splitlines()[-1] == (
         "Error: worker 1 was killed (SIGKILL); the other workers were stopped"
     )
@@ -135,6 +135,7 @@ def test_two_local_workers_train_as_one_process_would_and_resume_after_a_kill(
     for worker in (0, 1):
         assert f"worker {worker} | Resuming after epoch 1 of 2, from its backup" in resumed.stderr
     assert "worker 1 | Model and run directory: written by the chief (127.0.0.1:" in resumed.stdout
+    assert "worker 0 | Run directory: runs/tiny-1" in resumed.stdout
     history = (run_dir / "history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in history] == ["epoch", "1", "2"]
     assert history[1] == first_epoch
