@@ -7,7 +7,7 @@ main thread that creates, writes, flushes, renames or removes a file or folder i
 folder or the cache (temporary files included: dlcli names them without randomness). strace
 counts the calls on those paths, so `inject=...:when=K` kills the process as it enters the
 K-th one, before the call takes effect. `make test` checks an even sample of the points
-(DLCLI_KILL_POINTS, default 2); `make test-crash` checks every one (DLCLI_KILL_POINTS=all),
+(DLCLI_KILL_POINTS, default 1); `make test-crash` checks every one (DLCLI_KILL_POINTS=all),
 two at a time in two folders (DLCLI_KILL_WORKERS).
 
 TensorFlow writes its compiled programs through temporary files named with the process id:
@@ -341,7 +341,7 @@ def test_kill_at_every_write_point_then_resume(
 ) -> None:
     paths, points, earlier = discovered
     assert len(points) > 50, points  # spec.yaml ... every epoch's generation ... model and plots
-    chosen = sample(points, os.environ.get("DLCLI_KILL_POINTS", "2"))
+    chosen = sample(points, os.environ.get("DLCLI_KILL_POINTS", "1"))
     workers = int(os.environ.get("DLCLI_KILL_WORKERS", "1"))
     spaces = [workspace, *(workspace.clone(tmp_path_factory.mktemp("kill-points"))
                            for _ in range(workers - 1))]  # fmt: skip

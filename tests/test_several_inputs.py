@@ -154,6 +154,7 @@ def write_arrays(folder: Path, **changes: np.ndarray) -> None:
     (folder / "spec.yaml").write_text(NPZ_SPEC)
 
 
+@pytest.mark.slow  # ~21 s; make test trains the two-input and two-output iris configs
 def test_npz_arrays_named_per_input_and_output_train_and_evaluate(
     tmp_path: Path, user_env: dict[str, str]
 ) -> None:

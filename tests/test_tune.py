@@ -133,6 +133,7 @@ def test_best_yaml_is_a_plain_spec_that_train_reproduces(
     assert loss and float(loss[1]) == pytest.approx(best["test_metrics"]["loss"], abs=1e-3)
 
 
+@pytest.mark.slow  # two more processes (~45 s); make test runs studies, Ctrl-C and resume
 def test_two_processes_share_one_study_and_a_rerun_continues_it(
     tmp_path: Path, user_env: dict[str, str]
 ) -> None:
