@@ -56,17 +56,17 @@ class Network:
     epochs: int
 
 
-NETWORKS = {
-    "mlp": Network(REPO / "configs" / "mnist.yaml", BENCHMARKS / "baseline_mnist.py", 5),
-    "convnet": Network(REPO / "configs" / "mnist_cnn.yaml", BENCHMARKS / "baseline_convnet.py", 5),
-}
-SPEC = NETWORKS["mlp"].spec
 # A row of the table `dlcli train` prints at the end (every epoch up to 20): epoch ... time.
 EPOCH_ROW = re.compile(r"^│\s*(\d+) │.*│\s*(\d+(?:\.\d+)?)s │$", re.MULTILINE)
 
 # The book's network and schedule (configs/mnist.yaml, benchmarks/baseline_mnist.py).
 LAYER_WIDTHS = (28 * 28, 512, 10)
 BATCH_SIZE, EPOCHS, TRAIN_SAMPLES = 128, 5, 60_000
+NETWORKS = {
+    "mlp": Network(REPO / "configs" / "mnist.yaml", BENCHMARKS / "baseline_mnist.py", EPOCHS),
+    "convnet": Network(REPO / "configs" / "mnist_cnn.yaml", BENCHMARKS / "baseline_convnet.py", 5),
+}
+SPEC = NETWORKS["mlp"].spec
 # The matrix products of one training step, (m, k, n) with batch 128: forward through both
 # layers, the weight gradients (x^T . dh) and the second layer's input gradient (the first
 # layer's is not needed: the data takes no gradient). The probe also times a large square
@@ -253,15 +253,14 @@ def run_baseline(network: Network, mnist: Path, epochs: int) -> dict[str, Any]:
     command = [PYTHON, str(network.baseline), str(mnist), str(epochs)]
     run = checked(measure(command), network.baseline.name)
     result = last_json(run.stdout)
-    return {
-        "wall": run.wall,
-        "cpu": run.cpu,
-        "rss_mb": run.rss_mb,
-        "fit": result["fit_seconds"],
-        "accuracy": result["test_accuracy"],
-        "steal": run.steal,
-        "others_cpu": run.others_cpu,
-    }
+    return {**process_figures(run), "fit": result["fit_seconds"],
+            "accuracy": result["test_accuracy"]}  # fmt: skip
+
+
+def process_figures(run: Run) -> dict[str, float]:
+    """What every training run reports of its process: time, memory and the machine's load."""
+    return {"wall": run.wall, "cpu": run.cpu, "rss_mb": run.rss_mb, "steal": run.steal,
+            "others_cpu": run.others_cpu}  # fmt: skip
 
 
 def xla_cache() -> Path:
@@ -279,9 +278,7 @@ def run_dlcli(network: Network, runs_dir: Path, epochs: int) -> dict[str, Any]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     epoch_seconds = epoch_times(run.stderr)
     return {
-        "wall": run.wall,
-        "cpu": run.cpu,
-        "rss_mb": run.rss_mb,
+        **process_figures(run),
         "fit": metrics["fit_seconds"],
         "accuracy": metrics["test"]["accuracy"],
         "epoch_seconds": epoch_seconds,
@@ -293,8 +290,6 @@ def run_dlcli(network: Network, runs_dir: Path, epochs: int) -> dict[str, Any]:
         "tf_noise_lines": len(TF_NOISE.findall(run.stderr)),
         "model": str(run_dir / "model.keras"),
         "xla_cache": cache,
-        "steal": run.steal,
-        "others_cpu": run.others_cpu,
     }
 
 

@@ -61,7 +61,7 @@ def score(
         else:
             predicted = model.predict(x, batch_size=batch_size, verbose=0)
         scores = _scores(model, x, y, predicted)
-    if not outputs or predicted is None:
+    if not outputs:
         return scores, None
     if isinstance(predicted, list | tuple):  # several outputs: an array each
         return scores, output_arrays(predicted)
