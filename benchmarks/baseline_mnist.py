@@ -1,7 +1,8 @@
 """The baseline: the book's MNIST script (Deep Learning with Python, chapter 2) as plain Keras.
 
 It reads the same cached MNIST arrays as dlcli (`mnist.npz` in the dlcli cache folder, written
-by `dlcli.data.mnist.load_mnist`) and otherwise is the book's program unchanged: reshape to 784,
+by `dlcli.data.mnist_mirrors.load_mnist`) and otherwise is the book's program unchanged:
+reshape to 784,
 scale to [0, 1] in float32, Dense(512, relu), Dense(10, softmax), rmsprop, sparse categorical
 crossentropy, `fit(epochs=5, batch_size=128)`, `evaluate` on the test set.
 

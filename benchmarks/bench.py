@@ -242,8 +242,8 @@ def measure_matmul() -> dict[str, float]:
 
 def mnist_cache() -> Path:
     """The cached MNIST arrays both sides read (fetched once if missing)."""
-    from dlcli.data import cache_dir
-    from dlcli.data.mnist import CACHE_FILE_NAME, load_mnist
+    from dlcli.data.mnist_mirrors import CACHE_FILE_NAME, load_mnist
+    from dlcli.utils.cache import cache_dir
 
     load_mnist(cache_dir())
     return cache_dir() / CACHE_FILE_NAME
@@ -253,25 +253,40 @@ def run_baseline(network: Network, mnist: Path, epochs: int) -> dict[str, Any]:
     command = [PYTHON, str(network.baseline), str(mnist), str(epochs)]
     run = checked(measure(command), network.baseline.name)
     result = last_json(run.stdout)
-    return {**process_figures(run), "fit": result["fit_seconds"],
-            "accuracy": result["test_accuracy"]}  # fmt: skip
+    return {
+        **process_figures(run),
+        "fit": result["fit_seconds"],
+        "accuracy": result["test_accuracy"],
+    }
 
 
 def process_figures(run: Run) -> dict[str, float]:
     """What every training run reports of its process: time, memory and the machine's load."""
-    return {"wall": run.wall, "cpu": run.cpu, "rss_mb": run.rss_mb, "steal": run.steal,
-            "others_cpu": run.others_cpu}  # fmt: skip
+    return {
+        "wall": run.wall,
+        "cpu": run.cpu,
+        "rss_mb": run.rss_mb,
+        "steal": run.steal,
+        "others_cpu": run.others_cpu,
+    }
 
 
 def xla_cache() -> Path:
-    from dlcli.data import cache_dir
+    from dlcli.utils.cache import cache_dir
 
     return cache_dir() / "xla"
 
 
 def run_dlcli(network: Network, runs_dir: Path, epochs: int) -> dict[str, Any]:
-    command = [*DLCLI, "train", str(network.spec), "--set", f"output.dir={runs_dir}",
-               "--set", f"fit.epochs={epochs}"]  # fmt: skip
+    command = [
+        *DLCLI,
+        "train",
+        str(network.spec),
+        "--set",
+        f"output.dir={runs_dir}",
+        "--set",
+        f"fit.epochs={epochs}",
+    ]
     cache = "warm" if any(xla_cache().glob("*/*")) else "cold"
     run = checked(measure(command), f"dlcli train {network.spec.name}")
     run_dir = max(runs_dir.glob("*-*"), key=lambda path: path.stat().st_mtime)
@@ -285,7 +300,7 @@ def run_dlcli(network: Network, runs_dir: Path, epochs: int) -> dict[str, Any]:
         # tracing and compiling: the first epoch's time over the median of the later ones
         "first_epoch_extra": epoch_seconds[0] - median(epoch_seconds[1:])
         if len(epoch_seconds) > 1
-        else float("nan"),  # fmt: skip
+        else float("nan"),
         "device": metrics["device"],
         "tf_noise_lines": len(TF_NOISE.findall(run.stderr)),
         "model": str(run_dir / "model.keras"),
@@ -362,8 +377,13 @@ def compare(runs: dict[str, list[dict[str, Any]]], epochs: int) -> dict[str, Any
         "peak_rss": ours["peak_rss_mb"] / base["peak_rss_mb"],
         "median_of_pair_ratios": per_pair,
     }
-    return {"epochs": epochs, "pairs": len(pairs), "baseline": base, "dlcli": ours,
-            "ratios": ratios}  # fmt: skip
+    return {
+        "epochs": epochs,
+        "pairs": len(pairs),
+        "baseline": base,
+        "dlcli": ours,
+        "ratios": ratios,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,8 +442,14 @@ def write_digits(mnist: Path, folder: Path, count: int) -> list[Path]:
 PREDICT_IN_PROCESS = """
 import json, sys, time
 import keras, numpy as np
-from dlcli import artifact
-from dlcli.predict import IMAGE_SUFFIXES, describe_inputs, expand_inputs, predict, read_inputs
+from dlcli.model import artifact
+from dlcli.inference.predict import (
+    IMAGE_SUFFIXES,
+    describe_inputs,
+    expand_inputs,
+    predict,
+    read_inputs,
+)
 
 def whole():
     started = time.perf_counter()
@@ -569,8 +595,10 @@ def machine() -> dict[str, Any]:
     }
 
 
-TITLES = {"mlp": "MNIST MLP (configs/mnist.yaml), batch 128",
-          "convnet": "MNIST convnet (configs/mnist_cnn.yaml), batch 64"}  # fmt: skip
+TITLES = {
+    "mlp": "MNIST MLP (configs/mnist.yaml), batch 128",
+    "convnet": "MNIST convnet (configs/mnist_cnn.yaml), batch 64",
+}
 
 
 def print_training(name: str, result: dict[str, Any]) -> None:
@@ -584,8 +612,10 @@ def print_training(name: str, result: dict[str, Any]) -> None:
         ("test accuracy (lowest)", "accuracy_min", "{:.4f}"),
         ("peak RSS (MB)", "peak_rss_mb", "{:,.0f}"),
     ]
-    print(f"\n{TITLES[name]}, {result['epochs']} epochs: medians of {result['pairs']} "
-          "alternating pairs")  # fmt: skip
+    print(
+        f"\n{TITLES[name]}, {result['epochs']} epochs: medians of {result['pairs']} "
+        "alternating pairs"
+    )
     print(f"{'':28}{'baseline':>12}{'dlcli':>12}{'dlcli/base':>12}")
     for label, key, form in rows:
         ratio = "" if "accuracy" in key else f"{ours[key] / base[key]:.2f}"
@@ -600,8 +630,10 @@ def print_training(name: str, result: dict[str, Any]) -> None:
         f"{'pairs with steal < 5%':28}{'':>24}  {per_pair['quiet_pairs']}: wall "
         f"{per_pair['quiet_wall']:.2f}, fit {per_pair['quiet_fit']:.2f} (median of their ratios)"
     )
-    print(f"{'dlcli first epoch, extra (s)':28}{'':>12}{ours['first_epoch_extra_s']:>12.1f}"
-          "  over the median of its later epochs: tracing and compiling")  # fmt: skip
+    print(
+        f"{'dlcli first epoch, extra (s)':28}{'':>12}{ours['first_epoch_extra_s']:>12.1f}"
+        "  over the median of its later epochs: tracing and compiling"
+    )
     steal = [run["steal"] for run in base["runs"] + ours["runs"]]
     print(f"CPU time the hypervisor took (steal): {min(steal):.0%}-{max(steal):.0%}")
     print(f"TensorFlow start-up lines shown by dlcli train: {ours['tf_noise_lines']}")
@@ -611,9 +643,11 @@ def print_floor(mlp: dict[str, Any]) -> None:
     base, ours, ratios, floor = mlp["baseline"], mlp["dlcli"], mlp["ratios"], mlp["floor"]
     cold = ours.get("first_run_cold_xla_cache")
     if cold:
-        print(f"dlcli's first MLP run (XLA cache cold): wall {cold['wall']:.1f} s "
-              f"({cold['wall'] / base['wall_s']:.2f}); fit {cold['fit']:.1f} s "
-              f"({cold['fit'] / base['fit_s']:.2f})")  # fmt: skip
+        print(
+            f"dlcli's first MLP run (XLA cache cold): wall {cold['wall']:.1f} s "
+            f"({cold['wall'] / base['wall_s']:.2f}); fit {cold['fit']:.1f} s "
+            f"({cold['fit'] / base['fit_s']:.2f})"
+        )
     print(
         f"compute floor: {floor['training_flops'] / 1e9:.0f} GFLOP (training, "
         f"{floor['flops_per_sample']:,} FLOP/sample) / {floor['best_gflops']:.0f} GFLOP/s "
@@ -638,8 +672,10 @@ def print_table(results: dict[str, Any]) -> None:
         print_training(name, results["training"][name])
         if name == "mlp":
             print_floor(results["training"]["mlp"])
-    print(f"device: {results['training']['mlp']['dlcli']['runs'][0]['device']}; "
-          f"{results['machine']['cpu']}")  # fmt: skip
+    print(
+        f"device: {results['training']['mlp']['dlcli']['runs'][0]['device']}; "
+        f"{results['machine']['cpu']}"
+    )
     print("\nstart-up (median wall, s)")
     for name, row in results["startup"].items():
         tf_note = "imports TensorFlow!" if row["imports_tensorflow"] else "no TensorFlow import"
@@ -674,26 +710,41 @@ def judge(results: dict[str, Any]) -> dict[str, tuple[float, str, bool]]:
         "MLP test accuracy (lowest run)": (ours["accuracy_min"], f">= {TARGETS['accuracy']}"),
         "MLP peak RSS dlcli/baseline": (ratios["peak_rss"], f"<= {TARGETS['rss_ratio']}"),
         "MLP fit / compute floor (best probe of the run)": (
-            ratios["fit_over_floor"], f"<= {TARGETS['floor_ratio']}"),
+            ratios["fit_over_floor"],
+            f"<= {TARGETS['floor_ratio']}",
+        ),
         "MLP fit / compute floor (pair by pair, median)": (
-            ratios["median_of_pair_ratios"]["fit_over_floor"], f"<= {TARGETS['floor_ratio']}"),
+            ratios["median_of_pair_ratios"]["fit_over_floor"],
+            f"<= {TARGETS['floor_ratio']}",
+        ),
         "convnet wall dlcli/baseline": (
-            convnet["ratios"]["wall"], f"<= {TARGETS['convnet_wall_ratio']}"),
+            convnet["ratios"]["wall"],
+            f"<= {TARGETS['convnet_wall_ratio']}",
+        ),
         "convnet test accuracy (lowest dlcli run)": (
-            convnet["dlcli"]["accuracy_min"], f">= {lowest:.4f}"),
-    }  # fmt: skip
+            convnet["dlcli"]["accuracy_min"],
+            f">= {lowest:.4f}",
+        ),
+    }
     for name, row in results["startup"].items():
         targets[f"dlcli {name} (s)"] = (row["wall_s"], f"< {TARGETS['startup_seconds']}")
     row = results["inference"]["predict_1000"]
     targets["predict 1000: (predict() - load - decode) / model.predict"] = (
-        row["in_process"]["ratio"], f"< {TARGETS['predict_ratio']}")  # fmt: skip
+        row["in_process"]["ratio"],
+        f"< {TARGETS['predict_ratio']}",
+    )
     targets["predict 1000, whole process, dlcli/plain Keras"] = (
-        row["ratio"], f"< {TARGETS['predict_ratio']}")  # fmt: skip
+        row["ratio"],
+        f"< {TARGETS['predict_ratio']}",
+    )
     judged = {}
     for name, (value, target) in targets.items():
         operator, bound = target.split()
-        passed = {"<=": value <= float(bound), "<": value < float(bound),
-                  ">=": value >= float(bound)}[operator]  # fmt: skip
+        passed = {
+            "<=": value <= float(bound),
+            "<": value < float(bound),
+            ">=": value >= float(bound),
+        }[operator]
         judged[name] = (value, target, passed)
     return judged
 
@@ -710,10 +761,13 @@ def main() -> None:
         probe()
         return
     pairs, repeats = (1, 1) if arguments.quick else (arguments.pairs, arguments.repeats)
-    epochs = {"mlp": NETWORKS["mlp"].epochs,
-              "convnet": 1 if arguments.quick else NETWORKS["convnet"].epochs}  # fmt: skip
+    epochs = {
+        "mlp": NETWORKS["mlp"].epochs,
+        "convnet": 1 if arguments.quick else NETWORKS["convnet"].epochs,
+    }
     output = arguments.output or BENCHMARKS / (
-        "results-quick.json" if arguments.quick else "results.json")  # fmt: skip
+        "results-quick.json" if arguments.quick else "results.json"
+    )
     started = time.perf_counter()
     load_before = os.getloadavg()
     mnist = mnist_cache()
@@ -722,29 +776,32 @@ def main() -> None:
     try:
         # The first dlcli run compiles with XLA from scratch; later ones load the programs.
         shutil.rmtree(xla_cache(), ignore_errors=True)
-        print(f"matmul probe, then {pairs} pair(s) of training runs of each network ...",
-              flush=True)  # fmt: skip
+        print(
+            f"matmul probe, then {pairs} pair(s) of training runs of each network ...", flush=True
+        )
         probes = [measure_matmul()]
         for name in NETWORKS:
-            runs = train_pairs(name, pairs, epochs[name], mnist, workdir,
-                               probes if name == "mlp" else None)  # fmt: skip
+            runs = train_pairs(
+                name, pairs, epochs[name], mnist, workdir, probes if name == "mlp" else None
+            )
             training[name] = compare(runs, epochs[name])
         mlp_runs = training["mlp"]["dlcli"]["runs"]
         print("start-up, predict and evaluate ...", flush=True)
         startup = time_startup(workdir, 3 if arguments.quick else max(repeats, 5))
-        inference = time_inference(mlp_runs[-1]["model"], mnist, workdir, repeats,
-                                   reuse=arguments.quick)  # fmt: skip
+        inference = time_inference(
+            mlp_runs[-1]["model"], mnist, workdir, repeats, reuse=arguments.quick
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     mlp = training["mlp"]
     mlp["floor"] = floor = compute_floor(probes)
     mlp["ratios"]["fit_over_floor"] = mlp["dlcli"]["fit_s"] / floor["floor_s"]
     mlp["ratios"]["fit_over_floor_at_network_shapes"] = (
-        mlp["dlcli"]["fit_s"] / floor["floor_at_network_shapes_s"])  # fmt: skip
+        mlp["dlcli"]["fit_s"] / floor["floor_at_network_shapes_s"]
+    )
     mlp["ratios"]["median_of_pair_ratios"]["fit_over_floor"] = median(
-        [run["fit"] / compute_floor(probes[i : i + 2])["floor_s"]
-         for i, run in enumerate(mlp_runs)]
-    )  # fmt: skip
+        [run["fit"] / compute_floor(probes[i : i + 2])["floor_s"] for i, run in enumerate(mlp_runs)]
+    )
     cold = [run for run in mlp_runs if run["xla_cache"] == "cold"]
     mlp["dlcli"]["first_run_cold_xla_cache"] = cold[0] if cold else None
     results: dict[str, Any] = {

@@ -23,9 +23,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests.digit_set
 
-from dlcli import artifact  # noqa: E402
-from dlcli.images import to_array  # noqa: E402
-from dlcli.predict import describe  # noqa: E402
+from dlcli.data.decode import to_array  # noqa: E402
+from dlcli.inference.predict import describe  # noqa: E402
+from dlcli.model import artifact  # noqa: E402
 from tests.digit_set import STYLES, Sample, digit_set  # noqa: E402
 
 FRAMINGS = ("mnist", "mnist-stroke")
@@ -68,10 +68,12 @@ def table(results: dict[str, dict[str, np.ndarray]], samples: list[Sample]) -> s
         lines.append([row, str(int(mask.sum())), *cells])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join(
-        "  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in
-                  enumerate(zip(line, widths, strict=True)))
+        "  ".join(
+            cell.rjust(width) if i else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        )
         for line in lines
-    )  # fmt: skip
+    )
 
 
 def main() -> None:

@@ -22,9 +22,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DLCLI = [sys.executable, "-m", "dlcli"]
 EXPORTS = [
-    ("onnx", None), ("onnx", "int8"), ("litert", None), ("litert", "float16"),
-    ("litert", "int8"), ("savedmodel", None), ("openvino", None),
-]  # fmt: skip
+    ("onnx", None),
+    ("onnx", "int8"),
+    ("litert", None),
+    ("litert", "float16"),
+    ("litert", "int8"),
+    ("savedmodel", None),
+    ("openvino", None),
+]
 NAMES = {"onnx": "m.onnx", "litert": "m.tflite", "savedmodel": "m", "openvino": "m.xml"}
 
 
@@ -46,16 +51,22 @@ def exports(model: Path, folder: Path) -> None:
         target = folder / f"{fmt}-{quantize}" / NAMES[fmt]
         target.parent.mkdir(parents=True)
         arguments = ["export", str(model), "--format", fmt, "--output", str(target), "--json"]
-        done = subprocess.run([*DLCLI, *arguments, *(["--quantize", quantize] if quantize else [])],
-                              capture_output=True, text=True, check=False)  # fmt: skip
+        done = subprocess.run(
+            [*DLCLI, *arguments, *(["--quantize", quantize] if quantize else [])],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         name = f"{fmt} {quantize or ''}"
         if done.returncode != 0:
             print(f"{name:<22}{done.stderr.strip().splitlines()[-1]}")
             continue
         r = json.loads(done.stdout)
-        print(f"{name:<22}{r['bytes'] / 1024:>8.0f}{r['seconds']:>7.1f}{r['max_abs_diff']:>11.2g}"
-              f"{r['top1_agreement']:>8.4f}{r['exported_accuracy']:>8.4f}"
-              f"{r['keras_accuracy']:>8.4f}")  # fmt: skip
+        print(
+            f"{name:<22}{r['bytes'] / 1024:>8.0f}{r['seconds']:>7.1f}{r['max_abs_diff']:>11.2g}"
+            f"{r['top1_agreement']:>8.4f}{r['exported_accuracy']:>8.4f}"
+            f"{r['keras_accuracy']:>8.4f}"
+        )
 
 
 def predictions(model: Path, folder: Path) -> None:
@@ -85,9 +96,11 @@ def predictions(model: Path, folder: Path) -> None:
             r: [statistics.median(v[i] for v in t) for i in (0, 1)] for r, t in times.items()
         }
         ratio = medians["keras"][0] / medians["onnx"][0]
-        print(f"predict {label}: onnx {medians['onnx'][0]:.2f} s {medians['onnx'][1]:.0f} MB, "
-              f"keras {medians['keras'][0]:.2f} s {medians['keras'][1]:.0f} MB "
-              f"(median of {repeats}; {ratio:.1f}x)")  # fmt: skip
+        print(
+            f"predict {label}: onnx {medians['onnx'][0]:.2f} s {medians['onnx'][1]:.0f} MB, "
+            f"keras {medians['keras'][0]:.2f} s {medians['keras'][1]:.0f} MB "
+            f"(median of {repeats}; {ratio:.1f}x)"
+        )
 
 
 def main() -> None:

@@ -1,3 +1,3 @@
-from dlcli.cli import main
+from dlcli.cli.app import main
 
 main()

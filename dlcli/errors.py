@@ -1,6 +1,6 @@
 """The one family of user-facing errors; each class has its own exit code.
 
-Library code raises these; only `dlcli.cli` catches them and turns them into one line on
+Library code raises these; only `dlcli.cli.app` catches them and turns them into one line on
 stderr and the exit code below. Anything else is a bug and keeps its traceback.
 """
 

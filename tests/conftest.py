@@ -46,8 +46,9 @@ class _GroupSuffix:
     ) -> None:
         for item in items:
             marks = item.iter_markers("xdist_group")
-            groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
-                             for m in marks})  # fmt: skip
+            groups = sorted(
+                {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in marks}
+            )
             suffix = f"@{'_'.join(groups)}"
             if groups and not item.nodeid.endswith(suffix):
                 from _pytest.nodeid import NodeId  # pytest 9.2
@@ -62,11 +63,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def keras_names_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A dlcli cache folder holding the Keras catalog (dlcli.catalog), which the real CLI built
+    """A dlcli cache folder holding the Keras catalog (dlcli.spec.keras_catalog), which the real CLI
+    built
     once for the session: the first `dlcli validate` on an empty cache takes a Keras import."""
     import sys
 
-    from dlcli import catalog
+    from dlcli.spec import keras_catalog
 
     folder = tmp_path_factory.mktemp("shared-dlcli-cache")
     env = {**os.environ, "HOME": str(tmp_path_factory.mktemp("home")), "DLCLI_CACHE": str(folder)}
@@ -75,7 +77,7 @@ def keras_names_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     command = [sys.executable, "-m", "dlcli", "validate", str(xor)]
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert len(list(folder.glob(f"{catalog.STORE_PREFIX}*.json"))) == 1
+    assert len(list(folder.glob(f"{keras_catalog.STORE_PREFIX}*.json"))) == 1
     return folder
 
 
@@ -364,8 +366,8 @@ class TinyModels:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     """The three tiny models, trained once per session in-process."""
-    from dlcli.spec import spec_from_text
-    from dlcli.train import train
+    from dlcli.spec.load import spec_from_text
+    from dlcli.train.pipeline import train
 
     folder = tmp_path_factory.mktemp("tiny-models")
     for name, write in (("bars", write_bars), ("answers", write_answers), ("line", write_line)):

@@ -1,4 +1,4 @@
-"""dlcli.json as a typed schema (dlcli.artifact.ModelInfo), and files written with the umask.
+"""dlcli.json as a typed schema (dlcli.model.artifact.ModelInfo), and files written with the umask.
 
 `model_info()` builds the dlcli.json of a small regression model (2 features in, 1 value out);
 other test modules use it to save models of their own.
@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from dlcli import artifact, atomic
-from dlcli.artifact import ModelInfo
 from dlcli.errors import ModelFileError
+from dlcli.model import artifact
+from dlcli.model.artifact import ModelInfo
+from dlcli.utils import atomic
 
 DIGEST = "0" * 64
 SPEC = {
@@ -37,14 +38,18 @@ def info_document(**changes: Any) -> dict[str, Any]:
         "format": 1,
         "versions": {"dlcli": "0.1.0", "keras": "3", "tensorflow": "2"},
         "spec": SPEC,
-        "dataset": {"source": "inline", "digest": DIGEST, "sizes": {"train": 2, "test": 0},
-                    "skipped": 0},
+        "dataset": {
+            "source": "inline",
+            "digest": DIGEST,
+            "sizes": {"train": 2, "test": 0},
+            "skipped": 0,
+        },
         "task": "regression",
         "class_names": None,
         "input": {"shape": [2], "dtype": "float32", "feature_names": None, "image": None},
         "metrics": {"evaluated_on": "train", "train": {"loss": 0.25}, **training},
         "training": training,
-    }  # fmt: skip
+    }
     document.update(changes)
     return document
 
@@ -212,7 +217,7 @@ MODEL_EDITS = {
             },
         ),
         "`input.shape` is [5, 5, 1] but the model takes (4, 4, 1)",
-    ),  # fmt: skip
+    ),
 }
 
 

@@ -44,7 +44,7 @@ def test_the_floor_divides_by_the_best_throughput_any_probe_measured(bench: Modu
 def test_epoch_times_are_read_from_the_table_dlcli_train_prints(bench: ModuleType) -> None:
     from rich.console import Console
 
-    from dlcli.report import TrainView
+    from dlcli.cli.render import TrainView
 
     output = io.StringIO()
     view = TrainView(Console(file=output, width=100))  # not a terminal, as under the bench
@@ -58,11 +58,19 @@ def test_epoch_times_are_read_from_the_table_dlcli_train_prints(bench: ModuleTyp
 
 def test_compare_gives_medians_ratios_and_the_quiet_pairs(bench: ModuleType) -> None:
     def run(wall: float, steal: float = 0.0) -> dict[str, float]:
-        return {"wall": wall, "cpu": 2 * wall, "fit": wall - 5, "accuracy": 0.98,
-                "rss_mb": 1000.0, "steal": steal}  # fmt: skip
+        return {
+            "wall": wall,
+            "cpu": 2 * wall,
+            "fit": wall - 5,
+            "accuracy": 0.98,
+            "rss_mb": 1000.0,
+            "steal": steal,
+        }
 
-    runs = {"baseline": [run(100), run(120, steal=0.2), run(110)],
-            "dlcli": [run(60), run(90), run(77)]}  # fmt: skip
+    runs = {
+        "baseline": [run(100), run(120, steal=0.2), run(110)],
+        "dlcli": [run(60), run(90), run(77)],
+    }
     result = bench.compare(runs, 5)
     assert result["pairs"] == 3 and result["baseline"]["wall_s"] == 110
     assert result["ratios"]["wall"] == pytest.approx(77 / 110)

@@ -1,6 +1,7 @@
 """One resolver: every spec `validate` accepts builds, or the builder says why in one line.
 
-The catalog is asked of Keras itself (`dlcli.catalog`); the property test draws specs from the
+The catalog is asked of Keras itself (`dlcli.spec.keras_catalog`); the property test draws specs
+from the
 catalog's own names, in every spelling it accepts and a few it does not, with nested objects
 and random but type-plausible arguments (wrong ones too), and builds each accepted spec with
 `build_model`, `compile_model` and `build_callbacks`. On the old catalog, which parsed Keras's
@@ -19,8 +20,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dlcli import catalog, spec
 from dlcli.errors import ConfigError
+from dlcli.spec import keras_catalog, load, messages, names
 
 from .conftest import REPO
 
@@ -29,7 +30,7 @@ XOR = REPO / "configs" / "xor.yaml"
 
 @pytest.fixture(autouse=True)
 def shared_catalog(keras_names_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """In-process checks read the session's catalog (the `catalog.load` cache is per folder)."""
+    """In-process checks read the session's catalog (`keras_catalog.load` caches per folder)."""
     monkeypatch.setenv("DLCLI_CACHE", str(keras_names_cache))
 
 
@@ -60,22 +61,24 @@ RESOLVED = [
 def test_resolve_answers_as_keras_get_does(
     namespace: str, identifier: str, expected: str | None
 ) -> None:
-    assert catalog.resolve(namespace, identifier) == expected
+    assert keras_catalog.resolve(namespace, identifier) == expected
 
 
 def test_arguments_follow_kwargs_into_the_base_classes() -> None:
-    dense, dense_required = catalog.arguments("layers", "Dense") or (frozenset(), frozenset())
+    dense, dense_required = keras_catalog.arguments("layers", "Dense") or (frozenset(), frozenset())
     assert {"units", "activation", "kernel_initializer"} <= dense
     assert {"name", "dtype", "trainable"} <= dense  # Layer's, through **kwargs
     assert "input_shape" not in dense and dense_required == {"units"}
-    adam, _ = catalog.arguments("optimizers", "Adam") or (frozenset(), frozenset())
+    adam, _ = keras_catalog.arguments("optimizers", "Adam") or (frozenset(), frozenset())
     assert {"learning_rate", "beta_1", "clipnorm", "weight_decay"} <= adam  # BaseOptimizer's
-    assert catalog.is_class("losses", "Huber") and not catalog.is_class("losses", "huber")
+    assert keras_catalog.is_class("losses", "Huber") and not keras_catalog.is_class(
+        "losses", "huber"
+    )
 
 
 def test_docstring_examples() -> None:
     finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner()
-    for function in (spec.suggest, catalog.resolve):
+    for function in (messages.suggest, keras_catalog.resolve):
         for test in finder.find(function):
             runner.run(test)
     assert runner.summarize(verbose=False).failed == 0
@@ -96,16 +99,21 @@ SUGGESTED = [
 def test_suggestion_prefers_the_spelling_style_written(
     word: str, namespace: str, expected: str
 ) -> None:
-    assert spec.suggest(word, catalog.identifiers(namespace)) == f" (did you mean `{expected}`?)"
+    assert (
+        messages.suggest(word, keras_catalog.identifiers(namespace)) == f" (did you mean `{expected}`?)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Property: what validate accepts, the builder builds (or refuses with a ConfigError)
 
 PROPERTY = settings(
-    max_examples=60, deadline=None, database=None, derandomize=True,  # the same in CI
+    max_examples=60,
+    deadline=None,
+    database=None,
+    derandomize=True,  # the same in CI
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)  # fmt: skip
+)
 BASE = yaml.safe_load(XOR.read_text())
 PLAIN_VALUES = st.sampled_from(
     [None, True, False, 0, 1, 2, 3, -1, 0.5, 1e-3, "same", "valid", "auto", "x", [1, 1], [2]]
@@ -122,7 +130,7 @@ def spellings(name: str) -> list[str]:
 @st.composite
 def keras_names(draw: st.DrawFn, namespace: str) -> str:
     """A name the catalog accepts in `namespace`, often respelled, sometimes a refused one."""
-    name = draw(st.sampled_from(sorted(catalog.identifiers(namespace))))
+    name = draw(st.sampled_from(sorted(keras_catalog.identifiers(namespace))))
     return draw(st.sampled_from(spellings(name)))
 
 
@@ -130,10 +138,10 @@ def keras_names(draw: st.DrawFn, namespace: str) -> str:
 def keras_objects(draw: st.DrawFn, namespace: str, depth: int = 0) -> Any:
     """`name` or `{name: {argument: value}}` with arguments from the catalog (and a wrong one)."""
     name = draw(keras_names(namespace))
-    resolved = catalog.resolve(namespace, name)
-    if draw(st.booleans()) or resolved is None or not catalog.is_class(namespace, resolved):
+    resolved = keras_catalog.resolve(namespace, name)
+    if draw(st.booleans()) or resolved is None or not keras_catalog.is_class(namespace, resolved):
         return name if draw(st.integers(0, 4)) else {name: {}}
-    known = catalog.arguments(namespace, resolved)
+    known = keras_catalog.arguments(namespace, resolved)
     names = sorted(known[0]) if known else []
     chosen = draw(st.lists(st.sampled_from(names), max_size=3, unique=True)) if names else []
     if draw(st.integers(0, 5)) == 0:
@@ -143,7 +151,7 @@ def keras_objects(draw: st.DrawFn, namespace: str, depth: int = 0) -> Any:
 
 @st.composite
 def argument_values(draw: st.DrawFn, argument: str, depth: int) -> Any:
-    namespace = spec.nested_namespace(argument, "x")
+    namespace = names.nested_namespace(argument, "x")
     if namespace is not None and depth < 2 and draw(st.integers(0, 3)):
         if namespace == "optimizers.schedules" and draw(st.booleans()):
             return draw(st.floats(1e-4, 1.0))
@@ -167,17 +175,17 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def keras() -> Any:
-    from dlcli.device import import_keras
+    from dlcli.distribute.device import import_keras
 
     return import_keras()
 
 
 def build_everything(text: str) -> None:
     """Validate, and where that passes, build as `dlcli train` does (ConfigError allowed)."""
-    from dlcli.model import build_callbacks, build_model, compile_model
+    from dlcli.model.build import build_callbacks, build_model, compile_model
 
     try:
-        checked = spec.spec_from_text(text, "generated.yaml")
+        checked = load.spec_from_text(text, "generated.yaml")
     except ConfigError:
         return
     try:
@@ -210,4 +218,4 @@ BUGS = [  # each validated and then crashed the builder with the catalog parsed 
 def test_the_bugs_found_are_refused_by_validate(override: str) -> None:
     data = {**BASE, **{k: {**BASE[k], **v} for k, v in yaml.safe_load(override).items()}}
     with pytest.raises(ConfigError):
-        spec.spec_from_text(yaml.safe_dump(data), "generated.yaml")
+        load.spec_from_text(yaml.safe_dump(data), "generated.yaml")

@@ -1,4 +1,4 @@
-"""Tests of dlcli.checks: labels against the loss, output and metrics; the channel axis.
+"""Tests of dlcli.model.checks: labels against the loss, output and metrics; the channel axis.
 
 The tables call the checks directly; the end-to-end tests run `dlcli train` in a subprocess
 (empty HOME and cache) and assert that a mistake ends in one line, exit 4, before fit.
@@ -21,21 +21,13 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import dlcli.checks
-import dlcli.task
-from dlcli.checks import (
-    Output,
-    add_channel_axis,
-    check_labels,
-    check_metrics,
-    loss_name,
-    task_for,
-    task_of,
-    tasks_of,
-)
-from dlcli.data import DatasetInfo, ImageInfo, Split, Splits
+import dlcli.model.checks
+import dlcli.model.signature
+from dlcli.data.common import DatasetInfo, ImageInfo, Split, Splits
 from dlcli.errors import ConfigError, DataError
-from dlcli.spec import CompileSpec, KerasObject
+from dlcli.model.checks import add_channel_axis, check_labels, check_metrics
+from dlcli.model.signature import Output, loss_name, task_for, task_of, tasks_of
+from dlcli.spec.schema import CompileSpec, KerasObject
 
 CLASSES = np.array([0, 2, 1, 2])
 ONE_HOT = np.eye(3)[CLASSES]
@@ -48,51 +40,98 @@ SIGMOID_1 = Output("dense", (1,), "sigmoid")
 @pytest.mark.parametrize(
     ("loss", "output", "labels", "message"),
     [
-        ("categorical_crossentropy", SOFTMAX, CLASSES,
-         "train labels hold one class index per example (shape (4,)), but "
-         "categorical_crossentropy takes one-hot labels of shape (n, 3); integer class labels "
-         "need sparse_categorical_crossentropy (or one-hot labels for categorical_crossentropy)"),
-        ("categorical_focal_crossentropy", SOFTMAX, CLASSES[:, None],
-         "train labels hold one class index per example (shape (4, 1)), but "
-         "categorical_focal_crossentropy takes one-hot labels of shape (n, 3); integer class "
-         "labels need sparse_categorical_crossentropy (or one-hot labels for "
-         "categorical_crossentropy)"),
-        ("sparse_categorical_crossentropy", SOFTMAX, ONE_HOT,
-         "train labels are one-hot (shape (4, 3)), but sparse_categorical_crossentropy takes "
-         "one class index per example; one-hot labels need categorical_crossentropy (or class "
-         "indices 0..2 for sparse_categorical_crossentropy)"),
-        ("binary_crossentropy", SOFTMAX, CLASSES,
-         "3 classes with softmax need (sparse_)categorical_crossentropy, not "
-         "binary_crossentropy: sparse_categorical_crossentropy for class indices such as the "
-         "train labels (shape (4,)), categorical_crossentropy for one-hot labels"),
-        ("binary_crossentropy", SIGMOID_3, CLASSES,
-         "train labels hold one value per example (shape (4,)), but binary_crossentropy with a "
-         "3-unit output takes one 0/1 column per unit, shape (n, 3); for one class per example "
-         "use a softmax output with sparse_categorical_crossentropy"),
-        ("binary_crossentropy", SIGMOID_1, CLASSES,
-         "train labels must be between 0 and 1 for binary classification; 2 are not, the "
-         "first at index 1"),
-        ("hinge", TANH_1, np.array([1, -1, 2, 1]),
-         "train labels must be -1 and 1 (or 0 and 1) for hinge; 1 are not, the first at "
-         "index 2"),
-        ("squared_hinge", TANH_1, np.array([1, 0, -1, 1]),
-         "train labels must be -1 and 1 (or 0 and 1) for squared_hinge; 1 are not, the first "
-         "at index 1"),
-        ("sparse_categorical_crossentropy", SOFTMAX, np.array([0, 1, 3, 1.5]),
-         "train labels must be class indices 0..2 for a 3-unit output; 2 are not, the first "
-         "is 3.0 at index 2"),
-        ("crossentropy", SOFTMAX, np.array([0, 1, 3, 1]),
-         "train labels must be class indices 0..2 for a 3-unit output; 1 are not, the first "
-         "is 3 at index 2"),
-        ("mean_squared_error", SOFTMAX, CLASSES,
-         "train labels hold one value per example (shape (4,)), but the model's output has 3 "
-         "units; for class labels use sparse_categorical_crossentropy with a softmax output, "
-         "for one target per example make the last layer `units: 1`"),
-        ("categorical_crossentropy", SOFTMAX, np.eye(4),
-         "train labels have 4 columns but the model's output has 3 unit(s); make the last "
-         "layer `units: 4`"),
+        (
+            "categorical_crossentropy",
+            SOFTMAX,
+            CLASSES,
+            "train labels hold one class index per example (shape (4,)), but "
+            "categorical_crossentropy takes one-hot labels of shape (n, 3); integer class labels "
+            "need sparse_categorical_crossentropy (or one-hot labels for categorical_crossentropy)",
+        ),
+        (
+            "categorical_focal_crossentropy",
+            SOFTMAX,
+            CLASSES[:, None],
+            "train labels hold one class index per example (shape (4, 1)), but "
+            "categorical_focal_crossentropy takes one-hot labels of shape (n, 3); integer class "
+            "labels need sparse_categorical_crossentropy (or one-hot labels for "
+            "categorical_crossentropy)",
+        ),
+        (
+            "sparse_categorical_crossentropy",
+            SOFTMAX,
+            ONE_HOT,
+            "train labels are one-hot (shape (4, 3)), but sparse_categorical_crossentropy takes "
+            "one class index per example; one-hot labels need categorical_crossentropy (or class "
+            "indices 0..2 for sparse_categorical_crossentropy)",
+        ),
+        (
+            "binary_crossentropy",
+            SOFTMAX,
+            CLASSES,
+            "3 classes with softmax need (sparse_)categorical_crossentropy, not "
+            "binary_crossentropy: sparse_categorical_crossentropy for class indices such as the "
+            "train labels (shape (4,)), categorical_crossentropy for one-hot labels",
+        ),
+        (
+            "binary_crossentropy",
+            SIGMOID_3,
+            CLASSES,
+            "train labels hold one value per example (shape (4,)), but binary_crossentropy with a "
+            "3-unit output takes one 0/1 column per unit, shape (n, 3); for one class per example "
+            "use a softmax output with sparse_categorical_crossentropy",
+        ),
+        (
+            "binary_crossentropy",
+            SIGMOID_1,
+            CLASSES,
+            "train labels must be between 0 and 1 for binary classification; 2 are not, the "
+            "first at index 1",
+        ),
+        (
+            "hinge",
+            TANH_1,
+            np.array([1, -1, 2, 1]),
+            "train labels must be -1 and 1 (or 0 and 1) for hinge; 1 are not, the first at index 2",
+        ),
+        (
+            "squared_hinge",
+            TANH_1,
+            np.array([1, 0, -1, 1]),
+            "train labels must be -1 and 1 (or 0 and 1) for squared_hinge; 1 are not, the first "
+            "at index 1",
+        ),
+        (
+            "sparse_categorical_crossentropy",
+            SOFTMAX,
+            np.array([0, 1, 3, 1.5]),
+            "train labels must be class indices 0..2 for a 3-unit output; 2 are not, the first "
+            "is 3.0 at index 2",
+        ),
+        (
+            "crossentropy",
+            SOFTMAX,
+            np.array([0, 1, 3, 1]),
+            "train labels must be class indices 0..2 for a 3-unit output; 1 are not, the first "
+            "is 3 at index 2",
+        ),
+        (
+            "mean_squared_error",
+            SOFTMAX,
+            CLASSES,
+            "train labels hold one value per example (shape (4,)), but the model's output has 3 "
+            "units; for class labels use sparse_categorical_crossentropy with a softmax output, "
+            "for one target per example make the last layer `units: 1`",
+        ),
+        (
+            "categorical_crossentropy",
+            SOFTMAX,
+            np.eye(4),
+            "train labels have 4 columns but the model's output has 3 unit(s); make the last "
+            "layer `units: 4`",
+        ),
     ],
-)  # fmt: skip
+)
 def test_labels_the_loss_cannot_take_name_the_fix(
     loss: str, output: Output, labels: np.ndarray, message: str
 ) -> None:
@@ -174,28 +213,47 @@ def test_a_loss_per_output_name_gives_that_outputs_task() -> None:
 @pytest.mark.parametrize(
     ("metric", "output", "labels", "message"),
     [
-        ({"AUC": {}}, SOFTMAX, CLASSES,
-         "the metric `AUC` needs one-hot labels for a 3-unit output (or 0/1 labels with a 1-unit "
-         "sigmoid output), but the train labels hold one class index per example (shape (4,)); "
-         "give one-hot labels with categorical_crossentropy, or remove `AUC` from "
-         "`compile.metrics`"),
-        ({"AUC": {"multi_label": True}}, SOFTMAX, CLASSES,
-         "the metric `AUC` needs one-hot labels for a 3-unit output (or 0/1 labels with a 1-unit "
-         "sigmoid output), but the train labels hold one class index per example (shape (4,)); "
-         "give one-hot labels with categorical_crossentropy, or remove `AUC` from "
-         "`compile.metrics`"),
-        ("Precision", SOFTMAX, CLASSES,
-         "the metric `Precision` needs one-hot labels for a 3-unit output (or 0/1 labels with a "
-         "1-unit sigmoid output), but the train labels hold one class index per example (shape "
-         "(4,)); give one-hot labels with categorical_crossentropy, or remove `Precision` from "
-         "`compile.metrics`"),
-        ("F1Score", SIGMOID_1, np.array([0, 1, 1, 0]),
-         "the metric `F1Score` cannot take the train labels (shape (4,)) with the model's output "
-         "(shape (None, 1)): FBetaScore expects 2D inputs with shape (batch_size, output_dim). "
-         "Received input shapes: y_pred.shape=(4, 1) and y_true.shape=(4,).; change the labels "
-         "or remove `F1Score` from `compile.metrics`"),
+        (
+            {"AUC": {}},
+            SOFTMAX,
+            CLASSES,
+            "the metric `AUC` needs one-hot labels for a 3-unit output (or 0/1 labels with a "
+            "1-unit sigmoid output), but the train labels hold one class index per example "
+            "(shape (4,)); "
+            "give one-hot labels with categorical_crossentropy, or remove `AUC` from "
+            "`compile.metrics`",
+        ),
+        (
+            {"AUC": {"multi_label": True}},
+            SOFTMAX,
+            CLASSES,
+            "the metric `AUC` needs one-hot labels for a 3-unit output (or 0/1 labels with a "
+            "1-unit sigmoid output), but the train labels hold one class index per example "
+            "(shape (4,)); "
+            "give one-hot labels with categorical_crossentropy, or remove `AUC` from "
+            "`compile.metrics`",
+        ),
+        (
+            "Precision",
+            SOFTMAX,
+            CLASSES,
+            "the metric `Precision` needs one-hot labels for a 3-unit output (or 0/1 labels with a "
+            "1-unit sigmoid output), but the train labels hold one class index per example (shape "
+            "(4,)); give one-hot labels with categorical_crossentropy, or remove `Precision` from "
+            "`compile.metrics`",
+        ),
+        (
+            "F1Score",
+            SIGMOID_1,
+            np.array([0, 1, 1, 0]),
+            "the metric `F1Score` cannot take the train labels (shape (4,)) with the model's "
+            "output (shape (None, 1)): FBetaScore expects 2D inputs with shape "
+            "(batch_size, output_dim). "
+            "Received input shapes: y_pred.shape=(4, 1) and y_true.shape=(4,).; change the labels "
+            "or remove `F1Score` from `compile.metrics`",
+        ),
     ],
-)  # fmt: skip
+)
 def test_metrics_that_cannot_take_the_labels(
     metric: Any, output: Output, labels: np.ndarray, message: str
 ) -> None:
@@ -250,7 +308,7 @@ def test_single_channel_images_get_the_channel_axis_the_model_takes() -> None:
 def test_check_examples_gives_evaluate_the_channel_axis_and_the_label_checks() -> None:
     import keras
 
-    from dlcli.checks import check_examples
+    from dlcli.model.checks import check_examples
 
     model = keras.Sequential(
         [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)]
@@ -269,8 +327,8 @@ def test_check_examples_gives_evaluate_the_channel_axis_and_the_label_checks() -
 
 
 def test_docstring_examples() -> None:
-    assert doctest.testmod(dlcli.checks).failed == 0
-    assert doctest.testmod(dlcli.task).failed == 0
+    assert doctest.testmod(dlcli.model.checks).failed == 0
+    assert doctest.testmod(dlcli.model.signature).failed == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,28 +389,38 @@ def write_data(folder: Path) -> None:
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--set", "compile.loss=categorical_crossentropy"],
-         "Error: train labels hold one class index per example (shape (12,)), but "
-         "categorical_crossentropy takes one-hot labels of shape (n, 3); integer class labels "
-         "need sparse_categorical_crossentropy (or one-hot labels for categorical_crossentropy)"),
-        (["--set", "compile.metrics=[accuracy, {AUC: {}}]"],
-         "Error: the metric `AUC` needs one-hot labels for a 3-unit output (or 0/1 labels with "
-         "a 1-unit sigmoid output), but the train labels hold one class index per example "
-         "(shape (12,)); give one-hot labels with categorical_crossentropy, or remove `AUC` "
-         "from `compile.metrics`"),
-        (["--set", "compile.loss=BinaryCrossentropy"],
-         "Error: 3 classes with softmax need (sparse_)categorical_crossentropy, not "
-         "binary_crossentropy: sparse_categorical_crossentropy for class indices such as the "
-         "train labels (shape (12,)), categorical_crossentropy for one-hot labels"),
-        (["--set", "dataset.npz=text.npz"],
-         "Error: text.npz: not an .npz file; expected a zip archive of arrays, as "
-         "numpy.savez writes"),
-        (["--set", "dataset={csv: {train: table.csv}}"],
-         "Error: table.csv, line 3: the label `99999999999999999999999` does not fit "
-         "a class index (a 64-bit integer); integer labels are class indices 0, 1, 2, ..."),
+        (
+            ["--set", "compile.loss=categorical_crossentropy"],
+            "Error: train labels hold one class index per example (shape (12,)), but "
+            "categorical_crossentropy takes one-hot labels of shape (n, 3); integer class labels "
+            "need sparse_categorical_crossentropy (or one-hot labels for categorical_crossentropy)",
+        ),
+        (
+            ["--set", "compile.metrics=[accuracy, {AUC: {}}]"],
+            "Error: the metric `AUC` needs one-hot labels for a 3-unit output (or 0/1 labels with "
+            "a 1-unit sigmoid output), but the train labels hold one class index per example "
+            "(shape (12,)); give one-hot labels with categorical_crossentropy, or remove `AUC` "
+            "from `compile.metrics`",
+        ),
+        (
+            ["--set", "compile.loss=BinaryCrossentropy"],
+            "Error: 3 classes with softmax need (sparse_)categorical_crossentropy, not "
+            "binary_crossentropy: sparse_categorical_crossentropy for class indices such as the "
+            "train labels (shape (12,)), categorical_crossentropy for one-hot labels",
+        ),
+        (
+            ["--set", "dataset.npz=text.npz"],
+            "Error: text.npz: not an .npz file; expected a zip archive of arrays, as "
+            "numpy.savez writes",
+        ),
+        (
+            ["--set", "dataset={csv: {train: table.csv}}"],
+            "Error: table.csv, line 3: the label `99999999999999999999999` does not fit "
+            "a class index (a 64-bit integer); integer labels are class indices 0, 1, 2, ...",
+        ),
     ],
     ids=["categorical", "auc", "binary", "text npz", "csv overflow"],
-)  # fmt: skip
+)
 def test_train_refuses_before_fit_in_one_line(
     tmp_path: Path, arguments: list[str], message: str
 ) -> None:
@@ -383,7 +451,7 @@ def model_info(model: Path) -> dict[str, Any]:
 
 
 def test_a_convnet_input_with_one_channel_trains_on_2d_images_in_process(tmp_path: Path) -> None:
-    from dlcli.cli import app
+    from dlcli.cli.app import app
 
     images_npz(tmp_path)
     result = CliRunner().invoke(app, ["train", str(tmp_path / "conv.yaml")])

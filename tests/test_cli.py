@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dlcli.cli import app
+from dlcli.cli.app import app
 
 from .conftest import REPO
 

@@ -1,7 +1,7 @@
 """Training on several workers as a user meets it: `dlcli train --workers 2` in subprocesses
 with an empty HOME, two real TensorFlow processes forming a MultiWorkerMirroredStrategy cluster
 on 127.0.0.1; a worker killed with SIGKILL in epoch 2 and the cluster started again; the Keras
-bug dlcli.keras_multiworker works around, shown on a plain Keras script; and each mistake
+bug dlcli.distribute.keras_fixes works around, shown on a plain Keras script; and each mistake
 about the cluster as one line, before TensorFlow loads."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dlcli.cli import app
-from dlcli.cluster import Cluster, from_environment
+from dlcli.cli.app import app
+from dlcli.distribute.cluster import Cluster, from_environment
 from dlcli.errors import ClusterError
 
 from .conftest import accuracy_of, dlcli_command, run_dlcli
@@ -49,8 +49,11 @@ fit:
   batch_size: 32
 output: {onnx: false}
 """
-WEIGHTS = re.compile(r"^worker (\d) \| Weights after training: sha256 ([0-9a-f]{16}), the same "
-                     r"on all 2 workers$", re.MULTILINE)  # fmt: skip
+WEIGHTS = re.compile(
+    r"^worker (\d) \| Weights after training: sha256 ([0-9a-f]{16}), the same "
+    r"on all 2 workers$",
+    re.MULTILINE,
+)
 
 
 def write_spec(folder: Path) -> Path:
@@ -59,8 +62,9 @@ def write_spec(folder: Path) -> Path:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1800, 8)).astype("float32")
     y = (x[:, :4].sum(axis=1) > x[:, 4:].sum(axis=1)).astype("int64")
-    np.savez(folder / "data.npz", x_train=x[:1600], y_train=y[:1600], x_test=x[1600:],
-             y_test=y[1600:])  # fmt: skip
+    np.savez(
+        folder / "data.npz", x_train=x[:1600], y_train=y[:1600], x_test=x[1600:], y_test=y[1600:]
+    )
     (folder / "tiny.yaml").write_text(SPEC)
     return folder / "tiny.yaml"
 
@@ -103,9 +107,14 @@ def test_two_local_workers_train_as_one_process_would_and_resume_after_a_kill(
     it, with the same weights on both and about one process's accuracy."""
     write_spec(tmp_path)
     env = cluster_env(user_env, tmp_path)
-    launcher = subprocess.Popen([*dlcli_command(), "train", "tiny.yaml", "--workers", "2"],
-                                cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+    launcher = subprocess.Popen(
+        [*dlcli_command(), "train", "tiny.yaml", "--workers", "2"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     run_dir = tmp_path / "runs" / "tiny-1"
     deadline = time.monotonic() + 240
     while not (run_dir / "backup" / "epoch-1").is_dir() and time.monotonic() < deadline:
@@ -129,8 +138,9 @@ def test_two_local_workers_train_as_one_process_would_and_resume_after_a_kill(
     ), stderr
     first_epoch = (run_dir / "history.csv").read_text().splitlines()[1]
 
-    resumed, _ = run_dlcli(["train", "--resume", "runs/tiny-1", "--workers", "2"], env, tmp_path,
-                           timeout=300)  # fmt: skip
+    resumed, _ = run_dlcli(
+        ["train", "--resume", "runs/tiny-1", "--workers", "2"], env, tmp_path, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     for worker in (0, 1):
         assert f"worker {worker} | Resuming after epoch 1 of 2, from its backup" in resumed.stderr
@@ -190,12 +200,13 @@ def free_ports(count: int) -> list[int]:
 @pytest.mark.slow  # two more TensorFlow processes; make test trains through the fix above
 def test_keras_fit_still_fails_on_several_workers_without_the_fix(tmp_path: Path) -> None:
     """If this fails, the installed Keras trains on several workers by itself: take its
-    version out of `dlcli.keras_multiworker.AFFECTED` (and the module out, once none is left)."""
+    version out of `dlcli.distribute.keras_fixes.AFFECTED` (and the module out, once none is
+    left)."""
     import keras
 
-    from dlcli import keras_multiworker
+    from dlcli.distribute import keras_fixes
 
-    assert keras_multiworker.needed(keras.__version__)
+    assert keras_fixes.needed(keras.__version__)
     addresses = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1"}
     script = tmp_path / "plain.py"
@@ -206,7 +217,7 @@ def test_keras_fit_still_fails_on_several_workers_without_the_fix(tmp_path: Path
             env=env,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for index in (0, 1)
     ]
     errors = [worker.communicate(timeout=180)[1] for worker in workers]
@@ -221,22 +232,35 @@ def test_keras_fit_still_fails_on_several_workers_without_the_fix(tmp_path: Path
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ("{oops", "TF_CONFIG is not valid JSON (Expecting property name enclosed in double "
-         "quotes: line 1 column 2 (char 1))"),
+        (
+            "{oops",
+            "TF_CONFIG is not valid JSON (Expecting property name enclosed in double "
+            "quotes: line 1 column 2 (char 1))",
+        ),
         ('["a:1"]', 'TF_CONFIG must be a JSON object: {"cluster": ..., "task": ...}'),
-        ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "worker"}}',
-         "TF_CONFIG: dlcli trains with MultiWorkerMirroredStrategy, whose cluster has only "
-         "`chief` and `worker` tasks (found `ps`)"),
-        ('{"cluster": {"worker": ["a:1", "b"]}, "task": {"type": "worker", "index": 0}}',
-         "TF_CONFIG: 'b' is not a host:port address"),
-        ('{"cluster": {"worker": ["a:1", "a:1"]}, "task": {"type": "worker", "index": 0}}',
-         "TF_CONFIG: the cluster's addresses must be given, each once"),
-        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}',
-         'TF_CONFIG: task index 3 is not in the cluster\'s "worker" list of 1'),
-        ('{"cluster": {"worker": ["a:1"]}}',
-         'TF_CONFIG needs "task": {"type": "worker", "index": N} for this process (got None)'),
+        (
+            '{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "worker"}}',
+            "TF_CONFIG: dlcli trains with MultiWorkerMirroredStrategy, whose cluster has only "
+            "`chief` and `worker` tasks (found `ps`)",
+        ),
+        (
+            '{"cluster": {"worker": ["a:1", "b"]}, "task": {"type": "worker", "index": 0}}',
+            "TF_CONFIG: 'b' is not a host:port address",
+        ),
+        (
+            '{"cluster": {"worker": ["a:1", "a:1"]}, "task": {"type": "worker", "index": 0}}',
+            "TF_CONFIG: the cluster's addresses must be given, each once",
+        ),
+        (
+            '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}',
+            'TF_CONFIG: task index 3 is not in the cluster\'s "worker" list of 1',
+        ),
+        (
+            '{"cluster": {"worker": ["a:1"]}}',
+            'TF_CONFIG needs "task": {"type": "worker", "index": N} for this process (got None)',
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_malformed_tf_config_is_named(
     config: str, message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -251,7 +275,7 @@ def test_a_chief_task_comes_first() -> None:
         {
             "cluster": {"chief": ["c:1"], "worker": ["w:2", "w:3"]},
             "task": {"type": "worker", "index": 1},
-        }  # fmt: skip
+        }
     )
     try:
         cluster = from_environment()
@@ -266,9 +290,13 @@ def dlcli(folder: Path, *arguments: str, **env: str) -> subprocess.CompletedProc
     cached), with `env` added."""
     environment = {**os.environ, "HOME": str(folder / "home"), "PYTHONPROFILEIMPORTTIME": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "dlcli", *arguments], capture_output=True, text=True,
-        cwd=folder, env={**environment, **env}, timeout=120,
-    )  # fmt: skip
+        [sys.executable, "-m", "dlcli", *arguments],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        env={**environment, **env},
+        timeout=120,
+    )
 
 
 def mistake(result: subprocess.CompletedProcess[str]) -> str:
@@ -286,11 +314,14 @@ def test_cluster_mistakes_are_one_line_before_tensorflow_loads(tmp_path: Path) -
     assert mistake(bad).startswith("Error: TF_CONFIG is not valid JSON (")
 
     port = free_ports(1)[0]
-    alone = {"cluster": {"worker": [f"127.0.0.1:{port}", "127.0.0.1:1"]},
-             "task": {"type": "worker", "index": 0}}  # fmt: skip
+    alone = {
+        "cluster": {"worker": [f"127.0.0.1:{port}", "127.0.0.1:1"]},
+        "task": {"type": "worker", "index": 0},
+    }
     started = time.perf_counter()
-    unreachable = dlcli(tmp_path, "train", "tiny.yaml", TF_CONFIG=json.dumps(alone),
-                        DLCLI_CLUSTER_TIMEOUT="1")  # fmt: skip
+    unreachable = dlcli(
+        tmp_path, "train", "tiny.yaml", TF_CONFIG=json.dumps(alone), DLCLI_CLUSTER_TIMEOUT="1"
+    )
     assert unreachable.returncode == 14 and time.perf_counter() - started < 30
     assert mistake(unreachable) == (
         "Error: worker 0 of 2: cannot reach worker 1 at 127.0.0.1:1 (Connection refused) within "

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dlcli.cli import app
+from dlcli.cli.app import app
 
 runner = CliRunner()
 SPEC = """\
@@ -51,9 +51,12 @@ def start(folder: Path, *arguments: str, ignore_sigint: bool = False) -> subproc
     with (folder / "stderr.log").open("w") as stderr:
         return subprocess.Popen(
             [sys.executable, "-m", "dlcli", "train", *arguments],
-            cwd=folder, stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=preexec,
+            cwd=folder,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            preexec_fn=preexec,
             env={**os.environ, "COLUMNS": "300"},
-        )  # fmt: skip
+        )
 
 
 def wait_for(process: subprocess.Popen, log: Path, text: str) -> None:
@@ -162,7 +165,7 @@ def test_an_epoch_without_a_step_is_never_backed_up(tmp_path: Path) -> None:
 
 def test_only_programs_of_a_finished_run_are_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: an empty, garbage or truncated program in the cache failed every later run."""
-    from dlcli import device
+    from dlcli.distribute import device
 
     monkeypatch.delenv("TF_XLA_FLAGS", raising=False)
     monkeypatch.setattr(device, "_GPU_DEVICE_FILES", ())
@@ -194,7 +197,7 @@ def test_an_unusable_program_cache_turns_caching_off_with_a_note(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before: a read-only cache folder made every `jit_compile: true` run crash."""
-    from dlcli import device
+    from dlcli.distribute import device
 
     monkeypatch.delenv("TF_XLA_FLAGS", raising=False)
     monkeypatch.setattr(device, "_GPU_DEVICE_FILES", ())

@@ -1,4 +1,5 @@
-"""Tests of dlcli.data.tables (CSV files) and dlcli.data.images (image folders), on tiny data."""
+"""Tests of dlcli.data.csv_tables (CSV files) and dlcli.data.image_folders (image folders), on tiny
+data."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dlcli.data import ImageInfo
-from dlcli.data.images import load_images
-from dlcli.data.tables import CHUNK_ROWS, load_csv
+from dlcli.data.common import ImageInfo
+from dlcli.data.csv_tables import CHUNK_ROWS, load_csv
+from dlcli.data.decode import open_image, to_array
+from dlcli.data.image_folders import load_images
 from dlcli.errors import DataError
-from dlcli.images import open_image, to_array
-from dlcli.spec import CsvSource, ImagesSource
+from dlcli.spec.schema import CsvSource, ImagesSource
 
 # ---------------------------------------------------------------------------------------------
 # CSV

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import dlcli.data
-from dlcli.data import check_files
-from dlcli.data.files import load_inline, load_npz
+import dlcli.data.load
+from dlcli.data.inline import load_inline
+from dlcli.data.load import check_files
+from dlcli.data.npz import load_npz
 from dlcli.errors import DataError
-from dlcli.spec import DatasetSpec, InlineSource, NpzSource
+from dlcli.spec.schema import DatasetSpec, InlineSource, NpzSource
 
 X = np.zeros((3, 4), "float32")
 Y = np.array([0, 1, 0])
@@ -123,10 +124,22 @@ def not_npy_member(path: Path) -> None:
         ),
     ],
     ids=[
-        "text", "npy", "corrupt", "member", "0-d x", "0-d y", "no rows", "val rows",
-        "string x", "string y", "bytes y", "complex", "datetime", "objects",
+        "text",
+        "npy",
+        "corrupt",
+        "member",
+        "0-d x",
+        "0-d y",
+        "no rows",
+        "val rows",
+        "string x",
+        "string y",
+        "bytes y",
+        "complex",
+        "datetime",
+        "objects",
     ],
-)  # fmt: skip
+)
 def test_unusable_npz_files_are_one_line(
     tmp_path: Path, write: Callable[[Path], None], problem: str
 ) -> None:
@@ -151,20 +164,38 @@ def test_numbers_of_every_real_kind_load(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("dataset", "present", "problem"),
     [
-        ({"npz": "data.npz"}, [],
-         "dataset file not found: {base}/data.npz (dataset.npz in x.yaml)"),
-        ({"npz": {"path": "d/data.npz"}}, ["d/data.npz/"], "dataset file not found: "
-         "{base}/d/data.npz (dataset.npz in x.yaml)"),
-        ({"csv": {"train": "train.csv", "test": "../test.csv"}}, ["train.csv"],
-         "dataset file not found: {parent}/test.csv (dataset.csv.test in x.yaml)"),
-        ({"csv": {"train": "t.csv", "validation": "v.csv"}}, ["t.csv"],
-         "dataset file not found: {base}/v.csv (dataset.csv.validation in x.yaml)"),
-        ({"images": {"train": "images", "image_size": [8, 8]}}, ["images"],
-         "dataset folder not found: {base}/images (dataset.images.train in x.yaml)"),
-        ({"images": {"train": "a/", "test": "b/", "image_size": [8, 8]}}, ["a/"],
-         "dataset folder not found: {base}/b (dataset.images.test in x.yaml)"),
+        (
+            {"npz": "data.npz"},
+            [],
+            "dataset file not found: {base}/data.npz (dataset.npz in x.yaml)",
+        ),
+        (
+            {"npz": {"path": "d/data.npz"}},
+            ["d/data.npz/"],
+            "dataset file not found: {base}/d/data.npz (dataset.npz in x.yaml)",
+        ),
+        (
+            {"csv": {"train": "train.csv", "test": "../test.csv"}},
+            ["train.csv"],
+            "dataset file not found: {parent}/test.csv (dataset.csv.test in x.yaml)",
+        ),
+        (
+            {"csv": {"train": "t.csv", "validation": "v.csv"}},
+            ["t.csv"],
+            "dataset file not found: {base}/v.csv (dataset.csv.validation in x.yaml)",
+        ),
+        (
+            {"images": {"train": "images", "image_size": [8, 8]}},
+            ["images"],
+            "dataset folder not found: {base}/images (dataset.images.train in x.yaml)",
+        ),
+        (
+            {"images": {"train": "a/", "test": "b/", "image_size": [8, 8]}},
+            ["a/"],
+            "dataset folder not found: {base}/b (dataset.images.test in x.yaml)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_check_files_names_the_missing_file_and_its_key(
     tmp_path: Path, dataset: dict, present: list[str], problem: str
 ) -> None:
@@ -195,7 +226,7 @@ def test_check_files_passes_present_files_and_sources_without_files(tmp_path: Pa
 
 
 def test_docstring_examples() -> None:
-    assert doctest.testmod(dlcli.data).failed == 0
+    assert doctest.testmod(dlcli.data.load).failed == 0
 
 
 SPEC = """name: x
@@ -237,20 +268,27 @@ def test_validate_refuses_a_missing_data_file_without_numpy_or_tensorflow(tmp_pa
 @pytest.mark.parametrize(
     ("source", "problem"),
     [
-        ({"x": [[0], [1]], "y": ["cat", "dog"]},
-         "dataset.inline.y holds strings (the first is 'cat'); use integer class indices 0, 1, "
-         "2, ... (or a CSV file, whose string labels become class names)"),
-        ({"x": [[0], [1]], "y": [None, 1]},
-         "dataset.inline.y has dtype object; expected real numbers (integers, floats or "
-         "booleans)"),
-        ({"x": [[0], [1]], "y": [[1, 2], [3]]},
-         "dataset.inline.y: not a rectangular table of labels"),
-        ({"x": [[0], ["a"]], "y": [0, 1]},
-         "dataset.inline.x: not a rectangular table of numbers"),
-        ({"x": [[0]], "y": [0], "x_test": [[1]], "y_test": [0, 1]},
-         "dataset.inline: x_test has 1 rows but its labels 2"),
+        (
+            {"x": [[0], [1]], "y": ["cat", "dog"]},
+            "dataset.inline.y holds strings (the first is 'cat'); use integer class indices 0, 1, "
+            "2, ... (or a CSV file, whose string labels become class names)",
+        ),
+        (
+            {"x": [[0], [1]], "y": [None, 1]},
+            "dataset.inline.y has dtype object; expected real numbers (integers, floats or "
+            "booleans)",
+        ),
+        (
+            {"x": [[0], [1]], "y": [[1, 2], [3]]},
+            "dataset.inline.y: not a rectangular table of labels",
+        ),
+        ({"x": [[0], ["a"]], "y": [0, 1]}, "dataset.inline.x: not a rectangular table of numbers"),
+        (
+            {"x": [[0]], "y": [0], "x_test": [[1]], "y_test": [0, 1]},
+            "dataset.inline: x_test has 1 rows but its labels 2",
+        ),
     ],
-)  # fmt: skip
+)
 def test_unusable_inline_data_is_one_line(source: dict, problem: str) -> None:
     with pytest.raises(DataError) as raised:
         load_inline(InlineSource(**source))

@@ -51,8 +51,9 @@ def test_the_readme_predict_runs_the_verified_onnx_model_without_tensorflow(
     format unquantized is exported in test_export.py; `make bench` measures them on MNIST)."""
     seven = str(REPO / "examples" / "digits" / "7.png")
     command = [sys.executable, "-X", "importtime", "-m", "dlcli", "predict", seven]
-    result = subprocess.run(command, capture_output=True, text=True, env=user_env,
-                            cwd=workspace, check=False)  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=user_env, cwd=workspace, check=False
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert re.search(r"7\.png\W+7 \d+\.\d%", result.stdout), result.stdout
     assert "Runtime: onnxruntime, runs/" in result.stderr
@@ -62,15 +63,23 @@ def test_the_readme_predict_runs_the_verified_onnx_model_without_tensorflow(
 @pytest.mark.parametrize(
     ("fmt", "quantize"),
     [("onnx", "int8"), ("litert", "int8")],
-)  # fmt: skip
+)
 def test_the_first_model_quantized_keeps_its_accuracy(
     fmt: str, quantize: str | None, first_model: Path, workspace: Path, user_env: dict[str, str]
 ) -> None:
     output = workspace / "exports" / f"{fmt}-{quantize}"
     output.mkdir(parents=True)
     name = {"onnx": "m.onnx", "litert": "m.tflite", "savedmodel": "m", "openvino": "m.xml"}[fmt]
-    arguments = ["export", str(first_model), "--format", fmt, "--output", str(output / name),
-                 "--json", *(["--quantize", quantize] if quantize else [])]  # fmt: skip
+    arguments = [
+        "export",
+        str(first_model),
+        "--format",
+        fmt,
+        "--output",
+        str(output / name),
+        "--json",
+        *(["--quantize", quantize] if quantize else []),
+    ]
     result, _ = run_dlcli(arguments, user_env, workspace)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "fully_quantize" not in result.stderr, "the converter's native log is not shown"
@@ -185,8 +194,14 @@ def test_the_shipped_search_runs_on_mnist(
 ) -> None:
     """configs/mnist_tune.yaml for real, shortened: 2 trials of 1 epoch (tests/test_tune.py
     tests the search itself on a tiny CSV)."""
-    arguments = ["tune", str(REPO / "configs" / "mnist_tune.yaml"), "--trials", "2", "--set",
-                 "fit.epochs=1"]  # fmt: skip
+    arguments = [
+        "tune",
+        str(REPO / "configs" / "mnist_tune.yaml"),
+        "--trials",
+        "2",
+        "--set",
+        "fit.epochs=1",
+    ]
     result, _ = run_dlcli(arguments, user_env, workspace, timeout=900)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "WARNING" not in result.stderr, result.stderr
@@ -195,14 +210,24 @@ def test_the_shipped_search_runs_on_mnist(
     assert [number for number, _ in rows] == ["0", "1"], result.stdout
     test = re.search(r"On the test split, the best trial alone: accuracy (0\.\d+)", result.stdout)
     assert test and float(test[1]) >= 0.9, result.stdout
-    assert re.search(r"^Train the best spec: dlcli train runs/mnist-tune-\d+/best.yaml$",
-                     result.stdout, re.MULTILINE)  # fmt: skip
+    assert re.search(
+        r"^Train the best spec: dlcli train runs/mnist-tune-\d+/best.yaml$",
+        result.stdout,
+        re.MULTILINE,
+    )
 
 
 def test_every_shipped_config_is_started_here() -> None:
     iris = {"iris_two_inputs", "iris_two_outputs"}  # trained in test_several_inputs.py
-    started = {"mnist", "mnist_tune", "xor", "mnist_cnn", "mnist_two_branch", *iris,
-               *KERAS_DATASETS}  # fmt: skip
+    started = {
+        "mnist",
+        "mnist_tune",
+        "xor",
+        "mnist_cnn",
+        "mnist_two_branch",
+        *iris,
+        *KERAS_DATASETS,
+    }
     assert {path.stem for path in CONFIGS} == started
 
 

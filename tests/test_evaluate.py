@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from dlcli import metrics
-from dlcli.cli import app
+from dlcli.cli.app import app
+from dlcli.model import scoring
 
 from .conftest import (
     BAD_MODELS,
@@ -46,8 +46,8 @@ def keras_evaluate(model_path: Path, x: np.ndarray, y: np.ndarray) -> dict[str, 
 
 def bars_test_split() -> tuple[np.ndarray, np.ndarray]:
     """The bars test images as training read them (sorted class folders, sorted files)."""
-    from dlcli.data.images import load_images
-    from dlcli.spec import ImagesSource
+    from dlcli.data.image_folders import load_images
+    from dlcli.spec.schema import ImagesSource
 
     source = ImagesSource(train="train", test="test", image_size=[8, 8], color_mode="grayscale")
     _, _, test, _ = load_images(source, Path.cwd())
@@ -74,8 +74,11 @@ def test_multiclass_report_agrees_with_keras(tiny_models: TinyModels, isolated: 
     assert np.trace(matrix) / matrix.sum() == pytest.approx(expected["accuracy"])
     assert report["most_confused"] == [{"true": "top", "predicted": "middle", "count": 1}]
     assert report["classes"]["middle"] == {
-        "precision": 0.8, "recall": 1.0, "f1": pytest.approx(8 / 9), "support": 4,
-    }  # fmt: skip
+        "precision": 0.8,
+        "recall": 1.0,
+        "f1": pytest.approx(8 / 9),
+        "support": 4,
+    }
     assert report["classes"]["top"] == {
         "precision": 1.0,
         "recall": 0.8,
@@ -106,14 +109,14 @@ def test_score_is_kerass_evaluate_and_predict_in_one_batch_or_many(
 
     shutil.copytree(tiny_models.folder / "bars", isolated, dirs_exist_ok=True)
     x, y = bars_test_split()
-    monkeypatch.setattr(metrics, "BATCH_BYTES", batch_bytes)  # 1: batches of one example
+    monkeypatch.setattr(scoring, "BATCH_BYTES", batch_bytes)  # 1: batches of one example
     model = keras.saving.load_model(tiny_models.bars)
-    scores, outputs = metrics.score(model, x, y, 1)
+    scores, outputs = scoring.score(model, x, y, 1)
     assert scores == pytest.approx(keras_evaluate(tiny_models.bars, x, y), rel=1e-6)
     assert outputs is not None and outputs.shape == (13, 3)
     expected = keras.saving.load_model(tiny_models.bars).predict(x, verbose=0)
     np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-6)
-    assert metrics.score(model, x, y, 1, outputs=False)[1] is None
+    assert scoring.score(model, x, y, 1, outputs=False)[1] is None
 
 
 def test_terminal_report(tiny_models: TinyModels) -> None:
@@ -155,10 +158,14 @@ def test_files_go_beside_the_model_and_other_splits_get_their_own(
     assert sizes == [13, 9, 27]  # 36 training images, a quarter held out for validation
     assert {p.name for p in copy.iterdir()} == {
         "model.keras",
-        "evaluation.json", "confusion_matrix.png", "misclassified.png",
-        "evaluation-validation.json", "confusion_matrix-validation.png",
-        "evaluation-train.json", "confusion_matrix-train.png",
-    }  # fmt: skip
+        "evaluation.json",
+        "confusion_matrix.png",
+        "misclassified.png",
+        "evaluation-validation.json",
+        "confusion_matrix-validation.png",
+        "evaluation-train.json",
+        "confusion_matrix-train.png",
+    }
 
 
 def test_binary_reports_roc_auc_and_threshold(tiny_models: TinyModels) -> None:
@@ -170,8 +177,8 @@ def test_binary_reports_roc_auc_and_threshold(tiny_models: TinyModels) -> None:
     assert sorted(report["classes"]) == ["no", "yes"]
     import keras
 
-    from dlcli.data.tables import load_csv
-    from dlcli.spec import CsvSource
+    from dlcli.data.csv_tables import load_csv
+    from dlcli.spec.schema import CsvSource
 
     _, _, test, _ = load_csv(
         CsvSource(train="train.csv", test="test.csv", label="answer"),
@@ -201,10 +208,15 @@ def test_regression_reports_errors(tiny_models: TinyModels) -> None:
     model = keras.saving.load_model(tiny_models.line)
     errors = model.predict(x, verbose=0).reshape(-1) - y
     mse = float(np.mean(errors**2))
-    assert report["regression"] == pytest.approx({
-        "mae": float(np.mean(np.abs(errors))), "mse": mse, "rmse": mse**0.5,
-        "r2": 1 - np.sum(errors**2) / np.sum((y - y.mean()) ** 2),
-    }, rel=1e-5)  # fmt: skip
+    assert report["regression"] == pytest.approx(
+        {
+            "mae": float(np.mean(np.abs(errors))),
+            "mse": mse,
+            "rmse": mse**0.5,
+            "r2": 1 - np.sum(errors**2) / np.sum((y - y.mean()) ** 2),
+        },
+        rel=1e-5,
+    )
     assert report["metrics"]["loss"] == pytest.approx(mse, rel=1e-5)
     assert report["metrics"]["mae"] == pytest.approx(report["regression"]["mae"], rel=1e-5)
     assert "confusion_matrix" not in report and "files" in report
@@ -326,18 +338,20 @@ def test_roc_auc_counts_ties_half_and_needs_both_classes() -> None:
     labels = np.array([0, 0, 1, 1, 1, 0])
     scores = np.array([0.1, 0.4, 0.4, 0.8, 0.9, 0.2])
     # positives 0.4, 0.8, 0.9 against negatives 0.1, 0.4, 0.2: 8 wins and one tie of 9 pairs
-    assert metrics.roc_auc(labels, scores) == pytest.approx(8.5 / 9)
-    assert metrics.roc_auc(np.ones(3), np.array([0.1, 0.5, 0.9])) is None
+    assert scoring.roc_auc(labels, scores) == pytest.approx(8.5 / 9)
+    assert scoring.roc_auc(np.ones(3), np.array([0.1, 0.5, 0.9])) is None
 
 
 def test_scores_follow_the_confusion_matrix() -> None:
     matrix = np.array([[5, 1, 0], [2, 3, 0], [0, 0, 0]])
-    classes, averages = metrics.scores_from_counts(
+    classes, averages = scoring.scores_from_counts(
         ["a", "b", "c"], np.diag(matrix), matrix.sum(axis=0), matrix.sum(axis=1)
     )
     assert [(c.precision, c.recall, c.support) for c in classes] == [
-        (5 / 7, 5 / 6, 6), (3 / 4, 3 / 5, 5), (0.0, 0.0, 0),
-    ]  # fmt: skip
+        (5 / 7, 5 / 6, 6),
+        (3 / 4, 3 / 5, 5),
+        (0.0, 0.0, 0),
+    ]
     assert classes[0].f1 == pytest.approx(2 * (5 / 7) * (5 / 6) / (5 / 7 + 5 / 6))
     assert averages["macro avg"].precision == pytest.approx((5 / 7 + 3 / 4) / 2)  # c left out
     assert averages["weighted avg"].recall == pytest.approx((5 + 3) / 11)
@@ -347,13 +361,13 @@ def test_scores_follow_the_confusion_matrix() -> None:
 def test_one_hot_labels_and_most_confused_pairs() -> None:
     one_hot = np.eye(3)[[0, 1, 2, 2]]
     outputs = np.eye(3)[[0, 2, 1, 1]]
-    matrix = metrics.confusion_matrix(one_hot, outputs, "multiclass")
+    matrix = scoring.confusion_matrix(one_hot, outputs, "multiclass")
     assert matrix.tolist() == [[1, 0, 0], [0, 0, 1], [0, 2, 0]]
-    assert metrics.most_confused(matrix, ["a", "b", "c"], 5) == [("c", "b", 2), ("b", "c", 1)]
+    assert scoring.most_confused(matrix, ["a", "b", "c"], 5) == [("c", "b", 2), ("b", "c", 1)]
 
 
 def test_regression_errors_r2_is_none_for_constant_targets() -> None:
-    errors = metrics.regression_errors(np.array([2.0, 2.0]), np.array([[1.0], [3.0]]))
+    errors = scoring.regression_errors(np.array([2.0, 2.0]), np.array([[1.0], [3.0]]))
     assert errors == {"mae": 1.0, "mse": 1.0, "rmse": 1.0, "r2": None}
 
 
@@ -380,8 +394,8 @@ def test_each_split_names_its_own_file(tiny_models: TinyModels) -> None:
 
 def test_files_training_skipped_are_skipped_again(isolated: Path) -> None:
     """A model trained with --skip-bad. Before: evaluate exited 4 on the unreadable file."""
-    from dlcli.spec import spec_from_text
-    from dlcli.train import train
+    from dlcli.spec.load import spec_from_text
+    from dlcli.train.pipeline import train
 
     write_bars(isolated / "bars")
     (isolated / "bars" / "train" / "top" / "broken.png").write_text("not an image")
@@ -415,13 +429,18 @@ def test_skip_bad_leaves_out_unreadable_files_of_data(
 def test_a_model_of_one_channel_images_evaluates_arrays_without_the_axis(isolated: Path) -> None:
     """npz images of (8, 8) for a model input of (8, 8, 1): training adds the axis, and so does
     evaluate (before: `examples have shape (8, 8) but the model takes (8, 8, 1)`)."""
-    from dlcli.spec import spec_from_text
-    from dlcli.train import train
+    from dlcli.spec.load import spec_from_text
+    from dlcli.train.pipeline import train
 
     rng = np.random.default_rng(3)
     x = rng.integers(0, 255, size=(24, 8, 8)).astype("uint8")
-    np.savez("digits.npz", x_train=x[:16], y_train=np.arange(16) % 2, x_test=x[16:],
-             y_test=np.arange(8) % 2)  # fmt: skip
+    np.savez(
+        "digits.npz",
+        x_train=x[:16],
+        y_train=np.arange(16) % 2,
+        x_test=x[16:],
+        y_test=np.arange(8) % 2,
+    )
     text = (
         TINY_SPECS["bars"]
         .replace(

@@ -217,8 +217,11 @@ def test_a_reader_that_leaves_early_is_not_an_error(
     assert (tmp_path / "out" / "evaluation.json").is_file()
     shell = subprocess.run(
         ["bash", "-c", f"{' '.join(command)} | head -1; exit ${{PIPESTATUS[0]}}"],
-        capture_output=True, text=True, cwd=tmp_path, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
     assert (shell.returncode, shell.stderr) == (0, "")
     assert shell.stdout.startswith(f"Evaluated {tiny_models.bars} on bars/test, test split")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dlcli import export as export_module
-from dlcli.cli import app
+from dlcli.cli.app import app
+from dlcli.inference import export as export_module
 
 from .conftest import TinyModels, dlcli_command
 
@@ -93,12 +93,14 @@ def test_exported_files_predict_as_keras_does_without_tensorflow(
     for fmt in ("onnx", "litert"):
         export_step(model, fmt)
     images = str(tiny_models.folder / "bars" / "test")
-    keras = dlcli("predict", images, "--model", str(model), "--runtime", "keras", "--csv",
-                  cwd=tmp_path)  # fmt: skip
+    keras = dlcli(
+        "predict", images, "--model", str(model), "--runtime", "keras", "--csv", cwd=tmp_path
+    )
     assert keras.returncode == 0, keras.stderr[-2000:]
     for exported in (model, model.parent / "model.onnx", model.parent / "model.tflite"):
-        result = dlcli("predict", images, "--model", str(exported), "--csv", cwd=tmp_path,
-                       importtime=True)  # fmt: skip
+        result = dlcli(
+            "predict", images, "--model", str(exported), "--csv", cwd=tmp_path, importtime=True
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         assert HEAVY.findall(result.stderr) == [], f"{exported.name} imported TensorFlow"
         assert "INFO: Created TensorFlow Lite XNNPACK delegate" not in result.stderr
@@ -123,8 +125,10 @@ def test_a_keras_file_changed_since_its_export_is_not_run_through_it(
     model = copied(tiny_models.answer, tmp_path)
     export_step(model, "onnx")
     rows = tiny_models.folder / "answers" / "test.csv"
-    assert "Runtime: onnxruntime" in dlcli("predict", str(rows), "--model", str(model),
-                                           cwd=tmp_path).stderr  # fmt: skip
+    assert (
+        "Runtime: onnxruntime"
+        in dlcli("predict", str(rows), "--model", str(model), cwd=tmp_path).stderr
+    )
     shutil.copy(tiny_models.line, model)  # another model in its place: the export is stale
     result = dlcli("predict", "--model", str(model), "--runtime", "onnx", str(rows), cwd=tmp_path)
     assert result.returncode == 6
@@ -145,15 +149,24 @@ def test_training_writes_a_verified_model_onnx(tiny_models: TinyModels) -> None:
 @pytest.mark.parametrize(
     ("arguments", "code", "message"),
     [
-        (["--format", "savedmodel", "--quantize", "int8"], 2,
-         "--quantize int8 does not apply to savedmodel (offered: onnx: int8; litert: float16, "
-         "int8)"),
-        (["--format", "onnx", "--output", "model.tflite"], 2,
-         "--output for onnx must end in .onnx. Received: model.tflite"),
-        (["--format", "onnx", "--output", "nowhere/model.onnx"], 11,
-         "cannot write nowhere/model.onnx: no folder nowhere"),
+        (
+            ["--format", "savedmodel", "--quantize", "int8"],
+            2,
+            "--quantize int8 does not apply to savedmodel (offered: onnx: int8; litert: float16, "
+            "int8)",
+        ),
+        (
+            ["--format", "onnx", "--output", "model.tflite"],
+            2,
+            "--output for onnx must end in .onnx. Received: model.tflite",
+        ),
+        (
+            ["--format", "onnx", "--output", "nowhere/model.onnx"],
+            11,
+            "cannot write nowhere/model.onnx: no folder nowhere",
+        ),
     ],
-)  # fmt: skip
+)
 def test_export_mistakes_are_one_line_before_tensorflow(
     tiny_models: TinyModels, tmp_path: Path, arguments: list[str], code: int, message: str
 ) -> None:
@@ -189,8 +202,9 @@ def test_evaluate_runs_an_exported_file_without_tensorflow(
     assert keras.returncode == 0, keras.stderr[-2000:]
     accuracy = json.loads(keras.stdout)["metrics"]["accuracy"]
     for name, suffix in (("model.onnx", "onnx"), ("model.tflite", "tflite")):
-        result = dlcli("evaluate", str(model.parent / name), "--json", cwd=tiny_models.folder,
-                       importtime=True)  # fmt: skip
+        result = dlcli(
+            "evaluate", str(model.parent / name), "--json", cwd=tiny_models.folder, importtime=True
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         assert HEAVY.findall(result.stderr) == [], f"{name} imported TensorFlow"
         assert f"{name} runs in its own runtime: the loss and compiled metrics need Keras" in (

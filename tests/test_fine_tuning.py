@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dlcli.cli import app
+from dlcli.cli.app import app
 
 runner = CliRunner()
 SOURCE = """\
@@ -36,15 +36,22 @@ fit:
 # the same hidden layer, a new head of another name and size, the hidden layer frozen
 TUNED = (
     SOURCE.replace("name: source", "name: tuned")
-    .replace("units: 3, activation: softmax, name: head", "units: 3, activation: softmax, "
-             "name: new_head")
+    .replace(
+        "units: 3, activation: softmax, name: head", "units: 3, activation: softmax, name: new_head"
+    )
     .replace("  batch_size: 16\n", "  batch_size: 16\n  freeze: [hidden]\n")
-)  # fmt: skip
+)
 
 
 def dlcli(folder: Path, *arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dlcli", *arguments], cwd=folder,
-                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "dlcli", *arguments],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +60,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("fine-tuning")
     x = np.random.default_rng(0).normal(size=(240, 4)).astype("float32")
     y = (x[:, 0] > 0).astype("int64") + (x[:, 1] > 1)
-    np.savez(folder / "data.npz", x_train=x[:200], y_train=y[:200], x_test=x[200:],
-             y_test=y[200:])  # fmt: skip
+    np.savez(folder / "data.npz", x_train=x[:200], y_train=y[:200], x_test=x[200:], y_test=y[200:])
     (folder / "source.yaml").write_text(SOURCE)
     (folder / "tuned.yaml").write_text(TUNED)
     result = dlcli(folder, "train", "source.yaml")
@@ -76,8 +82,9 @@ def test_from_a_model_copies_weights_by_name_and_frozen_layers_stay(trained: Pat
         "trained from scratch: new_head\n"
     ) in result.stderr
     source, tuned = trained / "runs/source-1/model.keras", trained / "runs/tuned-1/model.keras"
-    for before, after in zip(layer_weights(source, "hidden"), layer_weights(tuned, "hidden"),
-                             strict=True):  # fmt: skip
+    for before, after in zip(
+        layer_weights(source, "hidden"), layer_weights(tuned, "hidden"), strict=True
+    ):
         np.testing.assert_array_equal(before, after)  # copied, then frozen
     # the record of where the weights came from: the run's spec
     assert (
@@ -103,21 +110,36 @@ def test_initial_weights_in_the_spec_are_relative_to_the_spec(
 @pytest.mark.parametrize(
     ("change", "exit_code", "message"),
     [
-        (("units: 8, activation: relu, name: hidden", "units: 5, activation: relu, name: hidden"),
-         3, "`fit.initial_weights`: layer `hidden` has weights of shape (4, 8), (8,) in {model} "
-         "but (4, 5), (5,) in this spec's model; give the layer another `name:` to start it "
-         "fresh"),
-        (("freeze: [hidden]", "freeze: [hiden]"), 3,
-         "`fit.freeze[0]`: no layer `hiden` (did you mean `hidden`?); the layers are hidden, "
-         "new_head"),
-        (("freeze: [hidden]", "freeze: [hidden, new_head]"), 3,
-         "`fit.freeze`: every layer with weights is frozen: nothing would train"),
+        (
+            (
+                "units: 8, activation: relu, name: hidden",
+                "units: 5, activation: relu, name: hidden",
+            ),
+            3,
+            "`fit.initial_weights`: layer `hidden` has weights of shape (4, 8), (8,) in {model} "
+            "but (4, 5), (5,) in this spec's model; give the layer another `name:` to start it "
+            "fresh",
+        ),
+        (
+            ("freeze: [hidden]", "freeze: [hiden]"),
+            3,
+            "`fit.freeze[0]`: no layer `hiden` (did you mean `hidden`?); the layers are hidden, "
+            "new_head",
+        ),
+        (
+            ("freeze: [hidden]", "freeze: [hidden, new_head]"),
+            3,
+            "`fit.freeze`: every layer with weights is frozen: nothing would train",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_start_that_does_not_fit_is_one_line(
-    trained: Path, monkeypatch: pytest.MonkeyPatch, change: tuple[str, str], exit_code: int,
+    trained: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    change: tuple[str, str],
+    exit_code: int,
     message: str,
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.chdir(trained)
     (trained / "wrong.yaml").write_text(TUNED.replace(*change))
     result = runner.invoke(app, ["train", "wrong.yaml", "--from", "runs/source-1/model.keras"])
@@ -128,12 +150,13 @@ def test_a_start_that_does_not_fit_is_one_line(
 
 def test_a_missing_start_model_is_refused_before_tensorflow_loads(trained: Path) -> None:
     code = (
-        "import sys; from dlcli.cli import app\n"
+        "import sys; from dlcli.cli.app import app\n"
         "try: app(['train', 'tuned.yaml', '--from', 'runs/none.keras'])\n"
         "except SystemExit as end: print(end.code, 'tensorflow' in sys.modules)"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=trained, capture_output=True,
-                            text=True, check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=trained, capture_output=True, text=True, check=False
+    )
     assert result.stdout == "6 False\n", result.stderr
     assert result.stderr == f"Error: model file not found: {trained / 'runs/none.keras'}\n"
 
@@ -151,9 +174,16 @@ def test_a_finished_run_trains_on_for_more_epochs_in_its_folder(trained: Path) -
     assert "  epochs: 5\n" in (run / "spec.yaml").read_text()
     assert json.loads((run / "run.json").read_text())["overrides"] == ["fit.epochs=5"]
     assert sorted(path.name for path in run.iterdir()) == [
-        "confusion_matrix.png", "curves.png", "export.json", "history.csv", "metrics.json",
-        "model.keras", "model.onnx", "run.json", "spec.yaml",
-    ]  # fmt: skip
+        "confusion_matrix.png",
+        "curves.png",
+        "export.json",
+        "history.csv",
+        "metrics.json",
+        "model.keras",
+        "model.onnx",
+        "run.json",
+        "spec.yaml",
+    ]
     # the weights went on from the saved ones (from scratch, the loss would jump back up)
     losses = [float(line.split(",")[2]) for line in longer.splitlines()[1:]]
     assert losses[3] < losses[2]
@@ -162,13 +192,19 @@ def test_a_finished_run_trains_on_for_more_epochs_in_its_folder(trained: Path) -
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
-        ("fit.epochs=2", "--resume runs/source-1 --set fit.epochs=2: the run asks for 3 epochs "
-         "already; give more to train on"),
-        ("fit.batch_size=4", "--resume continues runs/source-1 with its own spec.yaml, so "
-         "`--set fit.batch_size=4` cannot be applied (only --set fit.epochs=N, to train on); to "
-         "change the spec, edit the spec file and add --restart"),
+        (
+            "fit.epochs=2",
+            "--resume runs/source-1 --set fit.epochs=2: the run asks for 3 epochs "
+            "already; give more to train on",
+        ),
+        (
+            "fit.batch_size=4",
+            "--resume continues runs/source-1 with its own spec.yaml, so "
+            "`--set fit.batch_size=4` cannot be applied (only --set fit.epochs=N, to train on); to "
+            "change the spec, edit the spec file and add --restart",
+        ),
     ],
-)  # fmt: skip
+)
 def test_only_more_epochs_go_with_resume(
     trained: Path, monkeypatch: pytest.MonkeyPatch, setting: str, message: str
 ) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dlcli.cli import app
+from dlcli.cli.app import app
 
 runner = CliRunner()
 SPEC = """\
@@ -58,8 +58,14 @@ def write_tables(folder: Path, spec: str = SPEC, weights: list[float] | None = N
 
 
 def dlcli(folder: Path, *arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dlcli", *arguments], cwd=folder,
-                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "dlcli", *arguments],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def test_balanced_class_weights_a_weight_column_and_validation_every_second_epoch(
@@ -70,8 +76,10 @@ def test_balanced_class_weights_a_weight_column_and_validation_every_second_epoc
     assert result.returncode == 0, result.stderr
     found = re.search(
         r"^fit.class_weight balanced \(from the training labels\): common ([\d.]+), "
-        r"rare ([\d.]+)$", result.stdout + result.stderr, re.MULTILINE,
-    )  # fmt: skip
+        r"rare ([\d.]+)$",
+        result.stdout + result.stderr,
+        re.MULTILINE,
+    )
     assert found, result.stdout + result.stderr
     common, rare = map(float, found.groups())
     # each class weighs n / (2 * its count), so 1/common + 1/rare = 2 (to the 3 digits shown)
@@ -86,8 +94,14 @@ def test_balanced_class_weights_a_weight_column_and_validation_every_second_epoc
     table = [line.split("│")[1:-1] for line in progress if "│" in line]
     header = next(line for line in progress if "┃ epoch" in line)
     assert [name.strip() for name in header.split("┃")[1:-1]] == [
-        "epoch", "accuracy", "loss", "val_accuracy", "val_loss", "learning_rate", "time",
-    ]  # fmt: skip
+        "epoch",
+        "accuracy",
+        "loss",
+        "val_accuracy",
+        "val_loss",
+        "learning_rate",
+        "time",
+    ]
     assert [cells[3].strip() == "" for cells in table] == [True, False, True, False, True]
     rates = [float(cells[5]) for cells in table]
     assert rates[0] == 0.001 and all(
@@ -111,16 +125,25 @@ def test_weights_of_zero_train_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "exit_code", "message"),
     [
-        (("class_weight: balanced", "class_weight: {common: 1, unusual: 3}"), 3,
-         "`fit.class_weight`: no class `unusual`; the classes are common, rare (or 0 to 1 by "
-         "index)"),
-        (("class_weight: balanced", "class_weight: {5: 2.0}"), 3,
-         "`fit.class_weight`: no class `5`; the classes are common, rare (or 0 to 1 by index)"),
-        (("weight: importance", "weight: importanse"), 4,
-         "train.csv: no weight column `importanse` (did you mean `importance`?); the columns "
-         "are `a`, `b`, `c`, `importance`, `kind` (see dataset.csv.weight)"),
+        (
+            ("class_weight: balanced", "class_weight: {common: 1, unusual: 3}"),
+            3,
+            "`fit.class_weight`: no class `unusual`; the classes are common, rare (or 0 to 1 by "
+            "index)",
+        ),
+        (
+            ("class_weight: balanced", "class_weight: {5: 2.0}"),
+            3,
+            "`fit.class_weight`: no class `5`; the classes are common, rare (or 0 to 1 by index)",
+        ),
+        (
+            ("weight: importance", "weight: importanse"),
+            4,
+            "train.csv: no weight column `importanse` (did you mean `importance`?); the columns "
+            "are `a`, `b`, `c`, `importance`, `kind` (see dataset.csv.weight)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_wrong_weight_is_one_line(
     tmp_path: Path, change: tuple[str, str], exit_code: int, message: str
 ) -> None:

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dlcli import artifact
-from dlcli.cli import app
+from dlcli.cli.app import app
 from dlcli.errors import ModelFileError
+from dlcli.model import artifact
 
 from .test_artifact import model_info
 
@@ -47,8 +47,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     artifact.save(model, model_info(), base)
     payload = eval(f"lambda x: (__import__('pathlib').Path({str(marker)!r}).touch(), x)[1]")
     lambda_model = folder / "lambda.keras"
-    artifact.save(keras.Sequential([keras.Input((2,)), keras.layers.Lambda(payload)]),
-                  model_info(), lambda_model)  # fmt: skip
+    artifact.save(
+        keras.Sequential([keras.Input((2,)), keras.layers.Lambda(payload)]),
+        model_info(),
+        lambda_model,
+    )
     marker.unlink()  # building the model ran the payload once
     return Models(folder, base, lambda_model, marker)
 
@@ -137,29 +140,43 @@ CONFIG_EDITS = {
         "names the Python module `os` (system); only Keras's own objects are loaded",
     ),
     "function from subprocess": (
-        lambda c: c.replace(ACTIVATION, '"activation": {"module": "subprocess", "class_name": '
-                            '"function", "config": "getoutput", "registered_name": null}'),
+        lambda c: c.replace(
+            ACTIVATION,
+            '"activation": {"module": "subprocess", "class_name": '
+            '"function", "config": "getoutput", "registered_name": null}',
+        ),
         "names the Python module `subprocess` (function); only Keras's own objects are loaded",
     ),
     "module outside Keras itself": (
-        lambda c: c.replace('"module": "keras.layers", "class_name": "Dense"',
-                            '"module": "keras_hub.layers", "class_name": "Dense"'),
+        lambda c: c.replace(
+            '"module": "keras.layers", "class_name": "Dense"',
+            '"module": "keras_hub.layers", "class_name": "Dense"',
+        ),
         "names the Python module `keras_hub.layers` (Dense); only Keras's own objects are loaded",
     ),
     "Python's eval as a builtin function": (
-        lambda c: c.replace(ACTIVATION, '"activation": {"module": "builtins", "class_name": '
-                            '"function", "config": "eval", "registered_name": "function"}'),
+        lambda c: c.replace(
+            ACTIVATION,
+            '"activation": {"module": "builtins", "class_name": '
+            '"function", "config": "eval", "registered_name": "function"}',
+        ),
         "names Python's built-in `eval`; only Keras's own objects are loaded",
     ),
     "registered name builtins>exec": (
-        lambda c: c.replace(ACTIVATION, '"activation": {"module": "keras.activations", '
-                            '"class_name": "function", "config": "relu", '
-                            '"registered_name": "builtins>exec"}'),
+        lambda c: c.replace(
+            ACTIVATION,
+            '"activation": {"module": "keras.activations", '
+            '"class_name": "function", "config": "relu", '
+            '"registered_name": "builtins>exec"}',
+        ),
         "names Python's built-in `exec`; only Keras's own objects are loaded",
     ),
     "__lambda__ function": (
-        lambda c: c.replace(ACTIVATION, '"activation": {"class_name": "__lambda__", "config": '
-                            '{"code": "", "defaults": null, "closure": null}}'),
+        lambda c: c.replace(
+            ACTIVATION,
+            '"activation": {"class_name": "__lambda__", "config": '
+            '{"code": "", "defaults": null, "closure": null}}',
+        ),
         "contains a Lambda layer, which would run code; refused",
     ),
     "enable_unsafe_deserialization": (
@@ -175,7 +192,7 @@ CONFIG_EDITS = {
         "config.json inside is corrupt (Expecting property name enclosed in double quotes: "
         "line 1 column 2 (char 1))",
     ),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize(("edit", "message"), CONFIG_EDITS.values(), ids=CONFIG_EDITS.keys())
@@ -199,16 +216,23 @@ SAFE_MODE_EDITS = {
         "Requested the deserialization of a `TFSMLayer`",
     ),
     "StringLookup reading /etc/passwd": (
-        lambda c: c.replace(DENSE, '"module": "keras.layers", "class_name": "StringLookup", '
-                            '"config": {"vocabulary": "/etc/passwd", ', 1),
+        lambda c: c.replace(
+            DENSE,
+            '"module": "keras.layers", "class_name": "StringLookup", '
+            '"config": {"vocabulary": "/etc/passwd", ',
+            1,
+        ),
         "could not be deserialized properly",
     ),
     "keras.utils.get_file downloading": (
-        lambda c: c.replace(ACTIVATION, '"activation": {"module": "keras.utils", "class_name": '
-                            '"function", "config": "get_file", "registered_name": null}'),
+        lambda c: c.replace(
+            ACTIVATION,
+            '"activation": {"module": "keras.utils", "class_name": '
+            '"function", "config": "get_file", "registered_name": null}',
+        ),
         "could not be deserialized properly",
     ),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize(("edit", "reason"), SAFE_MODE_EDITS.values(), ids=SAFE_MODE_EDITS.keys())

@@ -12,9 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from dlcli.cli import app
+from dlcli.cli.app import app
 from dlcli.errors import ConfigError
-from dlcli.spec import Spec, load_spec, spec_from_text
+from dlcli.spec.load import load_spec, spec_from_text
+from dlcli.spec.schema import Spec
 
 from .conftest import CONFIGS, REPO
 
@@ -119,7 +120,7 @@ BOMBS = {
     "10,000 nested flow mappings": ("a: " + "{a: " * 10_000 + "}" * 10_000, DEEPER.format(line=1)),
     "500,000 unclosed brackets": ("[" * 500_000, DEEPER.format(line=1)),
     "deep --set value": (XOR, f"--set {DEEP_SET}: the spec nests deeper than 64 levels (line 1)"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize(("text", "message"), BOMBS.values(), ids=BOMBS.keys())
@@ -185,8 +186,10 @@ MISTAKES = [
         "xor.yaml: duplicate key `batch_size` at lines 20 and 21; keep only one of them",
     ),
     (
-        replaced("- Dense: {units: 2, activation: tanh}",
-                 "- Dense:\n        units: 2\n        activation: tanh\n        units: 3"),
+        replaced(
+            "- Dense: {units: 2, activation: tanh}",
+            "- Dense:\n        units: 2\n        activation: tanh\n        units: 3",
+        ),
         "xor.yaml: duplicate key `units` at lines 13 and 15; keep only one of them",
     ),
     (
@@ -194,8 +197,10 @@ MISTAKES = [
         "xor.yaml: duplicate key `units` at lines 12 and 12; keep only one of them",
     ),
     (
-        replaced("optimizer: {SGD: {learning_rate: 0.5, momentum: 0.9}}",
-                 "optimizer: {SGD: {learning_rate: 1e-3, momentum: 0.9}}"),
+        replaced(
+            "optimizer: {SGD: {learning_rate: 0.5, momentum: 0.9}}",
+            "optimizer: {SGD: {learning_rate: 1e-3, momentum: 0.9}}",
+        ),
         "`compile.optimizer.SGD.learning_rate` must be a number. Received: '1e-3', which YAML "
         "reads as text; write it with a dot, e.g. 1.0e-3 (xor.yaml, line 15)",
     ),
@@ -293,7 +298,7 @@ MISTAKES = [
         XOR + "---\nname: second\n",
         "xor.yaml, line 21: invalid YAML: but found another document",
     ),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("text", "message"), MISTAKES, ids=range(len(MISTAKES)))
@@ -392,21 +397,28 @@ def test_objects_that_run_code_or_read_files_are_refused(text: str, message: str
 # Property: a random or mutated spec is a Spec or a one-line ConfigError, never a traceback
 
 FUZZ = settings(
-    max_examples=70, deadline=None, database=None,
+    max_examples=70,
+    deadline=None,
+    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)  # fmt: skip
+)
 SHIPPED = [yaml.safe_load(config.read_text()) for config in CONFIGS]
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(), st.text(max_size=10),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(),
+    st.text(max_size=10),
     st.sampled_from(["1e-3", "relu", "Dense", "Lambda", "mnist", "auto", "/etc/passwd", "-1"]),
-)  # fmt: skip
+)
 KEYS = st.text(max_size=8) | st.sampled_from(
     ["units", "from", "name", "epochs", "class_name", "module", "layer", "learning_rate"]
 )
 VALUES = st.recursive(
-    SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
     max_leaves=8,
-)  # fmt: skip
+)
 YAML_CHARACTERS = (
     st.sampled_from(list("[]{}:,-?&*!|>'\"#%@` \n\t0123456789abe.\\")) | st.characters()
 )

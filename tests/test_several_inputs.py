@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dlcli.cli import app
+from dlcli.cli.app import app
 
 from .conftest import REPO, accuracy_of, run_dlcli
 
@@ -54,8 +54,11 @@ def test_the_two_input_iris_config_trains_evaluates_and_predicts(
     assert "virginica" in result.stdout  # the per-class table
 
     # predict takes rows with all the columns (in any order, extra ones ignored)
-    result, _ = run_dlcli(["predict", "--model", str(model), str(IRIS_TEST), "--csv",
-                           "--top-k", "1"], user_env, tmp_path)  # fmt: skip
+    result, _ = run_dlcli(
+        ["predict", "--model", str(model), str(IRIS_TEST), "--csv", "--top-k", "1"],
+        user_env,
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     rows = list(csv_rows(result.stdout))
     truth = [line.split(",")[-1] for line in IRIS_TEST.read_text().split()[1:]]
@@ -101,13 +104,15 @@ def test_the_two_output_iris_config_reports_each_output(
     assert evaluation["outputs"]["petal_width"]["metrics"].keys() == {"loss", "mae"}
     assert (model.parent / "confusion_matrix-species.png").stat().st_size > 0
 
-    result, _ = run_dlcli(["predict", "--model", str(model), str(IRIS_TEST), "--csv",
-                           "--top-k", "1"], user_env, tmp_path)  # fmt: skip
+    result, _ = run_dlcli(
+        ["predict", "--model", str(model), str(IRIS_TEST), "--csv", "--top-k", "1"],
+        user_env,
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0] == "input,row,output,label_1,probability_1,value"
-    assert [line.split(",")[1:3] for line in lines[1:3]] == [["0", "species"],
-                                                             ["0", "petal_width"]]  # fmt: skip
+    assert [line.split(",")[1:3] for line in lines[1:3]] == [["0", "species"], ["0", "petal_width"]]
     assert lines[1].split(",")[3] in ("setosa", "versicolor", "virginica")
     float(lines[2].split(",")[-1])
 
@@ -147,9 +152,12 @@ def write_arrays(folder: Path, **changes: np.ndarray) -> None:
     for split, rows in (("train", 40), ("test", 12)):
         left = rng.normal(100, 10, size=(rows, 2)).astype("float32")
         right = rng.normal(size=(rows, 3)).astype("float32")
-        arrays |= {f"x_{split}_left": left, f"x_{split}_right": right,
-                   f"y_{split}_kind": (left[:, 0] > 100).astype("float32"),
-                   f"y_{split}_size": right.sum(axis=1)}  # fmt: skip
+        arrays |= {
+            f"x_{split}_left": left,
+            f"x_{split}_right": right,
+            f"y_{split}_kind": (left[:, 0] > 100).astype("float32"),
+            f"y_{split}_size": right.sum(axis=1),
+        }
     np.savez(folder / "arrays.npz", **(arrays | changes))
     (folder / "spec.yaml").write_text(NPZ_SPEC)
 
@@ -189,25 +197,48 @@ fit: {epochs: 1, class_weight: CLASS_WEIGHT}
 @pytest.mark.parametrize(
     ("columns", "class_weight", "code", "message"),
     [
-        ("features: [x1, x2, x3]", "null", 4,
-         "the model has 2 inputs (`a`, `b`), but the dataset gives one array; map columns to "
-         "each with `dataset.csv.inputs`, or name .npz arrays x_train_NAME"),
-        ("inputs: {a: [x1, x2], c: [x3]}", "null", 4,
-         "the dataset gives the inputs `a`, `c`, but the model's inputs are `a`, `b`"),
-        ("inputs: {a: [x1, x2, x3], b: [x3]}", "null", 4,
-         "train `a` data has examples of shape (3,) but the model input is (2,); change its "
-         "`shape` in `model.inputs` or its columns"),
-        ("inputs: {a: [x1, x2], b: [x9]}", "null", 4,
-         "train.csv: no feature column `x9`; the columns are `x1`, `x2`, `x3`, `kind` "
-         "(see dataset.csv.inputs)"),
-        ("inputs: {a: [x1, x2], b: [kind]}", "null", 4,
-         "train.csv: `kind` is both the label and a feature; leave it out of "
-         "dataset.csv.inputs"),
-        ("features: [x1], inputs: {a: [x1, x2], b: [x3]}", "null", 3,
-         "`dataset.csv`: give `features` (one model input) or `inputs` (columns by model input "
-         "name), not both (spec.yaml, line 3)"),
+        (
+            "features: [x1, x2, x3]",
+            "null",
+            4,
+            "the model has 2 inputs (`a`, `b`), but the dataset gives one array; map columns to "
+            "each with `dataset.csv.inputs`, or name .npz arrays x_train_NAME",
+        ),
+        (
+            "inputs: {a: [x1, x2], c: [x3]}",
+            "null",
+            4,
+            "the dataset gives the inputs `a`, `c`, but the model's inputs are `a`, `b`",
+        ),
+        (
+            "inputs: {a: [x1, x2, x3], b: [x3]}",
+            "null",
+            4,
+            "train `a` data has examples of shape (3,) but the model input is (2,); change its "
+            "`shape` in `model.inputs` or its columns",
+        ),
+        (
+            "inputs: {a: [x1, x2], b: [x9]}",
+            "null",
+            4,
+            "train.csv: no feature column `x9`; the columns are `x1`, `x2`, `x3`, `kind` "
+            "(see dataset.csv.inputs)",
+        ),
+        (
+            "inputs: {a: [x1, x2], b: [kind]}",
+            "null",
+            4,
+            "train.csv: `kind` is both the label and a feature; leave it out of dataset.csv.inputs",
+        ),
+        (
+            "features: [x1], inputs: {a: [x1, x2], b: [x3]}",
+            "null",
+            3,
+            "`dataset.csv`: give `features` (one model input) or `inputs` (columns by model input "
+            "name), not both (spec.yaml, line 3)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_data_that_does_not_fit_the_inputs_is_one_line(
     tmp_path: Path, columns: str, class_weight: str, code: int, message: str
 ) -> None:
@@ -224,23 +255,43 @@ def test_data_that_does_not_fit_the_inputs_is_one_line(
 @pytest.mark.parametrize(
     ("edit", "changes", "code", "message"),
     [
-        ("", {"x_train": np.zeros((40, 2))}, 4,
-         "arrays.npz: holds both `x_train` and `x_train_left`; give one array `x_train`, or one "
-         "`x_train_NAME` per model input or output"),
-        ("", {"y_train_size": np.zeros(39, "float32")}, 4,
-         "arrays.npz: `x_train_left` has 40 rows but `y_train_size` has 39"),
-        ("loss: {kind: binary_crossentropy, size: mse}|"
-         "loss: {kind: binary_crossentropy, width: mse}", {}, 3,
-         "`compile.loss` names `width`, which is not an output of the model; its outputs are "
-         "`kind`, `size`"),
-        ("fit: {epochs: 2, batch_size: 8}|fit: {epochs: 2, class_weight: balanced}", {}, 3,
-         "`fit.class_weight`: applies to a model of one output, and this one has 2; weigh the "
-         "outputs' losses with `compile.loss_weights`"),
-        ("", {"y_train_kind": np.full(40, 2.0, "float32")}, 4,
-         "train `kind` labels must be between 0 and 1 for binary classification; 40 are not, "
-         "the first at index 0"),
+        (
+            "",
+            {"x_train": np.zeros((40, 2))},
+            4,
+            "arrays.npz: holds both `x_train` and `x_train_left`; give one array `x_train`, or one "
+            "`x_train_NAME` per model input or output",
+        ),
+        (
+            "",
+            {"y_train_size": np.zeros(39, "float32")},
+            4,
+            "arrays.npz: `x_train_left` has 40 rows but `y_train_size` has 39",
+        ),
+        (
+            "loss: {kind: binary_crossentropy, size: mse}|"
+            "loss: {kind: binary_crossentropy, width: mse}",
+            {},
+            3,
+            "`compile.loss` names `width`, which is not an output of the model; its outputs are "
+            "`kind`, `size`",
+        ),
+        (
+            "fit: {epochs: 2, batch_size: 8}|fit: {epochs: 2, class_weight: balanced}",
+            {},
+            3,
+            "`fit.class_weight`: applies to a model of one output, and this one has 2; weigh the "
+            "outputs' losses with `compile.loss_weights`",
+        ),
+        (
+            "",
+            {"y_train_kind": np.full(40, 2.0, "float32")},
+            4,
+            "train `kind` labels must be between 0 and 1 for binary classification; 40 are not, "
+            "the first at index 0",
+        ),
     ],
-)  # fmt: skip
+)
 def test_named_arrays_that_do_not_fit_are_one_line(
     tmp_path: Path, edit: str, changes: dict[str, np.ndarray], code: int, message: str
 ) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dlcli.errors import ConfigError
-from dlcli.spec import load_spec, spec_from_text
+from dlcli.spec.load import load_spec, spec_from_text
 
 from .conftest import CONFIGS, REPO
 
@@ -186,16 +186,23 @@ def test_graph_wiring_mistakes() -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("fit.epochs=-1",
-         "`fit.epochs` must be greater than 0. Received: -1 (--set fit.epochs=-1)"),
-        ("fit.nope.x=1", "`fit.nope`: unknown key `nope`; valid keys: epochs, batch_size, "
-         "shuffle, callbacks, class_weight, validation_freq, initial_weights, freeze (--set "
-         "fit.nope.x=1)"),
-        ("model.layers.9.units=1", "--set model.layers.9.units=1: `model.layers[9]` does not "
-         "exist in the spec"),
+        (
+            "fit.epochs=-1",
+            "`fit.epochs` must be greater than 0. Received: -1 (--set fit.epochs=-1)",
+        ),
+        (
+            "fit.nope.x=1",
+            "`fit.nope`: unknown key `nope`; valid keys: epochs, batch_size, "
+            "shuffle, callbacks, class_weight, validation_freq, initial_weights, freeze (--set "
+            "fit.nope.x=1)",
+        ),
+        (
+            "model.layers.9.units=1",
+            "--set model.layers.9.units=1: `model.layers[9]` does not exist in the spec",
+        ),
         ("fitepochs", "--set fitepochs: expected KEY.PATH=VALUE, e.g. --set fit.epochs=3"),
     ],
-)  # fmt: skip
+)
 def test_override_mistakes(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         spec_from_text(MNIST, WHERE, [override])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dlcli import catalog
+from dlcli.spec import keras_catalog
 
 from .conftest import REPO
 
@@ -81,10 +81,11 @@ def test_answers_without_importing_tensorflow(
 
 
 def test_a_missing_spec_answers_before_the_training_modules_load(tmp_path: Path) -> None:
-    """An empty cache, as on a first run: `dlcli.train` (numpy and the rest, ~0.25 s) is not
+    """An empty cache, as on a first run: `dlcli.train.pipeline` (numpy and the rest) is not
     imported to say that the spec file is not there."""
-    result = run_python("-X", "importtime", "-m", "dlcli", "train", "missing.yaml",
-                        cache=tmp_path / "empty-cache")  # fmt: skip
+    result = run_python(
+        "-X", "importtime", "-m", "dlcli", "train", "missing.yaml", cache=tmp_path / "empty-cache"
+    )
     assert result.returncode == 3, result.stderr[-2000:]
     assert result.stderr.splitlines()[-1] == "Error: spec file not found: missing.yaml"
     assert HEAVY.findall(result.stderr) == []
@@ -95,7 +96,7 @@ def test_a_missing_spec_answers_before_the_training_modules_load(tmp_path: Path)
 IN_PROCESS = """
 import json, sys
 from typer.testing import CliRunner
-from dlcli.cli import app
+from dlcli.cli.app import app
 
 results = [CliRunner().invoke(app, arguments).exit_code for arguments in json.loads(sys.argv[1])]
 heavy = sorted(
@@ -117,13 +118,13 @@ def test_cli_runner_in_process_leaves_tensorflow_unimported(tmp_path: Path) -> N
 FROM_CACHE = """
 import sys
 from typer.testing import CliRunner
-from dlcli import catalog
-from dlcli.cli import app
+from dlcli.spec import keras_catalog
+from dlcli.cli.app import app
 
 def refuse():
     raise AssertionError("computed the catalog again")
 
-catalog._compute_in_child = refuse
+keras_catalog._compute_in_child = refuse
 for spec, code in ((sys.argv[1], 0), (sys.argv[2], 3)):
     result = CliRunner().invoke(app, ["validate", spec])
     assert result.exit_code == code, (result.output, result.exception)
@@ -132,7 +133,7 @@ for spec, code in ((sys.argv[1], 0), (sys.argv[2], 3)):
 
 
 def stored(cache: Path) -> list[Path]:
-    return sorted(cache.glob(f"{catalog.STORE_PREFIX}*.json"))
+    return sorted(cache.glob(f"{keras_catalog.STORE_PREFIX}*.json"))
 
 
 def test_second_validate_reads_keras_names_from_the_cache(tmp_path: Path) -> None:
@@ -151,10 +152,12 @@ def test_another_keras_installation_computes_its_own(tmp_path: Path) -> None:
     """A store of another installation is left alone; one with a stale stamp is replaced."""
     cache, bad = tmp_path / "fresh-cache", bad_spec(tmp_path)
     cache.mkdir()
-    no_layers = {ns: {"classes": {}, "functions": [], "strings": {}} for ns in catalog.NAMESPACES}
-    other = cache / f"{catalog.STORE_PREFIX}9.9.9-000000000000.json"
+    no_layers = {
+        ns: {"classes": {}, "functions": [], "strings": {}} for ns in keras_catalog.NAMESPACES
+    }
+    other = cache / f"{keras_catalog.STORE_PREFIX}9.9.9-000000000000.json"
     other.write_text(json.dumps({"stamp": "another keras", "namespaces": no_layers}))
-    here = cache / catalog.store_path(catalog.installation_stamp()).name
+    here = cache / keras_catalog.store_path(keras_catalog.installation_stamp()).name
     here.write_text(json.dumps({"stamp": "a reinstalled keras", "namespaces": no_layers}))
     result = run_python("-m", "dlcli", "validate", str(bad), cache=cache)
     assert result.returncode == 3 and TYPO in result.stderr, result.stderr[-2000:]

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dlcli.artifact import ImageRecord
-from dlcli.data import ImageInfo
-from dlcli.images import MNIST_STROKE_WIDTHS, open_image, stroke_width, to_array
+from dlcli.data.common import ImageInfo
+from dlcli.data.decode import MNIST_STROKE_WIDTHS, open_image, stroke_width, to_array
+from dlcli.model.artifact import ImageRecord
 
 from .conftest import REPO
 from .digit_set import FONTS, STYLES, Sample, digit_set
@@ -146,12 +146,14 @@ def test_the_old_mnist_framing_is_unchanged_bit_for_bit() -> None:
 def test_models_recorded_with_the_old_framing_keep_it() -> None:
     for framing in ("mnist", "mnist-stroke"):
         record = ImageRecord(height=28, width=28, channels=1, framing=framing)
-        assert ImageInfo(**record.model_dump()).framing == framing  # as dlcli.predict reads it
+        assert (
+            ImageInfo(**record.model_dump()).framing == framing
+        )  # as dlcli.inference.predict reads it
 
 
 def test_training_on_mnist_records_the_new_framing(fake_keras_datasets: None) -> None:
     from dlcli.data import keras_datasets
-    from dlcli.spec import load_spec
+    from dlcli.spec.load import load_spec
 
     spec = load_spec(REPO / "configs" / "mnist.yaml")
     *_, info = keras_datasets.load(spec.dataset)
@@ -213,9 +215,9 @@ def test_held_out_digits_are_read(
 @pytest.fixture(scope="module")
 def mnist_images() -> np.ndarray:
     """MNIST's training images, from the dlcli cache ($DLCLI_CACHE) or its sources."""
-    from dlcli.data import cache_dir
-    from dlcli.data.mnist import load_mnist
+    from dlcli.data.mnist_mirrors import load_mnist
     from dlcli.errors import DownloadError
+    from dlcli.utils.cache import cache_dir
 
     try:
         (images, _), _ = load_mnist(cache_dir())

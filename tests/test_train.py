@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from dlcli.cli import app
+from dlcli.cli.app import app
 from dlcli.errors import ConfigError
 
 from .conftest import CONFIGS, REPO
@@ -61,8 +61,12 @@ def test_artifact_embeds_everything_predict_needs(xor_runs: tuple[Path, object, 
     assert set(metadata["versions"]) == {"dlcli", "keras", "tensorflow"}
     assert metadata["task"] == "binary"
     assert metadata["spec"]["seed"] == 1 and metadata["spec"]["name"] == "xor"
-    assert metadata["input"] == {"shape": [2], "dtype": "float32", "feature_names": None,
-                                 "image": None}  # fmt: skip
+    assert metadata["input"] == {
+        "shape": [2],
+        "dtype": "float32",
+        "feature_names": None,
+        "image": None,
+    }
     assert metadata["dataset"]["sizes"] == {"train": 4, "test": 0}
     assert len(metadata["dataset"]["digest"]) == 64
     assert metadata["training"]["device"] == "CPU (no GPU found)"
@@ -116,8 +120,10 @@ def npz_spec(tmp_path: Path, units: int = 3, loss: str = "sparse_categorical_cro
             "the first is 3 at index 3",
         ),
         (
-            {"x_train": np.array([[0, 0, 0, 0]] * 3 + [[0, np.nan, 0, 0]] * 2),
-             "y_train": np.zeros(5)},
+            {
+                "x_train": np.array([[0, 0, 0, 0]] * 3 + [[0, np.nan, 0, 0]] * 2),
+                "y_train": np.zeros(5),
+            },
             "train data has 2 example(s) with NaN or Inf values; the first is index 3",
         ),
         (
@@ -135,7 +141,7 @@ def npz_spec(tmp_path: Path, units: int = 3, loss: str = "sparse_categorical_cro
             "(set dataset.npz.x_train/y_train)",
         ),
     ],
-)  # fmt: skip
+)
 def test_data_problems_are_named_before_fit(
     tmp_path: Path, arrays: dict[str, np.ndarray], message: str
 ) -> None:
@@ -230,9 +236,9 @@ def test_training_pipeline_serves_every_example_once_per_epoch(
 
 
 @pytest.mark.parametrize(
-    ("jit_compile", "per_execution", "weighted"), [(False, 3, False), (True, 4, False),
-                                                   (False, 3, True)]
-)  # fmt: skip
+    ("jit_compile", "per_execution", "weighted"),
+    [(False, 3, False), (True, 4, False), (False, 3, True)],
+)
 def test_compiled_executions_train_as_kerass_own_loop(
     jit_compile: bool, per_execution: int, weighted: bool
 ) -> None:
@@ -240,7 +246,7 @@ def test_compiled_executions_train_as_kerass_own_loop(
     With sample weights (fit.class_weight, dataset.csv.weight) too."""
     import keras
 
-    from dlcli.model import create_training_variables
+    from dlcli.model.build import create_training_variables
     from dlcli.train.loop import training_data
 
     x = np.random.default_rng(0).random((50, 4), dtype="float32")  # 6 full batches of 8, then 2
@@ -293,7 +299,7 @@ def test_compiled_executions_train_as_kerass_own_loop(
 def test_training_variables_exist_before_fit_so_the_step_is_traced_once() -> None:
     import keras
 
-    from dlcli.model import create_training_variables
+    from dlcli.model.build import create_training_variables
 
     x = np.random.default_rng(0).random((64, 3), dtype="float32")
     y = (x.sum(axis=1) > 1.5).astype("float32")

@@ -20,7 +20,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from dlcli.cli import app
+from dlcli.cli.app import app
 
 runner = CliRunner()
 SPEC = """\
@@ -87,7 +87,7 @@ def test_history_numbers_epochs_from_one_like_the_table(tmp_path: Path) -> None:
 
 def test_curves_have_whole_epoch_ticks() -> None:
     """Before: ticks at 1.0, 1.25, 1.5, ... for a 3-epoch run."""
-    from dlcli import plots
+    from dlcli.utils import plots
 
     figure = plots.curves_figure({"loss": [0.9, 0.5, 0.4], "val_loss": [1.0, 0.7, 0.6]})
     ticks = figure.axes[0].get_xticks()
@@ -96,7 +96,7 @@ def test_curves_have_whole_epoch_ticks() -> None:
 
 def test_the_terminal_bar_ends_at_the_last_step() -> None:
     """Before: the epoch's last frame could show 400/469 (rich redraws 10 times a second)."""
-    from dlcli.report import TrainView
+    from dlcli.cli.render import TrainView
 
     output = io.StringIO()
     view = TrainView(Console(file=output, force_terminal=True, width=120))
@@ -113,8 +113,9 @@ def test_a_keras_version_outside_the_tested_ones_trains_with_kerass_loop(
 ) -> None:
     import keras
 
-    from dlcli import train as training
+    from dlcli.distribute import keras_fixes
     from dlcli.train import loop
+    from dlcli.train import pipeline as training
 
     write_data(tmp_path)
     fused: list[bool] = []
@@ -130,7 +131,7 @@ def test_a_keras_version_outside_the_tested_ones_trains_with_kerass_loop(
         "Keras 3.16.0 is outside the versions dlcli was tested with (3.15.x): training with "
         "Keras's own loop\n"
     ) in result.stderr
-    assert [loop.fused_loop_tested(v) for v in ("3.15.1", "3.15.9", "3.16.0", "3.1.5")] == [
+    assert [keras_fixes.fused_loop_tested(v) for v in ("3.15.1", "3.15.9", "3.16.0", "3.1.5")] == [
         True,
         True,
         False,
@@ -155,8 +156,15 @@ def test_an_interrupt_before_the_first_backup_leaves_no_folder(tmp_path: Path) -
     spec = tmp_path / "spec.yaml"
     spec.write_text(spec.read_text() + "  shuffle: false\n")
     log = tmp_path / "stderr.log"
-    command = [sys.executable, "-m", "dlcli", "train", "spec.yaml", "--set",
-               "compile.steps_per_execution=1"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "dlcli",
+        "train",
+        "spec.yaml",
+        "--set",
+        "compile.steps_per_execution=1",
+    ]
     env = {**os.environ, "COLUMNS": "300"}
     with log.open("w") as stderr:
         process = subprocess.Popen(

@@ -87,12 +87,15 @@ def test_a_search_runs_its_trials_as_runs_scored_on_the_validation_split(search:
     assert result["folder"] == str(study) and result["study"] == "tiny-tune"
     assert result["metric"] == "val_accuracy" and result["direction"] == "maximize"
     assert [row["number"] for row in result["trials"]] == result["ran"] == [0, 1, 2]
-    assert trials_in(study / "study.db") == [(n, s) for n, s in
-                                             [(r["number"], r["state"].upper()) for r in
-                                              result["trials"]]]  # fmt: skip
+    assert trials_in(study / "study.db") == [
+        (n, s) for n, s in [(r["number"], r["state"].upper()) for r in result["trials"]]
+    ]
     assert {row["state"] for row in result["trials"]} <= {"complete", "pruned"}
-    header = re.search(r"^ +trial +state +val_accuracy +units +learning_rate +epochs +time$",
-                       search.stderr, re.MULTILINE)  # fmt: skip
+    header = re.search(
+        r"^ +trial +state +val_accuracy +units +learning_rate +epochs +time$",
+        search.stderr,
+        re.MULTILINE,
+    )
     assert header, search.stderr
     for row in result["trials"]:
         run = study / f"trial-{row['number']}"
@@ -101,8 +104,10 @@ def test_a_search_runs_its_trials_as_runs_scored_on_the_validation_split(search:
         assert metrics["evaluated_on"] == "validation" and "test" not in metrics  # never tuned on
         assert metrics["validation"]["accuracy"] == pytest.approx(row["value"], abs=1e-6)
         spec = yaml.safe_load((run / "spec.yaml").read_text())
-        assert spec["model"]["layers"][1]["Dense"]["units"] == row["params"][
-            "model.layers[1].Dense.units"]  # fmt: skip
+        assert (
+            spec["model"]["layers"][1]["Dense"]["units"]
+            == row["params"]["model.layers[1].Dense.units"]
+        )
         assert "search" not in spec and spec["output"]["onnx"] is False
         assert (run / "model.keras").is_file() and not (run / "backup").exists()
     for name in ("history.png", "importances.png"):
@@ -147,7 +152,7 @@ def test_two_processes_share_one_study_and_a_rerun_continues_it(
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-        )  # fmt: skip
+        )
         for _ in range(2)
     ]
     outputs = [process.communicate(timeout=600) for process in processes]
@@ -181,9 +186,13 @@ def test_ctrl_c_ends_the_trial_and_keeps_the_finished_ones(
     long_trials = SEARCH.replace("epochs: 3", "epochs: 25").replace("trials: 3", "trials: 9")
     write_spec(tmp_path, long_trials)
     process = subprocess.Popen(
-        [*dlcli_command(), "tune", "tiny.yaml"], cwd=tmp_path, env=user_env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [*dlcli_command(), "tune", "tiny.yaml"],
+        cwd=tmp_path,
+        env=user_env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert process.stdout is not None
     lines = [process.stdout.readline(), process.stdout.readline()]  # the header, trial 0
     assert re.match(r" +0 +(complete|pruned) ", lines[1]), lines
@@ -194,8 +203,9 @@ def test_ctrl_c_ends_the_trial_and_keeps_the_finished_ones(
     assert re.search(
         r"^Error: SIGINT( in trial 1)?: stopped; the study's 1 finished trial is kept in "
         r"runs/tiny-tune-1; continue with the same command: dlcli tune tiny.yaml$",
-        stderr, re.MULTILINE,
-    ), stderr  # fmt: skip
+        stderr,
+        re.MULTILINE,
+    ), stderr
     study = tmp_path / "runs" / "tiny-tune-1"
     states = dict(trials_in(study / "study.db"))
     assert states[0] in ("COMPLETE", "PRUNED") and states.get(1, "FAIL") == "FAIL"
@@ -211,12 +221,18 @@ def test_failed_trials_are_recorded_with_their_reason_and_the_search_goes_on(
     write_spec(tmp_path, text)
     result, _ = run_dlcli(["tune", "tiny.yaml"], user_env, tmp_path)
     assert result.returncode == 8, result.stderr
-    rows = re.findall(r"^ +(\d) +failed +\{SGD: \{learning_rate: 1\.0e\+30\}\} .*  the loss "
-                      r"became nan in epoch 1", result.stdout, re.MULTILINE)  # fmt: skip
+    rows = re.findall(
+        r"^ +(\d) +failed +\{SGD: \{learning_rate: 1\.0e\+30\}\} .*  the loss "
+        r"became nan in epoch 1",
+        result.stdout,
+        re.MULTILINE,
+    )
     assert rows == ["0", "1"], result.stdout
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("Error: no trial of study tiny-tune completed (2 failed); trial 0: "
-                           "the loss became nan in epoch 1")  # fmt: skip
+    assert last.startswith(
+        "Error: no trial of study tiny-tune completed (2 failed); trial 0: "
+        "the loss became nan in epoch 1"
+    )
     assert "Traceback" not in result.stderr
     assert trials_in(tmp_path / "runs" / "tiny-tune-1" / "study.db") == [(0, "FAIL"), (1, "FAIL")]
 
@@ -227,34 +243,69 @@ NO_TENSORFLOW = re.compile(r"^import time:.*\|\s*(tensorflow|keras)(\.|$)", re.M
 @pytest.mark.parametrize(
     ("change", "arguments", "code", "message"),
     [
-        (("units: {int: [4, 32]", "unit: {int: [4, 32]"), [], 3,
-         "`search.space.model.layers[1].Dense.unit`: with 4, `model.layers[1].Dense.unit`: `Dense` "
-         "has no argument `unit` (did you mean `units`?) (tiny.yaml, line 22)"),
-        (("model.layers[1]", "model.layers[7]"), [], 3,
-         "`search.space.model.layers[7].Dense.units`: `model.layers[7]` does not exist in the "
-         "spec (tiny.yaml, line 22)"),
-        (("{float: [1.0e-3, 1.0e-1], log: true}", "{float: [0.0, 0.1]}"), [], 3,
-         "`search.space.compile.optimizer.Adam.learning_rate`: with 0.0, "
-         "`compile.optimizer.Adam.learning_rate` must be greater than 0. Received: 0.0 "
-         "(tiny.yaml, line 23)"),
-        (("metric: val_accuracy", "metric: accuracy"), [], 3,
-         "`search.metric` must be a metric of the validation split, named `val_...` (trials are "
-         "never scored on the training or test data), e.g. val_accuracy. Received: 'accuracy' "
-         "(tiny.yaml, line 19)"),
-        (("  validation_split: 0.25\n", ""), [], 3,
-         "tiny.yaml: the data has no validation split, and trials are scored on one (never on "
-         "the test split): add `dataset.validation_split: 0.1` (or --set "
-         "dataset.validation_split=0.1)"),
-        (("metric: val_accuracy", "metric: val_wobble"), [], 3,
-         "`search.metric` val_wobble: cannot tell from its name whether higher or lower is "
-         "better; add `search.direction: maximize` or `minimize`"),
-        (None, ["--storage", "nosuch://host/db"], 13,
-         "--storage nosuch://host/db: cannot open the study storage (Can't load plugin: "
-         "sqlalchemy.dialects:nosuch)"),
+        (
+            ("units: {int: [4, 32]", "unit: {int: [4, 32]"),
+            [],
+            3,
+            "`search.space.model.layers[1].Dense.unit`: with 4, `model.layers[1].Dense.unit`: "
+            "`Dense` has no argument `unit` (did you mean `units`?) (tiny.yaml, line 22)",
+        ),
+        (
+            ("model.layers[1]", "model.layers[7]"),
+            [],
+            3,
+            "`search.space.model.layers[7].Dense.units`: `model.layers[7]` does not exist in the "
+            "spec (tiny.yaml, line 22)",
+        ),
+        (
+            ("{float: [1.0e-3, 1.0e-1], log: true}", "{float: [0.0, 0.1]}"),
+            [],
+            3,
+            "`search.space.compile.optimizer.Adam.learning_rate`: with 0.0, "
+            "`compile.optimizer.Adam.learning_rate` must be greater than 0. Received: 0.0 "
+            "(tiny.yaml, line 23)",
+        ),
+        (
+            ("metric: val_accuracy", "metric: accuracy"),
+            [],
+            3,
+            "`search.metric` must be a metric of the validation split, named `val_...` (trials are "
+            "never scored on the training or test data), e.g. val_accuracy. Received: 'accuracy' "
+            "(tiny.yaml, line 19)",
+        ),
+        (
+            ("  validation_split: 0.25\n", ""),
+            [],
+            3,
+            "tiny.yaml: the data has no validation split, and trials are scored on one (never on "
+            "the test split): add `dataset.validation_split: 0.1` (or --set "
+            "dataset.validation_split=0.1)",
+        ),
+        (
+            ("metric: val_accuracy", "metric: val_wobble"),
+            [],
+            3,
+            "`search.metric` val_wobble: cannot tell from its name whether higher or lower is "
+            "better; add `search.direction: maximize` or `minimize`",
+        ),
+        (
+            None,
+            ["--storage", "nosuch://host/db"],
+            13,
+            "--storage nosuch://host/db: cannot open the study storage (Can't load plugin: "
+            "sqlalchemy.dialects:nosuch)",
+        ),
     ],
-    ids=["misspelt key", "no such layer", "value refused", "training metric", "no validation",
-         "unknown direction", "bad storage"],
-)  # fmt: skip
+    ids=[
+        "misspelt key",
+        "no such layer",
+        "value refused",
+        "training metric",
+        "no validation",
+        "unknown direction",
+        "bad storage",
+    ],
+)
 def test_a_search_mistake_is_one_line_before_any_trial(
     change: tuple[str, str] | None,
     arguments: list[str],

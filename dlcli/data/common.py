@@ -1,13 +1,12 @@
 """What every dataset source shares: the typed results, paths in a spec, checks on arrays.
 
 Only the standard library is imported at module level: `dlcli validate` (`check_files`) and
-`dlcli.images` import this module, and numpy is imported inside the functions that use it.
+`dlcli.data.decode` import this module, and numpy is imported inside the functions that use it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -18,6 +17,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 Polarity = Literal["light_on_dark", "dark_on_light"]
+NUMBER_KINDS = "biuf"  # numpy dtype kinds of booleans, integers and real floats
 
 
 @dataclass(frozen=True)
@@ -95,11 +95,27 @@ class Splits:
     info: DatasetInfo = field(default_factory=lambda: DatasetInfo(source=""))
 
 
-def cache_dir() -> Path:
-    """Where downloaded datasets are kept: $DLCLI_CACHE, else $XDG_CACHE_HOME/dlcli."""
-    if os.environ.get("DLCLI_CACHE"):
-        return Path(os.environ["DLCLI_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dlcli"
+def numeric_rows(array: np.ndarray, name: str, *, labels: bool) -> np.ndarray:
+    """The array if it holds one row per example of numbers, else a DataError naming it.
+
+    `name` says where it came from (a file's key, a spec's key); `labels` asks for class indices
+    rather than strings in the message.
+    """
+    if array.ndim == 0:
+        raise DataError(f"{name} is a single value (a 0-d array); expected one row per example")
+    if array.dtype.kind in "US" and labels:
+        example = array.reshape(-1)[0].item()
+        raise DataError(
+            f"{name} holds strings (the first is {example!r}); use integer class indices "
+            "0, 1, 2, ... (or a CSV file, whose string labels become class names)"
+        )
+    if array.dtype.kind in "US":
+        raise DataError(f"{name} holds strings (dtype {array.dtype}); expected numbers")
+    if array.dtype.kind not in NUMBER_KINDS:
+        raise DataError(
+            f"{name} has dtype {array.dtype}; expected real numbers (integers, floats or booleans)"
+        )
+    return array
 
 
 def resolve_path(path: str, base_dir: Path) -> Path:
@@ -133,3 +149,6 @@ def check_finite(name: str, array: Any) -> None:
             f"{name} has {int(bad.sum())} example(s) with NaN or Inf values; "
             f"the first is index {int(np.argmax(bad))}"
         )
+
+
+Loaded = tuple[Split, Split | None, Split | None, DatasetInfo]  # train, validation, test

@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from dlcli.data.common import DatasetInfo, ImageInfo, Split, cache_dir
+from dlcli.data.common import DatasetInfo, ImageInfo, Split
 from dlcli.errors import DownloadError
-from dlcli.spec import DatasetSpec
+from dlcli.spec.schema import DatasetSpec
+from dlcli.utils.cache import cache_dir
 
 ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 _TORONTO = "https://www.cs.toronto.edu/~kriz/"
@@ -49,7 +50,7 @@ CLASS_NAMES: dict[str, list[str]] = {
         "Sneaker",
         "Bag",
         "Ankle boot",
-    ],  # fmt: skip
+    ],
     "cifar10": [
         "airplane",
         "automobile",
@@ -61,7 +62,7 @@ CLASS_NAMES: dict[str, list[str]] = {
         "horse",
         "ship",
         "truck",
-    ],  # fmt: skip
+    ],
     "imdb": ["negative", "positive"],
 }
 DEFAULT_NUM_WORDS = 10_000
@@ -93,10 +94,10 @@ def keras_datasets_dir() -> Path:
 
 def _fetch(spec: DatasetSpec) -> Arrays:
     if spec.name == "mnist":
-        from dlcli.data.mnist import load_mnist
+        from dlcli.data.mnist_mirrors import load_mnist
 
         return load_mnist(cache_dir(), progress=print)  # to stderr, as Keras's own lines
-    from dlcli.device import import_keras
+    from dlcli.distribute.device import import_keras
 
     keras = import_keras()  # NeedsMainThread on the reader thread: train() reads here again
     module: Any = getattr(keras.datasets, spec.name or "")

@@ -2,9 +2,9 @@
 
 Layers, optimizers, losses, metrics, callbacks and the Keras objects nested in their arguments
 (initializers, regularizers, constraints, activations, learning-rate schedules, wrapped layers)
-are resolved through `dlcli.catalog`, the same resolver `dlcli.model` builds them with, so a name
-that validates is the name that is built. Classes that would run code or read files named in
-the spec, or that dlcli manages itself, are refused with the reason (`REFUSED`).
+are resolved through `dlcli.spec.keras_catalog`, the same resolver `dlcli.model.build` builds
+them with, so a name that validates is the name that is built. Classes that would run code or
+read files named in the spec, or that dlcli manages itself, are refused with the reason (`REFUSED`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dlcli import catalog
+from dlcli.spec import keras_catalog
 from dlcli.spec.messages import FLOAT_AS_STRING, KeyPath, suggest
 from dlcli.spec.schema import KerasObject, LayerSpec, Spec
 
@@ -66,7 +66,8 @@ NESTED_NAMESPACES: tuple[tuple[re.Pattern[str], str], ...] = (
 
 
 def keras_problems(spec: Spec) -> Iterator[tuple[KeyPath, str]]:
-    """(key path, what is wrong) for each Keras name in `spec` that `dlcli.model` cannot build."""
+    """(key path, what is wrong) for each Keras name in `spec` that dlcli.model.build cannot
+    build."""
     layers = [(("model", "layers", i), layer) for i, layer in enumerate(spec.model.layers)]
     yield from _check_layers(spec, layers)
     optimizer = spec.compile.optimizer
@@ -117,7 +118,8 @@ def _check_layers(spec: Spec, layers: list[tuple[KeyPath, LayerSpec]]) -> Iterat
 def _check_object(
     namespace: str, path: KeyPath, obj: KerasObject, *, custom_allowed: bool = False
 ) -> Iterator[tuple[KeyPath, str]]:
-    """What `dlcli.model` could not build of `obj`: it builds through the same `catalog.resolve`."""
+    """What `dlcli.model.build` could not build of `obj`: it builds through the same
+    `keras_catalog.resolve`."""
     kind = {"losses": "loss", "optimizers.schedules": "learning-rate schedule"}.get(
         namespace, namespace.rstrip("s")
     )
@@ -125,11 +127,11 @@ def _check_object(
     if obj.class_name in refused:
         yield path, f"`{obj.class_name}` is refused: {refused[obj.class_name]}"
         return
-    resolved = catalog.resolve(namespace, obj.class_name)
+    resolved = keras_catalog.resolve(namespace, obj.class_name)
     if resolved is None:
         if custom_allowed:
             return
-        usable = [name for name in catalog.identifiers(namespace) if name not in refused]
+        usable = [name for name in keras_catalog.identifiers(namespace) if name not in refused]
         yield (
             path,
             (
@@ -141,14 +143,14 @@ def _check_object(
     if resolved in refused:
         yield path, f"`{resolved}` is refused: {refused[resolved]}"
         return
-    if not catalog.is_class(namespace, resolved):
+    if not keras_catalog.is_class(namespace, resolved):
         if obj.config:
             message = "is a function and takes no arguments; use its class name"
             yield path, f"`{obj.class_name}` {message}"
         return
-    if not obj.config and catalog.takes_string(namespace, obj.class_name):
+    if not obj.config and keras_catalog.takes_string(namespace, obj.class_name):
         return  # Keras's `get` reads the name itself
-    known = catalog.arguments(namespace, resolved)
+    known = keras_catalog.arguments(namespace, resolved)
     for argument, value in obj.config.items():
         argument_path = (*path, obj.class_name, argument)
         if known is not None and argument not in known[0]:
@@ -219,7 +221,7 @@ def nested_namespace(argument: str, value: Any) -> str | None:
 
     A name (`activation: relu`) or one class with its arguments (`{HeNormal: {seed: 1}}`) in an
     argument such as `*_initializer`, `*_regularizer`, `*_constraint`, `activation`,
-    `learning_rate` or `layer`; None for any other value. `dlcli.model` builds exactly these.
+    `learning_rate` or `layer`; None for any other value. `dlcli.model.build` builds exactly these.
     """
     if not (isinstance(value, str) or (isinstance(value, dict) and len(value) == 1)):
         return None

@@ -216,9 +216,12 @@ class CsvSource(Strict):
                     "csv_columns",
                     "give `{one}` (one model {what}) or `{several}` (columns by model "
                     "{what} name), not both",
-                    {"one": one, "several": several,
-                     "what": "input" if one == "features" else "output"},
-                )  # fmt: skip
+                    {
+                        "one": one,
+                        "several": several,
+                        "what": "input" if one == "features" else "output",
+                    },
+                )
         for name, columns in (self.inputs or {}).items():
             if not columns:
                 raise PydanticCustomError(
@@ -306,9 +309,10 @@ class Distribution(Strict):
         if len(given) != 1:
             found = ", ".join(f"`{key}`" for key in given) or "none"
             raise PydanticCustomError(
-                "distribution", "give exactly one of `int`, `float` or `choice`; found {found}",
+                "distribution",
+                "give exactly one of `int`, `float` or `choice`; found {found}",
                 {"found": found},
-            )  # fmt: skip
+            )
         if self.choice is not None and (self.log or self.step is not None):
             raise PydanticCustomError("distribution", "`log` and `step` apply to `int` and `float`")
         if self.log and self.step is not None:
@@ -316,9 +320,10 @@ class Distribution(Strict):
         low, high = self.int_range or self.float_range or (0, 0)
         if low > high:
             raise PydanticCustomError(
-                "distribution", "the range [{low}, {high}] is empty: LOW must not exceed HIGH",
+                "distribution",
+                "the range [{low}, {high}] is empty: LOW must not exceed HIGH",
                 {"low": low, "high": high},
-            )  # fmt: skip
+            )
         if self.log and low <= 0:
             raise PydanticCustomError(
                 "distribution", "a `log` range must start above 0. Received: {low}", {"low": low}

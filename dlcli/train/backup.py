@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from dlcli.errors import OutputError, TrainingError
-from dlcli.runfolder import BACKUP_DIR, GENERATION
-from dlcli.train.runs import read_rows, shell_path, write_history
+from dlcli.runs.folder import BACKUP_DIR, GENERATION
+from dlcli.runs.record import read_rows, shell_path, write_history
 
 WEIGHTS = "weights.weights.h5"  # Keras saves weights only to a name ending .weights.h5
 KERAS_WEIGHTS = "model.weights.h5"  # the same file inside a .keras archive
@@ -84,8 +84,11 @@ def tidy(run_dir: Path) -> None:
     """Remove what a killed run left in its backup: a half-written generation and any
     generation older than the newest. The caller holds the run's lock."""
     entries = _entries(run_dir / BACKUP_DIR)
-    newest = max((path.name for path in entries if GENERATION.fullmatch(path.name)),
-                 key=lambda name: int(name[6:]), default=None)  # fmt: skip
+    newest = max(
+        (path.name for path in entries if GENERATION.fullmatch(path.name)),
+        key=lambda name: int(name[6:]),
+        default=None,
+    )
     for path in entries:
         if path.name != newest:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -135,8 +138,9 @@ def callback(run_dir: Path, history: list[dict[str, float]]) -> Any:
             row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
             try:
                 seeds = [_as_list(variable) for variable in _seed_states(self.model)]
-                _write_generation(run_dir / BACKUP_DIR, self.model.save_weights,
-                                  [*history, row], seeds)  # fmt: skip
+                _write_generation(
+                    run_dir / BACKUP_DIR, self.model.save_weights, [*history, row], seeds
+                )
             except OSError as error:
                 shutil.rmtree(run_dir / BACKUP_DIR / PARTIAL, ignore_errors=True)
                 kept = note(run_dir) if history else "there is no earlier backup to resume from"

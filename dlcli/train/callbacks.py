@@ -12,19 +12,13 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlcli.errors import (
-    DlcliError,
-    Interrupted,
-    NonFiniteLossError,
-    OutOfMemoryError,
-    OutputError,
-)
-from dlcli.spec import Spec
+from dlcli.errors import DlcliError, Interrupted, NonFiniteLossError, OutOfMemoryError, OutputError
+from dlcli.runs.record import resumable, resume_command, shell_path
+from dlcli.spec.schema import Spec
 from dlcli.train import backup
-from dlcli.train.runs import resumable, resume_command, shell_path
 
 if TYPE_CHECKING:
-    from dlcli.train import ProgressView
+    from dlcli.train.pipeline import ProgressView
 
 _WRITE_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EFBIG}
 

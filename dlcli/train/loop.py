@@ -33,22 +33,6 @@ def steps_per_execution(setting: int | str, examples: int, batch_size: int) -> i
 _SHUFFLED_COPY_MAX_BYTES = 512 * 1024 * 1024
 
 
-# The compiled executions replace `model.train_function` and rely on its contract in Keras's
-# TensorFlow trainer (called once per execution with an iterator; `train_step` and
-# `get_metrics_result` as in 3.15). Other versions train with Keras's own loop.
-FUSED_LOOP_KERAS = "3.15."
-
-
-def fused_loop_tested(keras_version: str) -> bool:
-    """Whether the compiled executions were tested with this Keras version.
-
-    Example:
-        >>> fused_loop_tested("3.15.1"), fused_loop_tested("3.16.0")
-        (True, False)
-    """
-    return keras_version.startswith(FUSED_LOOP_KERAS)
-
-
 def training_data(
     model: Any,
     x: Any,
@@ -83,8 +67,13 @@ def training_data(
     fits = all(isinstance(array, np.ndarray) for array in arrays)
     too_large = fits and sum(array.nbytes for array in arrays) > _SHUFFLED_COPY_MAX_BYTES
     if not fused or replicas > 1 or not fits or len(arrays[0]) == 0 or too_large:
-        return {"x": x, "y": y, "batch_size": batch_size, "shuffle": shuffle,
-                "sample_weight": weights}  # fmt: skip
+        return {
+            "x": x,
+            "y": y,
+            "batch_size": batch_size,
+            "shuffle": shuffle,
+            "sample_weight": weights,
+        }
     import tensorflow as tf
 
     step = model.train_step
@@ -108,16 +97,21 @@ def training_data(
         return model.get_metrics_result()  # what `train_step` returns, after the last step
 
     model.train_function = lambda iterator: execution(*next(iterator))
-    dataset = executions(tuple(arrays), batch_size, shuffle, model.steps_per_execution,
-                         first_epoch)  # fmt: skip
-    return {"x": dataset, "steps_per_epoch": math.ceil(len(arrays[0]) / batch_size),
-            "shuffle": False}  # fmt: skip
+    dataset = executions(tuple(arrays), batch_size, shuffle, model.steps_per_execution, first_epoch)
+    return {
+        "x": dataset,
+        "steps_per_epoch": math.ceil(len(arrays[0]) / batch_size),
+        "shuffle": False,
+    }
 
 
 def executions(
-    arrays: tuple[Any, ...], batch_size: int, shuffle: bool, per_execution: int,
+    arrays: tuple[Any, ...],
+    batch_size: int,
+    shuffle: bool,
+    per_execution: int,
     first_epoch: int = 0,
-) -> Any:  # fmt: skip
+) -> Any:
     """The training data as a tf.data pipeline of executions, all epochs through one iterator.
 
     `arrays` are those of x, y and perhaps sample weights, one row per example. An execution is, for

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlcli.errors import ConfigError, TrainingError, UsageError
-from dlcli.runfolder import BACKUP_DIR
-from dlcli.spec import Spec, format_path
+from dlcli.runs.folder import BACKUP_DIR
+from dlcli.runs.record import RUN_RECORD, read_record, resumable, shell_path
+from dlcli.spec.messages import format_path
+from dlcli.spec.schema import Spec
 from dlcli.train import backup
-from dlcli.train.runs import RUN_RECORD, read_record, resumable, shell_path
 
 if TYPE_CHECKING:
-    from dlcli.train import ProgressView
+    from dlcli.train.pipeline import ProgressView
 
 
 def _first_difference(old: Any, new: Any, path: tuple = ()) -> str:
@@ -43,10 +44,11 @@ def prepare_resume(
     is refused (the backup belongs to the old spec) unless `restart`, which starts the run over
     with the file as it is now. A finished run is not resumed, unless `epochs` asks for more
     epochs than it had: it then trains on from its model.keras, in the same folder. `run_dir`
-    exists: the caller has checked it and holds its lock (`dlcli.train.run`), or reads it only
+    exists: the caller has checked it and holds its lock (`dlcli.train.pipeline.run`), or reads it
+    only
     (`read_only`: a worker of a cluster besides the chief, which changes the folder for all).
     """
-    from dlcli.spec import load_spec
+    from dlcli.spec.load import load_spec
 
     record_path = run_dir / RUN_RECORD
     if not record_path.is_file() or not (run_dir / "spec.yaml").is_file():
@@ -100,7 +102,7 @@ def prepare_resume(
 def _with_more_epochs(run_dir: Path, spec: Spec, epochs: int, *, finished: bool) -> Spec:
     """`spec` asking for `epochs`, recorded in run.json; a finished run's model becomes its
     backup to go on from."""
-    from dlcli.artifact import write_json
+    from dlcli.model.artifact import write_json
 
     if epochs <= spec.fit.epochs:
         raise UsageError(

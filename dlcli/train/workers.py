@@ -1,4 +1,4 @@
-"""Training as one of several workers (dlcli.cluster).
+"""Training as one of several workers (dlcli.distribute.cluster).
 
 The chief (worker 0) writes the run folder as a single process would. Every other worker runs
 the same steps, since each pass over the data (fit, evaluate, predict) needs every worker, but
@@ -22,17 +22,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dlcli import keras_multiworker
-from dlcli.cluster import Cluster, check_batch
+from dlcli.distribute import keras_fixes
+from dlcli.distribute.cluster import Cluster, check_batch
 from dlcli.errors import ClusterError, DlcliError, Interrupted, NonFiniteLossError
-from dlcli.spec import Spec
+from dlcli.runs.record import resume_command
+from dlcli.spec.schema import Spec
 from dlcli.train import backup
 from dlcli.train.callbacks import Stop
-from dlcli.train.runs import resume_command
 
 if TYPE_CHECKING:
-    from dlcli.data import Splits
-    from dlcli.train import ProgressView
+    from dlcli.data.common import Splits
+    from dlcli.train.pipeline import ProgressView
 
 
 @contextmanager
@@ -67,7 +67,7 @@ class WorkerView:
 def for_workers(spec: Spec, device: Any, per_execution: int, notes: list[str]) -> tuple[Spec, int]:
     """The spec and steps per execution that several workers can train with (a note for each
     change): the replicas divide the batch, XLA is off on CPUs (TensorFlow has no XLA collective
-    ops for them), and one step per execution where Keras needs it (dlcli.keras_multiworker).
+    ops for them), and one step per execution where Keras needs it (dlcli.distribute.keras_fixes).
 
     Raises:
         ConfigError: the batch cannot be split evenly between the replicas.
@@ -78,9 +78,11 @@ def for_workers(spec: Spec, device: Any, per_execution: int, notes: list[str]) -
     if device.kind == "CPU" and spec.compile.jit_compile is True:
         compile_spec = spec.compile.model_copy(update={"jit_compile": False})
         spec = spec.model_copy(update={"compile": compile_spec})
-        notes.append("XLA is off (compile.jit_compile): TensorFlow cannot compile the workers' "
-                     "collective ops for CPUs")  # fmt: skip
-    return spec, keras_multiworker.steps_per_execution(keras.__version__, per_execution)
+        notes.append(
+            "XLA is off (compile.jit_compile): TensorFlow cannot compile the workers' "
+            "collective ops for CPUs"
+        )
+    return spec, keras_fixes.steps_per_execution(keras.__version__, per_execution)
 
 
 def _fingerprint(spec: Spec) -> int:
@@ -179,6 +181,7 @@ def worker_stop(stop: Stop, cluster: Cluster) -> DlcliError:
     where = f"worker {cluster.index} of {cluster.size}: in epoch {stop.epoch}, batch {stop.batch}"
     if stop.signal_number:
         name = signal.Signals(stop.signal_number).name
-        return Interrupted(f"{name} {where}: stopped (the chief keeps the run's backup)",
-                           128 + stop.signal_number)  # fmt: skip
+        return Interrupted(
+            f"{name} {where}: stopped (the chief keeps the run's backup)", 128 + stop.signal_number
+        )
     return NonFiniteLossError(f"{where}: the loss became {stop.loss}; training stopped")

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlcli.atomic import atomic_write
 from dlcli.errors import TrainingError
-from dlcli.train.runs import shell_path
+from dlcli.runs.record import shell_path
 from dlcli.tune.space import as_overrides, relocated
 from dlcli.tune.study import Study, TrialRow, rows
+from dlcli.utils.atomic import atomic_write
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,9 @@ def finish(
     Raises:
         TrainingError: no trial of the study completed.
     """
-    from dlcli import plots
-    from dlcli.evaluate import evaluate
-    from dlcli.spec import load_spec
+    from dlcli.inference.evaluate import evaluate
+    from dlcli.spec.load import load_spec
+    from dlcli.utils import plots
 
     table = rows(study.optuna)
     complete = [row for row in table if row.state == "complete"]
@@ -55,8 +55,9 @@ def finish(
         states = Counter(row.state for row in table)
         counts = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
         failure = next((f"; trial {r.number}: {r.reason}" for r in table if r.reason), "")
-        raise TrainingError(f"no trial of study {study.name} completed ({counts or 'no trials'})"
-                            f"{failure}")  # fmt: skip
+        raise TrainingError(
+            f"no trial of study {study.name} completed ({counts or 'no trials'}){failure}"
+        )
     number = study.optuna.best_trial.number
     best = next(row for row in table if row.number == number)
     spec = load_spec(spec_path, [*overrides, *as_overrides(best.params), f"seed={study.seed}"])

@@ -16,8 +16,7 @@ import yaml
 
 from dlcli.data.common import resolve_path
 from dlcli.errors import ConfigError
-from dlcli.spec import Spec
-from dlcli.spec.schema import DatasetSpec, Distribution
+from dlcli.spec.schema import DatasetSpec, Distribution, Spec
 
 # Keras's own metric names whose best value is the lowest; anything named *loss or *error too
 _LOWER_IS_BETTER = re.compile(
@@ -105,8 +104,9 @@ def sample(trial: Any, space: dict[str, Distribution]) -> dict[str, Any]:
         else:
             assert distribution.float_range is not None
             low, high = distribution.float_range
-            values[key] = trial.suggest_float(key, low, high, step=distribution.step,
-                                              log=distribution.log)  # fmt: skip
+            values[key] = trial.suggest_float(
+                key, low, high, step=distribution.step, log=distribution.log
+            )
     return values
 
 

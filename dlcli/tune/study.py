@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlcli.artifact import write_json
 from dlcli.errors import StudyError
-from dlcli.train.runs import new_run_dir
+from dlcli.model.artifact import write_json
+from dlcli.runs.record import new_run_dir
 
 STUDY_RECORD = "study.json"  # which study the folder holds: name, storage, spec key
 HEARTBEAT_SECONDS = 10  # a running trial's process says it is alive this often
@@ -83,8 +83,11 @@ def _folder_lock(output_dir: Path) -> Iterator[None]:
 
 
 def _newest(output_dir: Path, base: str) -> Path | None:
-    numbered = [(int(p.name.rsplit("-", 1)[1]), p) for p in output_dir.glob(f"{base}-*")
-                if p.name.rsplit("-", 1)[1].isdigit() and p.is_dir()]  # fmt: skip
+    numbered = [
+        (int(p.name.rsplit("-", 1)[1]), p)
+        for p in output_dir.glob(f"{base}-*")
+        if p.name.rsplit("-", 1)[1].isdigit() and p.is_dir()
+    ]
     return max(numbered)[1] if numbered else None
 
 
@@ -152,9 +155,13 @@ def _create(url: str, name: str, direction: str, pruner: str) -> Any:
                 grace_period=GRACE_SECONDS,
             )
             return optuna.create_study(
-                storage=storage, study_name=name, direction=direction, load_if_exists=True,
-                sampler=optuna.samplers.TPESampler(), pruner=pruners[pruner],
-            )  # fmt: skip
+                storage=storage,
+                study_name=name,
+                direction=direction,
+                load_if_exists=True,
+                sampler=optuna.samplers.TPESampler(),
+                pruner=pruners[pruner],
+            )
         except ValueError as error:  # a study of this name that optimises the other way
             raise StudyError(f"study {name} in {url}: {error}") from None
         except Exception as error:  # SQLAlchemy's errors: malformed URL, no driver, unreachable
@@ -198,9 +205,13 @@ def rows(study: Any) -> list[TrialRow]:
     """Every trial of the study, in order."""
     from optuna.trial import TrialState
 
-    states = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
-              TrialState.FAIL: "failed", TrialState.RUNNING: "running",
-              TrialState.WAITING: "waiting"}  # fmt: skip
+    states = {
+        TrialState.COMPLETE: "complete",
+        TrialState.PRUNED: "pruned",
+        TrialState.FAIL: "failed",
+        TrialState.RUNNING: "running",
+        TrialState.WAITING: "waiting",
+    }
     table = []
     for trial in study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
@@ -210,9 +221,17 @@ def rows(study: Any) -> list[TrialRow]:
         value = trial.value if trial.value is not None else _last(trial.intermediate_values)
         seconds = trial.duration.total_seconds() if trial.duration else None
         table.append(
-            TrialRow(trial.number, states[trial.state], value, dict(trial.params), seconds,
-                     reason, attrs.get("run_dir"), attrs.get("epochs"))
-        )  # fmt: skip
+            TrialRow(
+                trial.number,
+                states[trial.state],
+                value,
+                dict(trial.params),
+                seconds,
+                reason,
+                attrs.get("run_dir"),
+                attrs.get("epochs"),
+            )
+        )
     return table
 
 

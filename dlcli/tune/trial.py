@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dlcli.errors import ConfigError, DlcliError, Interrupted, OutputError
-from dlcli.spec import SearchSpec
-from dlcli.train import ProgressView, Trial, train
+from dlcli.spec.schema import SearchSpec
 from dlcli.train.backup import drop
+from dlcli.train.pipeline import ProgressView, Trial, train
 from dlcli.tune.space import as_overrides, sample
 from dlcli.tune.study import Study, host, trial_folder
 
@@ -73,7 +73,7 @@ def _objective(
 ) -> float:
     import optuna
 
-    from dlcli.spec import load_spec
+    from dlcli.spec.load import load_spec
 
     values = sample(trial, search.space)
     run_dir = trial_folder(study, trial.number)
@@ -83,9 +83,14 @@ def _objective(
     settings = [*overrides, *as_overrides(values), f"seed={study.seed}", "output.onnx=false"]
     try:
         spec = load_spec(spec_path, settings).model_copy(update={"search": None})
-        result = train(spec, spec_path.parent, view.progress(trial.number, values),
-                       spec_file=spec_path, overrides=settings,
-                       trial=Trial(run_dir, [pruning]))  # fmt: skip
+        result = train(
+            spec,
+            spec_path.parent,
+            view.progress(trial.number, values),
+            spec_file=spec_path,
+            overrides=settings,
+            trial=Trial(run_dir, [pruning]),
+        )
     except Interrupted as error:
         where = str(error).split(":")[0]  # "SIGINT in epoch 2, batch 10"
         trial.set_user_attr("stopped", f"{where}: interrupted")
@@ -96,7 +101,7 @@ def _objective(
         trial.set_user_attr("stopped", f"the search stopped: {error}")
         drop(run_dir)
         raise
-    except Exception as error:  # noqa: BLE001 (every failure is the trial's, with its reason)
+    except Exception as error:  # every failure is the trial's, with its reason
         reason = str(error) if isinstance(error, DlcliError) else f"{type(error).__name__}: {error}"
         reason = " ".join(reason.split())
         trial.set_user_attr("failure", reason[:500])
@@ -121,7 +126,7 @@ def _missing(metric: str, reported: list[str]) -> str:
 def _pruning_callback(trial: Any, metric: str) -> Any:
     """Reports `metric` after each epoch; stops training (kept as a pruned trial) when Optuna's
     pruner says the trial will not beat the others."""
-    from dlcli.device import import_keras
+    from dlcli.distribute.device import import_keras
 
     keras = import_keras()  # quietly: TensorFlow's start-up lines are not the user's business
 

@@ -1,0 +1,403 @@
+"""The data a trained model is given: the files of its dataset, and `dlcli predict`'s inputs.
+
+For `dlcli evaluate`, the dataset that dlcli.json names is found again from the model's run
+folder, and each split named by the file it comes from. For `dlcli predict`, images are
+decoded here and converted by `dlcli.data.decode.to_array` into exactly what the model was trained
+on; .csv files are read by the one CSV reader (`dlcli.data.csv_tables.read_rows`), .npy files by
+numpy without pickles. Each input that cannot be read is one InputError, so the other inputs
+are still predicted.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import zipfile
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dlcli.data.common import Arrays, ImageInfo
+from dlcli.data.csv_tables import is_header, read_rows
+from dlcli.errors import DataError, InputError
+from dlcli.model.signature import shape_fits
+from dlcli.spec.schema import DatasetSpec
+
+if TYPE_CHECKING:
+    from dlcli.model.artifact import ModelInfo
+
+WORKERS = min(4, os.cpu_count() or 1)  # threads converting images (numpy and PIL release the GIL)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+TABLE_SUFFIXES = (".csv", ".npy")
+MAX_CSV_BYTES = 256 * 1024**2
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
+@dataclass(frozen=True)
+class InputDescription:
+    """What the model takes: from dlcli.json, or assumed from a plain Keras model's shape."""
+
+    shape: tuple[int | None, ...]  # without the batch axis; () for a model of several inputs
+    task: str
+    class_names: list[str] | None
+    image: ImageInfo | None = None
+    feature_names: list[str] | None = None
+    inputs: dict[str, list[str]] | None = None  # the columns of each input, for several
+    outputs: dict[str, tuple[str, list[str] | None]] | None = None  # task, class names by output
+
+
+# ---------------------------------------------------------------------------------------------
+# The model's dataset (evaluate)
+
+
+def _recorded_spec_dir(model_path: Path) -> list[Path]:
+    """The spec's folder as the run directory's run.json records it, if it does."""
+    import json
+
+    with suppress(OSError, ValueError, AttributeError):
+        folder = json.loads((model_path.parent / "run.json").read_text()).get("spec_dir")
+        if isinstance(folder, str):
+            return [Path(folder)]
+    return []
+
+
+def _relative_paths(dataset: DatasetSpec) -> list[str]:
+    return [
+        value
+        for source in (dataset.npz, dataset.csv, dataset.images)
+        if source is not None
+        for value in (getattr(source, "path", None), getattr(source, "train", None))
+        if value and not Path(value).expanduser().is_absolute()
+    ]
+
+
+def dataset_base_dir(dataset: DatasetSpec, model_path: Path) -> Path:
+    """The folder the spec's relative dataset paths start from.
+
+    The spec's folder where the run directory's run.json records it; otherwise the folder
+    `dlcli train` was run from (the run directory's parent's parent, for the default
+    `output.dir: runs`) and the current folder are tried, in that order.
+    """
+    relative = _relative_paths(dataset)
+    candidates = _recorded_spec_dir(model_path)
+    candidates += [model_path.resolve().parent.parent.parent, Path.cwd()]
+    if not relative:
+        return candidates[0]
+    for candidate in candidates:
+        if all((candidate / value).exists() for value in relative):
+            return candidate
+    looked = ", ".join(str(candidate) for candidate in dict.fromkeys(candidates))
+    raise DataError(
+        f"the model was trained on {relative[0]}, which was not found relative to {looked}; "
+        "run evaluate from the folder of the spec, or pass the data with --data PATH"
+    )
+
+
+def split_source(dataset: DatasetSpec, split: str, base_dir: Path) -> str:
+    """The file, folder or Keras dataset a split comes from, as the spec names it.
+
+    A split that the spec's `validation_split` or `test_split` holds out of the training data
+    says so; `test` of a source without test data is its training data.
+
+    Example:
+        split_source(DatasetSpec(csv=CsvSource(train="a.csv", test="b.csv")), "test", Path())
+        # 'b.csv'
+    """
+    origin: dict[str, str | None] = {}
+    if dataset.name:
+        origin = {
+            "train": f"keras.datasets.{dataset.name} (training set)",
+            "test": f"keras.datasets.{dataset.name} (test set)",
+        }
+    elif dataset.npz:
+        npz = dataset.npz
+        held: set[str] = set()
+        npz_path = base_dir / Path(npz.path).expanduser()
+        with (
+            suppress(OSError, ValueError, zipfile.BadZipFile),
+            np.load(npz_path, allow_pickle=False) as file,
+        ):
+            held = set(file.files)
+        pairs = {
+            "train": (npz.x_train, npz.y_train),
+            "validation": (npz.x_validation, npz.y_validation),
+            "test": (npz.x_test, npz.y_test),
+        }
+        origin = {
+            name: f"{npz.path} ({x_key}, {y_key})"
+            for name, (x_key, y_key) in pairs.items()
+            if name == "train" or x_key in held
+        }
+    elif dataset.csv or dataset.images:
+        files = dataset.csv or dataset.images
+        assert files is not None
+        origin = {"train": files.train, "validation": files.validation, "test": files.test}
+    elif dataset.inline:
+        origin = {"train": "dataset.inline (x, y)"}
+        if dataset.inline.x_test is not None:
+            origin["test"] = "dataset.inline (x_test, y_test)"
+    found = origin.get(split)
+    if found:
+        return found
+    train = str(origin["train"])
+    fraction = {"test": dataset.test_split, "validation": dataset.validation_split}.get(split)
+    if fraction:
+        purpose = "as the test split" if split == "test" else "for validation"
+        return f"{train}, {fraction:.0%} held out {purpose}"
+    return train
+
+
+def file_dataset(path: Path, split: str, info: ModelInfo) -> DatasetSpec:
+    """A DatasetSpec that reads all of `path` as its training split (for --data)."""
+    from dlcli.spec.schema import CsvSource, ImagesSource, NpzSource
+
+    original = info.spec.dataset
+    if path.is_dir():
+        image = info.input.image
+        if image is None:
+            raise DataError(f"{path}: a folder of images, but the model was not trained on images")
+        mode = {1: "grayscale", 3: "rgb", 4: "rgba"}[image.channels]
+        size = [image.height, image.width]
+        return DatasetSpec(images=ImagesSource(train=str(path), image_size=size, color_mode=mode))
+    if path.suffix.lower() == ".npz":
+        with np.load(path, allow_pickle=False) as file:
+            names = set(file.files)
+        short = {"validation": "val"}.get(split, split)
+
+        def held(key: str) -> bool:  # one array, or one per model input or output (x_test_NAME)
+            return key in names or (len(key) > 1 and any(n.startswith(f"{key}_") for n in names))
+
+        for x_key, y_key in ((f"x_{short}", f"y_{short}"), ("x", "y")):
+            if held(x_key) and held(y_key):
+                return DatasetSpec(npz=NpzSource(path=str(path), x_train=x_key, y_train=y_key))
+        raise DataError(
+            f"{path}: has no `x_{short}`/`y_{short}` or `x`/`y` arrays; it holds "
+            f"{', '.join(sorted(names)) or 'nothing'}"
+        )
+    if path.suffix.lower() == ".csv":
+        if original.csv is None:
+            return DatasetSpec(csv=CsvSource(train=str(path)))
+        unused = {"validation": None, "test": None, "weight": None}  # the columns stay the same
+        return DatasetSpec(csv=original.csv.model_copy(update={"train": str(path), **unused}))
+    raise DataError(
+        f"{path}: --data takes a .npz file, a .csv file or a folder of images "
+        "(one subfolder per class)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# What a file holds, from its header alone (to choose a model)
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """What one input file holds, read from its header: an image or rows of values."""
+
+    image: tuple[int, int, bool] | None = None  # height, width, grayscale
+    columns: list[str] | None = None  # a .csv header
+    shape: tuple[int, ...] | None = None  # a .npy array, or (columns,) of a .csv
+
+    def describe(self) -> str:
+        if self.image is not None:
+            height, width, grey = self.image
+            return f"{height}x{width} {'grayscale' if grey else 'colour'} images"
+        assert self.shape is not None
+        return f"rows of {self.shape[-1]} values" if len(self.shape) <= 2 else "arrays"
+
+
+def peek(path: Path) -> InputFile | None:
+    """The header of an input file; None when it cannot be read (reported when predicted)."""
+    from PIL import Image
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return InputFile(shape=np.load(path, mmap_mode="r", allow_pickle=False).shape)
+        if suffix == ".csv":
+            _, first = next(read_rows(path, InputError))
+            header = [cell.strip() for cell in first] if is_header(first) else None
+            return InputFile(columns=header, shape=(len(first),))
+        with Image.open(path) as image:
+            return InputFile(image=(image.height, image.width, image.mode in _GREY_MODES))
+    except (OSError, ValueError, StopIteration, InputError, SyntaxError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def expand_inputs(inputs: list[str], suffixes: tuple[str, ...]) -> tuple[list[Path], list[str]]:
+    """Files named, found in folders (recursively, with `suffixes`) or matched by glob patterns."""
+    files: dict[Path, None] = {}
+    problems: list[str] = []
+    for text in inputs:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
+            )
+            if not found:
+                problems.append(f"{text}: no {', '.join(suffixes)} files in this folder")
+            files.update(dict.fromkeys(found))
+        elif path.exists():
+            files[path] = None
+        elif glob.has_magic(text):
+            found = sorted(
+                Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file()
+            )
+            if not found:
+                problems.append(f"{text}: no files match this pattern")
+            files.update(dict.fromkeys(found))
+        else:
+            problems.append(f"{text}: no such file")
+    return list(files), problems
+
+
+def _read_csv(path: Path, description: InputDescription) -> Arrays:
+    """Rows of features; a header row selects the model's features by name. A model of
+    several inputs takes a mapping of each input's columns, which the header must name."""
+    if description.inputs is not None:
+        columns = list(dict.fromkeys(c for names in description.inputs.values() for c in names))
+        first = next((row for _, row in read_rows(path, InputError)), None)
+        if first is not None and not is_header(first):
+            raise InputError(
+                f"{path}: has no header row; the model takes several inputs, whose columns "
+                f"the header must name: {', '.join(columns)}"
+            )
+        table = _read_csv(
+            path, replace(description, shape=(len(columns),), inputs=None, feature_names=columns)
+        )
+        return {
+            name: table[:, [columns.index(column) for column in names]]
+            for name, names in description.inputs.items()
+        }
+    if len(description.shape) != 1:
+        raise InputError(
+            f"{path}: a .csv file holds rows of features, but the model takes inputs of shape "
+            f"{description.shape}"
+        )
+    features = int(description.shape[0] or 0)
+    if path.stat().st_size > MAX_CSV_BYTES:
+        raise InputError(f"{path}: larger than {MAX_CSV_BYTES // 1024**2} MiB; split it")
+    try:
+        rows = list(read_rows(path, InputError))
+    except OSError as error:
+        raise InputError(f"{path}: not a readable CSV file ({error})") from error
+    if not rows:
+        raise InputError(f"{path}: the file holds no rows")
+    first = rows[0][1]
+    header = [cell.strip() for cell in first] if is_header(first) else None
+    body = rows[1:] if header else rows
+    columns = list(range(len(first)))
+    if header and description.feature_names:
+        missing = [name for name in description.feature_names if name not in header]
+        if missing:
+            raise InputError(
+                f"{path}: has no column {', '.join(missing)} (the model takes "
+                f"{', '.join(description.feature_names)})"
+            )
+        columns = [header.index(name) for name in description.feature_names]
+    if len(columns) != features:
+        raise InputError(
+            f"{path}: rows have {len(columns)} values but the model takes {features} features"
+        )
+    values = np.empty((len(body), features), dtype="float32")
+    for number, (line, row) in enumerate(body):
+        try:
+            values[number] = [float(row[column]) for column in columns]
+        except (ValueError, IndexError):
+            raise InputError(
+                f"{path}, line {line}: expected {features} numbers, found {row!r}"
+            ) from None
+    if not np.isfinite(values).all():
+        raise InputError(f"{path}: holds NaN or Inf values")
+    return values
+
+
+def _read_npy(path: Path, description: InputDescription) -> np.ndarray:
+    """One example of the model's input shape, or a stack of them."""
+    if description.inputs is not None:
+        raise InputError(
+            f"{path}: the model takes several inputs ({', '.join(description.inputs)}); give "
+            "it .csv files whose header names their columns"
+        )
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as error:
+        raise InputError(f"{path}: holds Python objects (pickle), which are refused") from error
+    except (OSError, EOFError) as error:
+        raise InputError(f"{path}: not a readable .npy file ({error})") from error
+    expected = description.shape
+    if shape_fits(array.shape, expected):
+        array = array[None]
+    elif not shape_fits(array.shape[1:], expected):
+        raise InputError(
+            f"{path}: holds an array of shape {array.shape}, but the model takes "
+            f"{expected} or a stack of them"
+        )
+    if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
+        raise InputError(f"{path}: holds {array.dtype} values, not numbers")
+    return array
+
+
+def _rows(path: Path, description: InputDescription) -> np.ndarray:
+    """The examples of a .npy or .csv file; an image file for a model that takes rows fails."""
+    if path.suffix.lower() == ".npy":
+        return _read_npy(path, description)
+    if path.suffix.lower() == ".csv":
+        return _read_csv(path, description)
+    raise InputError(
+        f"{path}: the model takes rows of {description.shape[0]} features (.csv or .npy "
+        "files), not images"
+    )
+
+
+def _start(pool: ThreadPoolExecutor, path: Path, description: InputDescription, raw: bool) -> Any:
+    """Begin reading one file: its examples, or a Future of an image's pixels."""
+    from dlcli.data import decode
+
+    if path.suffix.lower() in TABLE_SUFFIXES or description.image is None:
+        return _rows(path, description)
+    image = decode.open_image(path)  # on this thread only: see dlcli.data.decode
+    return pool.submit(decode.to_array, image, description.image, raw=raw)
+
+
+def read_inputs(
+    files: list[Path], description: InputDescription, raw: bool
+) -> Iterator[tuple[Path, np.ndarray | InputError]]:
+    """Each file's examples, shaped as the model takes them, or the InputError it raised.
+
+    Files come back in order. Images are decoded on this thread and converted by
+    `dlcli.data.decode.to_array` on worker threads, a few at a time, while the next are decoded.
+    """
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        window: deque[tuple[Path, Any]] = deque()
+
+        def finish() -> tuple[Path, np.ndarray | InputError]:
+            path, pending = window.popleft()
+            if not isinstance(pending, Future):
+                return path, pending
+            try:
+                pixels = pending.result()
+            except InputError as error:
+                return path, error
+            if len(description.shape) == 2 and pixels.ndim == 3:
+                pixels = pixels[..., 0]  # e.g. MNIST: the model takes (28, 28)
+            return path, pixels[None]
+
+        for path in files:
+            try:
+                window.append((path, _start(pool, path, description, raw)))
+            except InputError as error:
+                window.append((path, error))
+            if len(window) > 2 * WORKERS:
+                yield finish()
+        while window:
+            yield finish()

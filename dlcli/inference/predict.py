@@ -1,0 +1,392 @@
+"""Input files -> model inputs (images, .csv, .npy) -> ranked predictions.
+
+Everything about how inputs must look comes from the dlcli.json inside the model: the input
+shape, and for images their size, channels, polarity and framing, so an image is
+turned into exactly what the model was trained on (dlcli.inference.inputs reads the files). A plain
+Keras model without dlcli.json is used when its input shape is unambiguous, and the assumption
+is said. Files that cannot be read are reported one by one; the others are still predicted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dlcli.data.common import Arrays, ImageInfo, rows
+from dlcli.errors import InputError, ModelFileError
+from dlcli.inference.export import verified_sibling
+from dlcli.inference.inputs import (
+    IMAGE_SUFFIXES,
+    TABLE_SUFFIXES,
+    InputDescription,
+    expand_inputs,
+    read_inputs,
+)
+from dlcli.inference.pick_model import choose_model
+from dlcli.inference.runtimes import EXPORTED_SUFFIXES, OnnxModel, Runtime, open_exported
+from dlcli.model import artifact
+from dlcli.model.scoring import as_probabilities, logits_note, output_arrays, outputs_are_logits
+from dlcli.model.signature import describe_outputs, single_shape
+
+if TYPE_CHECKING:
+    from dlcli.model.artifact import ModelInfo
+
+PREDICT_BATCH_SIZE = 1024
+DEFAULT_RUNS_DIR = Path("runs")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    input: str
+    row: int | None = None  # the row of a .csv or .npy file, counted from 0
+    labels: list[str] = field(default_factory=list)  # top-k, most probable first
+    probabilities: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)  # regression outputs
+    output: str | None = None  # the model's output, for a model of several
+
+    @property
+    def name(self) -> str:
+        name = self.input if self.row is None else f"{self.input}[{self.row}]"
+        return name if self.output is None else f"{name} {self.output}"
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    model_path: Path
+    task: str
+    predictions: list[Prediction]
+    problems: list[str] = field(default_factory=list)  # one line per input that failed
+    notes: list[str] = field(default_factory=list)  # the model chosen, what was assumed
+
+    def to_dict(self) -> dict[str, Any]:
+        def item(prediction: Prediction) -> dict[str, Any]:
+            result: dict[str, Any] = {"input": prediction.input, "row": prediction.row}
+            if prediction.output is not None:
+                result["output"] = prediction.output
+            if prediction.values:
+                result["value"] = prediction.values
+            else:
+                result["top_k"] = [
+                    {"label": label, "probability": probability}
+                    for label, probability in zip(
+                        prediction.labels, prediction.probabilities, strict=True
+                    )
+                ]
+            return result
+
+        return {
+            "model": str(self.model_path),
+            "task": self.task,
+            "predictions": [item(prediction) for prediction in self.predictions],
+            "errors": self.problems,
+        }
+
+    def raise_for_problems(self) -> None:
+        """InputError (exit code 7) when any input could not be predicted."""
+        if self.problems:
+            total = len(self.problems) + len({p.input for p in self.predictions})
+            raise InputError(
+                f"{len(self.problems)} of {total} inputs could not be predicted (listed above)"
+            )
+
+
+def _single_shape(shape: Any, path: Path, what: str) -> tuple[int | None, ...]:
+    single = single_shape(shape)
+    if single is None:
+        raise ModelFileError(f"{path}: predict takes models with one {what}; it has {len(shape)}")
+    return single
+
+
+def describe(info: ModelInfo) -> InputDescription:
+    """How inputs must look, from dlcli.json alone (no TensorFlow)."""
+    outputs = None
+    if info.outputs is not None:
+        outputs = {name: (out.task, out.class_names) for name, out in info.outputs.items()}
+    if info.inputs is not None:
+        columns = {name: record.feature_names or [] for name, record in info.inputs.items()}
+        return InputDescription((), info.task, info.class_names, inputs=columns, outputs=outputs)
+    assert info.input is not None
+    shape = tuple(info.input.shape)
+    image = info.input.image
+    found = _image_shape(shape)
+    return InputDescription(
+        shape=shape,
+        task=info.task,
+        class_names=info.class_names,
+        image=ImageInfo(**image.model_dump()) if image else ImageInfo(*found) if found else None,
+        feature_names=info.input.feature_names,
+        outputs=outputs,
+    )
+
+
+def describe_inputs(
+    model: Any, info: ModelInfo | None, path: Path
+) -> tuple[InputDescription, list[str]]:
+    """How inputs must look, and notes on what was assumed when dlcli.json is missing."""
+    if info is not None:
+        return describe(info), []
+    shape = _single_shape(model.input_shape, path, "input")
+    units = _single_shape(model.output_shape, path, "output")[-1] or 1
+    image_shape = _image_shape(shape)
+    if image_shape is None and (len(shape) != 1 or shape[0] is None):
+        raise ModelFileError(
+            f"{path}: has no dlcli.json and its input shape {shape} does not say what it "
+            "takes; train the model with dlcli, or give it images (height, width[, channels]) "
+            "or rows of features"
+        )
+    last = model.layers[-1] if model.layers else None
+    activation = getattr(getattr(last, "activation", None), "__name__", "")
+    task = "multiclass" if units > 1 else "binary" if activation == "sigmoid" else "regression"
+    if image_shape is not None:
+        height, width, channels = image_shape
+        kind = {1: "grayscale", 3: "RGB", 4: "RGBA"}[channels]
+        inputs = f"{height}x{width} {kind} images with values 0..255, not inverted or re-framed"
+    else:
+        inputs = f"rows of {shape[0]} features"
+    outputs = {
+        "multiclass": f"its {units} outputs are the scores of classes 0..{units - 1}",
+        "binary": "its sigmoid output is the probability of class 1",
+        "regression": "its output is a value (regression)",
+    }[task]
+    description = InputDescription(
+        shape=shape,
+        task=task,
+        class_names=None,
+        image=None if image_shape is None else ImageInfo(*image_shape),
+    )
+    return description, [f"{path} has no dlcli.json: assumed it takes {inputs}, and {outputs}"]
+
+
+def _image_shape(shape: tuple[int | None, ...]) -> tuple[int, int, int] | None:
+    """(height, width, channels) when a shape can only be an image."""
+    if any(size is None for size in shape):
+        return None
+    if len(shape) == 2:
+        return int(shape[0]), int(shape[1]), 1  # type: ignore[arg-type]
+    if len(shape) == 3 and shape[2] in (1, 3, 4):
+        return int(shape[0]), int(shape[1]), int(shape[2])  # type: ignore[arg-type]
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranking
+
+
+def rank(
+    outputs: np.ndarray, task: str, class_names: list[str] | None, top_k: int
+) -> list[tuple[list[str], list[float]]]:
+    """Top-k (labels, probabilities) per example, most probable first."""
+    outputs = outputs.reshape(len(outputs), -1).astype("float64")
+    if task == "binary":
+        outputs = np.concatenate([1.0 - outputs[:, :1], outputs[:, :1]], axis=1)
+    names = class_names
+    if not names or len(names) != outputs.shape[1]:
+        names = [str(index) for index in range(outputs.shape[1])]
+    order = np.argsort(-outputs, axis=1, kind="stable")[:, : max(1, top_k)]
+    return [
+        ([names[i] for i in row], [float(outputs[n, i]) for i in row])
+        for n, row in enumerate(order)
+    ]
+
+
+@dataclass
+class _Runtime:
+    """The model: an exported one in its runtime (no TensorFlow), or the Keras model, loaded
+    when the first examples are ready (so an input that cannot be read is answered without
+    TensorFlow); and whether its outputs were logits (exported ones: told by their values)."""
+
+    checked: artifact.ModelFile
+    exported: Runtime | None = None
+    model: Any = None
+    logits: bool = False
+    converted: bool = False
+    linear: dict[str, bool] = field(default_factory=dict)  # whether each output gives logits
+
+    def load(self) -> None:
+        self.model = artifact.load(self.checked, require_metadata=False).model
+        self.logits = outputs_are_logits(self.model)
+        self.linear = {o.name: o.activation == "linear" for o in describe_outputs(self.model)}
+
+    def predict(self, batch: Arrays) -> list[np.ndarray]:
+        """The model's outputs: one array per output."""
+        if self.exported is not None:
+            return self.exported.run(batch)
+        if self.model is None:
+            self.load()
+        return output_arrays(self.model.predict(batch, batch_size=PREDICT_BATCH_SIZE, verbose=0))
+
+
+def _model(
+    inputs: list[str], model_path: Path | str | None, runtime: str, runs_dir: Path
+) -> tuple[_Runtime, list[str]] | list[str]:
+    """The model to predict with and notes on it, or the problems when no input exists.
+
+    An exported .onnx or .tflite file runs in its runtime; a .keras file through the verified
+    model.onnx beside it unless `runtime` is "keras" (and only through it when "onnx").
+    """
+    if model_path is not None and Path(model_path).suffix.lower() in EXPORTED_SUFFIXES:
+        info, exported = open_exported(Path(model_path))
+        return _Runtime(artifact.ModelFile(Path(model_path), info), exported), []
+    notes: list[str] = []
+    if model_path is None:
+        named, problems = expand_inputs(inputs, IMAGE_SUFFIXES + TABLE_SUFFIXES)
+        if not named:
+            return problems
+        checked, takes = choose_model(named, runs_dir)
+        notes.append(f"Model: {checked.path} (the newest in {runs_dir}/ that takes {takes})")
+    else:
+        checked = artifact.inspect(model_path, require_metadata=False)
+    sibling = None if runtime == "keras" or checked.info is None else verified_sibling(checked.path)
+    if sibling is None and runtime == "onnx":
+        raise ModelFileError(
+            f"{checked.path}: no model.onnx verified against it beside it; write one with "
+            f"`dlcli export {checked.path} --format onnx`"
+        )
+    if sibling is None:
+        return _Runtime(checked), notes
+    notes.append(f"Runtime: onnxruntime, {sibling} (verified against {checked.path.name})")
+    return _Runtime(checked, OnnxModel(sibling)), notes
+
+
+def _predict_batch(
+    runtime: _Runtime,
+    arrays: list[Arrays],
+    sources: list[tuple[str, int | None]],
+    description: InputDescription,
+    top_k: int,
+) -> list[Prediction]:
+    """Each example's predictions: one per output, in the order of the examples."""
+    if description.inputs is not None:  # uint8 pixels or float rows: the model casts them
+        batch: Arrays = {name: np.concatenate([a[name] for a in arrays]) for name in arrays[0]}
+    else:
+        batch = np.concatenate(arrays)
+    heads = description.outputs or {"": (description.task, description.class_names)}
+    predicted = runtime.predict(batch)
+    per_output = []
+    for (output, (task, class_names)), outputs in zip(heads.items(), predicted, strict=True):
+        named = output or None
+        if task == "regression":
+            values = outputs.reshape(len(outputs), -1)
+            per_output.append(
+                [
+                    Prediction(name, row, values=[float(v) for v in value], output=named)
+                    for (name, row), value in zip(sources, values, strict=True)
+                ]
+            )
+            continue
+        # an exported model's outputs are told apart by their values (as_probabilities)
+        logits = runtime.linear.get(output, False) if description.outputs else runtime.logits
+        outputs, converted = as_probabilities(outputs, task, logits or runtime.converted)
+        runtime.converted |= converted
+        per_output.append(
+            [
+                Prediction(name, row, labels=labels, probabilities=probabilities, output=named)
+                for (name, row), (labels, probabilities) in zip(
+                    sources, rank(outputs, task, class_names, top_k), strict=True
+                )
+            ]
+        )
+    return [prediction for example in zip(*per_output, strict=True) for prediction in example]
+
+
+def predict(
+    inputs: list[str],
+    *,
+    model_path: Path | str | None = None,
+    top_k: int = 3,
+    raw: bool = False,
+    runs_dir: Path = DEFAULT_RUNS_DIR,
+    runtime_name: str = "auto",
+) -> PredictResult:
+    """Predicts labels (or values) for input files with a trained model.
+
+    A file that cannot be read is reported in the result and the others are still predicted.
+    The model file and the inputs are checked before TensorFlow is imported: a dlcli model is
+    described by its dlcli.json, and Keras loads it only once the first inputs are read. A
+    plain Keras model (no dlcli.json) is used when its input shape is unambiguous, and the
+    assumption is said in the notes.
+
+    Args:
+        inputs: Image files, folders (searched recursively) or glob patterns; .csv or .npy
+            files of rows for a model that takes rows of features.
+        model_path: The `.keras` model, or an exported `.onnx` or `.tflite` file; None
+            chooses the newest model under `runs_dir` that takes the inputs
+            (`dlcli.inference.pick_model.choose_model`), named in the notes.
+        top_k: Labels kept per input, most probable first.
+        raw: Skip the polarity and MNIST framing steps (images are only converted and
+            resized).
+        runs_dir: The folder of run directories searched when `model_path` is None.
+        runtime_name: "auto" runs a .keras model through the verified model.onnx beside it
+            when there is one (no TensorFlow), "keras" through Keras, "onnx" through
+            onnxruntime only. An .onnx or .tflite model always runs in its own runtime.
+
+    Returns:
+        A `PredictResult`: the predictions in input order, one line per input that failed
+        (`problems`), and the notes (the model chosen, what was assumed).
+
+    Raises:
+        ModelFileError: the model file is missing, unsafe or inconsistent, or no model fits.
+        InputError: right away when the only input fails.
+
+    Example:
+
+    ```python
+    result = predict(["examples/digits/7.png"], model_path="runs/mnist-1/model.keras")
+    result.predictions[0].labels, result.predictions[0].probabilities
+    # (['7', '3', '9'], [0.998, 0.001, 0.0004])
+    ```
+    """
+    chosen = _model(inputs, model_path, runtime_name, runs_dir)
+    if isinstance(chosen, list):
+        return _nothing_predicted(chosen)
+    runtime, notes = chosen
+    checked = runtime.checked
+    if checked.info is None:  # a plain Keras model: its shape says what it takes
+        runtime.load()
+        description, assumed = describe_inputs(runtime.model, None, checked.path)
+        notes += assumed
+    else:
+        description = describe(checked.info)
+    accepted = TABLE_SUFFIXES if description.image is None else IMAGE_SUFFIXES
+    files, problems = expand_inputs(inputs, accepted)
+    predictions, unread = _predict_files(files, runtime, description, top_k, raw)
+    problems += unread
+    if runtime.converted:
+        notes.append(logits_note(description.task))
+    if not predictions and len(problems) == 1:
+        raise InputError(problems[0])
+    return PredictResult(checked.path, description.task, predictions, problems, notes)
+
+
+def _predict_files(
+    files: list[Path], runtime: _Runtime, description: InputDescription, top_k: int, raw: bool
+) -> tuple[list[Prediction], list[str]]:
+    """The predictions of every file that can be read, in batches of about
+    PREDICT_BATCH_SIZE examples, and one line for each file that cannot."""
+    predictions: list[Prediction] = []
+    problems: list[str] = []
+    arrays: list[Arrays] = []
+    sources: list[tuple[str, int | None]] = []
+    for path, examples in read_inputs(files, description, raw):
+        if isinstance(examples, InputError):
+            problems.append(str(examples))
+            continue
+        arrays.append(examples)
+        numbers = range(rows(examples)) if path.suffix.lower() in TABLE_SUFFIXES else [None]
+        sources += [(str(path), row) for row in numbers]
+        if len(sources) >= PREDICT_BATCH_SIZE:
+            predictions += _predict_batch(runtime, arrays, sources, description, top_k)
+            arrays, sources = [], []
+    if arrays:
+        predictions += _predict_batch(runtime, arrays, sources, description, top_k)
+    return predictions, problems
+
+
+def _nothing_predicted(problems: list[str]) -> PredictResult:
+    """No input file was found: the one problem as InputError, or each listed."""
+    if len(problems) == 1:
+        raise InputError(problems[0])
+    return PredictResult(Path(), "", [], problems)

@@ -1,0 +1,498 @@
+"""Training: a spec becomes a trained, evaluated, saved model in its own run folder.
+
+`train()` reads as the pipeline: prepare (read the data while TensorFlow loads, build and compile
+the model, check the data against it), fit (Keras's `fit` with dlcli's callbacks, in the run
+folder), finish (score the test split, save model.keras with its dlcli.json, metrics and
+plots). The modules beside this one hold the parts: `runs` (run folders, run.json,
+history.csv), `resume` (backups and --resume), `loop` (how `fit` executes its steps) and
+`callbacks` (progress, signals, NaN, early stops, and the errors a fit ends in).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from dlcli.data.common import Splits, in_order, resolve_path
+from dlcli.data.load import check_files, load_dataset
+from dlcli.distribute.cluster import (
+    Cluster,
+    check_batch,
+    from_environment,
+    new_seed,
+    wait_for_workers,
+)
+from dlcli.distribute.keras_fixes import FUSED_LOOP_KERAS, fused_loop_tested
+from dlcli.errors import TrainingError, UsageError
+from dlcli.model import artifact
+from dlcli.model.checks import add_channel_axis, check_against_model
+from dlcli.model.signature import describe_outputs, tasks_of
+from dlcli.runs.record import (
+    kept_only_if_resumable,
+    locked,
+    new_run_dir,
+    output_folder,
+    read_history,
+    shell_path,
+    write_history,
+    write_record,
+)
+from dlcli.spec.schema import Spec
+from dlcli.train import backup, workers
+from dlcli.train.callbacks import (
+    Stop,
+    early_stop_note,
+    failure_error,
+    progress_callback,
+    signals_stop,
+    stop_error,
+)
+from dlcli.train.export_onnx import write_onnx
+from dlcli.train.loop import steps_per_execution, training_data
+from dlcli.train.model_info import model_info
+from dlcli.train.resume import more_epochs, prepare_resume, restore_backup
+from dlcli.train.sample_weights import sample_weights
+from dlcli.train.warm_start import freeze, load_initial_weights
+
+
+class ProgressView(Protocol):
+    """What training reports as it goes (rendered by dlcli.cli.render)."""
+
+    def start(self, device: str, splits: Splits, run_dir: Path) -> None: ...
+    def note(self, text: str) -> None: ...
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
+    def advance(self, steps_done: int, logs: dict[str, float]) -> None: ...
+    def end_epoch(self, epoch: int, logs: dict[str, float]) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What `train` did: where the run and model are, the test scores and the history."""
+
+    run_dir: Path
+    model_path: Path
+    task: str
+    test_metrics: dict[str, float]
+    evaluated_on: str  # "test", or "train" when the dataset has no test split
+    history: dict[str, list[float]]
+    fit_seconds: float
+    total_seconds: float
+    device: str
+    stopped_early: str | None = None  # what ended training before `fit.epochs`, and what it kept
+    exported: str | None = None  # model.onnx written beside the model, or why not
+    saved_by: str | None = None  # in a cluster, the chief that wrote the run (not this worker)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A trial of a search (dlcli.tune.tuner): a new run in `run_dir` (made by the caller), with
+    more Keras callbacks, scored at the end on the validation split: a search never sees the
+    test."""
+
+    run_dir: Path
+    callbacks: list[Any]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything `fit` needs, made before the run folder exists."""
+
+    spec: Spec
+    splits: Splits
+    model: Any
+    task: str
+    device: Any  # dlcli.distribute.device.Device
+    callbacks: list[Any]  # the spec's own, built from `fit.callbacks`
+    notes: list[str]  # said before training starts
+    weights: Any = None  # a training weight per example (dlcli.train.sample_weights), or None
+    cluster: Cluster | None = None  # the workers training together (TF_CONFIG)
+
+
+def run(
+    spec_path: Path | None,
+    overrides: Sequence[str] = (),
+    *,
+    view: ProgressView,
+    resume: Path | None = None,
+    restart: bool = False,
+    tensorboard: bool = False,
+    skip_bad: bool = False,
+    start_from: Path | None = None,
+) -> TrainResult:
+    """What `dlcli train` does: train the spec at `spec_path`, or continue the run `resume`.
+
+    Args:
+        spec_path: the YAML spec (None with `resume`).
+        overrides: `KEY.PATH=VALUE` strings applied to the spec (not with `resume`).
+        view: where progress goes.
+        resume: a run folder to continue from its backup, with its own spec.yaml.
+        restart: with `resume`, start that run over (after its spec file changed).
+        tensorboard: write TensorBoard logs into the run folder.
+        skip_bad: leave out image files that cannot be read, counted.
+        start_from: a .keras model whose weights the run starts from (`fit.initial_weights`,
+            as a path from the current folder, whatever folder the spec is in).
+
+    Returns:
+        The TrainResult of `train`.
+
+    Raises:
+        UsageError: `resume` together with a spec or overrides, or neither given.
+        DlcliError: any mistake in the spec, data or run, as `train` raises them.
+
+    Example:
+        run(Path("configs/xor.yaml"), ["fit.epochs=10"], view=render.TrainView(console))
+    """
+    if resume is not None:
+        epochs = more_epochs(resume, spec_path, overrides, restart=restart)
+        if not resume.is_dir():
+            raise UsageError(f"--resume {resume}: no such run directory")
+        cluster = from_environment()
+        reads = bool(cluster and not cluster.chief)  # reads the chief's run, writes nothing there
+        # before a restart clears the backup: one process per run (the chief, in a cluster)
+        with nullcontext() if reads else locked(resume):
+            spec, spec_dir = prepare_resume(resume, restart=restart, epochs=epochs, read_only=reads)
+            return train(
+                spec, spec_dir, view, tensorboard=tensorboard, run_dir=resume, skip_bad=skip_bad
+            )
+    if spec_path is None:
+        raise UsageError("give a SPEC to train, or --resume RUN_DIR")
+    if start_from is not None:
+        overrides = [*overrides, f"fit.initial_weights={json.dumps(str(start_from.resolve()))}"]
+    from dlcli.spec import keras_catalog
+    from dlcli.spec.load import load_spec
+
+    if not keras_catalog.cached():  # the first run: Keras's names are read here, not in a child
+        from dlcli.distribute.device import import_keras, keep_compiled_programs
+
+        keep_compiled_programs()  # before Keras sets up TensorFlow's devices
+        import_keras()
+    spec = load_spec(spec_path, overrides)
+    if spec.search is not None:
+        view.note(f"{spec_path}: the `search:` section is for `dlcli tune`; training without it")
+    return train(
+        spec,
+        spec_path.parent,
+        view,
+        tensorboard=tensorboard,
+        spec_file=spec_path,
+        overrides=overrides,
+        skip_bad=skip_bad,
+    )
+
+
+def train(
+    spec: Spec,
+    spec_dir: Path,
+    view: ProgressView,
+    *,
+    tensorboard: bool = False,
+    run_dir: Path | None = None,
+    spec_file: Path | None = None,
+    overrides: Sequence[str] = (),
+    skip_bad: bool = False,
+    trial: Trial | None = None,
+) -> TrainResult:
+    """Train the model a spec describes and write everything to a new run folder.
+
+    Args:
+        spec: the checked spec (`dlcli.spec.load.load_spec`); a seed is chosen if it has none.
+        spec_dir: the folder relative data paths start from (the spec file's).
+        view: where progress goes.
+        tensorboard: write TensorBoard logs into the run folder.
+        run_dir: continue this run from its backup (see `prepare_resume`) instead; the
+            caller holds its lock (`runs.locked`), as `run` does.
+        spec_file: the spec file, recorded with `overrides` so that --resume can tell if the
+            spec changed since.
+        overrides: the `--set` strings that made `spec`.
+        skip_bad: leave out image files that cannot be read, counted.
+        trial: train as this trial of a search instead (see `Trial`).
+
+    Returns:
+        A TrainResult: the run folder, model path, test scores and history.
+
+    Raises:
+        DataError, OutputError, TrainingError, Interrupted and the rest of the DlcliError
+        family, each one line; a new run that fails before its first backup leaves no folder.
+
+    Example:
+        train(load_spec(Path("configs/xor.yaml")), Path("configs"), view)
+    """
+    started = time.perf_counter()
+    cluster = from_environment()  # TF_CONFIG, checked before TensorFlow loads
+    if cluster and trial:
+        raise UsageError("dlcli tune trains its trials in one process: unset TF_CONFIG")
+    if spec.seed is None:  # in a cluster, the same on every worker
+        spec = spec.model_copy(update={"seed": new_seed(cluster)})
+    if cluster:
+        check_batch(spec.fit.batch_size, cluster.size, str(spec_file or run_dir))
+        wait_for_workers(cluster)
+    resuming, worker = run_dir is not None, bool(cluster and not cluster.chief)
+    check_files(spec.dataset, spec_dir, spec_file)  # before TensorFlow loads
+    if spec.fit.initial_weights is not None:
+        artifact.inspect(resolve_path(spec.fit.initial_weights, spec_dir), require_metadata=False)
+    output_dir = None if resuming or trial or worker else output_folder(spec)
+    prepared = _prepare(spec, spec_dir, skip_bad=skip_bad, cluster=cluster)
+    with workers.scratch_folder(cluster) if worker else nullcontext() as scratch:
+        shared = run_dir  # resuming: the run whose backup to continue
+        if scratch is not None:  # a worker's own files, the chief's run continued
+            run_dir, view = scratch, workers.WorkerView(view, cluster)
+        elif trial is not None:
+            run_dir = trial.run_dir
+        elif run_dir is None:  # only now: a mistake found above leaves no run folder behind
+            assert output_dir is not None
+            run_dir = new_run_dir(output_dir, spec.name)
+        with (
+            locked(run_dir) if not (resuming or worker) else nullcontext(),  # not a scratch
+            kept_only_if_resumable(run_dir, resuming),
+        ):
+            write_record(run_dir, spec, spec_dir, spec_file, overrides, new=not resuming or worker)
+            more = trial.callbacks if trial else []
+            fit_seconds = _fit(
+                prepared,
+                run_dir,
+                view,
+                more,
+                restore=shared if resuming else None,
+                tensorboard=tensorboard,
+            )
+            return _finish(prepared, run_dir, fit_seconds, started, validation=trial is not None)
+
+
+def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | None) -> Prepared:
+    """Data, model and device, with the data checked against the model, loss and metrics."""
+    from dlcli.distribute.device import NeedsMainThread, import_tensorflow, keep_compiled_programs
+
+    assert spec.seed is not None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlcli-data") as reader:
+        # The dataset is read while TensorFlow loads; a source that needs Keras (a download)
+        # is read on this thread instead, once TensorFlow is loaded (see dlcli.distribute.device).
+        reading = reader.submit(load_dataset, spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad)
+        notes = [note] if (note := keep_compiled_programs()) else []
+        import_tensorflow()
+        try:
+            splits = reading.result()
+        except NeedsMainThread:
+            splits = load_dataset(spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad)
+    import keras
+
+    from dlcli.distribute.device import select_device
+    from dlcli.model import build as models
+
+    device = select_device(cluster=cluster)  # first: a cluster's strategy sets up TensorFlow
+    keras.utils.set_random_seed(spec.seed)
+    models.load_plugins(spec.plugins)
+    per_execution = steps_per_execution(
+        spec.compile.steps_per_execution, len(splits.train), spec.fit.batch_size
+    )
+    if cluster:
+        spec, per_execution = workers.for_workers(spec, device, per_execution, notes)
+    with device.strategy.scope():
+        model = models.build_model(spec.model, spec.name, float32_outputs=device.mixed_precision)
+        freeze(model, spec.fit.freeze)
+        models.compile_model(model, spec, steps_per_execution=per_execution)
+    splits = add_channel_axis(splits, model)
+    check_against_model(splits, model, spec.compile)
+    tasks = tasks_of(spec.compile.loss, model)
+    task = next(iter(tasks.values())) if len(tasks) == 1 else "multioutput"
+    models.adapt_preprocessing(model, spec.model, splits.train.x)
+    if spec.fit.initial_weights is not None:  # after adapting: the file's statistics stay
+        path = resolve_path(spec.fit.initial_weights, spec_dir)
+        notes.append(load_initial_weights(model, path))
+    weights, note = sample_weights(
+        spec.fit.class_weight, splits.train, splits.info.class_names, tasks, describe_outputs(model)
+    )
+    if device.strategy.num_replicas_in_sync == 1:  # a strategy makes Keras create them itself
+        models.create_training_variables(model, splits.train.x, targets(model, splits.train.y))
+    callbacks = models.build_callbacks(spec)
+    return Prepared(
+        spec,
+        splits,
+        model,
+        task,
+        device,
+        callbacks,
+        [*notes, *[note] * bool(note)],
+        weights,
+        cluster,
+    )
+
+
+def _start(
+    prepared: Prepared, run_dir: Path, view: ProgressView, restore: Path | None
+) -> tuple[backup.Generation | None, bool]:
+    """Say how training runs and load the backup to continue from: (that generation, whether
+    the compiled executions are used)."""
+    import keras
+
+    view.start(prepared.device.description, prepared.splits, run_dir)
+    for note in prepared.notes:
+        view.note(note)
+    fused = fused_loop_tested(keras.__version__)
+    if not fused:
+        view.note(
+            f"Keras {keras.__version__} is outside the versions dlcli was tested with "
+            f"({FUSED_LOOP_KERAS}x): training with Keras's own loop"
+        )
+    if restore is None:
+        return None, fused
+    with prepared.device.strategy.scope():  # the optimizer's variables are made here
+        epochs, tidy = prepared.spec.fit.epochs, restore == run_dir
+        return restore_backup(prepared.model, restore, epochs, view, tidy=tidy), fused
+
+
+def _fit(
+    prepared: Prepared,
+    run_dir: Path,
+    view: ProgressView,
+    more_callbacks: list[Any],
+    *,
+    restore: Path | None,
+    tensorboard: bool,
+) -> float:
+    """Keras's `fit` with the backup, history, progress and the spec's callbacks; its seconds.
+
+    `restore` is the run folder whose backup to continue (this one, or in a cluster the one
+    the chief continues)."""
+    import keras
+
+    spec, splits, model = prepared.spec, prepared.splits, prepared.model
+    restored, fused = _start(prepared, run_dir, view, restore)
+    steps = math.ceil(len(splits.train) / spec.fit.batch_size)
+    progress = progress_callback(view, spec.fit.epochs, steps)
+    history = list(restored.history) if restored else []
+    write_history(run_dir / "history.csv", history)
+    callbacks = [backup.callback(run_dir, history), progress, *prepared.callbacks, *more_callbacks]
+    if tensorboard or spec.output.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
+    replicas = prepared.device.strategy.num_replicas_in_sync
+    first_epoch = restored.epoch if restored else 0
+    y, weights = targets(model, splits.train.y), prepared.weights
+    if weights is not None and isinstance(y, list):  # one weight per example, for each output
+        weights = [weights] * len(y)
+    data = training_data(
+        model,
+        splits.train.x,
+        y,
+        spec.fit.batch_size,
+        spec.fit.shuffle,
+        replicas=replicas,
+        fused=fused,
+        first_epoch=first_epoch,
+        weights=weights,
+    )
+    validation = None
+    if splits.validation is not None:
+        validation = (splits.validation.x, targets(model, splits.validation.y))
+    cluster = prepared.cluster
+    if cluster:
+        workers.agree(prepared.device.strategy, cluster, spec, first_epoch)
+    started = time.perf_counter()
+    if first_epoch >= spec.fit.epochs:  # killed after its last backup: only the end is left
+        view.stop()
+        return 0.0
+    try:
+        with signals_stop(progress):
+            model.fit(
+                **data,
+                epochs=spec.fit.epochs,
+                initial_epoch=first_epoch,
+                validation_data=validation,
+                validation_batch_size=spec.fit.batch_size,
+                validation_freq=spec.fit.validation_freq,
+                callbacks=callbacks,
+                verbose=0,
+            )
+    except Stop as stop:
+        if cluster and not cluster.chief:
+            raise workers.worker_stop(stop, cluster) from None
+        raise stop_error(stop, run_dir, new_run=restore is None) from None
+    except Exception as error:
+        if cluster and (lost := workers.lost_worker(error, cluster, run_dir)):
+            raise lost from error
+        raise failure_error(error, spec, run_dir) from error
+    finally:
+        view.stop()
+    if cluster:
+        view.note(workers.same_weights(prepared.device.strategy, cluster, model))
+    return time.perf_counter() - started
+
+
+def _finish(
+    prepared: Prepared, run_dir: Path, fit_seconds: float, started: float, *, validation: bool
+) -> TrainResult:
+    """Score the test split (or the `validation` split), then save model.keras (only then drop
+    the backup), metrics.json, curves.png and, for classifiers, confusion_matrix.png."""
+    from dlcli.distribute.device import record_compiled_programs
+    from dlcli.model.scoring import confusion_matrix, score
+    from dlcli.utils import plots
+
+    spec, splits, model, task = prepared.spec, prepared.splits, prepared.model, prepared.task
+    if int(model.optimizer.iterations.numpy()) == 0:  # .numpy(): a MirroredVariable has no int()
+        raise TrainingError(
+            f"training ran no step (the training data gave no batch); nothing was saved in "
+            f"{shell_path(run_dir)}"
+        )
+    classifier = task in ("multiclass", "binary")
+    scored = splits.validation if validation and splits.validation else splits.test
+    test_metrics, predicted = score(
+        model, scored.x, targets(model, scored.y), spec.fit.batch_size, outputs=classifier
+    )
+    evaluated_on = "train" if splits.test_is_train else "test"
+    evaluated_on = "validation" if scored is splits.validation else evaluated_on
+    history = read_history(run_dir / "history.csv")
+    epochs_run = len(history.get("loss", []))
+    stopped_early = early_stop_note(prepared.callbacks, model, epochs_run, spec.fit.epochs)
+    training = {
+        "epochs": epochs_run,
+        **({"stopped_early": stopped_early} if stopped_early else {}),
+        "fit_seconds": round(fit_seconds, 3),
+        "total_seconds": round(time.perf_counter() - started, 3),
+        "device": prepared.device.description,
+        "workers": prepared.device.workers,
+    }
+    metrics = {"evaluated_on": evaluated_on, evaluated_on: test_metrics, **training}
+    model_path = run_dir / "model.keras"
+    artifact.save(
+        model, model_info(prepared, {"metrics": metrics, "training": training}), model_path
+    )
+    exported = None
+    if spec.output.onnx:
+        source = "train" if splits.test_is_train else "test"
+        exported = write_onnx(model, model_path, splits.test, f"the {source} split")
+    artifact.write_json(run_dir / "metrics.json", metrics)
+    plots.save_curves(history, run_dir / "curves.png")
+    if predicted is not None:
+        matrix = confusion_matrix(scored.y, predicted, task)
+        labels = splits.info.class_names or [str(i) for i in range(len(matrix))]
+        plots.save_confusion_matrix(matrix, labels, run_dir / "confusion_matrix.png")
+    record_compiled_programs()  # the programs this run loaded or wrote worked
+    backup.drop(run_dir)  # only now: until then, --resume finishes the run from its backup
+    cluster = prepared.cluster
+    saved_by = f"the chief ({cluster.workers[0]})" if cluster and not cluster.chief else None
+    return TrainResult(
+        run_dir,
+        model_path,
+        task,
+        test_metrics,
+        evaluated_on,
+        history,
+        fit_seconds,
+        time.perf_counter() - started,
+        prepared.device.description,
+        stopped_early,
+        exported,
+        saved_by,
+    )
+
+
+def targets(model: Any, y: Any) -> Any:
+    """The labels as Keras takes them: one array, or a list in the order of the outputs."""
+    return in_order(y, [output.name for output in describe_outputs(model)])
