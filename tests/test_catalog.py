@@ -100,7 +100,8 @@ def test_suggestion_prefers_the_spelling_style_written(
     word: str, namespace: str, expected: str
 ) -> None:
     assert (
-        messages.suggest(word, keras_catalog.identifiers(namespace)) == f" (did you mean `{expected}`?)"
+        messages.suggest(word, keras_catalog.identifiers(namespace))
+        == f" (did you mean `{expected}`?)"
     )
 
 

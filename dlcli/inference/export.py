@@ -3,9 +3,11 @@ format's runtime before the file is put in place.
 
 The exported file runs on a sample of the model's test split (or `--data`) in its runtime
 (dlcli.inference.runtimes) and is compared with Keras's outputs: the largest absolute
-difference, the top-1 agreement of classifiers, and with quantization the accuracy of both. Only
-a file within the tolerance is moved into place; `export.json` beside it records the figures,
-and the model's dlcli.json travels with it (inside an ONNX file, as a sidecar file otherwise).
+difference, the top-1 agreement of classifiers, and with quantization the accuracy of both.
+OpenVINO runs in float32, and also in the precision it picks by default where that is lower
+(bfloat16 on a CPU that has it), held there to the quantized allowance. Only a file within the
+tolerance is moved into place; `export.json` beside it records the figures, and the model's
+dlcli.json travels with it (inside an ONNX file, as a sidecar file otherwise).
 """
 
 from __future__ import annotations
@@ -26,24 +28,29 @@ import numpy as np
 from dlcli.data.common import Arrays, flat, rows, take
 from dlcli.errors import ExportError, OutputError, UsageError
 from dlcli.inference.choices import FORMATS, QUANTIZATIONS
+from dlcli.inference.export_checks import (
+    RuntimePrecision,
+    beyond_tolerance,
+    default_precision_note,
+    figures_of,
+    shapes_differ,
+)
 from dlcli.inference.runtimes import (
     METADATA_KEY,
+    PRECISION_NAMES,
     SIDECAR_SUFFIX,
+    OpenVinoModel,
     native_stderr_silenced,
     open_runtime,
+    openvino_default_precision,
 )
-from dlcli.model.scoring import output_arrays, top_classes, true_classes
+from dlcli.model.scoring import output_arrays
 
 if TYPE_CHECKING:
     from dlcli.model.artifact import ModelFile
 
 SAMPLE_EXAMPLES = 512  # compared between Keras and the runtime
 REPRESENTATIVE_EXAMPLES = 200  # training examples that calibrate LiteRT's int8 ranges
-# The largest absolute difference of an unquantized export, and the top-1 agreement and the
-# accuracy points a quantized one may lose.
-TOLERANCE = 1e-3
-QUANTIZED_AGREEMENT = 0.97
-QUANTIZED_ACCURACY_DROP = 0.02
 RECORD = "export.json"
 
 
@@ -64,6 +71,7 @@ class ExportResult:
     keras_bytes: int
     seconds: float
     notes: list[str]
+    runtime_precision: RuntimePrecision | None = None  # None: the runtime's default is float32
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "path": str(self.path)}
@@ -184,9 +192,15 @@ def export_loaded(
     try:
         _write(model, fmt, quantize, partial, checked, notes)
         exported = _run(partial, fmt, x)
-        result = _shapes_differ(reference, exported)
-        figures = () if result else _figures(checked.info, reference, exported, y)
-        result = result or _beyond_tolerance(*figures, quantize)
+        result = shapes_differ(reference, exported)
+        figures = () if result else figures_of(checked.info, reference, exported, y)
+        result = result or beyond_tolerance(*figures, quantize and f"quantized to {quantize}")
+        at_default: RuntimePrecision | None = None
+        if result is None and fmt == "openvino":
+            at_default = _at_default_precision(partial, checked.info, reference, x, y)
+        if at_default is not None:
+            notes.append(default_precision_note(at_default, keras_accuracy=figures[2]))
+            result = at_default.beyond_allowance(keras_accuracy=figures[2])
     except BaseException:
         _remove(partial, fmt)
         raise
@@ -199,31 +213,56 @@ def export_loaded(
         os.replace(written, final)
     if fmt != "onnx":  # the format holds no metadata of its own: a file beside it
         artifact.write_json(Path(f"{path}{SIDECAR_SUFFIX}"), json.loads(checked.info.to_json()))
+    difference, agreement, keras_accuracy, accuracy = figures
     export_result = ExportResult(
-        path,
-        fmt,
-        quantize,
-        source,
-        rows(x),
-        *figures,
-        _size(path, fmt),
-        checked.path.stat().st_size,
-        round(seconds, 3),
-        notes,
+        path=path,
+        format=fmt,
+        quantize=quantize,
+        data=source,
+        examples=rows(x),
+        max_abs_diff=difference,
+        top1_agreement=agreement,
+        keras_accuracy=keras_accuracy,
+        exported_accuracy=accuracy,
+        bytes=_size(path, fmt),
+        keras_bytes=checked.path.stat().st_size,
+        seconds=round(seconds, 3),
+        notes=notes,
+        runtime_precision=at_default,
     )
     _record(export_result, checked.path)
     return export_result
 
 
-def _run(path: Path, fmt: str, x: Arrays) -> list[np.ndarray]:
-    """The exported file's outputs in its runtime; ExportError when it cannot run them."""
+def _run(path: Path, fmt: str, x: Arrays, precision: str | None = None) -> list[np.ndarray]:
+    """The exported file's outputs in its runtime (OpenVINO: in float32, or in `precision`);
+    ExportError when it cannot run them."""
     try:
-        return open_runtime(path, fmt).run(x)
+        runtime = open_runtime(path, fmt) if precision is None else OpenVinoModel(path, precision)
+        return runtime.run(x)
     except Exception as error:  # each runtime raises its own types
         reason = " ".join(str(error).split())[:300]
         raise ExportError(
             f"the exported {fmt} file cannot be run in its runtime: {reason}"
         ) from error
+
+
+def _at_default_precision(
+    path: Path, info: Any, reference: list[np.ndarray], x: Arrays, y: Arrays
+) -> RuntimePrecision | None:
+    """The OpenVINO file compared with Keras in the precision OpenVINO picks on this CPU by
+    default, or None where that is float32 (the comparison already made)."""
+    precision = openvino_default_precision()
+    if precision == "f32":
+        return None
+    exported = _run(path, "openvino", x, precision)
+    difference, agreement, _, accuracy = figures_of(info, reference, exported, y)
+    return RuntimePrecision(
+        precision=PRECISION_NAMES.get(precision, precision),
+        max_abs_diff=difference,
+        top1_agreement=agreement,
+        exported_accuracy=accuracy,
+    )
 
 
 def _write(
@@ -324,62 +363,6 @@ def _captured_constants(model: Any, proto: Any) -> int:
         )
         proto.graph.input.remove(item)
     return len(extra)
-
-
-def _shapes_differ(reference: list[np.ndarray], exported: list[np.ndarray]) -> str | None:
-    """Why the exported outputs cannot be compared with Keras's, or None when they can."""
-    if len(exported) != len(reference) or any(
-        a.shape != b.shape for a, b in zip(exported, reference, strict=False)
-    ):
-        shapes = [a.shape for a in exported], [b.shape for b in reference]
-        return f"its outputs have shapes {shapes[0]} but the Keras model's {shapes[1]}"
-    return None
-
-
-def _beyond_tolerance(
-    difference: float,
-    agreement: float | None,
-    keras_accuracy: float | None,
-    accuracy: float | None,
-    quantize: str | None,
-) -> str | None:
-    """Why the exported outputs (their `_figures`) are not good enough, or None."""
-    if quantize is None:
-        if difference > TOLERANCE:
-            return (
-                f"its outputs differ from the Keras model's by up to {difference:.3g} "
-                f"(tolerance {TOLERANCE})"
-            )
-        return None
-    if agreement is not None and agreement < QUANTIZED_AGREEMENT:
-        return (
-            f"quantized to {quantize}, it agrees with the Keras model on {agreement:.1%} of "
-            f"the examples (at least {QUANTIZED_AGREEMENT:.0%} needed)"
-        )
-    lost = (keras_accuracy or 0.0) - (accuracy if accuracy is not None else 1.0)
-    if lost > QUANTIZED_ACCURACY_DROP:
-        return (
-            f"quantized to {quantize}, its accuracy is {accuracy:.4f} against the Keras "
-            f"model's {keras_accuracy:.4f}"
-        )
-    return None
-
-
-def _figures(
-    info: Any, reference: list[np.ndarray], exported: list[np.ndarray], y: Arrays
-) -> tuple[float, float | None, float | None, float | None]:
-    """Max absolute difference, top-1 agreement, Keras's and the export's accuracy (the last
-    three for a model of one classifying output)."""
-    difference = max(
-        float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0
-        for a, b in zip(exported, reference, strict=True)
-    )
-    if info.task not in ("multiclass", "binary") or isinstance(y, dict):
-        return difference, None, None, None
-    classes = [top_classes(out, info.task) for out in (reference[0], exported[0])]
-    agreement = float(np.mean(classes[0] == classes[1]))
-    labels = true_classes(y, info.task)
-    return difference, agreement, *(float(np.mean(c == labels)) for c in classes)
 
 
 def _size(path: Path, fmt: str) -> int:

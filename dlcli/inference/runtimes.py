@@ -147,13 +147,32 @@ class SavedModel:
         return output_arrays(self.model.serve(x))
 
 
-class OpenVinoModel:
-    """An OpenVINO model (.xml with its .bin) compiled for the CPU."""
+# OpenVINO's names of the inference precisions its CPU plugin picks from -> NumPy-style names
+PRECISION_NAMES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
 
-    def __init__(self, path: Path) -> None:
+
+def openvino_default_precision() -> str:
+    """The precision OpenVINO's CPU plugin infers in when not told: "f32", or "bf16" (or "f16")
+    on a CPU that reports it among its `OPTIMIZATION_CAPABILITIES`."""
+    import openvino
+
+    return openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+
+
+class OpenVinoModel:
+    """An OpenVINO model (.xml with its .bin) compiled for the CPU, in float32 unless
+    `precision` names another of `PRECISION_NAMES` (as `INFERENCE_PRECISION_HINT`).
+
+    float32 is what `dlcli export` holds to the tolerance; left to itself, OpenVINO would pick
+    bfloat16 on a CPU that has it, whose outputs differ from Keras's by more.
+    """
+
+    def __init__(self, path: Path, precision: str = "f32") -> None:
         import openvino
 
-        self.model = openvino.Core().compile_model(str(path), "CPU")
+        self.model = openvino.Core().compile_model(
+            str(path), "CPU", {"INFERENCE_PRECISION_HINT": precision}
+        )
         self.names = [item.get_any_name() for item in self.model.inputs]
         self.dtypes = [np.float32] * len(self.names)
 
