@@ -5,7 +5,8 @@ loads), open the study (`study`), run trials until the study has `search.trials`
 a normal run in the study's folder scored on the validation split and pruned on its per-epoch
 reports (`trial`), then write the best spec, the plots, and the best trial's test scores
 (`best`). The parts: `space` (the search as the spec states it), `study` (folder, storage,
-trials), `trial` (one trial), `best` (what a finished search leaves), `report` (the terminal).
+trials), `storage` (a storage URL opened: its driver, its tables made by processes started
+together), `trial` (one trial), `best` (what a finished search leaves), `report` (the terminal).
 """
 
 from __future__ import annotations
