@@ -23,6 +23,7 @@ from typing import Any
 from dlcli.errors import StudyError
 from dlcli.model.artifact import write_json
 from dlcli.runs.record import new_run_dir
+from dlcli.tune.storage import cannot_open, hide_password, open_storage
 
 STUDY_RECORD = "study.json"  # which study the folder holds: name, storage, spec key
 HEARTBEAT_SECONDS = 10  # a running trial's process says it is alive this often
@@ -147,13 +148,10 @@ def _create(url: str, name: str, direction: str, pruner: str) -> Any:
             "hyperband": optuna.pruners.HyperbandPruner(),
             "none": optuna.pruners.NopPruner(),
         }
+        storage = open_storage(
+            url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
+        )
         try:
-            storage = optuna.storages.RDBStorage(
-                url,
-                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {},
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=GRACE_SECONDS,
-            )
             return optuna.create_study(
                 storage=storage,
                 study_name=name,
@@ -163,10 +161,9 @@ def _create(url: str, name: str, direction: str, pruner: str) -> Any:
                 pruner=pruners[pruner],
             )
         except ValueError as error:  # a study of this name that optimises the other way
-            raise StudyError(f"study {name} in {url}: {error}") from None
-        except Exception as error:  # SQLAlchemy's errors: malformed URL, no driver, unreachable
-            reason = " ".join(str(error).split("\n")[0].split())
-            raise StudyError(f"--storage {url}: cannot open the study storage ({reason})") from None
+            raise StudyError(f"study {name} in {hide_password(url)}: {error}") from None
+        except Exception as error:  # the server went away, or refused a statement
+            raise cannot_open(url, error) from None
 
 
 def _claim(study: Any, key: str, seed: int, name: str, url: str) -> None:
@@ -177,8 +174,8 @@ def _claim(study: Any, key: str, seed: int, name: str, url: str) -> None:
         study.set_user_attr("seed", seed)
     elif recorded != key:
         raise StudyError(
-            f"study {name} in {url} was made from another spec (or another search); give "
-            "this one its own name with --study NAME"
+            f"study {name} in {hide_password(url)} was made from another spec (or another "
+            "search); give this one its own name with --study NAME"
         )
 
 
