@@ -57,7 +57,7 @@ class Network:
 
 
 # A row of the table `dlcli train` prints at the end (every epoch up to 20): epoch ... time.
-EPOCH_ROW = re.compile(r"^│\s*(\d+) │.*│\s*(\d+(?:\.\d+)?)s │$", re.MULTILINE)
+EPOCH_ROW = re.compile(r"^│\s*(\d+)(?: \*)? │.*│\s*(\d+(?:\.\d+)?)s │$", re.MULTILINE)
 
 # The book's network and schedule (configs/mnist.yaml, benchmarks/baseline_mnist.py).
 LAYER_WIDTHS = (28 * 28, 512, 10)

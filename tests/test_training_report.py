@@ -95,17 +95,64 @@ def test_curves_have_whole_epoch_ticks() -> None:
 
 
 def test_the_terminal_bar_ends_at_the_last_step() -> None:
-    """Before: the epoch's last frame could show 400/469 (rich redraws 10 times a second)."""
+    """The epoch's last frame shows every step (469/469) even when the last update arrived
+    between two redraws (rich redraws 10 times a second)."""
     from dlcli.cli.render import TrainView
+    from dlcli.data.common import DatasetInfo, Split, Splits
 
     output = io.StringIO()
     view = TrainView(Console(file=output, force_terminal=True, width=120))
-    view.progress.start()
+    empty = Split(np.zeros((1, 1)), np.zeros(1))
+    view.start("CPU", Splits(empty, empty, info=DatasetInfo(source="tiny")), Path("runs/t-1"))
     view.start_epoch(1, 1, 469)
     view.advance(400, {"loss": 0.5})
     view.end_epoch(1, {"loss": 0.25})
-    view.progress.stop()
+    view.stop()
     assert "469/469" in output.getvalue()
+
+
+def test_the_live_display_shows_the_run_the_epoch_and_the_last_epochs_scores() -> None:
+    """On a terminal: a bar for the whole run with the time left, the epoch's bar, and the last
+    finished epoch's training and validation scores."""
+    from dlcli.cli.render import TrainView
+    from dlcli.data.common import DatasetInfo, Split, Splits
+
+    output = io.StringIO()
+    view = TrainView(Console(file=output, force_terminal=True, width=150, color_system=None))
+    empty = Split(np.zeros((1, 1)), np.zeros(1))
+    view.start("CPU", Splits(empty, empty, info=DatasetInfo(source="tiny")), Path("runs/t-1"))
+    view.start_epoch(1, 3, 10)
+    view.end_epoch(1, {"loss": 0.5, "val_loss": 0.75})
+    view.start_epoch(2, 3, 10)
+    view.advance(5, {"loss": 0.4})
+    view.live.refresh()
+    frame = output.getvalue()
+    view.stop()
+    assert re.search(r"run .*1/3 epochs .*left", frame), frame
+    assert re.search(r"epoch 2/3 .*5/10 .*loss 0\.4000", frame), frame
+    assert "last epoch 1: loss 0.5000  val_loss 0.7500" in frame
+
+
+def test_piped_output_has_a_line_for_every_epoch_and_the_table_marks_the_best() -> None:
+    """Piped: one line per epoch with its validation scores; the table keeps the first, the
+    best and the last epochs, marks the rows left out with …, and names the best under it."""
+    from dlcli.cli.render import TrainView
+    from dlcli.train.callbacks import Monitor
+
+    output = io.StringIO()
+    view = TrainView(Console(file=output, width=100))
+    view.monitor = Monitor("val_loss", "min")
+    for epoch in range(1, 41):
+        view.start_epoch(epoch, 40, 1)
+        view.end_epoch(epoch, {"loss": 1 / epoch, "val_loss": abs(epoch - 14) + 0.5})
+    view.stop()
+    text = output.getvalue()
+    assert [int(n) for n in re.findall(r"^epoch (\d+): ", text, re.MULTILINE)] == list(range(1, 41))
+    assert "epoch 14: loss 0.0714  val_loss 0.5000 (" in text
+    rows = re.findall(r"^│\s*(\S+(?: \*)?) │", text, re.MULTILINE)
+    assert rows[:2] == ["1", "2"] and rows[-1] == "40"
+    assert "14 *" in rows and "…" in rows and len(rows) <= 22
+    assert "Best val_loss 0.5000 at epoch 14 (*)" in text
 
 
 def test_a_keras_version_outside_the_tested_ones_trains_with_kerass_loop(

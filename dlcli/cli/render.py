@@ -22,18 +22,13 @@ if TYPE_CHECKING:
     from dlcli.inference.predict import PredictResult
     from dlcli.model.scoring import ClassScores
     from dlcli.runs.listing import Comparison, RunList, RunSummary
+    from dlcli.train.callbacks import Monitor
     from dlcli.train.pipeline import TrainResult
 
 _LOG_ORDER = ("loss", "accuracy")
 MAX_TABLE_ROWS = 20
-
-
-def _sample(rows: list[Any], limit: int) -> list[Any]:
-    """At most `limit` rows, evenly spaced, always with the last."""
-    if len(rows) <= limit:
-        return rows
-    step = len(rows) / (limit - 1)
-    return [rows[int(i * step)] for i in range(limit - 1)] + [rows[-1]]
+MAX_LOG_LINES = 100  # piped output: every epoch up to this many, then every k-th (and the last)
+ELIDED = "…"
 
 
 def shown(path: Path) -> str:
@@ -54,77 +49,210 @@ def _format_logs(logs: dict[str, float]) -> str:
 LEARNING_RATE = "learning_rate"  # in the epoch table only when it changed during training
 
 
+def logged_every(epochs: int) -> int:
+    """Piped output prints every k-th epoch (and always the first and the last): every epoch up
+    to MAX_LOG_LINES epochs, then at most about that many lines.
+
+    Example:
+        >>> logged_every(40), logged_every(100), logged_every(3000)
+        (1, 1, 30)
+    """
+    return max(1, -(-epochs // MAX_LOG_LINES))
+
+
+def shown_epochs(
+    epochs: list[int], keep: set[int], limit: int = MAX_TABLE_ROWS
+) -> list[int | None]:
+    """The epochs the end-of-run table shows, None where rows are left out: all of them when
+    they fit, else the first and the last epochs and those in `keep` (the best) with their
+    neighbours, at most `limit` in all.
+
+    Example:
+        >>> shown_epochs([1, 2, 3], set())
+        [1, 2, 3]
+        >>> shown_epochs(list(range(1, 41)), {14}, limit=9)
+        [1, 2, 3, None, 13, 14, 15, None, 38, 39, 40]
+    """
+    if len(epochs) <= limit:
+        return list(epochs)
+    index = {epoch: position for position, epoch in enumerate(epochs)}
+    around = {
+        epochs[position]
+        for epoch in keep & set(epochs)
+        for position in range(max(index[epoch] - 1, 0), min(index[epoch] + 2, len(epochs)))
+    }
+    head = max(limit - len(around), 2) // 2
+    tail = max(limit - len(around) - head, 1)
+    chosen = set(epochs[:head]) | set(epochs[-tail:]) | around
+    rows: list[int | None] = []
+    for position, epoch in enumerate(epochs):
+        if epoch not in chosen:
+            continue
+        if rows and rows[-1] != epochs[position - 1]:
+            rows.append(None)
+        rows.append(epoch)
+    return rows
+
+
+def best_epoch(
+    history: list[tuple[int, dict[str, float]]], monitor: Monitor
+) -> tuple[int, float] | None:
+    """The epoch whose `monitor.name` is best (lowest for mode min, highest for max), with its
+    value; None when no epoch logged it.
+
+    Example:
+        >>> from dlcli.train.callbacks import Monitor
+        >>> best_epoch([(1, {"val_loss": 0.5}), (2, {"val_loss": 0.3})], Monitor("val_loss", "min"))
+        (2, 0.3)
+    """
+    logged = [(epoch, logs[monitor.name]) for epoch, logs in history if monitor.name in logs]
+    if not logged:
+        return None
+    pick = min if monitor.mode == "min" else max
+    return pick(logged, key=lambda item: item[1])
+
+
 class TrainView:
-    """Live progress: a bar per epoch with loss and metrics, then a table of epochs.
+    """What a person sees while a run trains.
+
+    On a terminal: a bar for the whole run (epochs done, elapsed, time left), a bar for the
+    epoch in hand, and the last finished epoch's training and validation scores. Piped: one
+    line per epoch (`logged_every`), with its validation scores. At the end, a table of the
+    epochs with the best one marked. `quiet` shows none of the progress, only the run's first
+    lines and the table's summary line.
 
     Updates arrive once per `steps_per_execution` steps; rich redraws at most 10 times a
     second, so the training loop pays nothing per batch.
     """
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, quiet: bool = False) -> None:
         self.console = console
-        # rich.progress only here: predict and evaluate do without its import
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[logs]}"),
-            console=console,
-            transient=True,
-        )
-        self.task: Any = None
+        self.quiet = quiet
+        self.live: Any = None
+        self.run_bar: Any = None
+        self.epoch_bar: Any = None
+        self.last_epoch = Text("")
+        self.run_task: Any = None
+        self.epoch_task: Any = None
         self.steps = 0
+        self.total_epochs = 0
         self.epochs: list[tuple[int, dict[str, float], float]] = []
         self.epoch_started = 0.0
-        self.last_line = 0.0
+        self.monitor: Monitor | None = None
 
-    def start(self, device: str, splits: Splits, run_dir: Path) -> None:
+    def start(
+        self, device: str, splits: Splits, run_dir: Path, *, monitor: Monitor | None = None
+    ) -> None:
         sizes = ", ".join(f"{name} {count:,}" for name, count in splits.info.sizes.items() if count)
         self.console.print(f"Training on {device}")
         self.console.print(f"Data: {splits.info.source} ({sizes})")
         if splits.info.skipped:
             self.console.print(f"Skipped {splits.info.skipped} image files that cannot be read")
         self.console.print(f"Run directory: {shown(run_dir)}")
-        self.progress.start()
+        self.monitor = monitor
+        if self.console.is_terminal and not self.quiet:
+            self._start_live()
+
+    def _start_live(self) -> None:
+        # rich.progress and rich.live only here: predict and evaluate do without their import
+        from rich.console import Group
+        from rich.live import Live
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.run_bar = Progress(
+            TextColumn("[bold]run  "),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} epochs"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+        )
+        self.epoch_bar = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[logs]}"),
+        )
+        self.live = Live(
+            Group(self.run_bar, self.epoch_bar, self.last_epoch),
+            console=self.console,
+            transient=True,
+            refresh_per_second=10,
+        )
+        self.live.start()
 
     def note(self, text: str) -> None:
         """One line of information before training starts."""
         self.console.print(text, markup=False, highlight=False)
 
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        if self.task is not None:
-            self.progress.remove_task(self.task)
         self.epoch_started = time.perf_counter()
-        self.steps = steps
-        self.task = self.progress.add_task("", total=steps, epoch=f"{epoch}/{epochs}", logs="")
+        self.steps, self.total_epochs = steps, epochs
+        if self.live is None:
+            return
+        if self.run_task is None:
+            self.run_task = self.run_bar.add_task("", total=epochs, completed=epoch - 1)
+        if self.epoch_task is not None:
+            self.epoch_bar.remove_task(self.epoch_task)
+        self.epoch_task = self.epoch_bar.add_task(
+            "", total=steps, epoch=f"{epoch}/{epochs}", logs=""
+        )
 
     def advance(self, steps_done: int, logs: dict[str, float]) -> None:
-        self.progress.update(self.task, completed=steps_done, logs=_format_logs(logs))
+        if self.live is not None:
+            self.epoch_bar.update(self.epoch_task, completed=steps_done, logs=_format_logs(logs))
 
     def end_epoch(self, epoch: int, logs: dict[str, float]) -> None:
-        if self.task is not None:  # the bar's last frame shows the whole epoch: 469/469
-            self.progress.update(self.task, completed=self.steps, logs=_format_logs(logs))
-            self.progress.refresh()
         seconds = time.perf_counter() - self.epoch_started
+        rate = logs.get(LEARNING_RATE)
+        previous = self.epochs[-1][1].get(LEARNING_RATE) if self.epochs else rate
+        changed = rate is not None and rate != previous
         self.epochs.append((epoch, logs, seconds))
-        now = time.perf_counter()
-        if not self.console.is_terminal and now - self.last_line >= 2.0:
-            self.last_line = now
-            self.console.print(f"epoch {epoch}: {_format_logs(logs)} ({seconds:.1f}s)")
+        shown_rate = f"  {LEARNING_RATE} {rate:.3g}" if changed else ""
+        line = f"epoch {epoch}: {_format_logs(logs)}{shown_rate} ({seconds:.1f}s)"
+        if self.live is not None:
+            self.epoch_bar.update(self.epoch_task, completed=self.steps, logs=_format_logs(logs))
+            self.run_bar.update(self.run_task, completed=epoch)
+            self.last_epoch.plain = f"last {line}"
+            return
+        total = self.total_epochs
+        if not self.quiet and (epoch == 1 or epoch % logged_every(total) == 0 or epoch == total):
+            self.console.print(line, markup=False, highlight=False)
 
     def stop(self) -> None:
-        self.progress.stop()
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
         if not self.epochs:
             return
+        best = best_epoch([(e, logs) for e, logs, _ in self.epochs], self._monitor())
+        if not self.quiet:
+            self.console.print(self._table(best[0] if best else None))
+        if best is not None:
+            mark = "" if self.quiet else " (*)"
+            self.console.print(
+                f"Best {self._monitor().name} {best[1]:.4f} at epoch {best[0]}{mark}",
+                markup=False,
+                highlight=False,
+            )
+
+    def _monitor(self) -> Monitor:
+        from dlcli.train.callbacks import Monitor
+
+        if self.monitor is not None:
+            return self.monitor
+        logged = {key for _, logs, _ in self.epochs for key in logs}
+        return Monitor("val_loss", "min") if "val_loss" in logged else Monitor("loss", "min")
+
+    def _table(self, best: int | None) -> Table:
         table = Table(title="Training", title_justify="left")
         table.add_column("epoch", justify="right")
         named = {key for _, logs, _ in self.epochs for key in logs}  # validation_freq: not all
@@ -135,11 +263,18 @@ class TrainView:
         for key in keys:
             table.add_column(key, justify="right")
         table.add_column("time", justify="right")
-        for epoch, logs, seconds in _sample(self.epochs, MAX_TABLE_ROWS):
-            digits = {LEARNING_RATE: ".3g"}
+        by_epoch = {epoch: (logs, seconds) for epoch, logs, seconds in self.epochs}
+        keep = {best} if best is not None else set()
+        digits = {LEARNING_RATE: ".3g"}
+        for epoch in shown_epochs(list(by_epoch), keep):
+            if epoch is None:
+                table.add_row(ELIDED, *([""] * len(keys)), "")
+                continue
+            logs, seconds = by_epoch[epoch]
             cells = [f"{logs[k]:{digits.get(k, '.4f')}}" if k in logs else "" for k in keys]
-            table.add_row(str(epoch), *cells, f"{seconds:.1f}s")
-        self.console.print(table)
+            marked = f"{epoch} *" if epoch == best else str(epoch)
+            table.add_row(marked, *cells, f"{seconds:.1f}s", style="bold" if epoch == best else "")
+        return table
 
 
 def train_result(console: Console, result: TrainResult) -> None:

@@ -16,6 +16,7 @@ from dlcli.tune.space import column_names
 if TYPE_CHECKING:
     from dlcli.data.common import Splits
     from dlcli.spec.schema import Spec
+    from dlcli.train.callbacks import Monitor
     from dlcli.tune.study import Study, TrialRow
     from dlcli.tune.tuner import TuneResult
 
@@ -88,7 +89,9 @@ class _TrialProgress:
         self.task: Any = None
         self.live = console.is_terminal
 
-    def start(self, device: str, splits: Splits, run_dir: Path) -> None:
+    def start(
+        self, device: str, splits: Splits, run_dir: Path, *, monitor: Monitor | None = None
+    ) -> None:
         if self.live:
             self.progress.start()
 

@@ -39,6 +39,9 @@ def train(
     workers: Annotated[
         int | None, typer.Option(min=1, metavar="N", help="Train as N local worker processes.")
     ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress: only the first lines and results.")
+    ] = False,
 ) -> None:
     """Train the model a spec describes, evaluate it on the test set and save it.
 
@@ -62,7 +65,7 @@ def train(
         result = run(
             spec_path,
             overrides,
-            view=render.TrainView(console(stderr=True)),
+            view=render.TrainView(console(stderr=True), quiet=quiet),
             resume=resume,
             restart=restart,
             tensorboard=tensorboard,

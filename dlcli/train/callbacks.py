@@ -9,18 +9,53 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from dlcli.errors import DlcliError, Interrupted, NonFiniteLossError, OutOfMemoryError, OutputError
 from dlcli.runs.record import resumable, resume_command, shell_path
-from dlcli.spec.schema import Spec
+from dlcli.spec.schema import KerasObject, Spec
 from dlcli.train import backup
 
 if TYPE_CHECKING:
     from dlcli.train.pipeline import ProgressView
 
 _WRITE_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EFBIG}
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """The score a run is judged by, and whether lower or higher is better."""
+
+    name: str
+    mode: Literal["min", "max"]
+
+
+def monitored(callbacks: list[KerasObject], validated: bool) -> Monitor:
+    """What the spec's own callbacks watch (EarlyStopping, ModelCheckpoint, ...: the first with
+    a `monitor`), else `val_loss`, or `loss` without validation data.
+
+    A callback's `mode: auto` follows Keras's rule: higher is better for accuracy, AUC and
+    other scores whose name says so, lower for losses and errors.
+
+    Example:
+        >>> from dlcli.spec.schema import KerasObject
+        >>> stop = KerasObject.model_validate({"EarlyStopping": {"monitor": "val_accuracy"}})
+        >>> monitored([stop], True)
+        Monitor(name='val_accuracy', mode='max')
+        >>> monitored([], False)
+        Monitor(name='loss', mode='min')
+    """
+    for callback in callbacks:
+        name = callback.config.get("monitor")
+        if isinstance(name, str):
+            mode = callback.config.get("mode", "auto")
+            if mode not in ("min", "max"):
+                higher = any(word in name for word in ("acc", "auc", "precision", "recall", "f1"))
+                mode = "max" if higher else "min"
+            return Monitor(name, mode)
+    return Monitor("val_loss" if validated else "loss", "min")
 
 
 class Stop(Exception):

@@ -47,9 +47,11 @@ from dlcli.runs.record import (
 from dlcli.spec.schema import Spec
 from dlcli.train import backup, workers
 from dlcli.train.callbacks import (
+    Monitor,
     Stop,
     early_stop_note,
     failure_error,
+    monitored,
     progress_callback,
     signals_stop,
     stop_error,
@@ -65,7 +67,9 @@ from dlcli.train.warm_start import freeze, load_initial_weights
 class ProgressView(Protocol):
     """What training reports as it goes (rendered by dlcli.cli.render)."""
 
-    def start(self, device: str, splits: Splits, run_dir: Path) -> None: ...
+    def start(
+        self, device: str, splits: Splits, run_dir: Path, *, monitor: Monitor | None = None
+    ) -> None: ...
     def note(self, text: str) -> None: ...
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
     def advance(self, steps_done: int, logs: dict[str, float]) -> None: ...
@@ -332,7 +336,8 @@ def _start(
     the compiled executions are used)."""
     import keras
 
-    view.start(prepared.device.description, prepared.splits, run_dir)
+    monitor = monitored(prepared.spec.fit.callbacks, prepared.splits.validation is not None)
+    view.start(prepared.device.description, prepared.splits, run_dir, monitor=monitor)
     for note in prepared.notes:
         view.note(note)
     fused = fused_loop_tested(keras.__version__)

@@ -32,6 +32,7 @@ from dlcli.train.callbacks import Stop
 
 if TYPE_CHECKING:
     from dlcli.data.common import Splits
+    from dlcli.train.callbacks import Monitor
     from dlcli.train.pipeline import ProgressView
 
 
@@ -51,7 +52,9 @@ class WorkerView:
     def __init__(self, view: ProgressView, cluster: Cluster) -> None:
         self.view, self.cluster = view, cluster
 
-    def start(self, device: str, splits: Splits, run_dir: Path) -> None:
+    def start(
+        self, device: str, splits: Splits, run_dir: Path, *, monitor: Monitor | None = None
+    ) -> None:
         self.view.note(
             f"Worker {self.cluster.index} of {self.cluster.size} ({self.cluster.workers[0]} is "
             "the chief, which writes the run folder)"
