@@ -4,6 +4,7 @@ one, Ctrl-C sent to a real process, and each mistake as one line before any tria
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -366,3 +367,32 @@ def test_a_metric_the_model_does_not_report_ends_the_search_after_one_epoch(
     study = tmp_path / "runs" / "tiny-tune-1"
     assert trials_in(study / "study.db") == [(0, "FAIL")]
     assert not (study / "trial-0" / "backup").exists()
+
+
+def test_a_trials_score_is_the_one_its_files_show_and_says_which_epochs_weights(
+    tmp_path: Path, user_env: dict[str, str]
+) -> None:
+    """EarlyStopping that restores the best weights scores a trial with an earlier epoch's
+    weights than history.csv's last row: the ranked value equals that epoch's row and the
+    table names the epoch."""
+    restoring = SEARCH.replace(
+        "  batch_size: 16\n",
+        "  batch_size: 16\n  callbacks:\n"
+        "    - EarlyStopping: {monitor: val_loss, min_delta: 10, patience: 1,"
+        " restore_best_weights: true}\n",
+    ).replace("trials: 3", "trials: 1")
+    write_spec(tmp_path, restoring)
+    result, _ = run_dlcli(["tune", "tiny.yaml", "--json"], user_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)["trials"][0]
+    trial = tmp_path / "runs" / "tiny-tune-1" / "trial-0"
+    with (trial / "history.csv").open(newline="") as handle:
+        history = list(csv.DictReader(handle))
+    assert len(history) == 2  # epoch 1 is best (nothing beats it by 10); epoch 2 stops
+    assert row["value"] == pytest.approx(float(history[0]["val_accuracy"]), abs=1e-6)
+    assert row["weights_epoch"] == 1 and row["epochs"] == 2
+    assert re.search(
+        r"^ +0 +complete .* weights of epoch 1 \(restored by EarlyStopping\)$",
+        result.stderr,
+        re.MULTILINE,
+    ), result.stderr

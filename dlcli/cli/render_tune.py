@@ -67,7 +67,10 @@ class TuneView:
         seconds = f"{row.seconds:.1f}s" if row.seconds is not None else ""
         value = _cell(row.value, ".4f")
         cells = [str(row.number), row.state, value, *params, _cell(row.epochs), seconds]
-        self._line(cells, row.reason or "")
+        tail = row.reason or ""
+        if not tail and row.weights_epoch is not None:  # why its value is not history's last row
+            tail = f"weights of epoch {row.weights_epoch} (restored by EarlyStopping)"
+        self._line(cells, tail)
 
     def progress(self, number: int, values: dict[str, Any]) -> _TrialProgress:
         return _TrialProgress(self.errors, number)

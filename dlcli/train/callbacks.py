@@ -147,6 +147,21 @@ def early_stop_note(callbacks: list[Any], model: Any, epochs_run: int, epochs: i
     return None
 
 
+def weights_epoch(callbacks: list[Any], epochs_run: int) -> int:
+    """The epoch whose weights the model holds after fit: the last one, or the best one that
+    EarlyStopping restored (`restore_best_weights`)."""
+    import keras
+
+    for callback in callbacks:
+        if (
+            isinstance(callback, keras.callbacks.EarlyStopping)
+            and callback.restore_best_weights
+            and callback.best_weights is not None
+        ):
+            return int(callback.best_epoch) + 1
+    return epochs_run
+
+
 def stop_error(stop: Stop, run_dir: Path, *, new_run: bool) -> DlcliError:
     """The error for leaving fit early: interrupted (resumable) or a NaN/Inf loss.
 

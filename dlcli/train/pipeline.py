@@ -55,6 +55,7 @@ from dlcli.train.callbacks import (
     progress_callback,
     signals_stop,
     stop_error,
+    weights_epoch,
 )
 from dlcli.train.export_onnx import write_onnx
 from dlcli.train.loop import steps_per_execution, training_data
@@ -90,6 +91,7 @@ class TrainResult:
     fit_seconds: float
     total_seconds: float
     device: str
+    weights_epoch: int  # the epoch whose weights were saved and scored (EarlyStopping restores)
     stopped_early: str | None = None  # what ended training before `fit.epochs`, and what it kept
     exported: str | None = None  # model.onnx written beside the model, or why not
     saved_by: str | None = None  # in a cluster, the chief that wrote the run (not this worker)
@@ -483,18 +485,19 @@ def _finish(
     cluster = prepared.cluster
     saved_by = f"the chief ({cluster.workers[0]})" if cluster and not cluster.chief else None
     return TrainResult(
-        run_dir,
-        model_path,
-        task,
-        test_metrics,
-        evaluated_on,
-        history,
-        fit_seconds,
-        time.perf_counter() - started,
-        prepared.device.description,
-        stopped_early,
-        exported,
-        saved_by,
+        run_dir=run_dir,
+        model_path=model_path,
+        task=task,
+        test_metrics=test_metrics,
+        evaluated_on=evaluated_on,
+        history=history,
+        fit_seconds=fit_seconds,
+        total_seconds=time.perf_counter() - started,
+        device=prepared.device.description,
+        weights_epoch=weights_epoch(prepared.callbacks, epochs_run),
+        stopped_early=stopped_early,
+        exported=exported,
+        saved_by=saved_by,
     )
 
 

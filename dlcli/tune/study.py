@@ -54,6 +54,7 @@ class TrialRow:
     reason: str | None = None  # why it failed
     run_dir: str | None = None
     epochs: int | None = None
+    weights_epoch: int | None = None  # the epoch whose weights were scored, if not the last
 
     def to_dict(self) -> dict[str, Any]:
         value = None if self.value is None or not math.isfinite(self.value) else self.value
@@ -227,6 +228,7 @@ def rows(study: Any) -> list[TrialRow]:
                 reason,
                 attrs.get("run_dir"),
                 attrs.get("epochs"),
+                attrs.get("weights_epoch"),
             )
         )
     return table

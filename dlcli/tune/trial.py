@@ -107,7 +107,10 @@ def _objective(
         trial.set_user_attr("failure", reason[:500])
         drop(run_dir)  # its backup cannot be resumed by a search
         raise TrialFailed(trial.number, reason) from error
-    trial.set_user_attr("epochs", len(result.history.get("loss", [])))
+    epochs = len(result.history.get("loss", []))
+    trial.set_user_attr("epochs", epochs)
+    if result.weights_epoch != epochs:  # scored with restored weights, not the last epoch's
+        trial.set_user_attr("weights_epoch", result.weights_epoch)
     name = search.metric.removeprefix("val_")
     if name not in result.test_metrics:
         raise MetricMissing(_missing(search.metric, [f"val_{n}" for n in result.test_metrics]))
