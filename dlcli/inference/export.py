@@ -207,7 +207,8 @@ def export_loaded(
     seconds = time.perf_counter() - started
     if result is not None:
         _remove(partial, fmt)
-        raise ExportError(f"{path}: not written: {result}")
+        way_forward = f"; {quantized_alternatives(fmt, quantize)}" if quantize else ""
+        raise ExportError(f"{path}: not written: {result}{way_forward}")
     _remove(path, fmt)
     for written, final in zip(_files(partial, fmt), _files(path, fmt), strict=True):
         os.replace(written, final)
@@ -331,6 +332,23 @@ def _finish_onnx(model: Any, path: Path, info: str, quantize: str | None, notes:
     entry = entry or proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, info
     onnx.save(proto, str(path))
+
+
+def quantized_alternatives(fmt: str, quantize: str) -> str:
+    """What else to try when a quantized export loses too much: the format's other
+    quantizations, the same quantization in another format, and no quantization.
+
+    Example:
+        >>> quantized_alternatives("litert", "int8")
+        'try --quantize float16, --format onnx --quantize int8, or no --quantize'
+    """
+    others = [f"--quantize {q}" for q in QUANTIZATIONS.get(fmt, ()) if q != quantize]
+    others += [
+        f"--format {other} --quantize {quantize}"
+        for other, offered in QUANTIZATIONS.items()
+        if other != fmt and quantize in offered
+    ]
+    return f"try {', '.join([*others, 'or no --quantize'])}"
 
 
 def _captured_constants(model: Any, proto: Any) -> int:

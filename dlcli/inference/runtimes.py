@@ -210,9 +210,14 @@ def open_exported(path: Path) -> tuple[ModelInfo, Runtime]:
         text = runtime.metadata()
     else:
         text = sidecar.read_text(encoding="utf-8") if sidecar.is_file() else None
-    if text is None:
-        where = "no dlcli.json inside" if kind == "onnx" else f"no {sidecar.name} beside it"
+    if text is None and kind == "onnx":
         raise ModelFileError(
-            f"{path}: {where}, so what it takes is unknown; export it with `dlcli export`"
+            f"{path}: no dlcli.json inside (not written by `dlcli export`?), so what it takes is "
+            "unknown; export the .keras model with `dlcli export`"
+        )
+    if text is None:
+        raise ModelFileError(
+            f"{path}: no {sidecar.name} beside it, so what it takes is unknown; `dlcli export` "
+            f"wrote it there: copy it along with {path.name} (an .onnx export carries it inside)"
         )
     return parse_info(path, text.encode()), runtime
