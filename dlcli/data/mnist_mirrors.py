@@ -16,6 +16,7 @@ import pickle
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from typing import IO, NamedTuple
 import numpy as np
 
 from dlcli.data.safe_pickle import load_numpy_pickle
+from dlcli.distribute.device import NeedsMainThread
 from dlcli.errors import DownloadError, OutputError
 from dlcli.utils.atomic import replacing
 
@@ -89,11 +91,29 @@ def load_mnist(
     `progress`, when given, receives one line for each source fetched or skipped.
 
     Raises DownloadError, naming every source tried with its reason, when none succeeds.
+
+    Off the main thread (dlcli train reads the data while TensorFlow loads), the Keras origin
+    cannot be used (Keras is imported on the main thread only): the read then stops with
+    NeedsMainThread and says nothing, and the main thread reads again, saying each line once.
     """
     unknown = [source for source in sources if source not in DEFAULT_SOURCES]
     if unknown or not sources:
         raise ValueError(f"MNIST sources must be a non-empty subset of {DEFAULT_SOURCES}")
-    report = progress if progress is not None else _report_nothing
+    said: list[str] = []  # off the main thread, said once the read ends here (see below)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    report = progress if progress is not None and on_main_thread else said.append
+    try:
+        return _first_source(cache_dir, sources, report)
+    finally:  # NeedsMainThread leaves what was said unsaid: the main thread reads again
+        if progress is not None and sys.exc_info()[0] is not NeedsMainThread:
+            for line in said:
+                progress(line)
+
+
+def _first_source(
+    cache_dir: Path, sources: Sequence[str], report: Callable[[str], None]
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The arrays of the first of `sources` that gives verified ones."""
     cache_path = cache_dir / CACHE_FILE_NAME
     failures: list[str] = []
     for source in sources:
@@ -114,10 +134,6 @@ def load_mnist(
         f"MNIST could not be obtained: {'; '.join(failures)}. Download {KERAS_ORIGIN} by hand"
         f" and place it at {cache_path} (keys x_train, y_train, x_test, y_test)."
     )
-
-
-def _report_nothing(message: str) -> None:
-    """Progress sink used when the caller wants no progress lines."""
 
 
 def _source_label(source: str, cache_path: Path) -> str:
@@ -184,10 +200,15 @@ def _arrays_from_keras() -> Arrays:
     from dlcli.distribute.device import import_keras
 
     keras = import_keras()  # NeedsMainThread on the reader thread: train() reads here again
+    was_interactive = keras.config.is_interactive_logging_enabled()
+    keras.config.disable_interactive_logging()  # its "Downloading data from": said here already
     try:
         (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
     except Exception as error:
         raise _SourceFailure(_one_line(error)) from error
+    finally:
+        if was_interactive:
+            keras.config.enable_interactive_logging()
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
