@@ -175,6 +175,11 @@ def offline(
 
     stub = types.ModuleType("keras")
     stub.datasets = types.SimpleNamespace(mnist=types.SimpleNamespace(load_data=load_data))
+    stub.config = types.SimpleNamespace(  # Keras's own download line, silenced around load_data
+        is_interactive_logging_enabled=lambda: True,
+        disable_interactive_logging=lambda: None,
+        enable_interactive_logging=lambda: None,
+    )
     monkeypatch.setitem(sys.modules, "keras", stub)
 
     def download_wheel(requirement: str, destination: Path) -> Path:
