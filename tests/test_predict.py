@@ -458,6 +458,10 @@ BAD_ROWS = {
         None,
         "picture.png: the model takes rows of 2 features (.csv or .npy files), not images",
     ),
+    "notes.txt": (
+        "meet at noon\n",
+        "notes.txt: the model takes rows of 2 features (.csv or .npy files), not .txt files",
+    ),
 }
 
 

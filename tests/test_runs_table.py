@@ -131,20 +131,21 @@ def test_the_table_lists_every_run_oldest_first_with_its_status(
     result = dlcli("runs", cwd=tmp_path)
 
     assert (result.returncode, result.stderr) == (0, "")
+    data = str(trained.parent.parent / "data.npz")  # where the spec's data.npz is
     assert table_rows(result.stdout) == [
         ["run", "started", "dataset", "epochs", "metric", "status", "model"],
         [
             "tiny-1",
             shown_time(0),
-            "data.npz",
+            data,
             "3/3",
             f"accuracy {accuracy:.4f} (test)",
             "finished",
             "runs/tiny-1/model.keras",
         ],
         ["tiny-2", shown_time(1), "", "0/?", "", "damaged", ""],
-        ["tiny-3", shown_time(2), "data.npz", "2/10", "", "interrupted, resumable", ""],
-        ["tiny-4", shown_time(3), "data.npz", "0/5", "", "failed, no backup", ""],
+        ["tiny-3", shown_time(2), data, "2/10", "", "interrupted, resumable", ""],
+        ["tiny-4", shown_time(3), data, "0/5", "", "failed, no backup", ""],
     ]
     assert result.stdout.splitlines()[-2:] == [
         "tiny-2: damaged: metrics.json: not JSON (Expecting property name enclosed in double "
@@ -172,7 +173,7 @@ def test_json_is_one_document_with_every_field(trained: Path, tmp_path: Path) ->
         "started": first["started"],
         "status": "finished",
         "detail": None,
-        "dataset": "data.npz",
+        "dataset": str(trained.parent.parent / "data.npz"),  # outside the current folder
         "epochs_done": 3,
         "epochs_asked": 3,
         "metric": {"name": "accuracy", "value": scores["accuracy"], "split": "test"},
@@ -453,3 +454,28 @@ def test_the_rules_are_those_of_dlcli_train(trained: Path, tmp_path: Path) -> No
     for status, folder in folders.items():
         assert listing.read_run(folder).status == status
         assert record.resumable(folder) == (status == "resumable")
+
+
+def test_every_interrupted_run_gets_its_resume_command(trained: Path, tmp_path: Path) -> None:
+    unfinished(trained, tmp_path / "runs" / "tiny-1", 0, backup=1, asked=3)
+    unfinished(trained, tmp_path / "runs" / "tiny-2", 1, backup=2, asked=3)
+    result = dlcli("runs", cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines()[-2:] == [
+        "Resume tiny-1: dlcli train --resume runs/tiny-1",
+        "Resume tiny-2: dlcli train --resume runs/tiny-2",
+    ]
+
+
+def test_a_runs_data_file_is_shown_from_the_current_folder(trained: Path, tmp_path: Path) -> None:
+    """A spec names its data relative to its own folder (here ../../data.npz, as a search's
+    best.yaml does); the table shows that file from the folder `dlcli runs` runs in."""
+    run = unfinished(trained, tmp_path / "runs" / "tiny-1", 0, backup=1, asked=3)
+    record = json.loads((run / "run.json").read_text())
+    record["spec_dir"] = str(tmp_path / "runs" / "tiny-tune-1")
+    (run / "run.json").write_text(json.dumps(record))
+    spec = (run / "spec.yaml").read_text()
+    (run / "spec.yaml").write_text(spec.replace("data.npz", "../../data.npz"))
+    result = dlcli("runs", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["runs"][0]["dataset"] == "data.npz"

@@ -491,8 +491,8 @@ def _headline(run: RunSummary) -> str:
 
 
 def runs_table(console: Console, listed: RunList) -> None:
-    """A row per run (oldest first), then why each damaged run is, and how to resume the
-    newest interrupted one."""
+    """A row per run (oldest first), then why each damaged run is, and how to resume each
+    interrupted one."""
     from datetime import datetime
 
     if not listed.runs:
@@ -514,11 +514,11 @@ def runs_table(console: Console, listed: RunList) -> None:
         )
     console.print(table)
     lines = [f"{run.name}: damaged: {run.detail}" for run in listed.runs if run.status == "damaged"]
-    resumable = [run for run in listed.runs if run.status == "resumable"]
-    if resumable:
-        lines.append(
-            f"Resume {resumable[-1].name}: dlcli train --resume {shown(resumable[-1].path)}"
-        )
+    lines += [
+        f"Resume {run.name}: dlcli train --resume {shown(run.path)}"
+        for run in listed.runs
+        if run.status == "resumable"
+    ]
     notes(console, lines)
 
 

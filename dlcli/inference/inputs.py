@@ -353,9 +353,11 @@ def _rows(path: Path, description: InputDescription) -> np.ndarray:
         return _read_npy(path, description)
     if path.suffix.lower() == ".csv":
         return _read_csv(path, description)
+    suffix = path.suffix.lower()
+    given = "images" if suffix in IMAGE_SUFFIXES else f"{suffix} files" if suffix else "this file"
     raise InputError(
         f"{path}: the model takes rows of {description.shape[0]} features (.csv or .npy "
-        "files), not images"
+        f"files), not {given}"
     )
 
 

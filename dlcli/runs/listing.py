@@ -31,6 +31,8 @@ from dlcli.runs.folder import generations, lock_holders
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from dlcli.spec.schema import DatasetSpec
+
 Record = TypeVar("Record", bound="BaseModel")
 
 DEFAULT_FOLDER = Path("runs")
@@ -251,7 +253,7 @@ def _finished(path: Path, started: float) -> RunSummary:
         path,
         started,
         "finished",
-        dataset=info.dataset.source,
+        dataset=_dataset(info.spec.dataset, path),
         epochs_done=metrics.epochs,
         epochs_asked=info.spec.fit.epochs,
         evaluated_on=metrics.evaluated_on,
@@ -275,10 +277,30 @@ def _unfinished(path: Path, started: float, files: set[str]) -> RunSummary:
         path,
         started,
         status,
-        dataset=spec.dataset.source,
+        dataset=_dataset(spec.dataset, path),
         epochs_done=done,
         epochs_asked=spec.fit.epochs,
     )
+
+
+def _dataset(dataset: DatasetSpec, path: Path) -> str:
+    """Where a run's data came from, as the user would type it here: a file or folder is
+    resolved from the folder of the spec that named it (run.json's `spec_dir`), then shown
+    relative to the current folder when inside it; a Keras dataset or inline data by name."""
+    from dlcli.runs.record import read_record
+
+    source = dataset.source
+    if dataset.name or dataset.inline is not None or Path(source).is_absolute():
+        return source
+    try:
+        spec_dir = Path(read_record(path / "run.json")["spec_dir"])
+    except DlcliError:  # no readable run.json: the path as the spec wrote it
+        return source
+    located = Path(os.path.normpath(spec_dir / source))
+    try:
+        return str(located.relative_to(Path.cwd()))
+    except ValueError:
+        return str(located)
 
 
 def _typed(

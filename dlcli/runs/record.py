@@ -14,7 +14,7 @@ import os
 import shlex
 import shutil
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +33,25 @@ def resume_command(run_dir: Path) -> str:
 
 
 def output_folder(spec: Spec) -> Path:
-    """The folder runs go to (`output.dir`, relative to the current folder), created and
-    checked writable before anything slow happens."""
+    """The folder runs go to (`output.dir`, relative to the current folder), checked before
+    anything slow happens: it, or the folder it will be made in, must be writable. It is made
+    with the first run folder in it (`new_run_dir`), so a run that fails first leaves none."""
     output_dir = Path(spec.output.dir)
     output_dir = output_dir if output_dir.is_absolute() else Path.cwd() / output_dir
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"cannot create {output_dir}: {error.strerror}") from error
-    if not os.access(output_dir, os.W_OK):
-        raise OutputError(f"cannot write to {output_dir}: permission denied")
+    existing = next(folder for folder in (output_dir, *output_dir.parents) if folder.exists())
+    if not existing.is_dir():
+        raise OutputError(f"cannot create {output_dir}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK):
+        raise OutputError(f"cannot write to {existing}: permission denied")
     return output_dir
 
 
 def new_run_dir(output_dir: Path, name: str) -> Path:
     """Create `output_dir/<name>-<n>` atomically with the next free n; earlier runs untouched."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create {output_dir}: {error.strerror}") from error
     taken = [p.name.removeprefix(f"{name}-") for p in output_dir.glob(f"{name}-*")]
     number = max((int(n) for n in taken if n.isdigit()), default=0) + 1
     while True:
@@ -62,13 +66,19 @@ def new_run_dir(output_dir: Path, name: str) -> Path:
 
 
 @contextmanager
-def kept_only_if_resumable(run_dir: Path, resuming: bool) -> Iterator[None]:
-    """A new run that fails before it holds a backup to resume (or a model) leaves no folder."""
+def kept_only_if_resumable(
+    run_dir: Path, resuming: bool, *, made_output_dir: bool = False
+) -> Iterator[None]:
+    """A new run that fails before it holds a backup to resume (or a model) leaves no folder,
+    and no empty output folder when this run made it (`made_output_dir`)."""
     try:
         yield
     except BaseException:
         if not resuming and not resumable(run_dir) and not (run_dir / "model.keras").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
+            if made_output_dir:
+                with suppress(OSError):  # another run's folder in it keeps it
+                    run_dir.parent.rmdir()
         raise
 
 

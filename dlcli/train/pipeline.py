@@ -252,12 +252,14 @@ def train(
             run_dir, view = scratch, workers.WorkerView(view, cluster)
         elif trial is not None:
             run_dir = trial.run_dir
-        elif run_dir is None:  # only now: a mistake found above leaves no run folder behind
+        made_output_dir = False
+        if run_dir is None:  # only now: a mistake found above leaves no run folder behind
             assert output_dir is not None
+            made_output_dir = not output_dir.exists()
             run_dir = new_run_dir(output_dir, spec.name)
         with (
             locked(run_dir) if not (resuming or worker) else nullcontext(),  # not a scratch
-            kept_only_if_resumable(run_dir, resuming),
+            kept_only_if_resumable(run_dir, resuming, made_output_dir=made_output_dir),
         ):
             write_record(run_dir, spec, spec_dir, spec_file, overrides, new=not resuming or worker)
             more = trial.callbacks if trial else []
