@@ -46,12 +46,18 @@ def output_folder(spec: Spec) -> Path:
     return output_dir
 
 
-def new_run_dir(output_dir: Path, name: str) -> Path:
-    """Create `output_dir/<name>-<n>` atomically with the next free n; earlier runs untouched."""
+def made(output_dir: Path) -> Path:
+    """`output_dir`, created if it is not there yet."""
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputError(f"cannot create {output_dir}: {error.strerror}") from error
+    return output_dir
+
+
+def new_run_dir(output_dir: Path, name: str) -> Path:
+    """Create `output_dir/<name>-<n>` atomically with the next free n; earlier runs untouched."""
+    made(output_dir)
     taken = [p.name.removeprefix(f"{name}-") for p in output_dir.glob(f"{name}-*")]
     number = max((int(n) for n in taken if n.isdigit()), default=0) + 1
     while True:

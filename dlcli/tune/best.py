@@ -68,14 +68,15 @@ def finish(
         f"# Train it: dlcli train {shell_path(spec_file)}\n"
     )
     atomic_write(spec_file, (header + spec.to_yaml()).encode())
-    files = plots.save_search_plots(study.optuna, metric, study.folder)
+    files, plot_notes = plots.save_search_plots(study.optuna, metric, study.folder)
     model = Path(best.run_dir or "") / "model.keras"
     if not model.is_file():
         note = (
             f"the best trial ran on another machine ({best.run_dir}): its model was not scored "
             "on the test split here"
         )
-        return Best(best, spec_file, None, None, files), [note]
+        return Best(best, spec_file, None, None, files), [*plot_notes, note]
     evaluation = evaluate(model, split="test")
     files.update({f"test {name}": path for name, path in evaluation.files.items()})
-    return Best(best, spec_file, evaluation.metrics, evaluation.split, files), evaluation.warnings
+    best_found = Best(best, spec_file, evaluation.metrics, evaluation.split, files)
+    return best_found, [*plot_notes, *evaluation.warnings]

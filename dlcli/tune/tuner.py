@@ -108,14 +108,14 @@ def tune(
     check_files(spec.dataset, spec_path.parent, spec_path)
     assert spec.search is not None
     from dlcli.model.artifact import write_json
-    from dlcli.runs.record import output_folder
+    from dlcli.runs.record import made, output_folder
     from dlcli.tune.best import finish
     from dlcli.tune.study import open_study, rows
 
     goal, timeout = trials or spec.search.trials, timeout or spec.search.timeout
     key = study_key(spec)
     study = open_study(
-        output_folder(spec),
+        made(output_folder(spec)),  # the study's folder goes in it at once
         spec.name,
         key,
         storage=storage,

@@ -69,21 +69,34 @@ def save_confusion_matrix(matrix: np.ndarray, labels: list[str], path: Path) -> 
 
 
 def confusion_matrix_png(matrix: np.ndarray, labels: list[str]) -> bytes:
-    """The confusion matrix as a heat map with counts."""
+    """`confusion_matrix_figure` as PNG bytes."""
+    return _png(_pyplot(), confusion_matrix_figure(matrix, labels))
+
+
+def confusion_matrix_figure(matrix: np.ndarray, labels: list[str]) -> Any:
+    """The confusion matrix as a heat map: a title with the example count, a colour scale of
+    counts, and each cell's count (up to 20 classes) in a size the matrix leaves room for."""
     plt = _pyplot()
-    size = max(4.0, 0.45 * len(labels) + 2)
-    figure, axis = plt.subplots(figsize=(size, size))
-    axis.imshow(matrix, cmap="Blues")
+    size = max(5.0, 0.5 * len(labels) + 3)
+    figure, axis = plt.subplots(figsize=(size + 1.2, size))
+    image = axis.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=axis, label="examples", fraction=0.046, pad=0.04)
+    axis.set_title(f"Confusion matrix ({int(matrix.sum()):,} examples)", fontsize=13)
     ticks = range(len(labels))
-    axis.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true")
-    axis.set_xticklabels(labels, rotation=90 if len(labels) > 10 else 0)
-    axis.set_yticklabels(labels)
+    axis.set(xticks=ticks, yticks=ticks)
+    axis.set_xlabel("predicted class", fontsize=11)
+    axis.set_ylabel("true class", fontsize=11)
+    axis.set_xticklabels(labels, rotation=90 if len(labels) > 10 else 0, fontsize=10)
+    axis.set_yticklabels(labels, fontsize=10)
     if len(labels) <= 20:
         threshold = matrix.max() / 2
+        fontsize = 14 if len(labels) <= 5 else 11 if len(labels) <= 10 else 8
         for (row, column), count in np.ndenumerate(matrix):
             color = "white" if count > threshold else "black"
-            axis.text(column, row, str(count), ha="center", va="center", color=color, fontsize=8)
-    return _png(plt, figure)
+            axis.text(
+                column, row, str(count), ha="center", va="center", color=color, fontsize=fontsize
+            )
+    return figure
 
 
 def image_grid_png(images: np.ndarray, titles: list[str]) -> bytes:
@@ -91,7 +104,7 @@ def image_grid_png(images: np.ndarray, titles: list[str]) -> bytes:
     plt = _pyplot()
     columns = min(6, len(images))
     rows = -(-len(images) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 3.0 * rows), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, image, title in zip(axes.flat, images, titles, strict=False):
@@ -101,7 +114,7 @@ def image_grid_png(images: np.ndarray, titles: list[str]) -> bytes:
         low, high = float(image.min()), float(image.max())
         image = (image - low) / (high - low) if high > low else np.zeros_like(image)
         axis.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
-        axis.set_title(title, fontsize=7)
+        axis.set_title(title, fontsize=11)
     return _png(plt, figure)
 
 
@@ -140,25 +153,51 @@ def comparison_png(histories: dict[str, dict[str, list[float]]], names: list[str
     return _png(plt, figure)
 
 
-def save_search_plots(study: Any, metric: str, folder: Path) -> dict[str, Path]:
-    """history.png (Optuna's optimisation history) and, once two trials have completed,
-    importances.png (each parameter's importance to the metric), drawn by Optuna's matplotlib
-    plots; the files written, by name."""
+MIN_TRIALS_FOR_IMPORTANCES = 5  # fewer completed trials say little about what matters
+
+
+def save_search_plots(study: Any, metric: str, folder: Path) -> tuple[dict[str, Path], list[str]]:
+    """history.png (Optuna's optimisation history, whole trials on the x axis) and, once
+    MIN_TRIALS_FOR_IMPORTANCES trials have completed, importances.png (each parameter's
+    importance to the metric, the count of trials in its title), drawn by Optuna's matplotlib
+    plots: the files written, by name, and a note for a plot left out."""
+    written, notes = {}, []
+    for name, axes in search_figures(study, metric).items():
+        written[name] = folder / f"{name}.png"
+        atomic_write(written[name], _png(_pyplot(), axes.figure))
+    complete = _completed(study)
+    if "importances" not in written:
+        notes.append(
+            f"importances.png not drawn: {complete} completed trial{'s' * (complete != 1)}; "
+            f"parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCES}"
+        )
+    return written, notes
+
+
+def _completed(study: Any) -> int:
+    import optuna
+
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def search_figures(study: Any, metric: str) -> dict[str, Any]:
+    """The axes `save_search_plots` writes, by file name."""
     import warnings
 
     import optuna
+    from matplotlib.ticker import MaxNLocator
     from optuna.visualization import matplotlib as optuna_plots
 
-    plt = _pyplot()
-    written = {}
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    _pyplot()
+    complete = _completed(study)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         figures = {"history": optuna_plots.plot_optimization_history(study, target_name=metric)}
-        if len(complete) >= 2:
-            figures["importances"] = optuna_plots.plot_param_importances(study, target_name=metric)
-        for name, axes in figures.items():
-            axes.figure.set_size_inches(7, 4.5)
-            written[name] = folder / f"{name}.png"
-            atomic_write(written[name], _png(plt, axes.figure))
-    return written
+        figures["history"].xaxis.set_major_locator(MaxNLocator(integer=True))  # whole trials
+        if complete >= MIN_TRIALS_FOR_IMPORTANCES:
+            importances = optuna_plots.plot_param_importances(study, target_name=metric)
+            importances.set_title(f"Parameter importances (from {complete} completed trials)")
+            figures["importances"] = importances
+    for axes in figures.values():
+        axes.figure.set_size_inches(7, 4.5)
+    return figures
