@@ -101,13 +101,51 @@ def progress_callback(view: ProgressView, epochs: int, steps: int) -> Any:
     return Progress()
 
 
+class SignalLatch:
+    """A SIGINT or SIGTERM remembered instead of raised, until a safe point asks for it (a
+    KeyboardInterrupt raised at any line can land where Python drops it, in a weakref
+    callback); a second signal acts at once."""
+
+    def __init__(self) -> None:
+        self.number = 0
+
+    def __call__(self, number: int, frame: Any) -> None:
+        if self.number:
+            raise KeyboardInterrupt
+        self.number = number
+
+
+@contextmanager
+def latched_signals() -> Iterator[SignalLatch]:
+    """SIGINT and SIGTERM latched (`SignalLatch`) while the block runs, on the main thread;
+    `signals_stop` inside it stops fit at once for a signal that came before fit began."""
+    latch = SignalLatch()
+    if threading.current_thread() is not threading.main_thread():
+        yield latch
+        return
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    for number, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(number, latch)
+    try:
+        yield latch
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 @contextmanager
 def signals_stop(progress: Any) -> Iterator[None]:
-    """SIGINT and SIGTERM ask the progress callback to stop; a second signal acts at once."""
+    """SIGINT and SIGTERM ask the progress callback to stop; a second signal acts at once.
+
+    A signal latched before fit began (`latched_signals`) stops it at its first batch."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    latched = [handler.number for handler in previous.values() if isinstance(handler, SignalLatch)]
+    if any(latched):
+        progress.signal_number = max(latched)
 
     def request_stop(number: int, frame: Any) -> None:
         progress.signal_number = number

@@ -11,6 +11,7 @@ trials), `trial` (one trial), `best` (what a finished search leaves), `report` (
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -155,6 +156,7 @@ def _search(
     """Run trials until the study has `goal` of them or `timeout` has passed; Ctrl-C (in a
     trial or between two) ends the search, keeping every finished trial."""
     from dlcli.runs.record import shell_path
+    from dlcli.train.callbacks import latched_signals
     from dlcli.tune.study import counted, fail_stale, rows
     from dlcli.tune.trial import run_trial
 
@@ -163,15 +165,18 @@ def _search(
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     started, ran = time.monotonic(), []
     try:
-        while True:
-            fail_stale(study.optuna)  # a trial of a killed process no longer counts as running
-            if counted(study.optuna) >= goal:
-                return ran, "trials"
-            if timeout is not None and time.monotonic() - started >= timeout:
-                return ran, "timeout"
-            number = run_trial(study, spec_path, overrides, spec.search, view)
-            ran.append(number)
-            view.trial_done(next(row for row in rows(study.optuna) if row.number == number))
+        with latched_signals() as latch:  # Ctrl-C between two trials waits for a safe point
+            while True:
+                fail_stale(study.optuna)  # a trial of a killed process no longer counts
+                if latch.number:
+                    raise Interrupted(signal.Signals(latch.number).name, 128 + latch.number)
+                if counted(study.optuna) >= goal:
+                    return ran, "trials"
+                if timeout is not None and time.monotonic() - started >= timeout:
+                    return ran, "timeout"
+                number = run_trial(study, spec_path, overrides, spec.search, view)
+                ran.append(number)
+                view.trial_done(next(row for row in rows(study.optuna) if row.number == number))
     except (Interrupted, KeyboardInterrupt) as error:
         what, code = (
             (str(error), error.exit_code) if isinstance(error, Interrupted) else ("SIGINT", 130)
