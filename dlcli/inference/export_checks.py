@@ -15,6 +15,7 @@ import numpy as np
 
 from dlcli.data.common import Arrays
 from dlcli.model.scoring import top_classes, true_classes
+from dlcli.model.signature import Task
 
 # The largest absolute difference of an unquantized export, and the top-1 agreement and the
 # accuracy points a quantized one (or one run in its runtime's lower default precision) may lose.
@@ -111,7 +112,7 @@ def figures_of(
         float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0
         for a, b in zip(exported, reference, strict=True)
     )
-    if info.task not in ("multiclass", "binary") or isinstance(y, dict):
+    if info.task not in (Task.multiclass, Task.binary) or isinstance(y, dict):
         return difference, None, None, None
     classes = [top_classes(out, info.task) for out in (reference[0], exported[0])]
     agreement = float(np.mean(classes[0] == classes[1]))

@@ -26,7 +26,7 @@ import numpy as np
 from dlcli.data.common import Arrays, ImageInfo
 from dlcli.data.csv_tables import is_header, read_rows
 from dlcli.errors import DataError, InputError
-from dlcli.model.signature import shape_fits
+from dlcli.model.signature import ModelTask, Task, shape_fits
 from dlcli.spec.schema import DatasetSpec
 
 if TYPE_CHECKING:
@@ -44,12 +44,19 @@ class InputDescription:
     """What the model takes: from dlcli.json, or assumed from a plain Keras model's shape."""
 
     shape: tuple[int | None, ...]  # without the batch axis; () for a model of several inputs
-    task: str
+    task: ModelTask
     class_names: list[str] | None
     image: ImageInfo | None = None
     feature_names: list[str] | None = None
     inputs: dict[str, list[str]] | None = None  # the columns of each input, for several
-    outputs: dict[str, tuple[str, list[str] | None]] | None = None  # task, class names by output
+    outputs: dict[str, tuple[Task, list[str] | None]] | None = None  # task, class names by output
+
+    def heads(self) -> dict[str, tuple[Task, list[str] | None]]:
+        """The task and class names of each output by name (the one output's name is "")."""
+        if self.outputs:
+            return self.outputs
+        assert isinstance(self.task, Task)  # one output: not "multioutput"
+        return {"": (self.task, self.class_names)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -306,7 +306,7 @@ def check_labels(split: str, labels: np.ndarray, loss: str, output: Output) -> N
     indices = labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1)
     if len(output.shape) == 1 and units is not None:
         _check_label_shape(split, labels, loss, output, task, indices)
-    if task == "multiclass" and units is not None and indices:
+    if task == Task.multiclass and units is not None and indices:
         column = labels.reshape(-1)
         bad = (column < 0) | (column >= units) | (column % 1 != 0)
         if bad.any():
@@ -316,7 +316,7 @@ def check_labels(split: str, labels: np.ndarray, loss: str, output: Output) -> N
                 f"output; {int(bad.sum())} are not, the first is {labels[first].item()!r} at "
                 f"index {first}"
             )
-    if task in ("binary", "multilabel"):
+    if task in (Task.binary, Task.multilabel):
         rows = labels.reshape(len(labels), -1)
         if "hinge" in loss:  # Keras turns 0/1 labels into -1/1 for the hinge losses
             bad = ~np.isin(rows, (-1, 1) if (rows == -1).any() else (0, 1)).all(axis=1)
@@ -339,20 +339,20 @@ def _check_label_shape(
     assert units is not None
     shape = labels.shape
     one_hot = labels.ndim == 2 and shape[1] == units
-    if task == "multiclass" and loss.startswith("sparse_") and one_hot and units > 1:
+    if task == Task.multiclass and loss.startswith("sparse_") and one_hot and units > 1:
         raise DataError(
             f"{split} labels are one-hot (shape {shape}), but {loss} takes one class index per "
             f"example; one-hot labels need categorical_crossentropy (or class indices "
             f"0..{units - 1} for {loss})"
         )
     one_hot_loss = "sparse" not in loss and loss != "crossentropy"
-    if task == "multiclass" and one_hot_loss and indices and units > 1:
+    if task == Task.multiclass and one_hot_loss and indices and units > 1:
         raise DataError(
             f"{split} labels hold one class index per example (shape {shape}), but {loss} "
             f"takes one-hot labels of shape (n, {units}); integer class labels need "
             "sparse_categorical_crossentropy (or one-hot labels for categorical_crossentropy)"
         )
-    if task == "multilabel" and indices:
+    if task == Task.multilabel and indices:
         if output.activation == "softmax":
             raise DataError(
                 f"{units} classes with softmax need (sparse_)categorical_crossentropy, not "
@@ -364,7 +364,7 @@ def _check_label_shape(
             f"{units}-unit output takes one 0/1 column per unit, shape (n, {units}); for one "
             "class per example use a softmax output with sparse_categorical_crossentropy"
         )
-    if task == "regression" and indices and units > 1:
+    if task == Task.regression and indices and units > 1:
         raise DataError(
             f"{split} labels hold one value per example (shape {shape}), but the model's "
             f"output has {units} units; for class labels use sparse_categorical_crossentropy "
