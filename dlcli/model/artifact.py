@@ -25,7 +25,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from dlcli import __version__
 from dlcli.errors import ModelFileError
@@ -268,7 +268,7 @@ def _check_class_names(task: ModelTask, names: list[str] | None) -> None:
         )
 
 
-def _field_message(error: Any) -> str:
+def _field_message(error: ErrorDetails) -> str:
     """One pydantic error as "`key.path` what is wrong. Received: value"."""
     path = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
     kind, message = error["type"], error["msg"].removeprefix("Value error, ")

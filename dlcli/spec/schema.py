@@ -350,7 +350,11 @@ class Distribution(Strict):
 
     def extremes(self) -> list[Any]:
         """The values a spec must accept for every sample to be valid: both ends, or each choice."""
-        return self.choice if self.choice is not None else list(self.int_range or self.float_range)
+        if self.choice is not None:
+            return self.choice
+        bounds = self.int_range or self.float_range
+        assert bounds is not None  # exactly one of int, float and choice (`_one_kind`)
+        return list(bounds)
 
 
 class SearchSpec(Strict):
