@@ -389,6 +389,7 @@ def evaluate(
     from dlcli.utils.atomic import atomic_write
 
     path, exported = Path(model_path), Path(model_path).suffix.lower() in EXPORTED_SUFFIXES
+    info: ModelInfo | None
     if exported:  # its runtime, without TensorFlow
         info, model = open_exported(path)
     else:

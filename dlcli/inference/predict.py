@@ -168,12 +168,13 @@ def describe_inputs(
 
 def _image_shape(shape: tuple[int | None, ...]) -> tuple[int, int, int] | None:
     """(height, width, channels) when a shape can only be an image."""
-    if any(size is None for size in shape):
+    sizes = [size for size in shape if size is not None]
+    if len(sizes) != len(shape):
         return None
-    if len(shape) == 2:
-        return int(shape[0]), int(shape[1]), 1  # type: ignore[arg-type]
-    if len(shape) == 3 and shape[2] in (1, 3, 4):
-        return int(shape[0]), int(shape[1]), int(shape[2])  # type: ignore[arg-type]
+    if len(sizes) == 2:
+        return int(sizes[0]), int(sizes[1]), 1
+    if len(sizes) == 3 and sizes[2] in (1, 3, 4):
+        return int(sizes[0]), int(sizes[1]), int(sizes[2])
     return None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -77,7 +78,7 @@ def with_channel_axis(x: np.ndarray, input_shape: Shape) -> np.ndarray:
     return x
 
 
-def with_channel_axes(x: Arrays, shapes: dict[str, Shape]) -> Arrays:
+def with_channel_axes(x: Arrays, shapes: Mapping[str, Shape]) -> Arrays:
     """x with the channel axis each model input takes (`with_channel_axis`), by input name."""
     if isinstance(x, dict):
         return {
@@ -100,9 +101,7 @@ def add_channel_axis(splits: Splits, model: Any) -> Splits:
     ):
         return splits
 
-    def expanded(split: Split | None) -> Split | None:
-        if split is None:
-            return None
+    def expanded(split: Split) -> Split:
         return Split(with_channel_axes(split.x, shapes), split.y, split.w)
 
     info = splits.info
@@ -110,11 +109,10 @@ def add_channel_axis(splits: Splits, model: Any) -> Splits:
         _, height, width = splits.train.x.shape
         info = dataclasses.replace(info, image=ImageInfo(height, width, 1))
     train = expanded(splits.train)
-    assert train is not None
     return dataclasses.replace(
         splits,
         train=train,
-        validation=expanded(splits.validation),
+        validation=None if splits.validation is None else expanded(splits.validation),
         test=train if splits.test_is_train else expanded(splits.test),
         info=info,
     )
@@ -241,11 +239,12 @@ def check_against_model(splits: Splits, model: Any, compile_spec: CompileSpec) -
     metrics = compile_spec.metrics
     outputs = {output.name: output for output in describe_outputs(model)}
     for where, labels, output in _labelled(splits.train.y, outputs, "train"):
-        chosen = metrics
         if isinstance(metrics, dict):  # output name -> its metrics
             chosen = metrics.get(output.name) or (
                 next(iter(metrics.values()), []) if len(metrics) == 1 else []
             )
+        else:
+            chosen = metrics
         check_metrics(where, labels, chosen, output)
 
 
@@ -390,13 +389,14 @@ def check_metrics(
             the fix (e.g. AUC, Precision or F1Score need one-hot labels, not class indices).
     """
     tried = [metric for metric in metrics if metric.class_name not in RESOLVED_BY_COMPILE]
-    if not tried or any(size is None for size in output.shape) or not len(labels):
+    sizes = [size for size in output.shape if size is not None]
+    if not tried or len(sizes) != len(output.shape) or not len(labels):
         return
     import keras
 
     sample = labels[:TRIAL_EXAMPLES]
     units = output.units or 1
-    predictions = np.full((len(sample), *output.shape), 1 / units, dtype="float32")
+    predictions = np.full((len(sample), *sizes), 1 / units, dtype="float32")
     for metric in tried:
         identifier: Any = metric.class_name
         if metric.config:
