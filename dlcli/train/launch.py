@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO
+from typing import IO, TextIO
 
 from dlcli.distribute.cluster import LAUNCHED, TF_CONFIG, check_batch
 from dlcli.errors import ClusterError, UsageError
@@ -182,7 +182,7 @@ def _end(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def _relay(source: IO[bytes] | None, target: IO[str], index: int, lock: threading.Lock) -> None:
+def _relay(source: IO[bytes] | None, target: TextIO, index: int, lock: threading.Lock) -> None:
     """Copy a worker's output, line by line, each line prefixed with `worker N | `."""
     assert source is not None
     prefix = f"worker {index} | ".encode()

@@ -240,9 +240,10 @@ def train(
         artifact.inspect(resolve_path(spec.fit.initial_weights, spec_dir), require_metadata=False)
     output_dir = None if resuming or trial or worker else output_folder(spec)
     prepared = _prepare(spec, spec_dir, skip_bad=skip_bad, cluster=cluster)
-    with workers.scratch_folder(cluster) if worker else nullcontext() as scratch:
+    with workers.scratch_folder(cluster) if cluster and worker else nullcontext() as scratch:
         shared = run_dir  # resuming: the run whose backup to continue
         if scratch is not None:  # a worker's own files, the chief's run continued
+            assert cluster is not None  # only a worker of a cluster has a scratch folder
             run_dir, view = scratch, workers.WorkerView(view, cluster)
         elif trial is not None:
             run_dir = trial.run_dir
@@ -319,7 +320,7 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
         task,
         device,
         callbacks,
-        [*notes, *[note] * bool(note)],
+        [*notes, *([note] if note else [])],
         weights,
         cluster,
     )

@@ -161,7 +161,8 @@ def _search(
     assert spec.search is not None
     # each trial traces its model's functions anew, which TensorFlow would warn about
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    started, ran = time.monotonic(), []
+    started = time.monotonic()
+    ran: list[int] = []  # the numbers of the trials this process ran
     try:
         while True:
             fail_stale(study.optuna)  # a trial of a killed process no longer counts as running

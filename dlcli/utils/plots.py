@@ -147,6 +147,7 @@ def save_search_plots(study: Any, metric: str, folder: Path) -> dict[str, Path]:
     import warnings
 
     import optuna
+    from matplotlib.figure import Figure
     from optuna.visualization import matplotlib as optuna_plots
 
     plt = _pyplot()
@@ -158,7 +159,9 @@ def save_search_plots(study: Any, metric: str, folder: Path) -> dict[str, Path]:
         if len(complete) >= 2:
             figures["importances"] = optuna_plots.plot_param_importances(study, target_name=metric)
         for name, axes in figures.items():
-            axes.figure.set_size_inches(7, 4.5)
+            figure = axes.figure
+            assert isinstance(figure, Figure)  # Optuna draws each plot on a figure of its own
+            figure.set_size_inches(7, 4.5)
             written[name] = folder / f"{name}.png"
-            atomic_write(written[name], _png(plt, axes.figure))
+            atomic_write(written[name], _png(plt, figure))
     return written
