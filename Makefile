@@ -29,6 +29,7 @@ test-crash: setup
 lint: setup
 	$(VENV)/bin/ruff check dlcli tests benchmarks
 	$(VENV)/bin/ruff format --check dlcli tests benchmarks
+	$(VENV)/bin/mypy
 
 # every command against plain Keras, medians of 3 alternating pairs (~30 minutes on 2 cores)
 bench: setup

@@ -327,6 +327,8 @@ def evaluation(console: Console, result: Evaluation) -> None:
 
 def _evaluation_details(console: Console, result: Evaluation) -> None:
     """Regression errors, or a classifier's ROC AUC, per-class scores and confusion matrix."""
+    from dlcli.model.signature import Task
+
     if result.regression:
         errors = result.regression
         console.print(
@@ -334,7 +336,7 @@ def _evaluation_details(console: Console, result: Evaluation) -> None:
             f"RMSE {_number(errors['rmse'])}  R² {_number(errors['r2'])}",
             highlight=False,
         )
-    if result.task == "binary":
+    if result.task == Task.binary:
         console.print(
             f"ROC AUC {_number(result.roc_auc)} (threshold {result.threshold})", highlight=False
         )

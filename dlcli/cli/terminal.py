@@ -23,9 +23,13 @@ def console(*, stderr: bool = False) -> Console:
     from rich.console import Console
 
     stream = sys.stderr if stderr else _Stdout()
-    if stream.isatty():
-        return Console(file=stream)
-    return Console(file=stream, width=_UNWRAPPED_WIDTH, soft_wrap=True)
+    terminal = stream.isatty()
+    return Console(
+        # rich types `file` as IO[str] but uses only write, flush and what _Stdout passes on
+        file=stream,  # type: ignore[arg-type]
+        width=None if terminal else _UNWRAPPED_WIDTH,
+        soft_wrap=not terminal,
+    )
 
 
 _UNWRAPPED_WIDTH = 100_000  # columns of piped output: wider than any line dlcli writes
@@ -48,7 +52,7 @@ class _Stdout:
         except BrokenPipeError:
             discard_stdout()
 
-    def __getattr__(self, name: str) -> object:
+    def __getattr__(self, name: str) -> Any:  # whatever sys.stdout has
         return getattr(sys.stdout, name)
 
 
@@ -63,7 +67,9 @@ def discard_stdout() -> None:
 class HelpCommand(TyperCommand):
     """Help that lists an argument by its metavar alone (`MODEL`, not `MODEL <str>`)."""
 
-    def format_options(self, ctx: typer.Context, formatter: Any) -> None:  # typer's HelpFormatter
+    # typer types `ctx` as the Context of its vendored click (typer._click, private), which
+    # typer.Context subclasses; `formatter` is typer's HelpFormatter
+    def format_options(self, ctx: typer.Context, formatter: Any) -> None:  # type: ignore[override]
         arguments, options = [], []
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)

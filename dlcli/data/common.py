@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 Polarity = Literal["light_on_dark", "dark_on_light"]
+Framing = Literal["mnist", "mnist-stroke"]
 NUMBER_KINDS = "biuf"  # numpy dtype kinds of booleans, integers and real floats
 
 
@@ -30,7 +31,7 @@ class ImageInfo:
     polarity: Polarity | None = None
     # "mnist": digits fitted in 20x20, centred by mass in 28x28 (as older models record);
     # "mnist-stroke": so too, with strokes as wide as MNIST's (as training on MNIST records)
-    framing: Literal["mnist", "mnist-stroke"] | None = None
+    framing: Framing | None = None
 
 
 # The examples or labels of a split: one array, or one per model input (output) by its name.
@@ -132,7 +133,7 @@ def digest(*arrays: np.ndarray) -> str:
     for array in arrays:
         array = np.ascontiguousarray(array)
         hasher.update(f"{array.dtype.str}{array.shape}".encode())
-        hasher.update(memoryview(array).cast("B"))
+        hasher.update(array.data.cast("B"))
     return hasher.hexdigest()
 
 

@@ -147,8 +147,8 @@ def to_array(image: Image.Image, info: ImageInfo, *, raw: bool = False) -> np.nd
         image = image.resize((info.width, info.height), Image.Resampling.LANCZOS, reducing_gap=3.0)
     pixels = np.array(image).reshape(info.height, info.width, info.channels)
     if not raw and info.polarity is not None:
-        gray = pixels[..., 0] if info.channels == 1 else np.asarray(image.convert("L"))
-        found = estimate_polarity(gray)
+        levels = pixels[..., 0] if info.channels == 1 else np.asarray(image.convert("L"))
+        found = estimate_polarity(levels)
         if found is not None and found != info.polarity:
             pixels[..., :3] = 255 - pixels[..., :3]
     return pixels
@@ -156,11 +156,7 @@ def to_array(image: Image.Image, info: ImageInfo, *, raw: bool = False) -> np.nd
 
 def _with_channels(image: Image.Image, mode: str) -> Image.Image:
     """The image in `mode`; for L and RGB, transparency is laid on a background that contrasts."""
-    if (
-        mode != "RGBA"
-        and image.mode in ("LA", "RGBA")
-        and image.getchannel("A").getextrema()[0] < 255
-    ):
+    if mode != "RGBA" and image.mode in ("LA", "RGBA") and _lowest(image.getchannel("A")) < 255:
         rgba = image.convert("RGBA")
         alpha = np.asarray(rgba.getchannel("A"), dtype=np.float64)
         luminance = np.asarray(rgba.convert("L"), dtype=np.float64)
@@ -170,6 +166,13 @@ def _with_channels(image: Image.Image, mode: str) -> Image.Image:
             Image.new("RGBA", rgba.size, (level, level, level, 255)), rgba
         )
     return image if image.mode == mode else image.convert(mode)
+
+
+def _lowest(band: Image.Image) -> float:
+    """The lowest value of a one-band image."""
+    lowest, _ = band.getextrema()
+    assert isinstance(lowest, int | float)  # one band: (lowest, highest), not one pair per band
+    return lowest
 
 
 def _border_mask(shape: tuple[int, ...]) -> np.ndarray:
@@ -209,7 +212,8 @@ def _frame_mnist(
         gray = 255 - gray
     values = gray.astype(np.float64)
     mask = _border_mask(values.shape)
-    rows, columns = np.indices(values.shape)
+    grid = np.indices(values.shape)  # indexed, not unpacked: numpy's stubs iterate to scalars
+    rows, columns = grid[0], grid[1]
     border = values[mask]
     spread = 1.4826 * np.median(np.abs(border - np.median(border))) + 1.0
     background = np.abs(border - np.median(border)) <= 3 * spread  # ink on the border left out

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from dlcli.data.common import DatasetInfo, ImageInfo, Split
+from dlcli.data.common import DatasetInfo, Framing, ImageInfo, Polarity, Split
 from dlcli.errors import DownloadError
 from dlcli.spec.schema import DatasetSpec
 from dlcli.utils.cache import cache_dir
@@ -158,9 +158,9 @@ def load(spec: DatasetSpec) -> tuple[Split, None, Split, DatasetInfo]:
         y_train, y_test = y_train.reshape(-1), y_test.reshape(-1)
         height, width = x_train.shape[1:3]
         channels = x_train.shape[3] if x_train.ndim == 4 else 1
-        polarity = "light_on_dark" if name in ("mnist", "fashion_mnist") else None
-        framing = "mnist-stroke" if name == "mnist" else None
-        image = ImageInfo(height, width, channels, polarity, framing)  # type: ignore[arg-type]
+        polarity: Polarity | None = "light_on_dark" if name in ("mnist", "fashion_mnist") else None
+        framing: Framing | None = "mnist-stroke" if name == "mnist" else None
+        image = ImageInfo(height, width, channels, polarity, framing)
     else:  # regression tables
         x_train, x_test = x_train.astype("float32"), x_test.astype("float32")
         y_train, y_test = y_train.astype("float32"), y_test.astype("float32")

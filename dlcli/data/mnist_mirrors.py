@@ -167,7 +167,7 @@ def _verify(arrays: Arrays) -> None:
                 f"{name} is {array.dtype} of shape {array.shape},"
                 f" expected uint8 of shape {expected.shape}"
             )
-        digest = hashlib.sha256(np.ascontiguousarray(array)).hexdigest()
+        digest = hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
         if digest != expected.sha256:
             raise _SourceFailure(
                 f"sha256 of {name} is {digest[:8]}..., expected {expected.sha256[:8]}..."
@@ -370,7 +370,13 @@ def _write_cache(arrays: Arrays, cache_path: Path, report: Callable[[str], None]
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         with replacing(cache_path, suffix=".npz") as temporary:
             # Uncompressed: larger than np.savez_compressed writes, but it loads much faster.
-            np.savez(temporary, **arrays)
+            np.savez(
+                temporary,
+                x_train=arrays["x_train"],
+                y_train=arrays["y_train"],
+                x_test=arrays["x_test"],
+                y_test=arrays["y_test"],
+            )
     except (OSError, OutputError) as error:
         cause = error.__cause__ if isinstance(error, OutputError) else error
         report(f"MNIST: could not write the cache {cache_path}: {_one_line(cause or error)}")

@@ -38,8 +38,10 @@ def _array(file: np.lib.npyio.NpzFile, path: Path, key: str) -> np.ndarray:
 def _holds_objects(file: np.lib.npyio.NpzFile, key: str) -> bool:
     """Whether the header of an .npy member names an object dtype, which needs pickle."""
     name = key if key.endswith(".npy") else f"{key}.npy"
+    archive = file.zip
+    assert archive is not None  # None only once the NpzFile is closed; it is being read
     try:
-        with file.zip.open(name if name in file.zip.namelist() else key) as member:
+        with archive.open(name if name in archive.namelist() else key) as member:
             version = np.lib.format.read_magic(member)
             if version == (1, 0):
                 header = np.lib.format.read_array_header_1_0(member)

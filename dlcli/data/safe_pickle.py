@@ -9,7 +9,7 @@ expands without bound (a decompression bomb) ends in an error instead of filling
 from __future__ import annotations
 
 import pickle
-from typing import IO, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,7 +24,15 @@ _ADMITTED_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
-def load_numpy_pickle(stream: IO[bytes], limit: int) -> object:
+class BinaryReader(Protocol):
+    """What the unpickler reads: `read` and `readline` of bytes (a binary file, a GzipFile)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def readline(self, size: int = -1, /) -> bytes: ...
+
+
+def load_numpy_pickle(stream: BinaryReader, limit: int) -> object:
     """The object pickled in `stream`, built of numpy arrays, tuples, lists and plain values.
 
     Args:
@@ -68,7 +76,7 @@ class _BoundedReader:
     Guards the unpickler against a decompression bomb: gzip can expand without bound.
     """
 
-    def __init__(self, stream: IO[bytes], limit: int) -> None:
+    def __init__(self, stream: BinaryReader, limit: int) -> None:
         self._stream = stream
         self._limit = limit
         self._remaining = limit

@@ -113,6 +113,7 @@ def apply() -> bool:
 
         return keras.tree.map_structure(reduce, values)
 
+    # a mark on the function itself; typeshed gives functions no attributes of their own
     reduce_scalars_across_workers.dlcli_fix = True  # type: ignore[attr-defined]
     trainer.TensorFlowTrainer._maybe_symbolic_build = build_from_local_batch
     trainer.reduce_per_replica = reduce_scalars_across_workers

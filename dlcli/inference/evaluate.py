@@ -33,7 +33,7 @@ from dlcli.model.scoring import (
     top_classes,
     true_classes,
 )
-from dlcli.model.signature import Output, describe_outputs
+from dlcli.model.signature import ModelTask, Output, Task, describe_outputs
 
 if TYPE_CHECKING:
     from dlcli.model.artifact import ModelInfo
@@ -48,7 +48,7 @@ class Evaluation:
     model_path: Path
     data: str
     split: str
-    task: str
+    task: ModelTask
     examples: int
     metrics: dict[str, float]  # Keras's model.evaluate: the loss and the compiled metrics
     class_names: list[str] = field(default_factory=list)
@@ -92,7 +92,7 @@ class Evaluation:
                 {"true": true, "predicted": predicted, "count": count}
                 for true, predicted, count in self.confused_pairs
             ]
-        if self.task == "binary":
+        if self.task == Task.binary:
             result["roc_auc"] = self.roc_auc
         if self.threshold is not None:
             result["threshold"] = self.threshold
@@ -231,7 +231,7 @@ def _file_names(
 
 
 def _details(
-    task: str, y: np.ndarray, outputs: np.ndarray, logits: bool, class_names: list[str] | None
+    task: Task, y: np.ndarray, outputs: np.ndarray, logits: bool, class_names: list[str] | None
 ) -> tuple[dict[str, Any], np.ndarray, list[str]]:
     """The Evaluation fields the outputs give, the outputs as probabilities for a classifier,
     and a note when they were logits (`logits`: the output layer's activation is linear)."""
@@ -243,7 +243,7 @@ def _details(
 
 
 def _plots(
-    x: Arrays, y: np.ndarray, probabilities: np.ndarray, task: str, details: dict[str, Any]
+    x: Arrays, y: np.ndarray, probabilities: np.ndarray, task: Task, details: dict[str, Any]
 ) -> dict[str, bytes]:
     """A classifier's PNG files: the confusion matrix, and for images its most confident
     mistakes (up to MAX_MISCLASSIFIED), each titled with its classes and confidence.
@@ -319,6 +319,7 @@ def _results(
     keras_metrics = metrics
     parts: dict[str, Evaluation] = {}
     if info.outputs is None:
+        assert isinstance(info.task, Task)  # one output: not "multioutput"
         logits = not exported and outputs_are_logits(model)
         details, probs, notes = _details(info.task, examples.y, predicted, logits, info.class_names)
         images = _plots(x, examples.y, probs, info.task, details)
@@ -336,17 +337,14 @@ def _results(
 def _exported_metrics(info: ModelInfo, y: Arrays, predicted: list[np.ndarray]) -> dict[str, float]:
     """What dlcli computes of an exported model's outputs: each classifier's accuracy, each
     regression's mean absolute error (the loss and compiled metrics need Keras)."""
-    heads = (
-        {"": info.task} if info.outputs is None else {n: o.task for n, o in info.outputs.items()}
-    )
     metrics = {}
-    for (name, task), values in zip(heads.items(), predicted, strict=True):
+    for (name, task), values in zip(info.output_tasks().items(), predicted, strict=True):
         labels = y[name] if name else y
         key = f"{name}_" if name else ""
-        if task in ("multiclass", "binary"):
+        if task in (Task.multiclass, Task.binary):
             guessed = top_classes(values, task)
             metrics[f"{key}accuracy"] = float(np.mean(guessed == true_classes(labels, task)))
-        elif task == "regression":
+        elif task == Task.regression:
             metrics[f"{key}mae"] = float(np.mean(np.abs(values.reshape(labels.shape) - labels)))
     return metrics
 
@@ -391,6 +389,7 @@ def evaluate(
     from dlcli.utils.atomic import atomic_write
 
     path, exported = Path(model_path), Path(model_path).suffix.lower() in EXPORTED_SUFFIXES
+    info: ModelInfo | None
     if exported:  # its runtime, without TensorFlow
         info, model = open_exported(path)
     else:

@@ -9,12 +9,16 @@ accuracy they may lose.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dlcli.data.common import Arrays
 from dlcli.model.scoring import top_classes, true_classes
+from dlcli.model.signature import Task
+
+if TYPE_CHECKING:
+    from dlcli.model.artifact import ModelInfo
 
 # The largest absolute difference of an unquantized export, and the top-1 agreement and the
 # accuracy points a quantized one (or one run in its runtime's lower default precision) may lose.
@@ -103,7 +107,7 @@ def default_precision_note(at_default: RuntimePrecision, *, keras_accuracy: floa
 
 
 def figures_of(
-    info: Any, reference: list[np.ndarray], exported: list[np.ndarray], y: Arrays
+    info: ModelInfo, reference: list[np.ndarray], exported: list[np.ndarray], y: Arrays
 ) -> tuple[float, float | None, float | None, float | None]:
     """Max absolute difference, top-1 agreement, Keras's and the export's accuracy (the last
     three for a model of one classifying output)."""
@@ -111,9 +115,11 @@ def figures_of(
         float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0
         for a, b in zip(exported, reference, strict=True)
     )
-    if info.task not in ("multiclass", "binary") or isinstance(y, dict):
+    if info.task not in (Task.multiclass, Task.binary) or isinstance(y, dict):
         return difference, None, None, None
-    classes = [top_classes(out, info.task) for out in (reference[0], exported[0])]
+    task = Task(info.task)  # one output, multiclass or binary
+    classes = [top_classes(out, task) for out in (reference[0], exported[0])]
     agreement = float(np.mean(classes[0] == classes[1]))
-    labels = true_classes(y, info.task)
-    return difference, agreement, *(float(np.mean(c == labels)) for c in classes)
+    labels = true_classes(y, task)
+    keras_accuracy, accuracy = (float(np.mean(c == labels)) for c in classes)
+    return difference, agreement, keras_accuracy, accuracy

@@ -26,8 +26,8 @@ import numpy as np
 from dlcli.data.common import Arrays, ImageInfo
 from dlcli.data.csv_tables import is_header, read_rows
 from dlcli.errors import DataError, InputError
-from dlcli.model.signature import shape_fits
-from dlcli.spec.schema import DatasetSpec
+from dlcli.model.signature import ModelTask, Task, shape_fits
+from dlcli.spec.schema import ColorMode, DatasetSpec
 
 if TYPE_CHECKING:
     from dlcli.model.artifact import ModelInfo
@@ -44,12 +44,19 @@ class InputDescription:
     """What the model takes: from dlcli.json, or assumed from a plain Keras model's shape."""
 
     shape: tuple[int | None, ...]  # without the batch axis; () for a model of several inputs
-    task: str
+    task: ModelTask
     class_names: list[str] | None
     image: ImageInfo | None = None
     feature_names: list[str] | None = None
     inputs: dict[str, list[str]] | None = None  # the columns of each input, for several
-    outputs: dict[str, tuple[str, list[str] | None]] | None = None  # task, class names by output
+    outputs: dict[str, tuple[Task, list[str] | None]] | None = None  # task, class names by output
+
+    def heads(self) -> dict[str, tuple[Task, list[str] | None]]:
+        """The task and class names of each output by name (the one output's name is "")."""
+        if self.outputs:
+            return self.outputs
+        assert isinstance(self.task, Task)  # one output: not "multioutput"
+        return {"": (self.task, self.class_names)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,10 +166,11 @@ def file_dataset(path: Path, split: str, info: ModelInfo) -> DatasetSpec:
 
     original = info.spec.dataset
     if path.is_dir():
-        image = info.input.image
+        image = info.input.image if info.input is not None else None
         if image is None:
             raise DataError(f"{path}: a folder of images, but the model was not trained on images")
-        mode = {1: "grayscale", 3: "rgb", 4: "rgba"}[image.channels]
+        modes: dict[int, ColorMode] = {1: "grayscale", 3: "rgb", 4: "rgba"}
+        mode = modes[image.channels]
         size = [image.height, image.width]
         return DatasetSpec(images=ImagesSource(train=str(path), image_size=size, color_mode=mode))
     if path.suffix.lower() == ".npz":
@@ -264,18 +272,23 @@ def _read_csv(path: Path, description: InputDescription) -> Arrays:
     """Rows of features; a header row selects the model's features by name. A model of
     several inputs takes a mapping of each input's columns, which the header must name."""
     if description.inputs is not None:
-        columns = list(dict.fromkeys(c for names in description.inputs.values() for c in names))
+        column_names = list(
+            dict.fromkeys(c for names in description.inputs.values() for c in names)
+        )
         first = next((row for _, row in read_rows(path, InputError)), None)
         if first is not None and not is_header(first):
             raise InputError(
                 f"{path}: has no header row; the model takes several inputs, whose columns "
-                f"the header must name: {', '.join(columns)}"
+                f"the header must name: {', '.join(column_names)}"
             )
         table = _read_csv(
-            path, replace(description, shape=(len(columns),), inputs=None, feature_names=columns)
+            path,
+            replace(
+                description, shape=(len(column_names),), inputs=None, feature_names=column_names
+            ),
         )
         return {
-            name: table[:, [columns.index(column) for column in names]]
+            name: table[:, [column_names.index(column) for column in names]]
             for name, names in description.inputs.items()
         }
     if len(description.shape) != 1:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from dlcli.inference.pick_model import choose_model
 from dlcli.inference.runtimes import EXPORTED_SUFFIXES, OnnxModel, Runtime, open_exported
 from dlcli.model import artifact
 from dlcli.model.scoring import as_probabilities, logits_note, output_arrays, outputs_are_logits
-from dlcli.model.signature import describe_outputs, single_shape
+from dlcli.model.signature import ModelTask, Task, describe_outputs, single_shape
 
 if TYPE_CHECKING:
     from dlcli.model.artifact import ModelInfo
@@ -56,7 +56,7 @@ class Prediction:
 @dataclass(frozen=True)
 class PredictResult:
     model_path: Path
-    task: str
+    task: ModelTask | Literal[""]  # "": no input was found, so no model was chosen
     predictions: list[Prediction]
     problems: list[str] = field(default_factory=list)  # one line per input that failed
     notes: list[str] = field(default_factory=list)  # the model chosen, what was assumed
@@ -139,7 +139,13 @@ def describe_inputs(
         )
     last = model.layers[-1] if model.layers else None
     activation = getattr(getattr(last, "activation", None), "__name__", "")
-    task = "multiclass" if units > 1 else "binary" if activation == "sigmoid" else "regression"
+    task = (
+        Task.multiclass
+        if units > 1
+        else Task.binary
+        if activation == "sigmoid"
+        else Task.regression
+    )
     if image_shape is not None:
         height, width, channels = image_shape
         kind = {1: "grayscale", 3: "RGB", 4: "RGBA"}[channels]
@@ -147,9 +153,9 @@ def describe_inputs(
     else:
         inputs = f"rows of {shape[0]} features"
     outputs = {
-        "multiclass": f"its {units} outputs are the scores of classes 0..{units - 1}",
-        "binary": "its sigmoid output is the probability of class 1",
-        "regression": "its output is a value (regression)",
+        Task.multiclass: f"its {units} outputs are the scores of classes 0..{units - 1}",
+        Task.binary: "its sigmoid output is the probability of class 1",
+        Task.regression: "its output is a value (regression)",
     }[task]
     description = InputDescription(
         shape=shape,
@@ -162,12 +168,13 @@ def describe_inputs(
 
 def _image_shape(shape: tuple[int | None, ...]) -> tuple[int, int, int] | None:
     """(height, width, channels) when a shape can only be an image."""
-    if any(size is None for size in shape):
+    sizes = [size for size in shape if size is not None]
+    if len(sizes) != len(shape):
         return None
-    if len(shape) == 2:
-        return int(shape[0]), int(shape[1]), 1  # type: ignore[arg-type]
-    if len(shape) == 3 and shape[2] in (1, 3, 4):
-        return int(shape[0]), int(shape[1]), int(shape[2])  # type: ignore[arg-type]
+    if len(sizes) == 2:
+        return int(sizes[0]), int(sizes[1]), 1
+    if len(sizes) == 3 and sizes[2] in (1, 3, 4):
+        return int(sizes[0]), int(sizes[1]), int(sizes[2])
     return None
 
 
@@ -176,11 +183,11 @@ def _image_shape(shape: tuple[int | None, ...]) -> tuple[int, int, int] | None:
 
 
 def rank(
-    outputs: np.ndarray, task: str, class_names: list[str] | None, top_k: int
+    outputs: np.ndarray, task: Task, class_names: list[str] | None, top_k: int
 ) -> list[tuple[list[str], list[float]]]:
     """Top-k (labels, probabilities) per example, most probable first."""
     outputs = outputs.reshape(len(outputs), -1).astype("float64")
-    if task == "binary":
+    if task == Task.binary:
         outputs = np.concatenate([1.0 - outputs[:, :1], outputs[:, :1]], axis=1)
     names = class_names
     if not names or len(names) != outputs.shape[1]:
@@ -263,12 +270,12 @@ def _predict_batch(
         batch: Arrays = {name: np.concatenate([a[name] for a in arrays]) for name in arrays[0]}
     else:
         batch = np.concatenate(arrays)
-    heads = description.outputs or {"": (description.task, description.class_names)}
     predicted = runtime.predict(batch)
     per_output = []
-    for (output, (task, class_names)), outputs in zip(heads.items(), predicted, strict=True):
+    heads = description.heads().items()
+    for (output, (task, class_names)), outputs in zip(heads, predicted, strict=True):
         named = output or None
-        if task == "regression":
+        if task == Task.regression:
             values = outputs.reshape(len(outputs), -1)
             per_output.append(
                 [

@@ -22,22 +22,22 @@ from pydantic import (
     Field,
     ValidationError,
     field_serializer,
+    field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from dlcli import __version__
 from dlcli.errors import ModelFileError
 from dlcli.model import archive
 from dlcli.model.archive import METADATA_MEMBER
+from dlcli.model.signature import ModelTask, Task
 from dlcli.spec.messages import format_path
 from dlcli.spec.schema import Spec, Strict
 from dlcli.utils.atomic import atomic_write, replacing
 
 FORMAT_VERSION = 1
 
-Task = Literal["multiclass", "binary", "multilabel", "regression"]
-ModelTask = Literal["multiclass", "binary", "multilabel", "regression", "multioutput"]
 PositiveInt = Annotated[int, Field(gt=0)]
 Seconds = Annotated[float, Field(ge=0)]
 
@@ -136,6 +136,11 @@ class OutputRecord(_Record):
     task: Task
     class_names: list[str] | None = None
 
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task(cls, value: Any) -> Any:
+        return _task_named(value, multioutput=False)
+
 
 class Training(_Record):
     epochs: int = Field(ge=0)
@@ -175,6 +180,11 @@ class ModelInfo(_Record):
     metrics: FinalMetrics
     training: Training
 
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task(cls, value: Any) -> Any:
+        return _task_named(value, multioutput=True)
+
     @field_serializer("spec")
     def _spec_as_written(self, spec: Spec) -> Any:
         return spec.model_dump(mode="json", exclude_none=True)
@@ -201,6 +211,13 @@ class ModelInfo(_Record):
         assert self.input is not None
         return {"": tuple(self.input.shape)}
 
+    def output_tasks(self) -> dict[str, Task]:
+        """The task of each output by name (the one output's name is "")."""
+        if self.outputs is not None:
+            return {name: record.task for name, record in self.outputs.items()}
+        assert isinstance(self.task, Task)  # one output: not "multioutput" (`_consistent`)
+        return {"": self.task}
+
     def describe(self) -> str:
         """What the model takes, in words (see `InputRecord.describe`)."""
         if self.input is not None:
@@ -217,13 +234,26 @@ class ModelInfo(_Record):
         return self.model_dump_json(indent=2)
 
 
-def _check_class_names(task: str, names: list[str] | None) -> None:
+def _task_named(value: Any, *, multioutput: bool) -> Task | str:
+    """dlcli.json's `task` (a string in the file) as a `Task`, or "multioutput" where allowed."""
+    allowed = [task.value for task in Task] + (["multioutput"] if multioutput else [])
+    if isinstance(value, str) and value in allowed:
+        return "multioutput" if value == "multioutput" else Task(value)
+    listed = [repr(name) for name in allowed]
+    raise PydanticCustomError(
+        "literal_error",
+        "Input should be {expected}",
+        {"expected": f"{', '.join(listed[:-1])} or {listed[-1]}"},
+    )
+
+
+def _check_class_names(task: ModelTask, names: list[str] | None) -> None:
     """Refuse class names that the task cannot have."""
     if names is None:
         return
-    if task == "regression":
+    if task == Task.regression:
         raise PydanticCustomError("class_names", "`class_names` is given but `task` is regression")
-    if task == "binary" and len(names) != 2:
+    if task == Task.binary and len(names) != 2:
         raise PydanticCustomError(
             "class_names",
             "`class_names` has {count} names but a binary classifier has 2",
@@ -238,7 +268,7 @@ def _check_class_names(task: str, names: list[str] | None) -> None:
         )
 
 
-def _field_message(error: Any) -> str:
+def _field_message(error: ErrorDetails) -> str:
     """One pydantic error as "`key.path` what is wrong. Received: value"."""
     path = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
     kind, message = error["type"], error["msg"].removeprefix("Value error, ")
@@ -295,14 +325,18 @@ def check_against_model(info: ModelInfo, model: Any, path: Path) -> None:
         )
     units = outputs[-1] if len(outputs) > 1 else 1
     plural = "output" if units == 1 else "outputs"
-    if info.task == "binary" and units != 1:
+    if info.task == Task.binary and units != 1:
         raise ModelFileError(
             f"{where}: `task` is binary (one sigmoid output) but the model has {units} {plural}"
         )
-    if info.task == "multiclass" and units is not None and units < 2:
+    if info.task == Task.multiclass and units is not None and units < 2:
         raise ModelFileError(f"{where}: `task` is multiclass but the model has {units} {plural}")
     names = info.class_names
-    if names is not None and info.task in ("multiclass", "multilabel") and len(names) != units:
+    if (
+        names is not None
+        and info.task in (Task.multiclass, Task.multilabel)
+        and len(names) != units
+    ):
         raise ModelFileError(
             f"{where}: `class_names` has {len(names)} names but the model has {units} {plural}"
         )
@@ -357,7 +391,7 @@ def inspect(path: Path | str, *, require_metadata: bool = True) -> ModelFile:
             inconsistent (naming the key), or newer than this dlcli reads.
 
     Example:
-        inspect("runs/mnist-1/model.keras").info.task  # 'multiclass'
+        inspect("runs/mnist-1/model.keras").info.task  # Task.multiclass
     """
     text = str(path)
     if "://" in text:

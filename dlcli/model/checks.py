@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -77,7 +78,7 @@ def with_channel_axis(x: np.ndarray, input_shape: Shape) -> np.ndarray:
     return x
 
 
-def with_channel_axes(x: Arrays, shapes: dict[str, Shape]) -> Arrays:
+def with_channel_axes(x: Arrays, shapes: Mapping[str, Shape]) -> Arrays:
     """x with the channel axis each model input takes (`with_channel_axis`), by input name."""
     if isinstance(x, dict):
         return {
@@ -100,9 +101,7 @@ def add_channel_axis(splits: Splits, model: Any) -> Splits:
     ):
         return splits
 
-    def expanded(split: Split | None) -> Split | None:
-        if split is None:
-            return None
+    def expanded(split: Split) -> Split:
         return Split(with_channel_axes(split.x, shapes), split.y, split.w)
 
     info = splits.info
@@ -110,11 +109,10 @@ def add_channel_axis(splits: Splits, model: Any) -> Splits:
         _, height, width = splits.train.x.shape
         info = dataclasses.replace(info, image=ImageInfo(height, width, 1))
     train = expanded(splits.train)
-    assert train is not None
     return dataclasses.replace(
         splits,
         train=train,
-        validation=expanded(splits.validation),
+        validation=None if splits.validation is None else expanded(splits.validation),
         test=train if splits.test_is_train else expanded(splits.test),
         info=info,
     )
@@ -241,11 +239,12 @@ def check_against_model(splits: Splits, model: Any, compile_spec: CompileSpec) -
     metrics = compile_spec.metrics
     outputs = {output.name: output for output in describe_outputs(model)}
     for where, labels, output in _labelled(splits.train.y, outputs, "train"):
-        chosen = metrics
         if isinstance(metrics, dict):  # output name -> its metrics
             chosen = metrics.get(output.name) or (
                 next(iter(metrics.values()), []) if len(metrics) == 1 else []
             )
+        else:
+            chosen = metrics
         check_metrics(where, labels, chosen, output)
 
 
@@ -306,7 +305,7 @@ def check_labels(split: str, labels: np.ndarray, loss: str, output: Output) -> N
     indices = labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1)
     if len(output.shape) == 1 and units is not None:
         _check_label_shape(split, labels, loss, output, task, indices)
-    if task == "multiclass" and units is not None and indices:
+    if task == Task.multiclass and units is not None and indices:
         column = labels.reshape(-1)
         bad = (column < 0) | (column >= units) | (column % 1 != 0)
         if bad.any():
@@ -316,7 +315,7 @@ def check_labels(split: str, labels: np.ndarray, loss: str, output: Output) -> N
                 f"output; {int(bad.sum())} are not, the first is {labels[first].item()!r} at "
                 f"index {first}"
             )
-    if task in ("binary", "multilabel"):
+    if task in (Task.binary, Task.multilabel):
         rows = labels.reshape(len(labels), -1)
         if "hinge" in loss:  # Keras turns 0/1 labels into -1/1 for the hinge losses
             bad = ~np.isin(rows, (-1, 1) if (rows == -1).any() else (0, 1)).all(axis=1)
@@ -339,20 +338,20 @@ def _check_label_shape(
     assert units is not None
     shape = labels.shape
     one_hot = labels.ndim == 2 and shape[1] == units
-    if task == "multiclass" and loss.startswith("sparse_") and one_hot and units > 1:
+    if task == Task.multiclass and loss.startswith("sparse_") and one_hot and units > 1:
         raise DataError(
             f"{split} labels are one-hot (shape {shape}), but {loss} takes one class index per "
             f"example; one-hot labels need categorical_crossentropy (or class indices "
             f"0..{units - 1} for {loss})"
         )
     one_hot_loss = "sparse" not in loss and loss != "crossentropy"
-    if task == "multiclass" and one_hot_loss and indices and units > 1:
+    if task == Task.multiclass and one_hot_loss and indices and units > 1:
         raise DataError(
             f"{split} labels hold one class index per example (shape {shape}), but {loss} "
             f"takes one-hot labels of shape (n, {units}); integer class labels need "
             "sparse_categorical_crossentropy (or one-hot labels for categorical_crossentropy)"
         )
-    if task == "multilabel" and indices:
+    if task == Task.multilabel and indices:
         if output.activation == "softmax":
             raise DataError(
                 f"{units} classes with softmax need (sparse_)categorical_crossentropy, not "
@@ -364,7 +363,7 @@ def _check_label_shape(
             f"{units}-unit output takes one 0/1 column per unit, shape (n, {units}); for one "
             "class per example use a softmax output with sparse_categorical_crossentropy"
         )
-    if task == "regression" and indices and units > 1:
+    if task == Task.regression and indices and units > 1:
         raise DataError(
             f"{split} labels hold one value per example (shape {shape}), but the model's "
             f"output has {units} units; for class labels use sparse_categorical_crossentropy "
@@ -390,13 +389,14 @@ def check_metrics(
             the fix (e.g. AUC, Precision or F1Score need one-hot labels, not class indices).
     """
     tried = [metric for metric in metrics if metric.class_name not in RESOLVED_BY_COMPILE]
-    if not tried or any(size is None for size in output.shape) or not len(labels):
+    sizes = [size for size in output.shape if size is not None]
+    if not tried or len(sizes) != len(output.shape) or not len(labels):
         return
     import keras
 
     sample = labels[:TRIAL_EXAMPLES]
     units = output.units or 1
-    predictions = np.full((len(sample), *output.shape), 1 / units, dtype="float32")
+    predictions = np.full((len(sample), *sizes), 1 / units, dtype="float32")
     for metric in tried:
         identifier: Any = metric.class_name
         if metric.config:

@@ -13,10 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from dlcli.model.signature import ModelTask, Task
+
 EVALUATE_BATCH_SIZE = 1024
 MOST_CONFUSED = 5
 BINARY_THRESHOLD = 0.5  # what Keras's accuracy metrics use for a sigmoid output
-CLASSIFIERS = ("multiclass", "binary", "multilabel")
+CLASSIFIERS = (Task.multiclass, Task.binary, Task.multilabel)
 BATCH_BYTES = 256 * 1024 * 1024  # activations one inference batch may take
 
 
@@ -88,53 +90,53 @@ def outputs_are_logits(model: Any) -> bool:
     return getattr(getattr(last, "activation", None), "__name__", "") == "linear"
 
 
-def as_probabilities(outputs: np.ndarray, task: str, logits: bool) -> tuple[np.ndarray, bool]:
+def as_probabilities(outputs: np.ndarray, task: Task, logits: bool) -> tuple[np.ndarray, bool]:
     """A classifier's outputs as probabilities, and whether they had to be converted.
 
     Logits (`logits`, or values that no probabilities have: outside [0, 1], or multiclass rows
     that do not sum to 1) go through softmax (multiclass) or sigmoid (binary, multilabel).
 
     Example:
-        as_probabilities(np.array([[2.0, 0.0]]), "multiclass", False)
+        as_probabilities(np.array([[2.0, 0.0]]), Task.multiclass, False)
         # (array([[0.881, 0.119]]), True)
     """
     values = np.asarray(outputs, dtype="float64")
     if not logits and values.size:
         outside = values.min() < 0 or values.max() > 1
-        unsummed = task == "multiclass" and not np.allclose(values.sum(axis=-1), 1, atol=1e-3)
+        unsummed = task == Task.multiclass and not np.allclose(values.sum(axis=-1), 1, atol=1e-3)
         logits = bool(outside or unsummed)
     if not logits or task not in CLASSIFIERS:
         return outputs, False
-    if task == "multiclass":
+    if task == Task.multiclass:
         shifted = np.exp(values - values.max(axis=-1, keepdims=True))
         return shifted / shifted.sum(axis=-1, keepdims=True), True
     return 1 / (1 + np.exp(-values)), True
 
 
-def logits_note(task: str) -> str:
+def logits_note(task: ModelTask) -> str:
     """What `as_probabilities` did, said once."""
-    function = "softmax" if task == "multiclass" else "sigmoid"
+    function = "softmax" if task == Task.multiclass else "sigmoid"
     return f"the model's outputs are logits: shown through {function}"
 
 
-def true_classes(labels: np.ndarray, task: str) -> np.ndarray:
+def true_classes(labels: np.ndarray, task: Task) -> np.ndarray:
     """Class index per example from sparse, one-hot or 0/1 float labels."""
     labels = np.asarray(labels)
-    if task == "binary":
+    if task == Task.binary:
         return (labels.reshape(-1) >= 0.5).astype("int64")
     if labels.ndim == 2 and labels.shape[1] > 1:
         return np.argmax(labels, axis=-1)
     return labels.reshape(-1).astype("int64")
 
 
-def predicted_classes(probabilities: np.ndarray, task: str, threshold: float = 0.5) -> np.ndarray:
+def predicted_classes(probabilities: np.ndarray, task: Task, threshold: float = 0.5) -> np.ndarray:
     """Class index per example from the model's outputs."""
-    if task == "binary":
+    if task == Task.binary:
         return (probabilities.reshape(-1) >= threshold).astype("int64")
     return np.argmax(probabilities, axis=-1)
 
 
-def top_classes(outputs: np.ndarray, task: str) -> np.ndarray:
+def top_classes(outputs: np.ndarray, task: Task) -> np.ndarray:
     """Class index per example from a classifier's raw outputs (probabilities or logits)."""
     return predicted_classes(as_probabilities(outputs, task, False)[0], task)
 
@@ -147,12 +149,12 @@ def output_arrays(predicted: Any) -> list[np.ndarray]:
 
 
 def confident_mistakes(
-    labels: np.ndarray, probabilities: np.ndarray, task: str
+    labels: np.ndarray, probabilities: np.ndarray, task: Task
 ) -> list[tuple[int, int, int, float]]:
     """(example, true class, predicted class, confidence) of each wrong prediction, the most
     confident first."""
     truth, guessed = true_classes(labels, task), predicted_classes(probabilities, task)
-    if task == "binary":
+    if task == Task.binary:
         confidence = np.abs(probabilities.reshape(-1) - 0.5) + 0.5
     else:
         confidence = probabilities.max(axis=-1)
@@ -165,10 +167,10 @@ def confident_mistakes(
 # Classification
 
 
-def confusion_matrix(labels: np.ndarray, probabilities: np.ndarray, task: str) -> np.ndarray:
+def confusion_matrix(labels: np.ndarray, probabilities: np.ndarray, task: Task) -> np.ndarray:
     """Rows are true classes, columns predicted classes."""
     predicted = predicted_classes(probabilities, task)
-    classes = 2 if task == "binary" else probabilities.shape[-1]
+    classes = 2 if task == Task.binary else probabilities.shape[-1]
     matrix = np.zeros((classes, classes), dtype="int64")
     np.add.at(matrix, (true_classes(labels, task), predicted), 1)
     return matrix
@@ -247,11 +249,11 @@ def most_confused(matrix: np.ndarray, names: list[str], limit: int) -> list[tupl
 
 
 def classification(
-    task: str, y: np.ndarray, probabilities: np.ndarray, class_names: list[str] | None
+    task: Task, y: np.ndarray, probabilities: np.ndarray, class_names: list[str] | None
 ) -> dict[str, Any]:
     """Per-class scores, averages, confusion matrix and (binary) ROC AUC, by the names of
     `dlcli.inference.evaluate.Evaluation`'s fields (a multilabel model has no confusion matrix)."""
-    if task == "multilabel":
+    if task == Task.multilabel:
         truth = np.asarray(y).reshape(len(y), -1) >= 0.5
         guessed = probabilities.reshape(len(probabilities), -1) >= BINARY_THRESHOLD
         names = class_names or [str(i) for i in range(truth.shape[1])]
@@ -273,7 +275,7 @@ def classification(
         "confusion": matrix,
         "confused_pairs": most_confused(matrix, names, MOST_CONFUSED),
     }
-    if task == "binary":
+    if task == Task.binary:
         result["threshold"] = BINARY_THRESHOLD
         result["roc_auc"] = roc_auc(true_classes(y, task), probabilities)
     return result

@@ -1,23 +1,50 @@
 """The task a model does, from the loss Keras resolves and the layer that makes the output.
 
-multiclass, binary, multilabel or regression: training records it in dlcli.json, and evaluate
-and predict read scores and class names by it. Keras is imported only inside `loss_name`.
+multiclass, binary, multilabel or regression (`Task`): training records it in dlcli.json, and
+evaluate and predict read scores and class names by it. Keras is imported only inside `loss_name`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Literal
 
 from dlcli.errors import ConfigError
 from dlcli.spec.keras_catalog import COMPILE_SHORTCUTS
 from dlcli.spec.schema import KerasObject
 
-Task = Literal["multiclass", "binary", "multilabel", "regression"]
 Shape = tuple[int | None, ...]
 
 # Names that `model.compile` resolves itself from the labels and the output.
 RESOLVED_BY_COMPILE = COMPILE_SHORTCUTS["metrics"]
+
+
+class Task(str, Enum):
+    """What a model's output is: class scores, a probability, per-label probabilities or values.
+
+    A member is its string: it compares equal to it, formats as it, and dlcli.json and
+    evaluate's JSON hold the string.
+
+    Example:
+
+    >>> Task("binary") is Task.binary, Task.binary == "binary", f"task {Task.binary}"
+    (True, True, 'task binary')
+    >>> import json; json.dumps({"task": Task.multiclass})
+    '{"task": "multiclass"}'
+    """
+
+    multiclass = "multiclass"  # one class of several: softmax scores
+    binary = "binary"  # one sigmoid output: the probability of class 1
+    multilabel = "multilabel"  # several labels at once: a sigmoid per label
+    regression = "regression"  # values
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# The task of a whole model: its one output's, or "multioutput" (each output has its own task).
+ModelTask = Task | Literal["multioutput"]
 
 
 @dataclass(frozen=True)
@@ -116,19 +143,19 @@ def task_for(loss: str, units: int | None) -> Task:
     Example:
 
     >>> task_for("sparse_categorical_crossentropy", 10)
-    'multiclass'
+    <Task.multiclass: 'multiclass'>
     >>> task_for("binary_crossentropy", 1), task_for("hinge", 3)
-    ('binary', 'multilabel')
+    (<Task.binary: 'binary'>, <Task.multilabel: 'multilabel'>)
     >>> task_for("crossentropy", 1), task_for("mean_squared_error", 1)
-    ('binary', 'regression')
+    (<Task.binary: 'binary'>, <Task.regression: 'regression'>)
     """
     if "categorical" in loss:  # (sparse_)categorical_(focal_)crossentropy, categorical_hinge
-        return "multiclass"
+        return Task.multiclass
     if "binary" in loss or loss in ("hinge", "squared_hinge", "crossentropy"):
         if units == 1:
-            return "binary"
-        return "multiclass" if loss == "crossentropy" else "multilabel"
-    return "regression"
+            return Task.binary
+        return Task.multiclass if loss == "crossentropy" else Task.multilabel
+    return Task.regression
 
 
 def loss_of(loss: KerasObject | dict[str, KerasObject], output: Output) -> KerasObject:
@@ -157,7 +184,7 @@ def task_of(loss: KerasObject | dict[str, KerasObject], model: Any) -> Task:
 
     Example:
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-        task_of(KerasObject(class_name="SparseCategoricalCrossentropy"), model)  # 'multiclass'
+        task_of(KerasObject(class_name="SparseCategoricalCrossentropy"), model)  # Task.multiclass
     """
     output = describe_output(model)
     return task_for(loss_name(loss_of(loss, output)), output.units)

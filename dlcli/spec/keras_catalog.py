@@ -135,9 +135,8 @@ def load() -> dict[str, Any]:
         pass
     # A process that imported Keras anyway (`dlcli train`, see `cached`) asks it directly.
     namespaces = compute() if "keras" in sys.modules else _compute_in_child()
-    document = {"stamp": stamp, "namespaces": namespaces}
-    _save(path, json.dumps(document))
-    return document["namespaces"]
+    _save(path, json.dumps({"stamp": stamp, "namespaces": namespaces}))
+    return namespaces
 
 
 def cached() -> bool:

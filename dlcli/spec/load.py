@@ -11,6 +11,7 @@ checked against the installed Keras through `dlcli.spec.keras_catalog` (`dlcli.s
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -31,7 +32,7 @@ def check_spec_file(path: Path) -> None:
         raise ConfigError(f"spec file not found: {path}")
 
 
-def load_spec(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+def load_spec(path: Path, overrides: Sequence[str] = ()) -> Spec:
     """Read, check and type a spec file, without importing TensorFlow.
 
     The file is parsed with a safe YAML loader, the `overrides` are applied, every key is
@@ -71,7 +72,7 @@ def load_spec(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
     return spec_from_text(text, str(path), overrides)
 
 
-def spec_from_text(text: str, source: str, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+def spec_from_text(text: str, source: str, overrides: Sequence[str] = ()) -> Spec:
     """Check and type a spec given as YAML text; `source` names it in messages (see `load_spec`).
 
     Raises:

@@ -8,7 +8,10 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 KeyPath = tuple[str | int, ...]
 # A number YAML reads as text: `1e-3` has no dot, so YAML 1.1 does not take it as a float.
@@ -67,7 +70,7 @@ def one_line(message: str) -> str:
     return re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", lambda m: repr(m.group())[1:-1], message)
 
 
-def describe_error(error: dict[str, Any]) -> tuple[KeyPath, str]:
+def describe_error(error: ErrorDetails) -> tuple[KeyPath, str]:
     """One error of pydantic's `ValidationError.errors()` as (key path, what is wrong)."""
     path: KeyPath = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
     if error["type"] == "unknown_key":

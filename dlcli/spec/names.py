@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pydantic import ValidationError
@@ -86,7 +86,9 @@ def keras_problems(spec: Spec) -> Iterator[tuple[KeyPath, str]]:
         yield from _check_object("callbacks", ("fit", "callbacks", index), callback)
 
 
-def _check_layers(spec: Spec, layers: list[tuple[KeyPath, LayerSpec]]) -> Iterator[tuple]:
+def _check_layers(
+    spec: Spec, layers: Iterable[tuple[KeyPath, LayerSpec]]
+) -> Iterator[tuple[KeyPath, str]]:
     known = {i.name for i in spec.model.inputs or []}
     for path, layer in layers:
         yield from _check_object("layers", path, layer, custom_allowed=bool(spec.plugins))

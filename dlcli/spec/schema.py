@@ -23,7 +23,7 @@ from pydantic_core import PydanticCustomError
 
 from dlcli.spec.messages import suggest
 
-KERAS_DATASETS = (
+KerasDataset = Literal[
     "mnist",
     "fashion_mnist",
     "cifar10",
@@ -32,7 +32,8 @@ KERAS_DATASETS = (
     "reuters",
     "boston_housing",
     "california_housing",
-)
+]
+ColorMode = Literal["grayscale", "rgb", "rgba"]
 
 
 class Strict(BaseModel):
@@ -235,7 +236,7 @@ class ImagesSource(Strict):
     validation: str | None = None
     test: str | None = None
     image_size: list[Annotated[int, Field(gt=0)]] = Field(min_length=2, max_length=2)
-    color_mode: Literal["grayscale", "rgb", "rgba"] = "rgb"
+    color_mode: ColorMode = "rgb"
 
 
 class InlineSource(Strict):
@@ -246,7 +247,7 @@ class InlineSource(Strict):
 
 
 class DatasetSpec(Strict):
-    name: Literal[KERAS_DATASETS] | None = None  # type: ignore[valid-type]
+    name: KerasDataset | None = None
     npz: NpzSource | None = None
     csv: CsvSource | None = None
     images: ImagesSource | None = None
@@ -350,7 +351,11 @@ class Distribution(Strict):
 
     def extremes(self) -> list[Any]:
         """The values a spec must accept for every sample to be valid: both ends, or each choice."""
-        return self.choice if self.choice is not None else list(self.int_range or self.float_range)
+        if self.choice is not None:
+            return self.choice
+        bounds = self.int_range or self.float_range
+        assert bounds is not None  # exactly one of int, float and choice (`_one_kind`)
+        return list(bounds)
 
 
 class SearchSpec(Strict):

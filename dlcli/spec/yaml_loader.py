@@ -39,7 +39,7 @@ class _SpecLoader(yaml.SafeLoader):
             )
         super().fetch_flow_collection_start(token_class)
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
+    def compose_node(self, parent: Any, index: Any) -> yaml.Node:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             raise ConfigError(
@@ -52,6 +52,7 @@ class _SpecLoader(yaml.SafeLoader):
                 f"the spec nests deeper than {MAX_DEPTH} levels (line {event.start_mark.line + 1})"
             )
         node = super().compose_node(parent, index)
+        assert node is not None  # PyYAML always composes a node here (its stubs allow None)
         self.depth -= 1
         if node.tag not in _SAFE_TAGS:
             raise ConfigError(
@@ -116,9 +117,9 @@ def parse_yaml(text: str, where: str) -> tuple[Any, dict[KeyPath, int]]:
         ) from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
-        line = f", line {mark.line + 1}" if mark else ""
+        at_line = f", line {mark.line + 1}" if mark else ""
         problem = " ".join(str(error.problem or error).split())
-        raise ConfigError(f"{where}{line}: invalid YAML: {problem}") from None
+        raise ConfigError(f"{where}{at_line}: invalid YAML: {problem}") from None
     except (yaml.YAMLError, RecursionError) as error:
         raise ConfigError(f"{where}: invalid YAML: {' '.join(str(error).split())}") from None
     except ValueError as error:  # an integer with more digits than Python converts

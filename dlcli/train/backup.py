@@ -167,7 +167,7 @@ def from_finished(run_dir: Path) -> None:
 
 def _write_generation(
     backup: Path,
-    save_weights: Callable[[Path], None],
+    save_weights: Callable[[Path], object],  # what it returns is not used
     history: list[dict[str, float]],
     seeds: list[list[int]] | None,
 ) -> None:

@@ -20,16 +20,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO
+from types import FrameType
+from typing import IO, Any, TextIO
 
 from dlcli.distribute.cluster import LAUNCHED, TF_CONFIG, check_batch
 from dlcli.errors import ClusterError, UsageError
 
 LOST_GRACE = 60.0  # seconds the workers have to end by themselves after one failed
 STOP_GRACE = 60.0  # seconds a worker has to stop after SIGTERM or Ctrl-C before it is killed
+# What signal.signal returns and takes back: a function, SIG_DFL or SIG_IGN, or None (a
+# handler not installed from Python)
+SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 def launch(
@@ -156,7 +160,7 @@ class _passing_signals:  # a context manager, named as one
 
     def __init__(self, processes: list[subprocess.Popen[bytes]], signalled: list[int]) -> None:
         self.processes, self.signalled = processes, signalled
-        self.previous: dict[int, object] = {}
+        self.previous: dict[int, SignalHandler] = {}
 
     def __enter__(self) -> None:
         for number in (signal.SIGINT, signal.SIGTERM):
@@ -168,7 +172,7 @@ class _passing_signals:  # a context manager, named as one
 
     def __exit__(self, *exc: object) -> None:
         for number, handler in self.previous.items():
-            signal.signal(number, handler)  # type: ignore[arg-type]
+            signal.signal(number, handler)
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:
@@ -182,7 +186,7 @@ def _end(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def _relay(source: IO[bytes] | None, target: IO[str], index: int, lock: threading.Lock) -> None:
+def _relay(source: IO[bytes] | None, target: TextIO, index: int, lock: threading.Lock) -> None:
     """Copy a worker's output, line by line, each line prefixed with `worker N | `."""
     assert source is not None
     prefix = f"worker {index} | ".encode()

@@ -33,7 +33,7 @@ from dlcli.distribute.keras_fixes import FUSED_LOOP_KERAS, fused_loop_tested
 from dlcli.errors import TrainingError, UsageError
 from dlcli.model import artifact
 from dlcli.model.checks import add_channel_axis, check_against_model
-from dlcli.model.signature import describe_outputs, tasks_of
+from dlcli.model.signature import ModelTask, Task, describe_outputs, tasks_of
 from dlcli.runs.record import (
     kept_only_if_resumable,
     locked,
@@ -84,7 +84,7 @@ class TrainResult:
 
     run_dir: Path
     model_path: Path
-    task: str
+    task: ModelTask
     test_metrics: dict[str, float]
     evaluated_on: str  # "test", or "train" when the dataset has no test split
     history: dict[str, list[float]]
@@ -114,7 +114,7 @@ class Prepared:
     spec: Spec
     splits: Splits
     model: Any
-    task: str
+    task: ModelTask
     device: Any  # dlcli.distribute.device.Device
     callbacks: list[Any]  # the spec's own, built from `fit.callbacks`
     notes: list[str]  # said before training starts
@@ -246,9 +246,10 @@ def train(
         artifact.inspect(resolve_path(spec.fit.initial_weights, spec_dir), require_metadata=False)
     output_dir = None if resuming or trial or worker else output_folder(spec)
     prepared = _prepare(spec, spec_dir, skip_bad=skip_bad, cluster=cluster)
-    with workers.scratch_folder(cluster) if worker else nullcontext() as scratch:
+    with workers.scratch_folder(cluster) if cluster and worker else nullcontext() as scratch:
         shared = run_dir  # resuming: the run whose backup to continue
         if scratch is not None:  # a worker's own files, the chief's run continued
+            assert cluster is not None  # only a worker of a cluster has a scratch folder
             run_dir, view = scratch, workers.WorkerView(view, cluster)
         elif trial is not None:
             run_dir = trial.run_dir
@@ -309,7 +310,7 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
     splits = add_channel_axis(splits, model)
     check_against_model(splits, model, spec.compile)
     tasks = tasks_of(spec.compile.loss, model)
-    task = next(iter(tasks.values())) if len(tasks) == 1 else "multioutput"
+    task: ModelTask = next(iter(tasks.values())) if len(tasks) == 1 else "multioutput"
     models.adapt_preprocessing(model, spec.model, splits.train.x)
     if spec.fit.initial_weights is not None:  # after adapting: the file's statistics stay
         path = resolve_path(spec.fit.initial_weights, spec_dir)
@@ -327,7 +328,7 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
         task,
         device,
         callbacks,
-        [*notes, *[note] * bool(note)],
+        [*notes, *([note] if note else [])],
         weights,
         cluster,
     )
@@ -449,7 +450,7 @@ def _finish(
             f"training ran no step (the training data gave no batch); nothing was saved in "
             f"{shell_path(run_dir)}"
         )
-    classifier = task in ("multiclass", "binary")
+    classifier = task in (Task.multiclass, Task.binary)
     scored = splits.validation if validation and splits.validation else splits.test
     test_metrics, predicted = score(
         model, scored.x, targets(model, scored.y), spec.fit.batch_size, outputs=classifier
@@ -479,6 +480,7 @@ def _finish(
     artifact.write_json(run_dir / "metrics.json", metrics)
     plots.save_curves(history, run_dir / "curves.png")
     if predicted is not None:
+        assert isinstance(task, Task)  # scored with outputs: a classifier
         matrix = confusion_matrix(scored.y, predicted, task)
         labels = splits.info.class_names or [str(i) for i in range(len(matrix))]
         plots.save_confusion_matrix(matrix, labels, run_dir / "confusion_matrix.png")

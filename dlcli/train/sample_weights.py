@@ -8,20 +8,21 @@ are those of plain accuracy and loss.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from dlcli.data.common import Split
 from dlcli.errors import ConfigError
-from dlcli.model.signature import Output
+from dlcli.model.signature import Output, Task
 
 
 def sample_weights(
     class_weight: dict[int | str, float] | str | None,
     train: Split,
     class_names: list[str] | None,
-    tasks: dict[str, str],
+    tasks: Mapping[str, Task],
     outputs: list[Output],
 ) -> tuple[np.ndarray | None, str | None]:
     """The training examples' weights (None when unweighted) and a note saying what
@@ -42,7 +43,7 @@ def sample_weights(
     Example:
         >>> split = Split(np.zeros((4, 1)), np.array([0, 0, 0, 1]))
         >>> binary = [Output("p", (1,), "sigmoid")]
-        >>> weights, note = sample_weights("balanced", split, ["cat", "dog"], {"p": "binary"},
+        >>> weights, note = sample_weights("balanced", split, ["cat", "dog"], {"p": Task.binary},
         ...                                binary)
         >>> [round(float(weight), 3) for weight in weights]
         [0.667, 0.667, 0.667, 2.0]
@@ -58,11 +59,11 @@ def sample_weights(
             f"{len(outputs)}; weigh the outputs' losses with `compile.loss_weights`"
         )
     task = next(iter(tasks.values()))
-    if task not in ("multiclass", "binary"):
+    if task not in (Task.multiclass, Task.binary):
         raise ConfigError(
             f"`fit.class_weight`: applies to a classifier, and this model's task is {task}"
         )
-    classes = 2 if task == "binary" else int(outputs[0].units or 0)
+    classes = 2 if task == Task.binary else int(outputs[0].units or 0)
     labels = _class_indices(train.y, task)
     note = None
     if class_weight == "balanced":
@@ -84,10 +85,10 @@ def sample_weights(
     return (weights if train.w is None else weights * train.w), note
 
 
-def _class_indices(y: Any, task: str) -> np.ndarray:
+def _class_indices(y: Any, task: Task) -> np.ndarray:
     """Each example's class index: integer labels, one-hot rows or 0/1 binary targets."""
     y = np.asarray(y)
-    if task == "multiclass" and y.ndim == 2 and y.shape[1] > 1:
+    if task == Task.multiclass and y.ndim == 2 and y.shape[1] > 1:
         return y.argmax(axis=1)
     return y.reshape(len(y)).round().astype(np.int64)
 

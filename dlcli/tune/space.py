@@ -103,9 +103,9 @@ def sample(trial: Any, space: dict[str, Distribution]) -> dict[str, Any]:
             values[key] = trial.suggest_int(key, low, high, step=step, log=distribution.log)
         else:
             assert distribution.float_range is not None
-            low, high = distribution.float_range
+            lowest, highest = distribution.float_range
             values[key] = trial.suggest_float(
-                key, low, high, step=distribution.step, log=distribution.log
+                key, lowest, highest, step=distribution.step, log=distribution.log
             )
     return values
 

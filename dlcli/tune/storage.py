@@ -83,7 +83,7 @@ def name_taken(error: BaseException) -> bool:
     code = getattr(driver_error, "sqlstate", None) or getattr(driver_error, "pgcode", None)
     if code is not None:  # psycopg (sqlstate) or psycopg2 (pgcode)
         return code in POSTGRES_TAKEN
-    arguments = getattr(driver_error, "args", ())
+    arguments: tuple[object, ...] = getattr(driver_error, "args", ())
     return bool(arguments) and arguments[0] in MYSQL_TAKEN  # mysqlclient, pymysql: (code, text)
 
 

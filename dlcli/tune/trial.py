@@ -131,7 +131,8 @@ def _pruning_callback(trial: Any, metric: str) -> Any:
     pruner says the trial will not beat the others."""
     from dlcli.distribute.device import import_keras
 
-    keras = import_keras()  # quietly: TensorFlow's start-up lines are not the user's business
+    import_keras()  # quietly: TensorFlow's start-up lines are not the user's business
+    import keras  # the module import_keras imported (a base class must be a module's name)
 
     class Pruning(keras.callbacks.Callback):
         pruned_at: int | None = None

@@ -163,7 +163,8 @@ def _search(
     assert spec.search is not None
     # each trial traces its model's functions anew, which TensorFlow would warn about
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    started, ran = time.monotonic(), []
+    started = time.monotonic()
+    ran: list[int] = []  # the numbers of the trials this process ran
     try:
         with latched_signals() as latch:  # Ctrl-C between two trials waits for a safe point
             while True:

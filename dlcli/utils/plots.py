@@ -185,6 +185,7 @@ def search_figures(study: Any, metric: str) -> dict[str, Any]:
     import warnings
 
     import optuna
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
     from optuna.visualization import matplotlib as optuna_plots
 
@@ -199,5 +200,7 @@ def search_figures(study: Any, metric: str) -> dict[str, Any]:
             importances.set_title(f"Parameter importances (from {complete} completed trials)")
             figures["importances"] = importances
     for axes in figures.values():
-        axes.figure.set_size_inches(7, 4.5)
+        figure = axes.figure
+        assert isinstance(figure, Figure)  # Optuna draws each plot on a figure of its own
+        figure.set_size_inches(7, 4.5)
     return figures
