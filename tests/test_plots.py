@@ -39,4 +39,5 @@ def test_the_search_history_counts_whole_trials() -> None:
 
 def test_importances_say_how_many_trials_they_rest_on() -> None:
     figures = plots.search_figures(study_of(6), "val_loss")
-    assert figures["importances"].get_title() == "Parameter importances (from 6 completed trials)"
+    title = figures["importances"].get_title(loc="left")
+    assert title == "Parameter importances (from 6 completed trials)"

@@ -197,7 +197,9 @@ def search_figures(study: Any, metric: str) -> dict[str, Any]:
         figures["history"].xaxis.set_major_locator(MaxNLocator(integer=True))  # whole trials
         if complete >= MIN_TRIALS_FOR_IMPORTANCES:
             importances = optuna_plots.plot_param_importances(study, target_name=metric)
-            importances.set_title(f"Parameter importances (from {complete} completed trials)")
+            importances.set_title(
+                f"Parameter importances (from {complete} completed trials)", loc="left"
+            )
             figures["importances"] = importances
     for axes in figures.values():
         figure = axes.figure
