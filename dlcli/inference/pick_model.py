@@ -20,7 +20,8 @@ def _fit(info: ModelInfo, found: InputFile) -> int:
     all (3 for a model of rows that takes the file's columns)."""
     if info.inputs is not None:  # several inputs: .csv files whose header names their columns
         needed = [name for record in info.inputs.values() for name in record.feature_names or []]
-        return 3 * bool(needed and found.columns and set(needed) <= set(found.columns))
+        takes_columns = bool(needed and found.columns and set(needed) <= set(found.columns))
+        return 3 if takes_columns else 0
     assert info.input is not None
     image, shape = info.input.image, info.input.shape
     if found.image is not None:

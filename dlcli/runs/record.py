@@ -29,7 +29,8 @@ RUN_RECORD = "run.json"  # what --resume needs besides spec.yaml: the spec's fol
 def resume_command(run_dir: Path) -> str:
     """The command that continues a run (with `--workers N` if dlcli launched its workers)."""
     workers = os.environ.get(LAUNCHED, "")
-    return f"dlcli train --resume {shell_path(run_dir)}" + (f" --workers {workers}" * bool(workers))
+    command = f"dlcli train --resume {shell_path(run_dir)}"
+    return f"{command} --workers {workers}" if workers else command
 
 
 def output_folder(spec: Spec) -> Path:
