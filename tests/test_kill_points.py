@@ -433,4 +433,4 @@ def test_a_full_disk_at_the_first_backup_is_one_line_and_leaves_no_run(
         "device; there is no earlier backup to resume from"
     )
     assert "Traceback" not in result.stderr
-    assert list((workspace.root / "full").iterdir()) == []
+    assert not (workspace.root / "full").exists()  # made by this run, so removed with it
