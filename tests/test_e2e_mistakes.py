@@ -15,28 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import REPO, run_dlcli
+from .helpers import REPO, Ran, npz_bytes, run_cli, tiny_arrays, tiny_spec
 
 XOR = (REPO / "configs" / "xor.yaml").read_text()
-SPEC = """\
-name: tiny
-seed: 0
-dataset:
-  npz: data.npz
-model:
-  input: [4]
-  layers:
-    - Dense: {units: 3, activation: softmax}
-compile:
-  optimizer: rmsprop
-  loss: sparse_categorical_crossentropy
-  metrics: [accuracy]
-fit:
-  epochs: 1
-  batch_size: 8
-"""
+SPEC = tiny_spec()
 HEAVY = re.compile(r"^import time:.*\|\s*(tensorflow|keras)(\.|$)", re.MULTILINE)
-FAST_SECONDS = 2.0  # the best of three, on cores shared with the other test worker (TF: ~5 s)
+FAST_SECONDS = 2.0  # the best of three: below what an import of TensorFlow takes
 SLOW_SECONDS = 60.0
 
 
@@ -49,17 +33,8 @@ class Mistake:
     files: dict[str, str | bytes] = field(default_factory=dict)
 
 
-def npz_bytes(**arrays: np.ndarray) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
-
-
-RNG = np.random.default_rng(0)
-X = RNG.normal(size=(32, 4)).astype("float32")
-GOOD_DATA = npz_bytes(x_train=X, y_train=(X[:, 0] > 0).astype("int64"))
+GOOD_DATA = npz_bytes(**tiny_arrays(32))
+X = tiny_arrays(32)["x_train"]
 
 MISTAKES = {
     "spec file missing": Mistake(
@@ -155,7 +130,7 @@ def run_with_files(
     env: dict[str, str],
     model: Path,
     extra_env: dict[str, str] | None = None,
-) -> tuple[object, float]:
+) -> Ran:
     for name, content in mistake.files.items():
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +139,7 @@ def run_with_files(
         else:
             path.write_text(content)
     arguments = [argument.replace("{model}", str(model)) for argument in mistake.arguments]
-    return run_dlcli(arguments, {**env, **(extra_env or {})}, folder, timeout=300)
+    return run_cli(arguments, {**env, **(extra_env or {})}, folder, timeout=300)
 
 
 @pytest.fixture(scope="session")
@@ -172,7 +147,7 @@ def warm_env(user_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     """The shared environment after one `dlcli validate`: what a user has after a first run."""
     folder = tmp_path_factory.mktemp("warm")
     (folder / "xor.yaml").write_text(XOR)
-    result, _ = run_dlcli(["validate", "xor.yaml"], user_env, folder)
+    result = run_cli(["validate", "xor.yaml"], user_env, folder)
     assert result.returncode == 0, result.stderr
     return user_env
 
@@ -183,7 +158,7 @@ def test_a_mistake_is_one_line_with_its_exit_code(
 ) -> None:
     mistake = MISTAKES[name]
     profile = {"PYTHONPROFILEIMPORTTIME": "1"}
-    result, seconds = run_with_files(mistake, tmp_path, warm_env, first_model, profile)
+    result = run_with_files(mistake, tmp_path, warm_env, first_model, profile)
     imported = HEAVY.findall(result.stderr)
     lines = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
     assert result.returncode == mistake.exit_code, "\n".join(lines)
@@ -196,13 +171,13 @@ def test_a_mistake_is_one_line_with_its_exit_code(
         assert not imported, f"imported {sorted({m for m, _ in imported})}"
         timings = []
         for _ in range(3):
-            _, seconds = run_with_files(mistake, tmp_path, warm_env, first_model)
+            seconds = run_with_files(mistake, tmp_path, warm_env, first_model).seconds
             timings.append(seconds)
             if seconds < FAST_SECONDS:
                 break
         assert min(timings) < FAST_SECONDS, timings
     else:
-        assert seconds < SLOW_SECONDS
+        assert result.seconds < SLOW_SECONDS
 
 
 def test_every_exit_code_of_the_readme_is_met_by_a_row() -> None:

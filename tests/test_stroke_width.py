@@ -24,9 +24,8 @@ from dlcli.data.common import ImageInfo
 from dlcli.data.decode import MNIST_STROKE_WIDTHS, open_image, stroke_width, to_array
 from dlcli.model.artifact import ImageRecord
 
-from .conftest import REPO
 from .digit_set import FONTS, STYLES, Sample, digit_set
-from .test_rendered_digits import mnist_models  # noqa: F401  (the models trained once, shared)
+from .helpers import REPO
 
 OLD = ImageInfo(28, 28, 1, "light_on_dark", "mnist")
 NEW = ImageInfo(28, 28, 1, "light_on_dark", "mnist-stroke")
@@ -199,7 +198,7 @@ def held_out() -> list[Sample]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(HELD_OUT_TARGETS))
 def test_held_out_digits_are_read(
-    mnist_models: dict[str, Path],  # noqa: F811
+    mnist_models: dict[str, Path],
     held_out: list[Sample],
     name: str,
 ) -> None:
