@@ -1,8 +1,10 @@
 """User mistakes through the installed `dlcli`, as a user makes them: each row is a command,
-its exit code, the exact one line it ends with, and how long it may take.
+its exit code, the exact one line it ends with (the only `Error:` line), an empty stdout, no
+file written beside the row's own, and how long it may take.
 
-Mistakes that can be found without TensorFlow are answered in under a second and never import
-it (checked with PYTHONPROFILEIMPORTTIME); the others within the time of a TensorFlow start.
+Mistakes that can be found without TensorFlow are answered within FAST_SECONDS (the best of
+three) and never import it (checked with PYTHONPROFILEIMPORTTIME); the others within
+SLOW_SECONDS.
 Every row runs in a subprocess with an empty HOME and dlcli cache (see `user_env`).
 """
 
@@ -32,7 +34,11 @@ class Mistake:
     before_tensorflow: bool
     files: dict[str, str | bytes] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        assert self.message, f"{self.arguments}: every mistake says its one `Error:` line"
 
+
+HISTORY = "epoch,loss,val_loss\n1,0.5,0.6\n2,0.4,0.5\n"
 GOOD_DATA = npz_bytes(**tiny_arrays(32))
 X = tiny_arrays(32)["x_train"]
 
@@ -40,7 +46,7 @@ MISTAKES = {
     "spec file missing": Mistake(
         ["train", "missing.yaml"], 3, "spec file not found: missing.yaml", True
     ),
-    "no spec": Mistake(["train"], 2, "", True),
+    "no spec": Mistake(["train"], 2, "give a SPEC to train, or --resume RUN_DIR", True),
     "invalid YAML": Mistake(
         ["validate", "spec.yaml"],
         3,
@@ -95,7 +101,24 @@ MISTAKES = {
     "predict a missing image": Mistake(
         ["predict", "missing.png", "--model", "{model}"], 7, "missing.png: no such file", True
     ),
-    "evaluate an unknown split": Mistake(["evaluate", "{model}", "--split", "foo"], 2, "", True),
+    "evaluate an unknown split": Mistake(
+        ["evaluate", "{model}", "--split", "foo"],
+        2,
+        "Invalid value for '--split': Value error, 'foo' is not one of 'test', 'validation', "
+        "'train'.",
+        True,
+    ),
+    "compare into a missing folder": Mistake(
+        ["runs", "--compare", "a", "b", "--output", "plots/all.png"],
+        11,
+        "cannot write plots/all.png: No such file or directory",
+        True,
+        {
+            f"runs/{run}/{name}": text
+            for run in ("a", "b")
+            for name, text in (("spec.yaml", "name: x\n"), ("history.csv", HISTORY))
+        },
+    ),
     "data file missing": Mistake(
         ["train", "spec.yaml"],
         4,
@@ -163,10 +186,12 @@ def test_a_mistake_is_one_line_with_its_exit_code(
     lines = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
     assert result.returncode == mistake.exit_code, "\n".join(lines)
     assert "Traceback" not in result.stderr
-    if mistake.message:
-        expected = "Error: " + mistake.message.format(tmp=tmp_path)
-        assert lines[-1] == expected, "\n".join(lines)
-        assert sum(line.startswith("Error: ") for line in lines) == 1
+    expected = "Error: " + mistake.message.format(tmp=tmp_path)
+    assert lines[-1] == expected, "\n".join(lines)
+    assert sum(line.startswith("Error: ") for line in lines) == 1
+    assert result.stdout == ""
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert written == sorted(mistake.files), "a mistake writes no file (no PNG, no temporary)"
     if mistake.before_tensorflow:
         assert not imported, f"imported {sorted({m for m, _ in imported})}"
         timings = []
