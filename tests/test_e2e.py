@@ -60,34 +60,23 @@ def test_the_readme_predict_runs_the_verified_onnx_model_without_tensorflow(
     assert not re.findall(r"\| (tensorflow|keras)$", result.stderr, re.MULTILINE)
 
 
-@pytest.mark.parametrize(
-    ("fmt", "quantize"),
-    [("onnx", "int8"), ("litert", "int8")],
-)
+@pytest.mark.parametrize(("fmt", "name"), [("onnx", "m.onnx"), ("litert", "m.tflite")])
 def test_the_first_model_quantized_keeps_its_accuracy(
-    fmt: str, quantize: str | None, first_model: Path, workspace: Path, user_env: dict[str, str]
+    fmt: str, name: str, first_model: Path, workspace: Path, user_env: dict[str, str]
 ) -> None:
-    output = workspace / "exports" / f"{fmt}-{quantize}"
+    """`--quantize int8` on the MNIST network: 512 examples checked, at least 97% top-1
+    agreement with Keras and at most 2 points of accuracy lost. The unquantized exports, held
+    to the float tolerance, are checked in test_export.py
+    (test_each_format_is_verified_in_its_runtime)."""
+    output = workspace / "exports" / f"{fmt}-int8"
     output.mkdir(parents=True)
-    name = {"onnx": "m.onnx", "litert": "m.tflite", "savedmodel": "m", "openvino": "m.xml"}[fmt]
-    arguments = [
-        "export",
-        str(first_model),
-        "--format",
-        fmt,
-        "--output",
-        str(output / name),
-        "--json",
-        *(["--quantize", quantize] if quantize else []),
-    ]
-    result = run_cli(arguments, user_env, workspace)
+    arguments = ["export", str(first_model), "--format", fmt, "--output", str(output / name)]
+    result = run_cli([*arguments, "--json", "--quantize", "int8"], user_env, workspace)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "fully_quantize" not in result.stderr, "the converter's native log is not shown"
     record = json.loads(result.stdout)
     assert record["examples"] == 512 and record["top1_agreement"] >= 0.97
     assert record["exported_accuracy"] >= record["keras_accuracy"] - 0.02
-    if quantize is None:
-        assert record["max_abs_diff"] < 1e-3 and record["top1_agreement"] >= 0.998
 
 
 def test_evaluate_and_predict_the_first_model(
