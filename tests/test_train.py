@@ -178,7 +178,8 @@ def test_unwritable_output_folder_is_reported_before_training(tmp_path: Path) ->
 @pytest.mark.usefixtures("fake_keras_datasets")
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_every_shipped_config_trains(config: Path) -> None:
-    """Each config, on synthetic stand-ins of its dataset's shape, for one epoch."""
+    """Every file in configs/ (the list is read from the folder, so a new config is started
+    here too) trains for one epoch on synthetic stand-ins of its dataset's shape."""
     result = train(config, "--set", "fit.epochs=1")
     assert result.exit_code == 0, result.output
     spec = yaml.safe_load(config.read_text())
