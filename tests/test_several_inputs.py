@@ -141,11 +141,12 @@ fit: {epochs: 2, batch_size: 8}
 """
 
 
-def write_arrays(folder: Path, **changes: np.ndarray) -> None:
-    """x_train_left/right and y_train_kind/size (and test arrays): `kind` is left[0] > 100."""
+def write_arrays(folder: Path, sizes: tuple[int, int] = (40, 12), **changes: np.ndarray) -> None:
+    """x_train_left/right and y_train_kind/size, and the test arrays, of `sizes` (train, test):
+    `kind` is left[0] > 100."""
     rng = np.random.default_rng(0)
     arrays = {}
-    for split, rows in (("train", 40), ("test", 12)):
+    for split, rows in zip(("train", "test"), sizes, strict=True):
         left = rng.normal(100, 10, size=(rows, 2)).astype("float32")
         right = rng.normal(size=(rows, 3)).astype("float32")
         arrays |= {
@@ -158,7 +159,23 @@ def write_arrays(folder: Path, **changes: np.ndarray) -> None:
     (folder / "spec.yaml").write_text(NPZ_SPEC)
 
 
-@pytest.mark.slow  # ~21 s; make test trains the two-input and two-output iris configs
+def test_npz_arrays_named_per_input_and_output_on_20_rows(tmp_path: Path) -> None:
+    """x_train_NAME / y_train_NAME arrays of 20 rows feed the inputs and outputs of those names
+    (`dlcli train` in-process, one epoch); `evaluate --data` reads the test arrays by name and
+    reports each output."""
+    write_arrays(tmp_path, sizes=(20, 8))
+    result = invoke(["train", "spec.yaml", "--set", "fit.epochs=1"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"On the test set: .*kind_accuracy \d\.\d+.*size_mae", result.stdout)
+    model = tmp_path / model_of(result.stdout)
+    assert set(dlcli_json(model)["inputs"]) == {"left", "right"}
+    result = invoke(["evaluate", str(model), "--data", str(tmp_path / "arrays.npz")])
+    assert result.exit_code == 0, result.output
+    assert "Output `kind` (binary)" in result.stdout
+    assert "Output `size` (regression)" in result.stdout
+
+
+@pytest.mark.slow  # the same through the installed CLI in subprocesses, 40 rows, two epochs
 def test_npz_arrays_named_per_input_and_output_train_and_evaluate(
     tmp_path: Path, user_env: dict[str, str]
 ) -> None:
