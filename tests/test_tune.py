@@ -138,12 +138,14 @@ def test_best_yaml_is_a_plain_spec_that_train_reproduces(
     assert loss and float(loss[1]) == pytest.approx(best["test_metrics"]["loss"], abs=1e-3)
 
 
-@pytest.mark.slow  # two more processes (~45 s); make test runs studies, Ctrl-C and resume
 def test_two_processes_share_one_study_and_a_rerun_continues_it(
     tmp_path: Path, user_env: dict[str, str]
 ) -> None:
-    write_search_spec(tmp_path, SEARCH.replace("epochs: 3", "epochs: 2"))
-    command = [*dlcli_command(), "tune", "tiny.yaml", "--trials", "4", "--json"]
+    """Two `dlcli tune` processes started together on one SQLite study of 2 trials of 1 epoch:
+    one study folder, no trial lost or run twice; then a rerun with one more trial continues
+    the study and runs that trial."""
+    write_search_spec(tmp_path, SEARCH.replace("epochs: 3", "epochs: 1"))
+    command = [*dlcli_command(), "tune", "tiny.yaml", "--trials", "2", "--json"]
     processes = [
         subprocess.Popen(
             command,
@@ -165,7 +167,7 @@ def test_two_processes_share_one_study_and_a_rerun_continues_it(
     numbers = [number for number, _ in trials_in(study / "study.db")]
     # no trial lost or run twice: the union is the study, in order, each trial once
     assert not ran[0] & ran[1] and ran[0] | ran[1] == set(numbers) == set(range(len(numbers)))
-    assert 4 <= len(numbers) <= 5  # each process checks the count before it starts a trial
+    assert 2 <= len(numbers) <= 3  # each process checks the count before it starts a trial
     assert sorted(p.name for p in study.glob("trial-*")) == [f"trial-{n}" for n in numbers]
     assert "Study tiny-tune in runs/tiny-tune-1\n" in outputs[0][1] + outputs[1][1]
 
