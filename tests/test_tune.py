@@ -368,3 +368,21 @@ def test_a_metric_the_model_does_not_report_ends_the_search_after_one_epoch(
     study = tmp_path / "runs" / "tiny-tune-1"
     assert trials_in(study / "study.db") == [(0, "FAIL")]
     assert not (study / "trial-0" / "backup").exists()
+
+
+def test_a_timeout_ends_the_search_before_its_trials(
+    tmp_path: Path, user_env: dict[str, str]
+) -> None:
+    """`--timeout 1` on a search of 20 trials of 1 epoch: no trial starts after a second, the
+    output says the timeout ended the search, and the study holds the trials that ran."""
+    text = SEARCH.replace("epochs: 3", "epochs: 1").replace("trials: 3", "trials: 20")
+    write_search_spec(tmp_path, text)
+    result = run_cli(["tune", "tiny.yaml", "--timeout", "1"], user_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    ended = re.search(
+        r"^The timeout ended the search here after (\d+) trials$", result.stdout, re.M
+    )
+    assert ended, result.stdout
+    ran = int(ended[1])
+    assert 1 <= ran < 20
+    assert len(trials_in(tmp_path / "runs" / "tiny-tune-1" / "study.db")) == ran
