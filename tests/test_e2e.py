@@ -177,7 +177,7 @@ def test_xor_learns_the_four_points(workspace: Path, user_env: dict[str, str]) -
     assert "On the training data (no test split): accuracy 1.0000" in result.stdout
 
 
-@pytest.mark.slow  # ~40 s of the e2e group's one worker; make test tunes the iris CSV
+@pytest.mark.slow  # real MNIST; make test searches the iris CSV (tests/test_tune.py)
 def test_the_shipped_search_runs_on_mnist(
     first_model: Path, workspace: Path, user_env: dict[str, str]
 ) -> None:
