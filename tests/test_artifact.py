@@ -1,15 +1,12 @@
 """dlcli.json as a typed schema (dlcli.model.artifact.ModelInfo), and files written with the umask.
 
-`model_info()` builds the dlcli.json of a small regression model (2 features in, 1 value out);
-other test modules use it to save models of their own.
-"""
+The documents (`helpers.info_document`, `helpers.classifier_document`) and the `classifier`
+fixture (conftest.py) are shared with other test modules."""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,89 +17,7 @@ from dlcli.model import artifact
 from dlcli.model.artifact import ModelInfo
 from dlcli.utils import atomic
 
-DIGEST = "0" * 64
-SPEC = {
-    "name": "tiny",
-    "seed": 1,
-    "dataset": {"inline": {"x": [[0, 0], [1, 1]], "y": [0, 1]}},
-    "model": {"input": [2], "layers": [{"Dense": {"units": 1}}]},
-    "compile": {"optimizer": "sgd", "loss": "mse"},
-    "fit": {"epochs": 1, "batch_size": 2},
-}
-
-
-def info_document(**changes: Any) -> dict[str, Any]:
-    """dlcli.json of a regression model with 2 inputs and 1 output, as train writes it."""
-    training = {"epochs": 1, "fit_seconds": 0.5, "total_seconds": 1.0, "device": "CPU"}
-    document = {
-        "format": 1,
-        "versions": {"dlcli": "0.1.0", "keras": "3", "tensorflow": "2"},
-        "spec": SPEC,
-        "dataset": {
-            "source": "inline",
-            "digest": DIGEST,
-            "sizes": {"train": 2, "test": 0},
-            "skipped": 0,
-        },
-        "task": "regression",
-        "class_names": None,
-        "input": {"shape": [2], "dtype": "float32", "feature_names": None, "image": None},
-        "metrics": {"evaluated_on": "train", "train": {"loss": 0.25}, **training},
-        "training": training,
-    }
-    document.update(changes)
-    return document
-
-
-def model_info(**changes: Any) -> ModelInfo:
-    return ModelInfo.model_validate(info_document(**changes))
-
-
-# ---------------------------------------------------------------------------------------------
-# Hand-edited dlcli.json: one line naming the file and the key, exit code 6
-
-IMAGE = {"height": 4, "width": 4, "channels": 1, "polarity": None, "framing": None}
-
-
-def classifier_document(**changes: Any) -> dict[str, Any]:
-    """dlcli.json of `classifier` below: 4x4 grayscale images in, classes a, b, c out."""
-    spec = {
-        **SPEC,
-        "model": {"input": [4, 4, 1], "layers": ["Flatten", {"Dense": {"units": 3}}]},
-        "compile": {"optimizer": "sgd", "loss": "sparse_categorical_crossentropy"},
-    }
-    document = info_document(
-        spec=spec,
-        task="multiclass",
-        class_names=["a", "b", "c"],
-        input={"shape": [4, 4, 1], "dtype": "uint8", "feature_names": None, "image": IMAGE},
-    )
-    document.update(changes)
-    return document
-
-
-@pytest.fixture(scope="module")
-def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model of 4x4 grayscale images and 3 classes, saved with its dlcli.json."""
-    import keras
-
-    model = keras.Sequential(
-        [keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(3, "softmax")]
-    )
-    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-    path = tmp_path_factory.mktemp("classifier") / "model.keras"
-    artifact.save(model, ModelInfo.model_validate(classifier_document()), path)
-    return path
-
-
-def with_dlcli_json(source: Path, target: Path, document: Any) -> Path:
-    """A copy of the model file `source` whose dlcli.json is `document`."""
-    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
-        for item in old.infolist():
-            if item.filename != "dlcli.json":
-                new.writestr(item, old.read(item))
-        new.writestr("dlcli.json", json.dumps(document))
-    return target
+from .helpers import IMAGE, classifier_document, with_dlcli_json
 
 
 def edited(**changes: Any) -> dict[str, Any]:
@@ -268,7 +183,7 @@ def test_a_newer_format_asks_to_upgrade(classifier: Path, tmp_path: Path) -> Non
 def test_saved_and_written_files_follow_the_umask(
     classifier: Path, tmp_path: Path, umask: int, mode: int
 ) -> None:
-    """Before: model.keras and every JSON file were 0600 whatever the umask (mkstemp)."""
+    """model.keras and every JSON file written get the mode the umask gives (not mkstemp's 0600)."""
     loaded = artifact.load(classifier)
     folder = tmp_path / "out"
     folder.mkdir()

@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pytest
 
-from .conftest import REPO
+from .helpers import REPO
 
 
 @pytest.fixture(scope="module")

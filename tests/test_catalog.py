@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from dlcli.errors import ConfigError
 from dlcli.spec import keras_catalog, load, messages, names
 
-from .conftest import REPO
+from .helpers import REPO
 
 XOR = REPO / "configs" / "xor.yaml"
 

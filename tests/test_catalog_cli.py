@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from .helpers import REPO
 
 XOR = REPO / "configs" / "xor.yaml"
 SEE = "see keras.{namespace} for the valid names (--set {override})"

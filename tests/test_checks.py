@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import doctest
 import json
-import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,7 +16,6 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 import dlcli.model.checks
 import dlcli.model.signature
@@ -28,6 +24,8 @@ from dlcli.errors import ConfigError, DataError
 from dlcli.model.checks import add_channel_axis, check_labels, check_metrics
 from dlcli.model.signature import Output, loss_name, task_for, task_of, tasks_of
 from dlcli.spec.schema import CompileSpec, KerasObject
+
+from .helpers import Ran, invoke, run_cli, tiny_spec, write_tiny_data
 
 CLASSES = np.array([0, 2, 1, 2])
 ONE_HOT = np.eye(3)[CLASSES]
@@ -334,20 +332,7 @@ def test_docstring_examples() -> None:
 # ---------------------------------------------------------------------------------------------
 # Through the CLI
 
-SPEC = """name: tiny
-seed: 0
-dataset:
-  npz: data.npz
-model:
-  input: [4]
-  layers:
-    - Dense: {units: 3, activation: softmax}
-compile:
-  loss: sparse_categorical_crossentropy
-  metrics: [accuracy]
-fit:
-  epochs: 1
-"""
+SPEC = tiny_spec(compile={"optimizer": None}, fit={"batch_size": None})
 CONVNET = """name: conv
 seed: 0
 dataset:
@@ -369,19 +354,14 @@ fit:
 """
 
 
-def run_dlcli(folder: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+def run_here(folder: Path, *arguments: str) -> Ran:
     """`dlcli ARGUMENTS` as a user runs it in `folder`, with an empty HOME (the cache
     holds only the Keras catalog)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DLCLI_", "KERAS_", "TF_"))}
-    env |= {"HOME": str(folder / "home"), "DLCLI_CACHE": os.environ["DLCLI_CACHE"]}
-    command = [sys.executable, "-m", "dlcli", *arguments]
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=folder, timeout=300)
+    return run_cli(arguments, None, folder, timeout=300)
 
 
 def write_data(folder: Path) -> None:
-    x = np.random.default_rng(0).normal(size=(12, 4)).astype("float32")
-    np.savez(folder / "data.npz", x_train=x, y_train=np.arange(12) % 3)
-    (folder / "spec.yaml").write_text(SPEC)
+    write_tiny_data(folder, 12, label=lambda x: np.arange(len(x)) % 3, spec=SPEC)
     (folder / "table.csv").write_text("a,label\n1,0\n2,99999999999999999999999\n")
     (folder / "text.npz").write_text("a,label\n1,0\n")
 
@@ -425,7 +405,7 @@ def test_train_refuses_before_fit_in_one_line(
     tmp_path: Path, arguments: list[str], message: str
 ) -> None:
     write_data(tmp_path)
-    result = run_dlcli(tmp_path, "train", "spec.yaml", *arguments)
+    result = run_here(tmp_path, "train", "spec.yaml", *arguments)
     assert result.returncode == 4, result.stderr
     assert result.stderr.splitlines()[-1] == message
     assert "Traceback" not in result.stderr
@@ -451,10 +431,9 @@ def model_info(model: Path) -> dict[str, Any]:
 
 
 def test_a_convnet_input_with_one_channel_trains_on_2d_images_in_process(tmp_path: Path) -> None:
-    from dlcli.cli.app import app
 
     images_npz(tmp_path)
-    result = CliRunner().invoke(app, ["train", str(tmp_path / "conv.yaml")])
+    result = invoke(["train", str(tmp_path / "conv.yaml")])
     assert result.exit_code == 0, result.output
     (model,) = tmp_path.glob("runs/conv-*/model.keras")
     described = model_info(model)["input"]
@@ -467,10 +446,10 @@ def test_a_convnet_input_with_one_channel_trains_and_predicts_through_the_cli(
     tmp_path: Path,
 ) -> None:
     images_npz(tmp_path)
-    trained = run_dlcli(tmp_path, "train", "conv.yaml")
+    trained = run_here(tmp_path, "train", "conv.yaml")
     assert trained.returncode == 0, trained.stderr
     (model,) = tmp_path.glob("runs/conv-*/model.keras")
-    predicted = run_dlcli(tmp_path, "predict", "row6.png", "--model", str(model), "--json")
+    predicted = run_here(tmp_path, "predict", "row6.png", "--model", str(model), "--json")
     assert predicted.returncode == 0, predicted.stderr
     (prediction,) = json.loads(predicted.stdout)["predictions"]
     assert prediction["input"] == "row6.png"

@@ -8,13 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from dlcli.cli.app import app
 
-from .conftest import REPO
+from .helpers import REPO, invoke
 
-runner = CliRunner()
 README = (REPO / "README.md").read_text()
 
 
@@ -24,23 +22,23 @@ def registered_commands() -> list[str]:
 
 def test_every_command_has_help_with_an_example_and_is_in_the_readme() -> None:
     for name in registered_commands():
-        result = runner.invoke(app, [name, "--help"])
+        result = invoke([name, "--help"])
         assert result.exit_code == 0
         assert "Example: dlcli " + name in " ".join(result.stdout.split()), name
         assert f"dlcli {name}" in README, f"`dlcli {name}` is missing from the README"
 
 
 def test_validate_good_and_bad() -> None:
-    result = runner.invoke(app, ["validate", str(REPO / "configs" / "mnist.yaml")])
+    result = invoke(["validate", str(REPO / "configs" / "mnist.yaml")])
     assert result.exit_code == 0
     assert result.stdout.endswith("mnist.yaml: valid (mnist: 4 layers)\n")
-    missing = runner.invoke(app, ["validate", "nope.yaml"])
+    missing = invoke(["validate", "nope.yaml"])
     assert missing.exit_code == 3
     assert missing.stderr == "Error: spec file not found: nope.yaml\n"
 
 
 def test_summary_prints_layers_and_parameter_counts() -> None:
-    result = runner.invoke(app, ["summary", str(REPO / "configs" / "mnist.yaml")])
+    result = invoke(["summary", str(REPO / "configs" / "mnist.yaml")])
     assert result.exit_code == 0, result.output
     assert re.search(r"dense(_\d+)? \(Dense\)\s+│ \(None, 512\)\s+│\s+401,920", result.stdout)
     assert "Total params: 407,050" in result.stdout
@@ -50,14 +48,14 @@ def test_summary_reports_keras_errors_with_the_layer_path(tmp_path: Path) -> Non
     spec = tmp_path / "bad.yaml"
     text = (REPO / "configs" / "mnist.yaml").read_text()
     spec.write_text(text.replace("units: 512", "units: -5"))
-    result = runner.invoke(app, ["summary", str(spec)])
+    result = invoke(["summary", str(spec)])
     assert result.exit_code == 3
     assert result.stderr.startswith("Error: `model.layers[2].Dense`: Received an invalid value")
     assert "units=-5" in result.stderr
 
 
 def test_schema_is_json_schema_of_the_spec() -> None:
-    result = runner.invoke(app, ["schema"])
+    result = invoke(["schema"])
     schema = json.loads(result.stdout)
     assert set(schema["required"]) == {"name", "dataset", "model", "compile", "fit"}
     assert schema["properties"]["fit"]["$ref"].endswith("FitSpec")
@@ -65,7 +63,7 @@ def test_schema_is_json_schema_of_the_spec() -> None:
 
 @pytest.mark.parametrize("argv", [["--help"], []])
 def test_top_level_help(argv: list[str]) -> None:
-    result = runner.invoke(app, argv)
+    result = invoke(argv)
     assert "train" in result.output and "validate" in result.output
 
 

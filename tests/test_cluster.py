@@ -19,36 +19,37 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from dlcli.cli.app import app
 from dlcli.distribute.cluster import Cluster, from_environment
 from dlcli.errors import ClusterError
 
-from .conftest import accuracy_of, dlcli_command, run_dlcli
+from .helpers import (
+    Ran,
+    accuracy_of,
+    dlcli_command,
+    home_env,
+    invoke,
+    run_cli,
+    tiny_spec,
+    write_tiny_data,
+)
 
 HEAVY = re.compile(r"^import time:.*\|\s*(tensorflow|keras)(\.|$)", re.MULTILINE)
-SPEC = """\
-name: tiny
-seed: 7
-dataset:
-  npz: data.npz
-  validation_split: 0.2
-model:
-  input: [8]
-  layers:
-    - Dense: {units: 16, activation: relu}
-    - Dropout: {rate: 0.1}
-    - Dense: {units: 2, activation: softmax}
-compile:
-  optimizer: {Adam: {learning_rate: 0.01}}
-  loss: sparse_categorical_crossentropy
-  metrics: [accuracy]
-fit:
-  epochs: 2
-  batch_size: 32
-output: {onnx: false}
-"""
+SPEC = tiny_spec(
+    seed=7,
+    dataset={"validation_split": 0.2},
+    model={
+        "input": [8],
+        "layers": [
+            {"Dense": {"units": 16, "activation": "relu"}},
+            {"Dropout": {"rate": 0.1}},
+            {"Dense": {"units": 2, "activation": "softmax"}},
+        ],
+    },
+    compile={"optimizer": {"Adam": {"learning_rate": 0.01}}},
+    fit={"epochs": 2, "batch_size": 32},
+    output={"onnx": False},
+)
 WEIGHTS = re.compile(
     r"^worker (\d) \| Weights after training: sha256 ([0-9a-f]{16}), the same "
     r"on all 2 workers$",
@@ -58,12 +59,12 @@ WEIGHTS = re.compile(
 
 def write_spec(folder: Path) -> Path:
     """A two-class problem of 1,600 rows: 40 steps of 32 an epoch, a second or two on 2 workers."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(1800, 8)).astype("float32")
-    y = (x[:, :4].sum(axis=1) > x[:, 4:].sum(axis=1)).astype("int64")
-    np.savez(
-        folder / "data.npz", x_train=x[:1600], y_train=y[:1600], x_test=x[1600:], y_test=y[1600:]
+    write_tiny_data(
+        folder,
+        1600,
+        test_rows=200,
+        features=8,
+        label=lambda x: (x[:, :4].sum(axis=1) > x[:, 4:].sum(axis=1)).astype("int64"),
     )
     (folder / "tiny.yaml").write_text(SPEC)
     return folder / "tiny.yaml"
@@ -138,7 +139,7 @@ def test_two_local_workers_train_as_one_process_would_and_resume_after_a_kill(
     ), stderr
     first_epoch = (run_dir / "history.csv").read_text().splitlines()[1]
 
-    resumed, _ = run_dlcli(
+    resumed = run_cli(
         ["train", "--resume", "runs/tiny-1", "--workers", "2"], env, tmp_path, timeout=300
     )
     assert resumed.returncode == 0, resumed.stderr
@@ -159,7 +160,7 @@ def test_two_local_workers_train_as_one_process_would_and_resume_after_a_kill(
     digests = dict(WEIGHTS.findall(resumed.stderr))
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], resumed.stderr
     assert weights_digest(run_dir / "model.keras") == digests["0"]
-    one = CliRunner().invoke(app, ["train", "tiny.yaml"])  # in-process, one worker
+    one = invoke(["train", "tiny.yaml"])  # in-process, one worker
     assert one.exit_code == 0, one.output
     assert "Run directory: runs/tiny-2" in one.stdout
     assert accuracy_of(resumed.stdout) == pytest.approx(accuracy_of(one.stdout), abs=0.03)
@@ -177,6 +178,7 @@ import numpy as np
 import tensorflow as tf
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 import keras
+from .helpers import invoke
 keras.utils.set_random_seed(1)
 x = np.random.rand(64, 4).astype("float32")
 y = (x.sum(axis=1) > 2).astype("int32")
@@ -285,18 +287,11 @@ def test_a_chief_task_comes_first() -> None:
     assert not cluster.chief and cluster.task(2) == "/job:worker/replica:0/task:1"
 
 
-def dlcli(folder: Path, *arguments: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """`python -X importtime -m dlcli ARGUMENTS` in `folder` (HOME there, the Keras catalog
-    cached), with `env` added."""
-    environment = {**os.environ, "HOME": str(folder / "home"), "PYTHONPROFILEIMPORTTIME": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "dlcli", *arguments],
-        capture_output=True,
-        text=True,
-        cwd=folder,
-        env={**environment, **env},
-        timeout=120,
-    )
+def dlcli(folder: Path, *arguments: str, **env: str) -> Ran:
+    """`dlcli ARGUMENTS` in `folder` (HOME there, the Keras catalog cached), its imports
+    profiled (PYTHONPROFILEIMPORTTIME), with `env` added."""
+    environment = home_env(folder / "home", PYTHONPROFILEIMPORTTIME="1", **env)
+    return run_cli(arguments, environment, folder, timeout=120)
 
 
 def mistake(result: subprocess.CompletedProcess[str]) -> str:

@@ -12,37 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from dlcli.cli.app import app
+from .helpers import invoke, tiny_spec, write_tiny_data
 
-runner = CliRunner()
-SPEC = """\
-name: tiny
-seed: 0
-dataset:
-  npz: data.npz
-model:
-  input: [4]
-  layers:
-    - Dense: {units: 3, activation: softmax}
-compile:
-  optimizer: rmsprop
-  loss: sparse_categorical_crossentropy
-  steps_per_execution: 1
-fit:
-  epochs: 2
-  batch_size: 4
-  shuffle: false
-"""
-
-
-def write_data(folder: Path, rows: int = 32) -> None:
-    x = np.random.default_rng(0).normal(size=(rows, 4)).astype("float32")
-    np.savez(folder / "data.npz", x_train=x, y_train=(x[:, 0] > 0).astype("int64"))
-    (folder / "spec.yaml").write_text(SPEC)
+SPEC = tiny_spec(
+    compile={"metrics": None, "steps_per_execution": 1},
+    fit={"epochs": 2, "batch_size": 4, "shuffle": False},
+)
 
 
 def start(folder: Path, *arguments: str, ignore_sigint: bool = False) -> subprocess.Popen:
@@ -68,13 +45,13 @@ def wait_for(process: subprocess.Popen, log: Path, text: str) -> None:
 
 
 def test_a_second_process_on_the_same_run_is_refused_naming_the_first(tmp_path: Path) -> None:
-    """Before: two resumes of one run at once; one crashed in h5py, the other wrote history
-    rows twice."""
-    write_data(tmp_path, rows=40_000)
+    """A second process on a run being trained is refused with one line naming the first, and
+    the first finishes its history alone."""
+    write_tiny_data(tmp_path, 40_000, spec=SPEC)
     first = start(tmp_path, "spec.yaml", "--set", "fit.epochs=50")
     try:
         wait_for(first, tmp_path / "stderr.log", "Run directory: runs/tiny-1")
-        second = runner.invoke(app, ["train", "--resume", "runs/tiny-1"])
+        second = invoke(["train", "--resume", "runs/tiny-1"])
         assert second.exit_code == 8
         assert second.stderr == (
             f"Error: runs/tiny-1 is being trained by process {first.pid}; wait for it to "
@@ -87,7 +64,7 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_first(tmp_path: 
 
 def test_sigint_that_the_job_ignores_stays_ignored(tmp_path: Path) -> None:
     """A script's background job starts with SIGINT ignored; before, fit re-enabled it."""
-    write_data(tmp_path, rows=40_000)
+    write_tiny_data(tmp_path, 40_000, spec=SPEC)
     process = start(tmp_path, "spec.yaml", "--set", "fit.epochs=50", ignore_sigint=True)
     try:
         wait_for(process, tmp_path / "stderr.log", "Run directory: runs/tiny-1")
@@ -105,11 +82,12 @@ def test_sigint_that_the_job_ignores_stays_ignored(tmp_path: Path) -> None:
 def test_restart_keeps_the_finished_model_until_a_new_one_is_saved(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Before: `--resume RUN --restart` deleted model.keras first; a failure then left none."""
+    """`--resume RUN --restart` keeps the finished model.keras until a new one is saved, so a
+    failure in between leaves the old one."""
     import keras
 
-    write_data(tmp_path)
-    assert runner.invoke(app, ["train", "spec.yaml"]).exit_code == 0
+    write_tiny_data(tmp_path, spec=SPEC)
+    assert invoke(["train", "spec.yaml"]).exit_code == 0
     run = tmp_path / "runs" / "tiny-1"
     kept = {name: (run / name).read_bytes() for name in ("model.keras", "metrics.json")}
 
@@ -117,7 +95,7 @@ def test_restart_keeps_the_finished_model_until_a_new_one_is_saved(
         raise RuntimeError("the restarted run dies before it saves anything")
 
     monkeypatch.setattr(keras.Model, "fit", fit)
-    result = runner.invoke(app, ["train", "--resume", "runs/tiny-1", "--restart"])
+    result = invoke(["train", "--resume", "runs/tiny-1", "--restart"])
     assert isinstance(result.exception, RuntimeError), result.output
     assert {name: (run / name).read_bytes() for name in kept} == kept
 
@@ -125,13 +103,13 @@ def test_restart_keeps_the_finished_model_until_a_new_one_is_saved(
 def test_a_run_that_trained_no_step_saves_no_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Before: a damaged compiled program made fit run its epochs with no step, and the
-    untrained model and metrics.json were saved as the result."""
+    """A damaged compiled program that makes fit run its epochs with no step fails the run:
+    no untrained model.keras or metrics.json is saved as its result."""
     import keras
 
-    write_data(tmp_path)
+    write_tiny_data(tmp_path, spec=SPEC)
     monkeypatch.setattr(keras.Model, "fit", lambda *args, **kwargs: None)
-    result = runner.invoke(app, ["train", "spec.yaml"])
+    result = invoke(["train", "spec.yaml"])
     assert result.exit_code == 8
     assert result.stderr.splitlines()[-1] == (
         "Error: training ran no step (the training data gave no batch); nothing was saved in "
@@ -141,8 +119,8 @@ def test_a_run_that_trained_no_step_saves_no_model(
 
 
 def test_an_epoch_without_a_step_is_never_backed_up(tmp_path: Path) -> None:
-    """Before: a damaged compiled program ran epochs with no step, and each was backed up as
-    if trained, so the run could be resumed into an untrained model."""
+    """An epoch that ran no step is not backed up, so the run cannot be resumed into an
+    untrained model."""
     import keras
 
     from dlcli.errors import TrainingError
@@ -164,7 +142,8 @@ def test_an_epoch_without_a_step_is_never_backed_up(tmp_path: Path) -> None:
 
 
 def test_only_programs_of_a_finished_run_are_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Before: an empty, garbage or truncated program in the cache failed every later run."""
+    """Only programs a finished run stored are loaded from the cache: an empty, garbage or
+    truncated one is not."""
     from dlcli.distribute import device
 
     monkeypatch.delenv("TF_XLA_FLAGS", raising=False)
@@ -196,7 +175,8 @@ def test_only_programs_of_a_finished_run_are_loaded(monkeypatch: pytest.MonkeyPa
 def test_an_unusable_program_cache_turns_caching_off_with_a_note(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Before: a read-only cache folder made every `jit_compile: true` run crash."""
+    """A read-only program cache turns caching off with a note; a `jit_compile: true` run
+    still trains."""
     from dlcli.distribute import device
 
     monkeypatch.delenv("TF_XLA_FLAGS", raising=False)

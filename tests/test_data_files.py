@@ -87,8 +87,8 @@ def test_many_rows_in_several_chunks(tmp_path: Path) -> None:
     ids=["semicolons", "tabs", "commas", "blank-lines"],
 )
 def test_the_delimiter_is_sniffed(tmp_path: Path, text: str, line: int) -> None:
-    """Before: a semicolon or tab file was one column, `label;a;b` (a DataError), and a blank
-    first line made the file `empty`."""
+    """Semicolon, tab and comma files are read by their delimiter, past a blank first line: a bad
+    value is named by its line and column."""
     path = write(tmp_path, "train.csv", text)
     message = csv_error(tmp_path, train="train.csv")
     assert message == f"{path}, line {line}, column `b`: `2,5` is not a number"

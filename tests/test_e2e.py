@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CONFIGS, REPO, accuracy_of, run_dlcli
+from .helpers import REPO, accuracy_of, run_cli
 
 KERAS_DATASETS = {
     "fashion_mnist": ["train-labels-idx1-ubyte.gz", "fashion-mnist/"],
@@ -60,45 +60,34 @@ def test_the_readme_predict_runs_the_verified_onnx_model_without_tensorflow(
     assert not re.findall(r"\| (tensorflow|keras)$", result.stderr, re.MULTILINE)
 
 
-@pytest.mark.parametrize(
-    ("fmt", "quantize"),
-    [("onnx", "int8"), ("litert", "int8")],
-)
+@pytest.mark.parametrize(("fmt", "name"), [("onnx", "m.onnx"), ("litert", "m.tflite")])
 def test_the_first_model_quantized_keeps_its_accuracy(
-    fmt: str, quantize: str | None, first_model: Path, workspace: Path, user_env: dict[str, str]
+    fmt: str, name: str, first_model: Path, workspace: Path, user_env: dict[str, str]
 ) -> None:
-    output = workspace / "exports" / f"{fmt}-{quantize}"
+    """`--quantize int8` on the MNIST network: 512 examples checked, at least 97% top-1
+    agreement with Keras and at most 2 points of accuracy lost. The unquantized exports, held
+    to the float tolerance, are checked in test_export.py
+    (test_each_format_is_verified_in_its_runtime)."""
+    output = workspace / "exports" / f"{fmt}-int8"
     output.mkdir(parents=True)
-    name = {"onnx": "m.onnx", "litert": "m.tflite", "savedmodel": "m", "openvino": "m.xml"}[fmt]
-    arguments = [
-        "export",
-        str(first_model),
-        "--format",
-        fmt,
-        "--output",
-        str(output / name),
-        "--json",
-        *(["--quantize", quantize] if quantize else []),
-    ]
-    result, _ = run_dlcli(arguments, user_env, workspace)
+    arguments = ["export", str(first_model), "--format", fmt, "--output", str(output / name)]
+    result = run_cli([*arguments, "--json", "--quantize", "int8"], user_env, workspace)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "fully_quantize" not in result.stderr, "the converter's native log is not shown"
     record = json.loads(result.stdout)
     assert record["examples"] == 512 and record["top1_agreement"] >= 0.97
     assert record["exported_accuracy"] >= record["keras_accuracy"] - 0.02
-    if quantize is None:
-        assert record["max_abs_diff"] < 1e-3 and record["top1_agreement"] >= 0.998
 
 
 def test_evaluate_and_predict_the_first_model(
     first_model: Path, workspace: Path, user_env: dict[str, str]
 ) -> None:
-    result, _ = run_dlcli(["evaluate", "runs/mnist-1/model.keras"], user_env, workspace)
+    result = run_cli(["evaluate", "runs/mnist-1/model.keras"], user_env, workspace)
     assert result.returncode == 0, result.stderr
     assert re.search(r"accuracy\s+0\.9[4-9]", result.stdout), result.stdout
 
     digits = str(REPO / "examples" / "digits" / "*.png")
-    result, _ = run_dlcli(["predict", digits, "--model", str(first_model)], user_env, workspace)
+    result = run_cli(["predict", digits, "--model", str(first_model)], user_env, workspace)
     assert result.returncode == 0, result.stderr
     rows = re.findall(r"digits/(\d)\.png\W+(\d) \d+\.\d%", result.stdout)
     assert len(rows) == 10, result.stdout
@@ -110,9 +99,9 @@ def test_evaluate_and_predict_the_first_model(
 def test_keras_dataset_configs_name_the_url_and_where_to_place_the_file(
     name: str, workspace: Path, user_env: dict[str, str]
 ) -> None:
-    """Before the fix every one of these ended in _DeadlockError (the reader thread imported
-    Keras while the main thread imported TensorFlow)."""
-    result, _ = run_dlcli(
+    """A config of a keras.datasets dataset whose origin is unreachable ends in one line naming
+    the URL and where to place the file by hand, with exit code 5 and no run folder."""
+    result = run_cli(
         ["train", str(REPO / "configs" / f"{name}.yaml"), "--set", "fit.epochs=1"],
         user_env,
         workspace,
@@ -145,13 +134,13 @@ def test_other_keras_datasets_name_the_url(
     config: str, dataset: str, url: str, workspace: Path, user_env: dict[str, str]
 ) -> None:
     arguments = ["train", str(REPO / "configs" / config), "--set", f"dataset.name={dataset}"]
-    result, _ = run_dlcli(arguments, user_env, workspace)
+    result = run_cli(arguments, user_env, workspace)
     assert result.returncode == 5, result.stderr
     assert f"URL fetch failure on {url}: " in one_error_line(result)
 
 
 # The convnet learns enough from a quarter of the training images (test accuracy ~0.94, the
-# 10 digits right) and fits in under a third of the time (~8 s, not ~26 s, on 2 cores):
+# 10 digits right) and fits in under a third of the time of the whole training set:
 # validation_split holds out the rest and validation_freq=2 leaves them unscored in a
 # one-epoch run (mnist_two_branch validates on its split).
 QUARTER = ["--set", "dataset.validation_split=0.75", "--set", "fit.validation_freq=2"]
@@ -170,12 +159,12 @@ def test_mnist_configs_train_one_epoch(
     user_env: dict[str, str],
 ) -> None:
     arguments = ["train", str(REPO / "configs" / config), "--set", "fit.epochs=1", *smaller]
-    result, _ = run_dlcli(arguments, user_env, workspace, timeout=900)
+    result = run_cli(arguments, user_env, workspace, timeout=900)
     assert result.returncode == 0, result.stderr
     assert accuracy_of(result.stdout) >= 0.9
     model = re.search(r"^Model: (.+)$", result.stdout, re.MULTILINE)[1]
     digits = str(REPO / "examples" / "digits" / "*.png")
-    result, _ = run_dlcli(["predict", digits, "--model", model], user_env, workspace)
+    result = run_cli(["predict", digits, "--model", model], user_env, workspace)
     assert result.returncode == 0, result.stderr
     rows = re.findall(r"digits/(\d)\.png\W+(\d) \d+\.\d%", result.stdout)
     assert len(rows) == 10 and sum(true == guess for true, guess in rows) >= 8, result.stdout
@@ -183,12 +172,12 @@ def test_mnist_configs_train_one_epoch(
 
 @pytest.mark.slow  # tests/test_train.py learns XOR through the CLI in-process, in make test
 def test_xor_learns_the_four_points(workspace: Path, user_env: dict[str, str]) -> None:
-    result, _ = run_dlcli(["train", str(REPO / "configs" / "xor.yaml")], user_env, workspace)
+    result = run_cli(["train", str(REPO / "configs" / "xor.yaml")], user_env, workspace)
     assert result.returncode == 0, result.stderr
     assert "On the training data (no test split): accuracy 1.0000" in result.stdout
 
 
-@pytest.mark.slow  # ~40 s of the e2e group's one worker; make test tunes the iris CSV
+@pytest.mark.slow  # real MNIST; make test searches the iris CSV (tests/test_tune.py)
 def test_the_shipped_search_runs_on_mnist(
     first_model: Path, workspace: Path, user_env: dict[str, str]
 ) -> None:
@@ -202,7 +191,7 @@ def test_the_shipped_search_runs_on_mnist(
         "--set",
         "fit.epochs=1",
     ]
-    result, _ = run_dlcli(arguments, user_env, workspace, timeout=900)
+    result = run_cli(arguments, user_env, workspace, timeout=900)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "WARNING" not in result.stderr, result.stderr
     assert re.search(r"^Study mnist-tune in runs/mnist-tune-\d+$", result.stderr, re.MULTILINE)
@@ -217,26 +206,11 @@ def test_the_shipped_search_runs_on_mnist(
     )
 
 
-def test_every_shipped_config_is_started_here() -> None:
-    iris = {"iris_two_inputs", "iris_two_outputs"}  # trained in test_several_inputs.py
-    started = {
-        "mnist",
-        "mnist_tune",
-        "xor",
-        "mnist_cnn",
-        "mnist_two_branch",
-        *iris,
-        *KERAS_DATASETS,
-    }
-    assert {path.stem for path in CONFIGS} == started
-
-
 def test_tensorboard_logs_are_written(workspace: Path, user_env: dict[str, str]) -> None:
-    """Before: TBNotInstalledError (TensorFlow 2.21 no longer installs tensorboard)."""
+    """`--tensorboard` writes TensorBoard logs in the run folder (tensorboard is a dependency of
+    dlcli, not of TensorFlow)."""
     arguments = ["train", str(REPO / "configs" / "xor.yaml"), "--set", "fit.epochs=2"]
-    result, _ = run_dlcli(
-        [*arguments, "--set", "name=xor_tb", "--tensorboard"], user_env, workspace
-    )
+    result = run_cli([*arguments, "--set", "name=xor_tb", "--tensorboard"], user_env, workspace)
     assert result.returncode == 0, result.stderr
     logs = workspace / "runs" / "xor_tb-1" / "tensorboard"
     assert list((logs / "train").glob("events.out.tfevents.*")), sorted(logs.rglob("*"))

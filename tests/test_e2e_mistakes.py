@@ -1,8 +1,10 @@
 """User mistakes through the installed `dlcli`, as a user makes them: each row is a command,
-its exit code, the exact one line it ends with, and how long it may take.
+its exit code, the exact one line it ends with (the only `Error:` line), an empty stdout, no
+file written beside the row's own, and how long it may take.
 
-Mistakes that can be found without TensorFlow are answered in under a second and never import
-it (checked with PYTHONPROFILEIMPORTTIME); the others within the time of a TensorFlow start.
+Mistakes that can be found without TensorFlow are answered within FAST_SECONDS (the best of
+three) and never import it (checked with PYTHONPROFILEIMPORTTIME); the others within
+SLOW_SECONDS.
 Every row runs in a subprocess with an empty HOME and dlcli cache (see `user_env`).
 """
 
@@ -15,28 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import REPO, run_dlcli
+from .helpers import REPO, Ran, npz_bytes, run_cli, tiny_arrays, tiny_spec
 
 XOR = (REPO / "configs" / "xor.yaml").read_text()
-SPEC = """\
-name: tiny
-seed: 0
-dataset:
-  npz: data.npz
-model:
-  input: [4]
-  layers:
-    - Dense: {units: 3, activation: softmax}
-compile:
-  optimizer: rmsprop
-  loss: sparse_categorical_crossentropy
-  metrics: [accuracy]
-fit:
-  epochs: 1
-  batch_size: 8
-"""
+SPEC = tiny_spec()
 HEAVY = re.compile(r"^import time:.*\|\s*(tensorflow|keras)(\.|$)", re.MULTILINE)
-FAST_SECONDS = 2.0  # the best of three, on cores shared with the other test worker (TF: ~5 s)
+FAST_SECONDS = 2.0  # the best of three: below what an import of TensorFlow takes
 SLOW_SECONDS = 60.0
 
 
@@ -48,24 +34,19 @@ class Mistake:
     before_tensorflow: bool
     files: dict[str, str | bytes] = field(default_factory=dict)
 
-
-def npz_bytes(**arrays: np.ndarray) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
+    def __post_init__(self) -> None:
+        assert self.message, f"{self.arguments}: every mistake says its one `Error:` line"
 
 
-RNG = np.random.default_rng(0)
-X = RNG.normal(size=(32, 4)).astype("float32")
-GOOD_DATA = npz_bytes(x_train=X, y_train=(X[:, 0] > 0).astype("int64"))
+HISTORY = "epoch,loss,val_loss\n1,0.5,0.6\n2,0.4,0.5\n"
+GOOD_DATA = npz_bytes(**tiny_arrays(32))
+X = tiny_arrays(32)["x_train"]
 
 MISTAKES = {
     "spec file missing": Mistake(
         ["train", "missing.yaml"], 3, "spec file not found: missing.yaml", True
     ),
-    "no spec": Mistake(["train"], 2, "", True),
+    "no spec": Mistake(["train"], 2, "give a SPEC to train, or --resume RUN_DIR", True),
     "invalid YAML": Mistake(
         ["validate", "spec.yaml"],
         3,
@@ -120,7 +101,24 @@ MISTAKES = {
     "predict a missing image": Mistake(
         ["predict", "missing.png", "--model", "{model}"], 7, "missing.png: no such file", True
     ),
-    "evaluate an unknown split": Mistake(["evaluate", "{model}", "--split", "foo"], 2, "", True),
+    "evaluate an unknown split": Mistake(
+        ["evaluate", "{model}", "--split", "foo"],
+        2,
+        "Invalid value for '--split': Value error, 'foo' is not one of 'test', 'validation', "
+        "'train'.",
+        True,
+    ),
+    "compare into a missing folder": Mistake(
+        ["runs", "--compare", "a", "b", "--output", "plots/all.png"],
+        11,
+        "cannot write plots/all.png: No such file or directory",
+        True,
+        {
+            f"runs/{run}/{name}": text
+            for run in ("a", "b")
+            for name, text in (("spec.yaml", "name: x\n"), ("history.csv", HISTORY))
+        },
+    ),
     "data file missing": Mistake(
         ["train", "spec.yaml"],
         4,
@@ -155,7 +153,7 @@ def run_with_files(
     env: dict[str, str],
     model: Path,
     extra_env: dict[str, str] | None = None,
-) -> tuple[object, float]:
+) -> Ran:
     for name, content in mistake.files.items():
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +162,7 @@ def run_with_files(
         else:
             path.write_text(content)
     arguments = [argument.replace("{model}", str(model)) for argument in mistake.arguments]
-    return run_dlcli(arguments, {**env, **(extra_env or {})}, folder, timeout=300)
+    return run_cli(arguments, {**env, **(extra_env or {})}, folder, timeout=300)
 
 
 @pytest.fixture(scope="session")
@@ -172,7 +170,7 @@ def warm_env(user_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     """The shared environment after one `dlcli validate`: what a user has after a first run."""
     folder = tmp_path_factory.mktemp("warm")
     (folder / "xor.yaml").write_text(XOR)
-    result, _ = run_dlcli(["validate", "xor.yaml"], user_env, folder)
+    result = run_cli(["validate", "xor.yaml"], user_env, folder)
     assert result.returncode == 0, result.stderr
     return user_env
 
@@ -183,26 +181,28 @@ def test_a_mistake_is_one_line_with_its_exit_code(
 ) -> None:
     mistake = MISTAKES[name]
     profile = {"PYTHONPROFILEIMPORTTIME": "1"}
-    result, seconds = run_with_files(mistake, tmp_path, warm_env, first_model, profile)
+    result = run_with_files(mistake, tmp_path, warm_env, first_model, profile)
     imported = HEAVY.findall(result.stderr)
     lines = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
     assert result.returncode == mistake.exit_code, "\n".join(lines)
     assert "Traceback" not in result.stderr
-    if mistake.message:
-        expected = "Error: " + mistake.message.format(tmp=tmp_path)
-        assert lines[-1] == expected, "\n".join(lines)
-        assert sum(line.startswith("Error: ") for line in lines) == 1
+    expected = "Error: " + mistake.message.format(tmp=tmp_path)
+    assert lines[-1] == expected, "\n".join(lines)
+    assert sum(line.startswith("Error: ") for line in lines) == 1
+    assert result.stdout == ""
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert written == sorted(mistake.files), "a mistake writes no file (no PNG, no temporary)"
     if mistake.before_tensorflow:
         assert not imported, f"imported {sorted({m for m, _ in imported})}"
         timings = []
         for _ in range(3):
-            _, seconds = run_with_files(mistake, tmp_path, warm_env, first_model)
+            seconds = run_with_files(mistake, tmp_path, warm_env, first_model).seconds
             timings.append(seconds)
             if seconds < FAST_SECONDS:
                 break
         assert min(timings) < FAST_SECONDS, timings
     else:
-        assert seconds < SLOW_SECONDS
+        assert result.seconds < SLOW_SECONDS
 
 
 def test_every_exit_code_of_the_readme_is_met_by_a_row() -> None:

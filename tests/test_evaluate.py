@@ -15,26 +15,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from dlcli.cli.app import app
 from dlcli.model import scoring
 
-from .conftest import (
+from .helpers import (
     BAD_MODELS,
     BAR_CLASSES,
     TINY_SPECS,
     QuietView,
     TinyModels,
+    invoke,
     make_bad_models,
     write_bars,
 )
 
-runner = CliRunner()
-
 
 def run(*args: object) -> object:
-    return runner.invoke(app, [str(arg) for arg in args])
+    return invoke([str(arg) for arg in args])
 
 
 def keras_evaluate(model_path: Path, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -257,7 +254,7 @@ def test_data_option_evaluates_a_file_checked_against_the_model(
 def test_data_option_reads_semicolon_and_tab_files(
     tiny_models: TinyModels, isolated: Path, delimiter: str
 ) -> None:
-    """Before: `more.csv: no label column `answer``: the file was one column."""
+    """`--data` reads semicolon and tab separated files by their delimiter."""
     text = (tiny_models.folder / "answers" / "test.csv").read_text()
     Path("more.csv").write_text(text.replace(",", delimiter))
     result = run("evaluate", tiny_models.answer, "--data", "more.csv", "--json", "--output", "out")
@@ -376,7 +373,7 @@ def test_regression_errors_r2_is_none_for_constant_targets() -> None:
 
 
 def test_each_split_names_its_own_file(tiny_models: TinyModels) -> None:
-    """Before: every split was said to come from the training data's file."""
+    """Each split is said to come from its own file (or the share of the training data held out)."""
     expected = {
         (tiny_models.bars, "test"): "bars/test",
         (tiny_models.bars, "validation"): "bars/train, 25% held out for validation",
@@ -393,7 +390,7 @@ def test_each_split_names_its_own_file(tiny_models: TinyModels) -> None:
 
 
 def test_files_training_skipped_are_skipped_again(isolated: Path) -> None:
-    """A model trained with --skip-bad. Before: evaluate exited 4 on the unreadable file."""
+    """A model trained with --skip-bad: evaluate skips the unreadable file again."""
     from dlcli.spec.load import spec_from_text
     from dlcli.train.pipeline import train
 
@@ -428,7 +425,7 @@ def test_skip_bad_leaves_out_unreadable_files_of_data(
 
 def test_a_model_of_one_channel_images_evaluates_arrays_without_the_axis(isolated: Path) -> None:
     """npz images of (8, 8) for a model input of (8, 8, 1): training adds the axis, and so does
-    evaluate (before: `examples have shape (8, 8) but the model takes (8, 8, 1)`)."""
+    evaluate."""
     from dlcli.spec.load import spec_from_text
     from dlcli.train.pipeline import train
 

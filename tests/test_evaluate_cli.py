@@ -20,27 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TinyModels
-from .test_artifact import classifier, classifier_document, with_dlcli_json
-
-__all__ = ["classifier"]  # a fixture used below
+from .helpers import Ran, TinyModels, classifier_document, run_cli, with_dlcli_json
 
 HEAVY = re.compile(r"^import time:.*\|\s*(tensorflow|keras)(\.|$)", re.MULTILINE)
-FAST_SECONDS = 2.0  # the best of three, on cores shared with the other test worker (TF: ~5 s)
+FAST_SECONDS = 2.0  # the best of three: below what an import of TensorFlow takes
 
 
-def dlcli(
-    *arguments: object, cwd: Path, umask: int = 0o022, importtime: bool = False
-) -> subprocess.CompletedProcess[str]:
-    """`python -m dlcli ARGUMENTS` in `cwd`, with an empty HOME (the cache holds
-    only the Keras catalog)."""
-    env = {**os.environ, "HOME": str(cwd / "home")}  # the cache holds the Keras catalog only
-    env.pop("COLUMNS", None)
-    options = ["-X", "importtime"] if importtime else []
-    command = [sys.executable, *options, "-m", "dlcli", *(str(a) for a in arguments)]
-    return subprocess.run(
-        command, capture_output=True, text=True, cwd=cwd, env=env, umask=umask, timeout=300
-    )
+def dlcli(*arguments: object, cwd: Path, umask: int = 0o022, importtime: bool = False) -> Ran:
+    """`dlcli ARGUMENTS` in `cwd`, with an empty HOME (the cache holds only the Keras catalog)."""
+    return run_cli(arguments, None, cwd, timeout=300, importtime=importtime, umask=umask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,7 +102,7 @@ FAST = {
 def test_file_mistakes_are_answered_without_tensorflow(
     classifier: Path, tmp_path: Path, arguments: list[str], exit_code: int, message: str
 ) -> None:
-    """Before: each imported TensorFlow first (6-9 s on the 2-core machine)."""
+    """Each file mistake is one line with its exit code, answered before TensorFlow is imported."""
     fast_cases(tmp_path, classifier)
     seconds = []
     for _ in range(3):  # the best of three: the machine is shared
@@ -139,7 +127,7 @@ def test_an_unknown_split_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_help_names_the_model_argument_without_its_type(tmp_path: Path) -> None:
-    """Before: `MODEL <str>` and `INPUT <list[str]>`."""
+    """`--help` names MODEL and INPUT with their help, without a Python type."""
     evaluate = dlcli("evaluate", "--help", cwd=tmp_path).stdout
     assert "\n  MODEL  A .keras model trained by dlcli.  [required]\n" in evaluate
     predict = dlcli("predict", "--help", cwd=tmp_path).stdout
@@ -164,7 +152,7 @@ def run_copy(tiny_models: TinyModels, folder: Path) -> Path:
 def test_files_get_the_mode_of_the_users_umask(
     tiny_models: TinyModels, tmp_path: Path, umask: int, mode: int
 ) -> None:
-    """Before: the JSON files were 0600 whatever the umask, the PNGs 0644."""
+    """evaluation.json and the PNG files get the mode the umask gives."""
     model = run_copy(tiny_models, tmp_path)
     result = dlcli("evaluate", model, cwd=tmp_path, umask=umask)
     assert result.returncode == 0, result.stderr
@@ -176,8 +164,8 @@ def test_files_get_the_mode_of_the_users_umask(
 def test_a_read_only_folder_is_one_line_and_nothing_is_written(
     tiny_models: TinyModels, tmp_path: Path
 ) -> None:
-    """Before: matplotlib's savefig raised OSError with a traceback. The folder is made
-    immutable (chattr +i), which stops root too."""
+    """A folder that cannot be written is one `Error:` line, with nothing written and no
+    traceback. The folder is made immutable (chattr +i), which stops root too."""
     model = run_copy(tiny_models, tmp_path)
     before = sorted(model.parent.iterdir())
     locked = subprocess.run(["chattr", "+i", str(model.parent)], capture_output=True)
@@ -202,8 +190,8 @@ def test_a_read_only_folder_is_one_line_and_nothing_is_written(
 def test_a_reader_that_leaves_early_is_not_an_error(
     tiny_models: TinyModels, tmp_path: Path
 ) -> None:
-    """`dlcli evaluate MODEL | head -1`. Before: exit 1, nothing said. The pipe is closed
-    before dlcli writes, so every write meets it closed."""
+    """`dlcli evaluate MODEL | head -1` is not an error. The pipe is closed before dlcli writes,
+    so every write meets it closed."""
     env = {**os.environ, "HOME": str(tmp_path)}
     command = [sys.executable, "-m", "dlcli", "evaluate", str(tiny_models.bars), "--output", "out"]
     process = subprocess.Popen(
@@ -227,7 +215,7 @@ def test_a_reader_that_leaves_early_is_not_an_error(
 
 
 def test_long_paths_are_not_wrapped_when_piped(tiny_models: TinyModels, tmp_path: Path) -> None:
-    """Before: rich wrapped stdout at 80 columns, inside table cells too."""
+    """Piped stdout is not wrapped at 80 columns, in table cells neither."""
     deep = tmp_path / ("a-folder-with-a-long-name-" * 5) / "run-with-a-long-name-1"
     model = run_copy(tiny_models, deep)
     assert len(str(model)) > 150

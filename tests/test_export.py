@@ -6,44 +6,28 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from dlcli.cli.app import app
 from dlcli.inference import export as export_module
 from dlcli.inference import export_checks
 
-from .conftest import QuietView, TinyModels, dlcli_command
+from .helpers import QuietView, Ran, TinyModels, copied, invoke, run_cli
 
-runner = CliRunner()
 HEAVY = re.compile(r"\| (tensorflow|keras)$", re.MULTILINE)
 
 
-def dlcli(*arguments: str, cwd: Path, importtime: bool = False) -> subprocess.CompletedProcess:
+def dlcli(*arguments: str, cwd: Path, importtime: bool = False) -> Ran:
     """The installed CLI in a subprocess (with `-X importtime` to list what it imports)."""
-    command = [*dlcli_command(), *arguments]
-    if importtime:
-        command = [sys.executable, "-X", "importtime", "-m", "dlcli", *arguments]
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, check=False)
-
-
-def copied(model: Path, folder: Path) -> Path:
-    """The tiny model's run folder copied, so that exports do not change the shared one."""
-    run = shutil.copytree(model.parent, folder / model.parent.name)
-    for stale in ("model.onnx", "export.json"):
-        (run / stale).unlink(missing_ok=True)
-    return run / "model.keras"
+    return run_cli(arguments, None, cwd, importtime=importtime)
 
 
 def export_step(model: Path, fmt: str) -> None:
     """`dlcli export MODEL --format FMT` in this process (a step before what a test checks)."""
-    result = runner.invoke(app, ["export", str(model), "--format", fmt])
+    result = invoke(["export", str(model), "--format", fmt])
     assert result.exit_code == 0, result.output[-3000:]
 
 
@@ -66,7 +50,7 @@ def test_each_format_is_verified_in_its_runtime(
     MNIST model in a subprocess."""
     model = copied(tiny_models.bars, tmp_path)
     arguments = ["export", str(model), "--format", fmt]
-    result = runner.invoke(app, [*arguments, *(["--quantize", quantize] if quantize else [])])
+    result = invoke([*arguments, *(["--quantize", quantize] if quantize else [])])
     assert result.exit_code == 0, result.output[-3000:]
     path = model.parent / written
     assert f"Exported {path} ({fmt}{f', {quantize}' if quantize else ''}, " in result.stdout
@@ -185,7 +169,7 @@ def test_an_export_beyond_the_tolerance_is_refused_and_not_left(
 ) -> None:
     model = copied(tiny_models.bars, tmp_path)
     monkeypatch.setattr(export_checks, "TOLERANCE", -1.0)  # no export can be that close
-    result = runner.invoke(app, ["export", str(model), "--format", "litert"])
+    result = invoke(["export", str(model), "--format", "litert"])
     assert result.exit_code == 12, result.output
     assert re.fullmatch(
         rf"Error: {re.escape(str(model.parent))}/model\.tflite: not written: its outputs differ "
@@ -288,7 +272,7 @@ def test_openvino_is_verified_in_float32_and_its_bfloat16_default_reported(
     """Fails before the fix on a CPU with BF16: the file was compared as OpenVINO ran it by
     default, in bfloat16, against the float32 tolerance, and refused (exit 12)."""
     model = copied(mnist_shaped, tmp_path)
-    result = runner.invoke(app, ["export", str(model), "--format", "openvino"])
+    result = invoke(["export", str(model), "--format", "openvino"])
     assert result.exit_code == 0, result.output[-3000:]
     record = json.loads((model.parent / "export.json").read_text())["model.xml"]
     assert record["max_abs_diff"] <= export_checks.TOLERANCE
@@ -315,7 +299,7 @@ def test_openvino_losing_too_much_at_its_default_precision_is_refused(
 ) -> None:
     model = copied(tiny_models.bars, tmp_path)
     monkeypatch.setattr(export_checks, "QUANTIZED_AGREEMENT", 1.01)  # no export agrees that well
-    result = runner.invoke(app, ["export", str(model), "--format", "openvino"])
+    result = invoke(["export", str(model), "--format", "openvino"])
     assert result.exit_code == 12, result.output
     assert re.fullmatch(
         rf"Error: {re.escape(str(model.parent))}/model\.xml: not written: in bfloat16, OpenVINO's "

@@ -9,21 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from dlcli.cli.app import app
 from dlcli.inference import export_checks
 
-from .conftest import TinyModels
-
-runner = CliRunner()
-
-
-def copied(model: Path, folder: Path) -> Path:
-    run = shutil.copytree(model.parent, folder / model.parent.name)
-    for stale in ("model.onnx", "export.json"):
-        (run / stale).unlink(missing_ok=True)
-    return run / "model.keras"
+from .helpers import TinyModels, copied, invoke
 
 
 def test_a_refused_int8_export_names_what_else_to_try(
@@ -31,7 +20,7 @@ def test_a_refused_int8_export_names_what_else_to_try(
 ) -> None:
     model = copied(tiny_models.bars, tmp_path)
     monkeypatch.setattr(export_checks, "QUANTIZED_AGREEMENT", 1.01)  # no export agrees that well
-    result = runner.invoke(app, ["export", str(model), "--format", "litert", "--quantize", "int8"])
+    result = invoke(["export", str(model), "--format", "litert", "--quantize", "int8"])
     assert result.exit_code == 12, result.output
     assert re.fullmatch(
         rf"Error: {re.escape(str(model.parent))}/model-int8\.tflite: not written: quantized to "
@@ -45,13 +34,13 @@ def test_a_copied_tflite_without_its_dlcli_json_says_where_that_file_is(
     tiny_models: TinyModels, tmp_path: Path
 ) -> None:
     model = copied(tiny_models.bars, tmp_path)
-    exported = runner.invoke(app, ["export", str(model), "--format", "litert"])
+    exported = invoke(["export", str(model), "--format", "litert"])
     assert exported.exit_code == 0, exported.output
     alone = tmp_path / "elsewhere" / "model.tflite"
     alone.parent.mkdir()
     shutil.copy(model.parent / "model.tflite", alone)
     image = next((tiny_models.folder / "bars").rglob("*.png"))
-    result = runner.invoke(app, ["predict", str(image), "--model", str(alone)])
+    result = invoke(["predict", str(image), "--model", str(alone)])
     assert result.exit_code == 6, result.output  # ModelFileError
     assert result.stderr.strip() == (
         f"Error: {alone}: no model.tflite.dlcli.json beside it, so what it takes is unknown; "

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from dlcli.cli.app import app
+from .helpers import invoke
 
 SPEC = """\
 name: tiny
@@ -25,7 +23,7 @@ fit: {epochs: 1}
 def test_a_run_failing_on_its_data_leaves_no_runs_folder(isolated: Path) -> None:
     Path("spec.yaml").write_text(SPEC)
     Path("data.csv").write_text("a,b,y\n1,2,0\n3,x,1\n")
-    result = CliRunner().invoke(app, ["train", "spec.yaml"])
+    result = invoke(["train", "spec.yaml"])
     assert result.exit_code == 4, result.output
     assert result.stderr == "Error: data.csv, line 3, column `b`: `x` is not a number\n"
     assert not Path("runs").exists()
@@ -35,6 +33,6 @@ def test_an_output_folder_the_user_made_is_kept(isolated: Path) -> None:
     Path("spec.yaml").write_text(SPEC)
     Path("data.csv").write_text("a,b,y\n1,2,0\n3,x,1\n")
     Path("runs").mkdir()
-    result = CliRunner().invoke(app, ["train", "spec.yaml"])
+    result = invoke(["train", "spec.yaml"])
     assert result.exit_code == 4, result.output
     assert Path("runs").is_dir() and list(Path("runs").iterdir()) == []

@@ -11,56 +11,38 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from dlcli.cli.app import app
+from .helpers import Ran, invoke, run_cli, tiny_spec, write_tiny_data
 
-runner = CliRunner()
-SOURCE = """\
-name: source
-seed: 0
-dataset:
-  npz: data.npz
-model:
-  input: [4]
-  layers:
-    - Dense: {units: 8, activation: relu, name: hidden}
-    - Dense: {units: 3, activation: softmax, name: head}
-compile:
-  loss: sparse_categorical_crossentropy
-  metrics: [accuracy]
-fit:
-  epochs: 3
-  batch_size: 16
-"""
+HIDDEN = {"Dense": {"units": 8, "activation": "relu", "name": "hidden"}}
+HEAD = {"Dense": {"units": 3, "activation": "softmax", "name": "head"}}
+TRAINING = {"compile": {"optimizer": None}, "fit": {"epochs": 3, "batch_size": 16}}
+SOURCE = tiny_spec(
+    name="source",
+    model={"layers": [HIDDEN, HEAD]},
+    **TRAINING,
+)
 # the same hidden layer, a new head of another name and size, the hidden layer frozen
-TUNED = (
-    SOURCE.replace("name: source", "name: tuned")
-    .replace(
-        "units: 3, activation: softmax, name: head", "units: 3, activation: softmax, name: new_head"
-    )
-    .replace("  batch_size: 16\n", "  batch_size: 16\n  freeze: [hidden]\n")
+TUNED = tiny_spec(
+    name="tuned",
+    model={
+        "layers": [HIDDEN, {"Dense": {"units": 3, "activation": "softmax", "name": "new_head"}}]
+    },
+    compile={"optimizer": None},
+    fit={"epochs": 3, "batch_size": 16, "freeze": ["hidden"]},
 )
 
 
-def dlcli(folder: Path, *arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dlcli", *arguments],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+def dlcli(folder: Path, *arguments: str) -> Ran:
+    """`dlcli ARGUMENTS` in `folder`, with an empty HOME."""
+    return run_cli(arguments, None, folder, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with data, the source spec trained (runs/source-1) and the tuned spec."""
     folder = tmp_path_factory.mktemp("fine-tuning")
-    x = np.random.default_rng(0).normal(size=(240, 4)).astype("float32")
-    y = (x[:, 0] > 0).astype("int64") + (x[:, 1] > 1)
-    np.savez(folder / "data.npz", x_train=x[:200], y_train=y[:200], x_test=x[200:], y_test=y[200:])
+    write_tiny_data(folder, 200, test_rows=40, classes=3)
     (folder / "source.yaml").write_text(SOURCE)
     (folder / "tuned.yaml").write_text(TUNED)
     result = dlcli(folder, "train", "source.yaml")
@@ -99,10 +81,15 @@ def test_initial_weights_in_the_spec_are_relative_to_the_spec(
     """Without a freeze, every layer trains on from the copied weights."""
     monkeypatch.chdir(trained)
     (trained / "specs").mkdir(exist_ok=True)
-    spec = SOURCE.replace("name: source", "name: again").replace("data.npz", "../data.npz")
-    spec += "  initial_weights: ../runs/source-1/model.keras\n"
+    spec = tiny_spec(
+        name="again",
+        dataset={"npz": "../data.npz"},
+        model={"layers": [HIDDEN, HEAD]},
+        compile={"optimizer": None},
+        fit={"epochs": 3, "batch_size": 16, "initial_weights": "../runs/source-1/model.keras"},
+    )
     (trained / "specs" / "again.yaml").write_text(spec)
-    result = runner.invoke(app, ["train", "specs/again.yaml", "--set", "fit.epochs=1"])
+    result = invoke(["train", "specs/again.yaml", "--set", "fit.epochs=1"])
     assert result.exit_code == 0, result.output
     assert "Initial weights from " in result.stderr and ": hidden, head\n" in result.stderr
 
@@ -142,7 +129,7 @@ def test_a_start_that_does_not_fit_is_one_line(
 ) -> None:
     monkeypatch.chdir(trained)
     (trained / "wrong.yaml").write_text(TUNED.replace(*change))
-    result = runner.invoke(app, ["train", "wrong.yaml", "--from", "runs/source-1/model.keras"])
+    result = invoke(["train", "wrong.yaml", "--from", "runs/source-1/model.keras"])
     assert result.exit_code == exit_code, result.output
     model = trained / "runs/source-1/model.keras"
     assert result.stderr.splitlines()[-1] == f"Error: {message.format(model=model)}"
@@ -210,7 +197,7 @@ def test_only_more_epochs_go_with_resume(
 ) -> None:
     monkeypatch.chdir(trained)
     before = (trained / "runs/source-1/run.json").read_text()
-    result = runner.invoke(app, ["train", "--resume", "runs/source-1", "--set", setting])
+    result = invoke(["train", "--resume", "runs/source-1", "--set", setting])
     assert result.exit_code == 2, result.output
     assert result.stderr == f"Error: {message}\n"
     assert (trained / "runs/source-1/run.json").read_text() == before

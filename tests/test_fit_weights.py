@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import csv
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from dlcli.cli.app import app
+from .helpers import Ran, invoke, run_cli
 
-runner = CliRunner()
 SPEC = """\
 name: weighted
 seed: 1
@@ -57,15 +53,9 @@ def write_tables(folder: Path, spec: str = SPEC, weights: list[float] | None = N
     (folder / "spec.yaml").write_text(spec)
 
 
-def dlcli(folder: Path, *arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dlcli", *arguments],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+def dlcli(folder: Path, *arguments: str) -> Ran:
+    """`dlcli ARGUMENTS` in `folder`, with an empty HOME."""
+    return run_cli(arguments, None, folder, timeout=300)
 
 
 def test_balanced_class_weights_a_weight_column_and_validation_every_second_epoch(
@@ -148,7 +138,7 @@ def test_a_wrong_weight_is_one_line(
     tmp_path: Path, change: tuple[str, str], exit_code: int, message: str
 ) -> None:
     write_tables(tmp_path, SPEC.replace(*change))
-    result = runner.invoke(app, ["train", "spec.yaml"])
+    result = invoke(["train", "spec.yaml"])
     assert result.exit_code == exit_code, result.output
     assert result.stderr.splitlines()[-1].endswith(message), result.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
@@ -156,7 +146,7 @@ def test_a_wrong_weight_is_one_line(
 
 def test_a_negative_weight_names_its_line(tmp_path: Path) -> None:
     write_tables(tmp_path, weights=[1.0] * 6 + [-0.5] + [1.0] * 293)
-    result = runner.invoke(app, ["train", "spec.yaml"])
+    result = invoke(["train", "spec.yaml"])
     assert result.exit_code == 4, result.output
     assert result.stderr.splitlines()[-1].endswith(
         "train.csv, line 8, column `importance`: a weight must be 0 or more"
@@ -171,7 +161,7 @@ def test_class_weights_need_a_classifier(tmp_path: Path) -> None:
     (tmp_path / "train.csv").write_text(table)
     test = (tmp_path / "test.csv").read_text().replace("common", "0").replace("rare", "1")
     (tmp_path / "test.csv").write_text(test)
-    result = runner.invoke(app, ["train", "spec.yaml"])
+    result = invoke(["train", "spec.yaml"])
     assert result.exit_code == 3, result.output
     assert result.stderr.splitlines()[-1] == (
         "Error: `fit.class_weight`: applies to a classifier, and this model's task is regression"

@@ -15,13 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from dlcli.cli.app import app
 from dlcli.errors import ModelFileError
 from dlcli.model import artifact
 
-from .test_artifact import model_info
+from .helpers import invoke, model_info
 
 DENSE = '"module": "keras.layers", "class_name": "Dense", "config": {'
 ACTIVATION = '"activation": "linear"'
@@ -126,7 +124,7 @@ def test_the_lambda_payload_is_live(models: Models) -> None:
 
 
 def test_evaluate_refuses_it_with_exit_code_6(models: Models) -> None:
-    result = CliRunner().invoke(app, ["evaluate", str(models.lambda_model)])
+    result = invoke(["evaluate", str(models.lambda_model)])
     assert result.exit_code == 6, result.output
     assert result.stderr == (
         f"Error: {models.lambda_model}: contains a Lambda layer, which would run code; refused\n"

@@ -10,14 +10,12 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
-from dlcli.cli.app import app
 from dlcli.errors import ConfigError
 from dlcli.spec.load import load_spec, spec_from_text
 from dlcli.spec.schema import Spec
 
-from .conftest import CONFIGS, REPO
+from .helpers import CONFIGS, REPO, invoke
 
 XOR = (REPO / "configs" / "xor.yaml").read_text()
 WHERE = "xor.yaml"
@@ -81,7 +79,7 @@ def test_python_payloads_run_nothing(tmp_path: Path) -> None:
         assert "is not allowed" in refusal(replaced("epochs: 100", f"epochs: {payload}"))
     spec = tmp_path / "evil.yaml"
     spec.write_text(replaced("epochs: 100", f"epochs: {payloads[0]}"))
-    result = CliRunner().invoke(app, ["validate", str(spec)])
+    result = invoke(["validate", str(spec)])
     assert result.exit_code == 3
     assert result.stderr == (
         f"Error: {spec}: the YAML tag `!!python/object/apply:os.system` "

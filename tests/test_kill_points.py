@@ -35,29 +35,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .helpers import tiny_spec, write_tiny_data
+
 pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
 
-SPEC = """\
-name: tiny
-seed: 0
-dataset:
-  npz: data.npz
-model:
-  input: [4]
-  layers:
-    - Dense: {units: 8, activation: relu}
-    - Dropout: {rate: 0.25}
-    - Dense: {units: 3, activation: softmax}
-compile:
-  optimizer: rmsprop
-  loss: sparse_categorical_crossentropy
-  metrics: [accuracy]
-  jit_compile: true
-fit:
-  epochs: 3
-  batch_size: 16
-"""
 EPOCHS = 3
+SPEC = tiny_spec(
+    model={
+        "layers": [
+            {"Dense": {"units": 8, "activation": "relu"}},
+            {"Dropout": {"rate": 0.25}},
+            {"Dense": {"units": 3, "activation": "softmax"}},
+        ]
+    },
+    compile={"jit_compile": True},
+    fit={"epochs": EPOCHS, "batch_size": 16},
+)
 # The calls that change a file or folder, and openat (which creates files): the set strace
 # traces and counts, in the discovery run and the killed runs alike.
 CALLS = (
@@ -229,11 +222,7 @@ def temporary_files(folder: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory, user_env: dict[str, str]) -> Workspace:
     root = tmp_path_factory.mktemp("kill-points")
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(480, 4)).astype("float32")
-    y = (x[:, 0] > 0).astype("int64") + (x[:, 1] > 1).astype("int64")
-    np.savez(root / "data.npz", x_train=x[:400], y_train=y[:400], x_test=x[400:], y_test=y[400:])
-    (root / "spec.yaml").write_text(SPEC)
+    write_tiny_data(root, 400, test_rows=80, classes=3, spec=SPEC)
     return Workspace(
         root,
         {
@@ -408,9 +397,8 @@ def test_kill_at_every_write_point_then_resume(
 def test_a_full_disk_at_the_first_backup_is_one_line_and_leaves_no_run(
     workspace: Workspace,
 ) -> None:
-    """The disk fills as h5py writes the first backup. Before: h5py's error over several
-    lines, "there is no backup", and the run folder left for a --resume that then said
-    training_metadata.json is missing."""
+    """The disk fills as h5py writes the first backup: one `Error:` line, and no run folder left
+    behind for a --resume that could not work."""
     run = workspace.root / "full" / "tiny-1"
     weights = run / "backup" / ".partial" / "weights.weights.h5"
     strace = [

@@ -19,26 +19,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from dlcli.cli.app import app
 from dlcli.data import decode
 from dlcli.data.common import ImageInfo
 from dlcli.errors import InputError
 from dlcli.inference import predict as predict_module
 
-from .conftest import (
+from .helpers import (
     BAD_MODELS,
     BAR_ROWS,
     REPO,
     TINY_SPECS,
     QuietView,
     TinyModels,
+    invoke,
     make_bad_models,
     synthetic_dataset,
 )
-
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +57,7 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(*args: object) -> object:
-    return runner.invoke(app, ["predict", *(str(arg) for arg in args)])
+    return invoke(["predict", *(str(arg) for arg in args)])
 
 
 def bar(name: str, *, size: int = 40, dark_on_light: bool = True) -> Image.Image:
@@ -402,8 +399,7 @@ def test_a_semicolon_file_trains_and_a_tab_file_predicts_as_commas_do(
     tiny_models: TinyModels, isolated: Path
 ) -> None:
     """The `answer` model trained again on its data with semicolons, then given tab-separated
-    rows: the same model and the same predictions. Before: each file was one column, and
-    training stopped at `no label column `answer``, predict at `has no column a, b`."""
+    rows: the same model and the same predictions (each file is read by its delimiter)."""
     from dlcli.spec.load import spec_from_text
     from dlcli.train.pipeline import train
 

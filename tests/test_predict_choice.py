@@ -11,16 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from dlcli.cli.app import app
 from dlcli.errors import ModelFileError
 from dlcli.inference import pick_model
 
-from .conftest import TinyModels, bar_image
-from .test_artifact import IMAGE, classifier, classifier_document, with_dlcli_json
-
-__all__ = ["classifier"]  # a fixture used below
+from .helpers import (
+    IMAGE,
+    TinyModels,
+    bar_image,
+    classifier_document,
+    invoke,
+    with_dlcli_json,
+)
 
 
 def image_document(height: int, width: int, channels: int) -> dict[str, object]:
@@ -103,14 +105,13 @@ def test_through_the_cli_the_choice_is_said(tiny_models: TinyModels) -> None:
         os.utime(Path("runs") / name / "model.keras", (written, written))
     bar_image(1, np.random.default_rng(0)).save("top.png")
     Path("rows.csv").write_text("a,b\n1,1\n")
-    runner = CliRunner()
-    image = runner.invoke(app, ["predict", "top.png", "--csv", "--top-k", "1"])
+    image = invoke(["predict", "top.png", "--csv", "--top-k", "1"])
     assert image.exit_code == 0, image.output
     assert image.stderr == (
         "Model: runs/bars-1/model.keras (the newest in runs/ that takes 8x8 grayscale images)\n"
     )
     assert image.stdout.splitlines()[1].startswith("top.png,,top,")
-    rows = runner.invoke(app, ["predict", "rows.csv", "--csv", "--top-k", "1"])
+    rows = invoke(["predict", "rows.csv", "--csv", "--top-k", "1"])
     assert rows.exit_code == 0, rows.output
     assert rows.stderr == (
         "Model: runs/answer-1/model.keras (the newest in runs/ that takes rows of 2 features)\n"
@@ -118,16 +119,14 @@ def test_through_the_cli_the_choice_is_said(tiny_models: TinyModels) -> None:
 
 
 def test_logits_of_a_plain_keras_model_are_shown_through_softmax(isolated: Path) -> None:
-    """Before: the raw outputs were shown as probabilities (`107.6%`, `-22.3%`)."""
+    """A plain Keras model's logits are shown through softmax: probabilities between 0 and 100%."""
     import keras
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
     model.set_weights([np.array([[4.0, -3.0, 0.0], [0.0, 1.0, 2.0]]), np.zeros(3)])
     model.save("logits.keras")
     Path("rows.csv").write_text("1,0\n0,1\n")
-    result = CliRunner().invoke(
-        app, ["predict", "rows.csv", "--model", "logits.keras", "--json", "--top-k", "3"]
-    )
+    result = invoke(["predict", "rows.csv", "--model", "logits.keras", "--json", "--top-k", "3"])
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines()[-1] == "the model's outputs are logits: shown through softmax"
     logits = np.array([[4.0, -3.0, 0.0], [0.0, 1.0, 2.0]])

@@ -26,35 +26,23 @@ from typing import Any
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from dlcli.cli.app import app
 from dlcli.errors import OutputError
 from dlcli.model import artifact
 
-from .test_artifact import model_info
+from .helpers import invoke, model_info, tiny_spec, write_tiny_data
 
-runner = CliRunner()
 EPOCHS = 6
-TINY_SPEC = f"""\
-name: tiny
-seed: 0
-dataset:
-  npz: data.npz
-model:
-  input: [4]
-  layers:
-    - Dense: {{units: 8, activation: relu}}
-    - Dense: {{units: 3, activation: softmax}}
-compile:
-  optimizer: adam
-  loss: sparse_categorical_crossentropy
-  metrics: [accuracy]
-  steps_per_execution: 1
-fit:
-  epochs: {EPOCHS}
-  batch_size: 8
-"""
+TINY_SPEC = tiny_spec(
+    model={
+        "layers": [
+            {"Dense": {"units": 8, "activation": "relu"}},
+            {"Dense": {"units": 3, "activation": "softmax"}},
+        ]
+    },
+    compile={"optimizer": "adam", "steps_per_execution": 1},
+    fit={"epochs": EPOCHS},
+)
 # ExponentialDecay with a rate above 1: the learning rate is 0.01 in epoch 1 and 1e4 in epoch 2.
 DIVERGING_SPEC = """\
 name: diverge
@@ -78,25 +66,20 @@ DISK_FULL = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def train(*args: str | Path) -> Any:
-    return runner.invoke(app, ["train", *map(str, args)])
+    return invoke(["train", *map(str, args)])
 
 
-def write_tiny_data(folder: Path, rows: int = 400) -> None:
-    """Three learnable classes, `rows` / 8 batches an epoch."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(rows, 4)).astype("float32")
-    y = (x[:, 0] > 0).astype("int64") + (x[:, 1] > 1)
-    np.savez(folder / "data.npz", x_train=x, y_train=y)
-    (folder / "spec.yaml").write_text(TINY_SPEC)
+def write_classes(folder: Path) -> None:
+    """Three learnable classes in 400 rows, 50 batches an epoch, and TINY_SPEC."""
+    write_tiny_data(folder, 400, classes=3, spec=TINY_SPEC)
 
 
 def write_regression_data(folder: Path) -> None:
     """64 rows of a linear function, 8 batches an epoch, and DIVERGING_SPEC."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 4)).astype("float32")
-    y = x @ np.array([1.0, -2.0, 0.5, 3.0], dtype="float32")
-    np.savez(folder / "regression.npz", x_train=x, y_train=y)
-    (folder / "spec.yaml").write_text(DIVERGING_SPEC)
+    weights = np.array([1.0, -2.0, 0.5, 3.0], dtype="float32")
+    write_tiny_data(
+        folder, 64, name="regression.npz", label=lambda x: x @ weights, spec=DIVERGING_SPEC
+    )
 
 
 def history_epochs(run_dir: Path) -> list[int]:
@@ -138,7 +121,7 @@ class Stopped:
 def stopped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Stopped]:
     """{"SIGINT": ..., "SIGTERM": ...}: each process stopped once 2 epochs were in history.csv."""
     folder = tmp_path_factory.mktemp("interrupted")
-    write_tiny_data(folder)
+    write_classes(folder)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "500"}  # rich wraps no path
     processes: dict[signal.Signals, tuple[subprocess.Popen, Path]] = {}
     for number in (signal.SIGINT, signal.SIGTERM):
@@ -265,8 +248,8 @@ def resumed(stopped: dict[str, Stopped]) -> tuple[Any, Path, Any]:
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.chdir(run.run_dir.parent.parent)
     try:
-        result = runner.invoke(app, command[1:])
-        again = runner.invoke(app, command[1:])
+        result = invoke(command[1:])
+        again = invoke(command[1:])
     finally:
         monkeypatch.undo()
     return result, run.run_dir, again
@@ -366,7 +349,7 @@ def test_resume_of_something_that_is_not_a_run(arguments: list[str], message: st
 def test_a_damaged_run_record_is_one_line_and_touches_nothing(
     stopped: dict[str, Stopped], tmp_path: Path, run_json: str, reason: str
 ) -> None:
-    """Before: a traceback (JSONDecodeError, KeyError, TypeError), exit 1."""
+    """A damaged run.json is one `Error:` line naming it, and the run folder is left untouched."""
     run_dir = copy_run(stopped, tmp_path)
     (run_dir / "run.json").write_bytes(run_json.encode("utf-8", "surrogateescape"))
     before = snapshot(run_dir)
@@ -446,8 +429,8 @@ def test_a_run_killed_during_a_backup_resumes_from_the_last_complete_one(
 def test_a_run_killed_after_its_model_is_finished_by_resume(
     stopped: dict[str, Stopped], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Before: a kill after metrics.json left a run without curves that could not be resumed
-    (model.keras existed) or finished."""
+    """A run killed after metrics.json (model.keras saved, no curves yet) is finished by
+    --resume."""
     from dlcli.utils import plots
 
     run_dir = copy_run(stopped, tmp_path)
@@ -567,7 +550,7 @@ def test_out_of_memory_before_any_backup_claims_none(
 ) -> None:
     import keras
 
-    write_tiny_data(tmp_path)
+    write_classes(tmp_path)
     monkeypatch.setattr(keras.Model, "fit", _out_of_memory)
     result = train("spec.yaml")
     assert result.exit_code == 10
@@ -791,7 +774,7 @@ def test_an_unwritable_output_folder_is_reported_before_training(
 ) -> None:
     import keras
 
-    write_tiny_data(tmp_path)
+    write_classes(tmp_path)
     (tmp_path / "runs").mkdir()
     real_access = os.access
     monkeypatch.setattr(

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont, features
 from dlcli.data.common import ImageInfo
 from dlcli.data.decode import estimate_polarity, open_image, to_array
 
-from .conftest import REPO
+from .helpers import REPO
 
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "/Library/Fonts", "C:/Windows/Fonts")
 DEJAVU = (
@@ -227,32 +227,6 @@ def test_examples_are_digits_that_frame_like_mnist() -> None:
 # Accuracy of models trained on the real MNIST (slow: minutes of training)
 
 TARGETS = {"mnist": 0.93, "mnist_cnn": 0.96}
-
-
-@pytest.fixture(scope="module")
-def mnist_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """configs/mnist.yaml and configs/mnist_cnn.yaml trained on the real MNIST.
-
-    MNIST comes from the dlcli cache ($DLCLI_CACHE) or its sources, as for `dlcli train`.
-    """
-    from dlcli.data.mnist_mirrors import load_mnist
-    from dlcli.errors import DownloadError
-    from dlcli.spec.load import load_spec
-    from dlcli.train.pipeline import train
-    from dlcli.utils.cache import cache_dir
-
-    from .conftest import QuietView
-
-    try:
-        load_mnist(cache_dir())
-    except DownloadError as error:
-        pytest.skip(f"the real MNIST cannot be had here: {error}")
-    folder = tmp_path_factory.mktemp("mnist-runs")
-    trained = {}
-    for name in TARGETS:
-        spec = load_spec(REPO / "configs" / f"{name}.yaml", [f"output.dir={folder}"])
-        trained[name] = train(spec, REPO / "configs", QuietView()).model_path
-    return trained
 
 
 def accuracy(model: Path, written: list[tuple[Path, int]], *, raw: bool) -> float:

@@ -16,42 +16,26 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from dlcli.runs import listing
 
+from .helpers import Ran, run_cli, tiny_spec, write_tiny_data
+
 HEAVY = re.compile(r"^import time:.*\|\s*(tensorflow|keras)(\.|$)", re.MULTILINE)
-SPEC = """\
-name: tiny
-seed: 0
-dataset:
-  npz: data.npz
-  validation_split: 0.25
-model:
-  input: [4]
-  layers:
-    - Dense: {units: 2, activation: softmax}
-compile:
-  optimizer: rmsprop
-  loss: sparse_categorical_crossentropy
-  metrics: [accuracy]
-  jit_compile: false
-fit:
-  epochs: 3
-  batch_size: 8
-"""
+SPEC = tiny_spec(
+    dataset={"validation_split": 0.25},
+    model={"layers": [{"Dense": {"units": 2, "activation": "softmax"}}]},
+    compile={"jit_compile": False},
+    fit={"epochs": 3},
+)
 HOUR = 3600.0
 T0 = 1_700_000_000.0  # run.json times of the hand-made runs: T0, T0 + 1 h, ...
 
 
-def dlcli(*arguments: object, cwd: Path, importtime: bool = False) -> subprocess.CompletedProcess:
-    """`python -m dlcli ARGUMENTS` in `cwd`, its output piped (so never wrapped)."""
-    env = {**os.environ, "HOME": str(cwd / "home")}
-    env.pop("COLUMNS", None)
-    options = ["-X", "importtime"] if importtime else []
-    command = [sys.executable, *options, "-m", "dlcli", *(str(a) for a in arguments)]
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+def dlcli(*arguments: object, cwd: Path, importtime: bool = False) -> Ran:
+    """`dlcli ARGUMENTS` in `cwd` with an empty HOME, its output piped (so never wrapped)."""
+    return run_cli(arguments, None, cwd, timeout=300, importtime=importtime)
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +43,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, keras_names_cache: Path) -
     """A finished run of a tiny classifier, trained once by `dlcli train` (validation and test
     splits, 3 epochs)."""
     folder = tmp_path_factory.mktemp("trained")
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(60, 4)).astype("float32")
-    y = (x[:, 0] > 0).astype("int64")
-    np.savez(folder / "data.npz", x_train=x[:48], y_train=y[:48], x_test=x[48:], y_test=y[48:])
-    (folder / "spec.yaml").write_text(SPEC)
+    write_tiny_data(folder, 48, test_rows=12, spec=SPEC)
     cache = shutil.copytree(keras_names_cache, folder / "cache")
     env = {**os.environ, "HOME": str(folder / "home"), "DLCLI_CACHE": str(cache)}
     command = [sys.executable, "-m", "dlcli", "train", "spec.yaml"]
@@ -280,18 +260,7 @@ def test_compare_writes_one_png_and_prints_metrics_side_by_side(
     header = (trained / "history.csv").read_text().splitlines()[0].split(",")
     second_last = (trained / "history.csv").read_text().splitlines()[2].split(",")
 
-    result = dlcli(
-        "runs",
-        "--compare",
-        "tiny-1",
-        "runs/tiny-2",
-        "tiny-3",
-        "--output",
-        "plots/all.png",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 11, "the plot's folder does not exist"
-    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots").mkdir()  # a missing folder: tests/test_e2e_mistakes.py
     result = dlcli(
         "runs",
         "--compare",

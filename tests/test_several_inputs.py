@@ -11,13 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from dlcli.cli.app import app
+from .helpers import REPO, accuracy_of, invoke, run_cli
 
-from .conftest import REPO, accuracy_of, run_dlcli
-
-runner = CliRunner()
 IRIS_TEST = REPO / "configs" / "data" / "iris_test.csv"
 
 
@@ -36,7 +32,7 @@ def test_the_two_input_iris_config_trains_evaluates_and_predicts(
     tmp_path: Path, user_env: dict[str, str]
 ) -> None:
     spec = REPO / "configs" / "iris_two_inputs.yaml"
-    result, _ = run_dlcli(["train", str(spec)], user_env, tmp_path)
+    result = run_cli(["train", str(spec)], user_env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "UserWarning" not in result.stderr
     assert accuracy_of(result.stdout) >= 0.9
@@ -48,13 +44,13 @@ def test_the_two_input_iris_config_trains_evaluates_and_predicts(
         "petal": ["petal_length", "petal_width"],
     }
 
-    result, _ = run_dlcli(["evaluate", str(model)], user_env, tmp_path)
+    result = run_cli(["evaluate", str(model)], user_env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert re.search(r"accuracy (0\.9\d+|1\.0000)", result.stdout), result.stdout
     assert "virginica" in result.stdout  # the per-class table
 
     # predict takes rows with all the columns (in any order, extra ones ignored)
-    result, _ = run_dlcli(
+    result = run_cli(
         ["predict", "--model", str(model), str(IRIS_TEST), "--csv", "--top-k", "1"],
         user_env,
         tmp_path,
@@ -67,7 +63,7 @@ def test_the_two_input_iris_config_trains_evaluates_and_predicts(
 
     missing = tmp_path / "sepals.csv"
     missing.write_text("sepal_length,sepal_width\n5.1,3.5\n")
-    result, _ = run_dlcli(["predict", "--model", str(model), str(missing)], user_env, tmp_path)
+    result = run_cli(["predict", "--model", str(model), str(missing)], user_env, tmp_path)
     assert result.returncode == 7
     assert result.stderr.strip().splitlines()[-1] == (
         f"Error: {missing}: has no column petal_length, petal_width (the model takes "
@@ -83,7 +79,7 @@ def test_the_two_output_iris_config_reports_each_output(
     tmp_path: Path, user_env: dict[str, str]
 ) -> None:
     spec = REPO / "configs" / "iris_two_outputs.yaml"
-    result, _ = run_dlcli(["train", str(spec), "--set", "fit.epochs=1"], user_env, tmp_path)
+    result = run_cli(["train", str(spec), "--set", "fit.epochs=1"], user_env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert re.search(r"On the test set: .*petal_width_mae \d\.\d+.*species_accuracy", result.stdout)
     model = tmp_path / model_of(result.stdout)
@@ -94,7 +90,7 @@ def test_the_two_output_iris_config_reports_each_output(
         "petal_width": {"task": "regression", "class_names": None},
     }
 
-    result, _ = run_dlcli(["evaluate", str(model)], user_env, tmp_path)
+    result = run_cli(["evaluate", str(model)], user_env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Output `species` (multiclass)" in result.stdout
     assert re.search(r"Output `petal_width` \(regression\)\nMAE \d", result.stdout)
@@ -104,7 +100,7 @@ def test_the_two_output_iris_config_reports_each_output(
     assert evaluation["outputs"]["petal_width"]["metrics"].keys() == {"loss", "mae"}
     assert (model.parent / "confusion_matrix-species.png").stat().st_size > 0
 
-    result, _ = run_dlcli(
+    result = run_cli(
         ["predict", "--model", str(model), str(IRIS_TEST), "--csv", "--top-k", "1"],
         user_env,
         tmp_path,
@@ -116,7 +112,7 @@ def test_the_two_output_iris_config_reports_each_output(
     assert lines[1].split(",")[3] in ("setosa", "versicolor", "virginica")
     float(lines[2].split(",")[-1])
 
-    result, _ = run_dlcli(["runs", "--json"], user_env, tmp_path)
+    result = run_cli(["runs", "--json"], user_env, tmp_path)
     assert result.returncode == 0, result.stderr
     (run,) = json.loads(result.stdout)["runs"]
     assert run["metric"]["name"] == "species_accuracy" and run["status"] == "finished"
@@ -145,11 +141,12 @@ fit: {epochs: 2, batch_size: 8}
 """
 
 
-def write_arrays(folder: Path, **changes: np.ndarray) -> None:
-    """x_train_left/right and y_train_kind/size (and test arrays): `kind` is left[0] > 100."""
+def write_arrays(folder: Path, sizes: tuple[int, int] = (40, 12), **changes: np.ndarray) -> None:
+    """x_train_left/right and y_train_kind/size, and the test arrays, of `sizes` (train, test):
+    `kind` is left[0] > 100."""
     rng = np.random.default_rng(0)
     arrays = {}
-    for split, rows in (("train", 40), ("test", 12)):
+    for split, rows in zip(("train", "test"), sizes, strict=True):
         left = rng.normal(100, 10, size=(rows, 2)).astype("float32")
         right = rng.normal(size=(rows, 3)).astype("float32")
         arrays |= {
@@ -162,18 +159,34 @@ def write_arrays(folder: Path, **changes: np.ndarray) -> None:
     (folder / "spec.yaml").write_text(NPZ_SPEC)
 
 
-@pytest.mark.slow  # ~21 s; make test trains the two-input and two-output iris configs
+def test_npz_arrays_named_per_input_and_output_on_20_rows(tmp_path: Path) -> None:
+    """x_train_NAME / y_train_NAME arrays of 20 rows feed the inputs and outputs of those names
+    (`dlcli train` in-process, one epoch); `evaluate --data` reads the test arrays by name and
+    reports each output."""
+    write_arrays(tmp_path, sizes=(20, 8))
+    result = invoke(["train", "spec.yaml", "--set", "fit.epochs=1"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"On the test set: .*kind_accuracy \d\.\d+.*size_mae", result.stdout)
+    model = tmp_path / model_of(result.stdout)
+    assert set(dlcli_json(model)["inputs"]) == {"left", "right"}
+    result = invoke(["evaluate", str(model), "--data", str(tmp_path / "arrays.npz")])
+    assert result.exit_code == 0, result.output
+    assert "Output `kind` (binary)" in result.stdout
+    assert "Output `size` (regression)" in result.stdout
+
+
+@pytest.mark.slow  # the same through the installed CLI in subprocesses, 40 rows, two epochs
 def test_npz_arrays_named_per_input_and_output_train_and_evaluate(
     tmp_path: Path, user_env: dict[str, str]
 ) -> None:
     write_arrays(tmp_path)
-    result, _ = run_dlcli(["train", "spec.yaml"], user_env, tmp_path)
+    result = run_cli(["train", "spec.yaml"], user_env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert re.search(r"On the test set: .*kind_accuracy \d\.\d+.*size_mae", result.stdout)
     model = tmp_path / model_of(result.stdout)
     assert set(dlcli_json(model)["inputs"]) == {"left", "right"}
     data = tmp_path / "arrays.npz"
-    result, _ = run_dlcli(["evaluate", str(model), "--data", str(data)], user_env, tmp_path)
+    result = run_cli(["evaluate", str(model), "--data", str(data)], user_env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Output `kind` (binary)" in result.stdout and "Output `size` (regression)" in (
         result.stdout
@@ -246,7 +259,7 @@ def test_data_that_does_not_fit_the_inputs_is_one_line(
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
     spec = TWO_INPUTS.replace("COLUMNS", columns).replace("CLASS_WEIGHT", class_weight)
     (tmp_path / "spec.yaml").write_text(spec)
-    result = runner.invoke(app, ["train", "spec.yaml"])
+    result = invoke(["train", "spec.yaml"])
     assert result.exit_code == code, result.output
     assert result.stderr.splitlines()[-1] == f"Error: {message}"
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
@@ -299,7 +312,7 @@ def test_named_arrays_that_do_not_fit_are_one_line(
     if edit:
         old, new = edit.split("|")
         (tmp_path / "spec.yaml").write_text(NPZ_SPEC.replace(old, new))
-    result = runner.invoke(app, ["train", "spec.yaml"])
+    result = invoke(["train", "spec.yaml"])
     assert result.exit_code == code, result.output
     assert result.stderr.splitlines()[-1].endswith(message), result.stderr
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())

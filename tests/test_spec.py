@@ -9,7 +9,7 @@ import pytest
 from dlcli.errors import ConfigError
 from dlcli.spec.load import load_spec, spec_from_text
 
-from .conftest import CONFIGS, REPO
+from .helpers import CONFIGS, REPO
 
 MNIST = (REPO / "configs" / "mnist.yaml").read_text()
 WHERE = "configs/mnist.yaml"

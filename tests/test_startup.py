@@ -19,7 +19,7 @@ import pytest
 
 from dlcli.spec import keras_catalog
 
-from .conftest import REPO
+from .helpers import REPO
 
 SPEC = REPO / "configs" / "mnist.yaml"
 TYPO = "did you mean `Flatten`?"
@@ -107,7 +107,8 @@ print(json.dumps({"exit_codes": results, "heavy": heavy}))
 
 
 def test_cli_runner_in_process_leaves_tensorflow_unimported(tmp_path: Path) -> None:
-    """Nor rich: one line of output does not need it (~50 ms of the 0.5 s budget)."""
+    """The Typer app invoked in-process for --help and validate imports neither TensorFlow
+    nor Keras, nor rich: one line of output does not need it."""
     calls = [["--help"], ["validate", str(SPEC)], ["validate", str(bad_spec(tmp_path))]]
     result = run_python("-c", IN_PROCESS, json.dumps(calls))
     assert result.returncode == 0, result.stderr[-2000:]

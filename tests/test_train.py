@@ -10,19 +10,16 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from dlcli.cli.app import app
 from dlcli.errors import ConfigError
 
-from .conftest import CONFIGS, REPO
+from .helpers import CONFIGS, REPO, invoke
 
-runner = CliRunner()
 XOR = REPO / "configs" / "xor.yaml"
 
 
 def train(*args: str) -> object:
-    return runner.invoke(app, ["train", *map(str, args)])
+    return invoke(["train", *map(str, args)])
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +164,7 @@ def test_spec_error_exit_code_and_debug_traceback(tmp_path: Path) -> None:
         f"Error: `fit.epochs` must be greater than 0. Received: 0 ({spec}, line 19)\n"
     )
     assert not (tmp_path / "runs").exists()
-    debug = runner.invoke(app, ["--debug", "train", str(spec)])
+    debug = invoke(["--debug", "train", str(spec)])
     assert isinstance(debug.exception, ConfigError)
 
 
@@ -181,7 +178,8 @@ def test_unwritable_output_folder_is_reported_before_training(tmp_path: Path) ->
 @pytest.mark.usefixtures("fake_keras_datasets")
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_every_shipped_config_trains(config: Path) -> None:
-    """Each config, on synthetic stand-ins of its dataset's shape, for one epoch."""
+    """Every file in configs/ (the list is read from the folder, so a new config is started
+    here too) trains for one epoch on synthetic stand-ins of its dataset's shape."""
     result = train(config, "--set", "fit.epochs=1")
     assert result.exit_code == 0, result.output
     spec = yaml.safe_load(config.read_text())

@@ -18,46 +18,19 @@ from typing import Any
 import numpy as np
 import pytest
 from rich.console import Console
-from typer.testing import CliRunner
 
-from dlcli.cli.app import app
+from .helpers import invoke, tiny_spec, write_tiny_data
 
-runner = CliRunner()
-SPEC = """\
-name: tiny
-seed: 0
-dataset:
-  npz: data.npz
-  validation_split: 0.25
-model:
-  input: [4]
-  layers:
-    - Dense: {units: 3, activation: softmax}
-compile:
-  optimizer: rmsprop
-  loss: sparse_categorical_crossentropy
-  metrics: [accuracy]
-fit:
-  epochs: 20
-  batch_size: 16
-"""
-
-
-def write_data(folder: Path, rows: int = 64, spec: str = SPEC) -> None:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(rows, 4)).astype("float32")
-    y = (x[:, 0] > 0).astype("int64") + (x[:, 1] > 1)
-    np.savez(folder / "data.npz", x_train=x, y_train=y)
-    (folder / "spec.yaml").write_text(spec)
+SPEC = tiny_spec(dataset={"validation_split": 0.25}, fit={"epochs": 20, "batch_size": 16})
 
 
 def train(*args: str) -> Any:
-    return runner.invoke(app, ["train", *args])
+    return invoke(["train", *args])
 
 
 def test_early_stopping_is_reported_with_the_weights_it_kept(tmp_path: Path) -> None:
-    """Before: the run ended at epoch 2 of 20 without a word."""
-    write_data(tmp_path)
+    """Early stopping is reported: the epoch it stopped at and the weights it kept."""
+    write_tiny_data(tmp_path, 64, classes=3, spec=SPEC)
     stop = "{monitor: loss, patience: 1, min_delta: 100, restore_best_weights: true}"
     stop = f"[{{EarlyStopping: {stop}}}]"
     result = train("spec.yaml", "--set", f"fit.callbacks={stop}")
@@ -69,7 +42,7 @@ def test_early_stopping_is_reported_with_the_weights_it_kept(tmp_path: Path) -> 
 
 
 def test_a_run_of_every_epoch_says_nothing_about_stopping(tmp_path: Path) -> None:
-    write_data(tmp_path)
+    write_tiny_data(tmp_path, 64, classes=3, spec=SPEC)
     result = train("spec.yaml", "--set", "fit.epochs=2")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("On the training data (no test split): ")
@@ -77,8 +50,8 @@ def test_a_run_of_every_epoch_says_nothing_about_stopping(tmp_path: Path) -> Non
 
 
 def test_history_numbers_epochs_from_one_like_the_table(tmp_path: Path) -> None:
-    """Before: 0, 1, 2 in history.csv while the table and curves said 1, 2, 3."""
-    write_data(tmp_path)
+    """history.csv numbers epochs 1, 2, 3, as the table and the curves do."""
+    write_tiny_data(tmp_path, 64, classes=3, spec=SPEC)
     result = train("spec.yaml", "--set", "fit.epochs=3")
     assert result.exit_code == 0, result.output
     with open("runs/tiny-1/history.csv", newline="") as handle:
@@ -86,7 +59,7 @@ def test_history_numbers_epochs_from_one_like_the_table(tmp_path: Path) -> None:
 
 
 def test_curves_have_whole_epoch_ticks() -> None:
-    """Before: ticks at 1.0, 1.25, 1.5, ... for a 3-epoch run."""
+    """The curves of a 3-epoch run have ticks at whole epochs only."""
     from dlcli.utils import plots
 
     figure = plots.curves_figure({"loss": [0.9, 0.5, 0.4], "val_loss": [1.0, 0.7, 0.6]})
@@ -164,7 +137,7 @@ def test_a_keras_version_outside_the_tested_ones_trains_with_kerass_loop(
     from dlcli.train import loop
     from dlcli.train import pipeline as training
 
-    write_data(tmp_path)
+    write_tiny_data(tmp_path, 64, classes=3, spec=SPEC)
     fused: list[bool] = []
     real = loop.training_data
     monkeypatch.setattr(
@@ -187,8 +160,8 @@ def test_a_keras_version_outside_the_tested_ones_trains_with_kerass_loop(
 
 
 def test_a_run_that_fails_before_training_leaves_no_folder(tmp_path: Path) -> None:
-    """Before: every failed `dlcli train` left an empty numbered run folder."""
-    write_data(tmp_path)
+    """A `dlcli train` that fails before training leaves no numbered run folder."""
+    write_tiny_data(tmp_path, 64, classes=3, spec=SPEC)
     result = train("spec.yaml", "--set", "model.input=[5]")
     assert result.exit_code == 4, result.output
     assert "train data has examples of shape (4,) but the model input is (5,)" in result.stderr
@@ -199,9 +172,9 @@ def test_a_run_that_fails_before_training_leaves_no_folder(tmp_path: Path) -> No
 
 def test_an_interrupt_before_the_first_backup_leaves_no_folder(tmp_path: Path) -> None:
     """A real SIGINT to a real process in its first epoch: nothing to resume, so nothing kept."""
-    write_data(tmp_path, rows=40_000, spec=SPEC.replace("batch_size: 16", "batch_size: 4"))
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(spec.read_text() + "  shuffle: false\n")
+    fit = {"epochs": 20, "batch_size": 4, "shuffle": False}
+    four = tiny_spec(dataset={"validation_split": 0.25}, fit=fit)
+    write_tiny_data(tmp_path, 40_000, classes=3, spec=four)
     log = tmp_path / "stderr.log"
     command = [
         sys.executable,

@@ -23,8 +23,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import REPO, dlcli_command, run_dlcli
-from .test_tune import SEARCH, write_spec
+from .helpers import REPO, SEARCH, dlcli_command, run_cli, write_search_spec
 
 PASSWORD = "dl-secret"
 TINY = SEARCH.replace("epochs: 3", "epochs: 1")
@@ -172,8 +171,8 @@ def test_a_missing_driver_is_named_with_the_pip_install_that_fixes_it(
 ) -> None:
     if importlib.util.find_spec(module) is not None:
         pytest.skip(f"{module} is installed here")
-    write_spec(tmp_path, TINY)
-    result, _ = run_dlcli(["tune", "tiny.yaml", "--storage", url], user_env, tmp_path)
+    write_search_spec(tmp_path, TINY)
+    result = run_cli(["tune", "tiny.yaml", "--storage", url], user_env, tmp_path)
     assert result.returncode == 13, result.stderr
     scheme = url.split("://")[0]
     assert result.stderr.strip() == (
@@ -205,7 +204,7 @@ def test_machines_that_start_together_on_an_empty_database_all_join_the_study(
     url = postgres.new_database("together")
     machines = [tmp_path / "machine-a", tmp_path / "machine-b"]
     for machine in machines:
-        write_spec(machine, TINY)
+        write_search_spec(machine, TINY)
     command = [*dlcli_command(), "tune", "tiny.yaml", "--trials", "3", "--json"]
     command += ["--storage", url, "--study", "iris-pg"]
     # The gate holds Optuna's first table, uncommitted, until both processes wait on it: both
@@ -240,7 +239,7 @@ def test_machines_that_start_together_on_an_empty_database_all_join_the_study(
 
     more = len(numbers) + 1
     arguments = ["tune", "tiny.yaml", "--trials", str(more), "--storage", url, "--study", "iris-pg"]
-    result, _ = run_dlcli(arguments, user_env, machines[1])
+    result = run_cli(arguments, user_env, machines[1])
     assert result.returncode == 0, result.stderr
     assert f"continued ({len(numbers)} trials so far)" in result.stderr
     assert [number for number, _ in trials_in(postgres, "together")] == list(range(more))
@@ -263,9 +262,9 @@ def test_a_server_that_refuses_the_storage_is_one_line(
         "wrong password": postgres.url(database, password="wrong"),
         "unreachable port": postgres.url(database, port=port),
     }[mistake]
-    write_spec(tmp_path, TINY)
+    write_search_spec(tmp_path, TINY)
     arguments = ["tune", "tiny.yaml", "--storage", url, "--study", "iris-pg"]
-    result, _ = run_dlcli(arguments, user_env, tmp_path)
+    result = run_cli(arguments, user_env, tmp_path)
     assert result.returncode == 13, result.stderr
     shown = re.sub(r":[^:@]*@", ":***@", url)  # the password is not shown
     used = port if mistake == "unreachable port" else postgres.port
