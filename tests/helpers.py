@@ -502,3 +502,17 @@ def copied(model: Path, folder: Path) -> Path:
     for stale in ("model.onnx", "export.json"):
         (run / stale).unlink(missing_ok=True)
     return run / "model.keras"
+
+
+# What a finished run's folder holds, and nothing else (no backup, no temporary file).
+FINISHED_RUN_FILES = [
+    "confusion_matrix.png",
+    "curves.png",
+    "export.json",
+    "history.csv",
+    "metrics.json",
+    "model.keras",
+    "model.onnx",
+    "run.json",
+    "spec.yaml",
+]

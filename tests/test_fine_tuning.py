@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .helpers import Ran, invoke, run_cli, tiny_spec, write_tiny_data
+from .helpers import FINISHED_RUN_FILES, Ran, invoke, run_cli, tiny_spec, write_tiny_data
 
 HIDDEN = {"Dense": {"units": 8, "activation": "relu", "name": "hidden"}}
 HEAD = {"Dense": {"units": 3, "activation": "softmax", "name": "head"}}
@@ -160,17 +160,7 @@ def test_a_finished_run_trains_on_for_more_epochs_in_its_folder(trained: Path) -
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 5
     assert "  epochs: 5\n" in (run / "spec.yaml").read_text()
     assert json.loads((run / "run.json").read_text())["overrides"] == ["fit.epochs=5"]
-    assert sorted(path.name for path in run.iterdir()) == [
-        "confusion_matrix.png",
-        "curves.png",
-        "export.json",
-        "history.csv",
-        "metrics.json",
-        "model.keras",
-        "model.onnx",
-        "run.json",
-        "spec.yaml",
-    ]
+    assert sorted(path.name for path in run.iterdir()) == FINISHED_RUN_FILES
     # the weights went on from the saved ones (from scratch, the loss would jump back up)
     losses = [float(line.split(",")[2]) for line in longer.splitlines()[1:]]
     assert losses[3] < losses[2]

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .helpers import tiny_spec, write_tiny_data
+from .helpers import FINISHED_RUN_FILES, tiny_spec, write_tiny_data
 
 pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
 
@@ -329,17 +329,7 @@ def check_resumed(workspace: Workspace, point: Point, earlier: dict[str, str]) -
         strict=True,
     ):
         np.testing.assert_array_equal(resumed, whole, err_msg=context)
-    assert sorted(path.name for path in run.iterdir()) == [
-        "confusion_matrix.png",
-        "curves.png",
-        "export.json",
-        "history.csv",
-        "metrics.json",
-        "model.keras",
-        "model.onnx",
-        "run.json",
-        "spec.yaml",
-    ], context
+    assert sorted(path.name for path in run.iterdir()) == FINISHED_RUN_FILES, context
     assert temporary_files(workspace.root / "runs") == [], context
     assert temporary_files(workspace.cache) == [], context
     programs = next(workspace.cache.glob("xla/*"), None)

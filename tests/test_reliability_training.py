@@ -30,7 +30,7 @@ import pytest
 from dlcli.errors import OutputError
 from dlcli.model import artifact
 
-from .helpers import invoke, model_info, tiny_spec, write_tiny_data
+from .helpers import FINISHED_RUN_FILES, invoke, model_info, tiny_spec, write_tiny_data
 
 EPOCHS = 6
 TINY_SPEC = tiny_spec(
@@ -413,17 +413,7 @@ def test_a_run_killed_during_a_backup_resumes_from_the_last_complete_one(
     assert history_epochs(run_dir) == list(range(1, EPOCHS + 1))
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == EPOCHS
     assert artifact.load(run_dir / "model.keras").metadata.training.epochs == EPOCHS
-    assert sorted(path.name for path in run_dir.iterdir()) == [
-        "confusion_matrix.png",
-        "curves.png",
-        "export.json",
-        "history.csv",
-        "metrics.json",
-        "model.keras",
-        "model.onnx",
-        "run.json",
-        "spec.yaml",
-    ]  # no backup, no temporary file
+    assert sorted(path.name for path in run_dir.iterdir()) == FINISHED_RUN_FILES
 
 
 def test_a_run_killed_after_its_model_is_finished_by_resume(
