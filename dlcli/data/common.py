@@ -136,6 +136,10 @@ def digest(*arrays: np.ndarray) -> str:
 
     hasher = hashlib.sha256()
     for array in arrays:
+        if array.dtype == object:  # a text column: its cells, each ended by a NUL
+            hasher.update(f"text{array.shape}".encode())
+            hasher.update("".join(f"{cell}\0" for cell in array.ravel()).encode())
+            continue
         array = np.ascontiguousarray(array)
         hasher.update(f"{array.dtype.str}{array.shape}".encode())
         hasher.update(memoryview(array).cast("B"))
