@@ -116,3 +116,10 @@ def _same_structure() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
         yield
+
+
+def as_tensors(model: Any, columns: dict[str, Any]) -> dict[str, Any]:
+    """Raw columns as tensors of shape (rows, 1), in the order of the model's inputs."""
+    import tensorflow as tf
+
+    return {name: tf.constant(columns[name].reshape(-1, 1)) for name in model.input}

@@ -24,7 +24,8 @@ def model_info(prepared: Prepared, results: dict[str, Any]) -> ModelInfo:
         kinds = info.column_kinds or {}
         dtypes = {"string": "string", "integer": "int32", "number": "float32"}
         several["inputs"] = {
-            name: {"shape": [1], "dtype": dtypes[kind]} for name, kind in kinds.items()
+            name: {"shape": [1], "dtype": dtypes[kind], "feature_names": [name]}
+            for name, kind in kinds.items()
         }
     elif isinstance(train_x, dict):
         features = info.input_features or {}

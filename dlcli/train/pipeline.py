@@ -497,7 +497,15 @@ def _finish(
     }
     metrics = {"evaluated_on": evaluated_on, evaluated_on: test_metrics, **training}
     model_path = run_dir / "model.keras"
-    saved = model if prepared.encoder is None else with_encoder(prepared.encoder, model)
+    saved = model
+    if prepared.encoder is not None:  # compiled as trained, for `dlcli evaluate`; no XLA: text
+        from dlcli.model.build import compile_model
+
+        saved = with_encoder(prepared.encoder, model)
+        without_xla = spec.compile.model_copy(update={"jit_compile": False})
+        compile_model(
+            saved, spec.model_copy(update={"compile": without_xla}), steps_per_execution=1
+        )
     artifact.save(
         saved, model_info(prepared, {"metrics": metrics, "training": training}), model_path
     )
