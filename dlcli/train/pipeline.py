@@ -506,6 +506,7 @@ def _finish(
         compile_model(
             saved, spec.model_copy(update={"compile": without_xla}), steps_per_execution=1
         )
+        saved.optimizer.build(saved.trainable_variables)  # as loading builds it: no warning
     artifact.save(
         saved, model_info(prepared, {"metrics": metrics, "training": training}), model_path
     )
