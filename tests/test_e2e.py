@@ -219,7 +219,9 @@ def test_the_shipped_search_runs_on_mnist(
 
 def test_every_shipped_config_is_started_here() -> None:
     iris = {"iris_two_inputs", "iris_two_outputs"}  # trained in test_several_inputs.py
+    penguins = {"penguins"}  # trained in test_feature_columns.py
     started = {
+        *penguins,
         "mnist",
         "mnist_tune",
         "xor",
