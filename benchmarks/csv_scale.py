@@ -63,7 +63,11 @@ def write_table(path: Path, rows: int) -> None:
 
 def run_pairs(rows: int, pairs: int) -> dict[str, Any]:
     """Alternating whole-process runs; the medians, ratios and whether the targets are met."""
-    folder = Path(tempfile.mkdtemp(prefix="dlcli-csv-scale-"))
+    with tempfile.TemporaryDirectory(prefix="dlcli-csv-scale-") as name:
+        return _run_pairs(Path(name), rows, pairs)
+
+
+def _run_pairs(folder: Path, rows: int, pairs: int) -> dict[str, Any]:
     table = folder / "table.csv"
     write_table(table, rows)
     (folder / "spec.yaml").write_text(SPEC)
