@@ -13,7 +13,9 @@ Also timed, each against what a user would run instead where there is such a thi
 --help`, `dlcli validate` on a good and a bad spec, a missing spec file (and whether any of them
 imports TensorFlow); `dlcli predict` on 1 and on 1,000 images through Keras and through the
 model's ONNX file, against a plain Keras script that decodes the same PNGs and calls
-`model.predict`; `dlcli evaluate` against `model.evaluate`.
+`model.predict`; `dlcli evaluate` against `model.evaluate`; `dlcli train` on a CSV table of
+1,000,000 rows x 20 columns against pandas `read_csv` + the same Keras model
+(benchmarks/csv_scale.py).
 
 Usage: python benchmarks/bench.py [--quick] [--pairs N] [--repeats N] [--output PATH]
 `--quick`: one pair of each, the convnet for 1 epoch (a few minutes). Prints a table and writes
@@ -695,6 +697,9 @@ def print_table(results: dict[str, Any]) -> None:
         f"{inside['decode_s']:.2f} s + {inside['ratio']:.2f} x model.predict "
         f"{inside['model_predict_s']:.2f} s"
     )
+    from csv_scale import report
+
+    print("\n" + report(results["csv_table"]))
     print("\ntargets")
     for name, (value, target, passed) in results["targets"].items():
         print(f"  {'PASS' if passed else 'FAIL'}  {name}: {value:.3f} (target {target})")
@@ -737,6 +742,9 @@ def judge(results: dict[str, Any]) -> dict[str, tuple[float, str, bool]]:
         row["ratio"],
         f"< {TARGETS['predict_ratio']}",
     )
+    csv_table = results["csv_table"]["ratios"]
+    targets["CSV 1M x 20 wall dlcli/(pandas + Keras)"] = (csv_table["wall"], "<= 0.8")
+    targets["CSV 1M x 20 peak RSS dlcli/(pandas + Keras)"] = (csv_table["peak_rss"], "<= 1.0")
     judged = {}
     for name, (value, target) in targets.items():
         operator, bound = target.split()
@@ -791,6 +799,10 @@ def main() -> None:
         inference = time_inference(
             mlp_runs[-1]["model"], mnist, workdir, repeats, reuse=arguments.quick
         )
+        print("a CSV table of 1,000,000 rows x 20 columns: pandas + Keras, dlcli ...", flush=True)
+        from csv_scale import run_pairs
+
+        csv_table = run_pairs(rows=1_000_000, pairs=pairs)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     mlp = training["mlp"]
@@ -812,6 +824,7 @@ def main() -> None:
         "training": training,
         "startup": startup,
         "inference": inference,
+        "csv_table": csv_table,
     }
     results["targets"] = judge(results)
     results["bench_seconds"] = round(time.perf_counter() - started, 1)

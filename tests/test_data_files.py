@@ -164,8 +164,9 @@ def test_a_single_column_and_quoted_delimiters_read_as_commas(tmp_path: Path) ->
         ),
         (
             "label,a,b\n0,1,2\n1,,4\n",
-            {},
-            "{path}, line 3, column `a`: the value is empty; fill in or drop missing values",
+            {"missing": "error"},
+            "{path}, line 3, column `a`: the value is empty; fill in or drop missing values "
+            "(or `dataset.csv.missing: mean`)",
         ),
         (
             "label,a,b\n0,1,nan\n",

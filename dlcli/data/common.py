@@ -85,6 +85,12 @@ class DatasetInfo:
     sizes: dict[str, int] = field(default_factory=dict)
     digest: str = ""
     skipped: int = 0  # unreadable files left out (image folders with skip_bad)
+    # CSV tables: each feature column's kind (number, integer, string) where the spec types
+    # columns (`dataset.csv.columns`); what was done about empty cells (csv_tables.Missing);
+    # whether the one label column held integers (class indices, or codes: data.class_codes)
+    column_kinds: dict[str, str] | None = None
+    missing: Any = None
+    integer_labels: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,10 @@ def digest(*arrays: np.ndarray) -> str:
 
     hasher = hashlib.sha256()
     for array in arrays:
+        if array.dtype == object:  # a text column: its cells, each ended by a NUL
+            hasher.update(f"text{array.shape}".encode())
+            hasher.update("".join(f"{cell}\0" for cell in array.ravel()).encode())
+            continue
         array = np.ascontiguousarray(array)
         hasher.update(f"{array.dtype.str}{array.shape}".encode())
         hasher.update(array.data.cast("B"))

@@ -84,7 +84,14 @@ def _split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     )
 
 
-def load_dataset(spec: DatasetSpec, base_dir: Path, seed: int, *, skip_bad: bool = False) -> Splits:
+def load_dataset(
+    spec: DatasetSpec,
+    base_dir: Path,
+    seed: int,
+    *,
+    skip_bad: bool = False,
+    fill: dict[str, float] | None = None,
+) -> Splits:
     """Load the dataset a spec names, as train, validation and test splits of numpy arrays.
 
     A source without test data gives a test split of `test_split` of the training data, or
@@ -112,7 +119,7 @@ def load_dataset(spec: DatasetSpec, base_dir: Path, seed: int, *, skip_bad: bool
         splits = load_dataset(spec.dataset, Path("configs"), seed=42)
         splits.train.x.shape, splits.info.class_names
     """
-    train, validation, test, info = _read_source(spec, base_dir, skip_bad=skip_bad)
+    train, validation, test, info = _read_source(spec, base_dir, skip_bad=skip_bad, fill=fill)
     test_is_train = False
     if test is None and spec.test_split:
         train, test = _split_off(train, spec.test_split, seed)
@@ -128,7 +135,9 @@ def load_dataset(spec: DatasetSpec, base_dir: Path, seed: int, *, skip_bad: bool
     return Splits(train, test, validation, test_is_train, info)
 
 
-def _read_source(spec: DatasetSpec, base_dir: Path, *, skip_bad: bool) -> Loaded:
+def _read_source(
+    spec: DatasetSpec, base_dir: Path, *, skip_bad: bool, fill: dict[str, float] | None
+) -> Loaded:
     """(train, validation or None, test or None, info) from the one source the spec names."""
     if spec.name:
         from dlcli.data.keras_datasets import load
@@ -141,7 +150,7 @@ def _read_source(spec: DatasetSpec, base_dir: Path, *, skip_bad: bool) -> Loaded
     if spec.csv:
         from dlcli.data.csv_tables import load_csv
 
-        return load_csv(spec.csv, base_dir)
+        return load_csv(spec.csv, base_dir, fill=fill)
     if spec.images:
         from dlcli.data.image_folders import load_images
 

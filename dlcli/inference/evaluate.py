@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dlcli.data.common import Arrays, in_order, rows
+from dlcli.data.class_codes import as_class_indices
+from dlcli.data.common import Arrays, Splits, in_order, rows
 from dlcli.errors import DataError, OutputError
 from dlcli.inference.choices import SPLITS
 from dlcli.inference.inputs import dataset_base_dir, file_dataset, split_source
@@ -150,7 +151,8 @@ def load_examples(
         return _data_examples(info, data, split, skip_bad)
     spec = info.spec
     base_dir = dataset_base_dir(spec.dataset, model_path)
-    splits = load_dataset(spec.dataset, base_dir, spec.seed or 0, skip_bad=skip_bad)
+    fill = info.columns.fill if info.columns is not None else None
+    splits = load_dataset(spec.dataset, base_dir, spec.seed or 0, skip_bad=skip_bad, fill=fill)
     warnings = _skipped_note(splits.info.skipped, recorded)
     if info.dataset.digest and splits.info.digest != info.dataset.digest:
         warnings.append(
@@ -167,7 +169,15 @@ def load_examples(
             "`dataset.validation_split`); use --split test or --split train"
         )
     source = split_source(spec.dataset, split, base_dir)
-    return Examples(chosen.x, chosen.y, source, split, warnings)
+    return Examples(chosen.x, _codes(info, splits, chosen.y, source), source, split, warnings)
+
+
+def _codes(info: ModelInfo, splits: Splits, y: Any, source: str) -> Any:
+    """Integer labels of a model whose classes are integer codes (`1`, `2`): their indices."""
+    names = info.class_names
+    if not (splits.info.integer_labels and names and all(n.lstrip("-").isdigit() for n in names)):
+        return y
+    return as_class_indices(y, names, source)
 
 
 def _data_examples(info: ModelInfo, data: Path, split: str, skip_bad: bool) -> Examples:
@@ -177,7 +187,9 @@ def _data_examples(info: ModelInfo, data: Path, split: str, skip_bad: bool) -> E
     if not data.exists():
         raise DataError(f"data file not found: {data}")
     try:
-        splits = load_dataset(file_dataset(data, split, info), Path.cwd(), 0, skip_bad=skip_bad)
+        fill = info.columns.fill if info.columns is not None else None
+        dataset = file_dataset(data, split, info)
+        splits = load_dataset(dataset, Path.cwd(), 0, skip_bad=skip_bad, fill=fill)
     except (OSError, ValueError) as error:
         raise DataError(f"{data}: cannot be read ({error})") from error
     found = splits.info.output_classes or {"": splits.info.class_names}
@@ -193,7 +205,8 @@ def _data_examples(info: ModelInfo, data: Path, split: str, skip_bad: bool) -> E
                 f"{', '.join(model_names)}"
             )
     warnings = _skipped_note(splits.info.skipped, 0)
-    return Examples(splits.train.x, splits.train.y, str(data), "all", warnings)
+    y = _codes(info, splits, splits.train.y, str(data))
+    return Examples(splits.train.x, y, str(data), "all", warnings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,9 +417,14 @@ def evaluate(
         x = with_channel_axes(examples.x, info.input_shapes())
     else:
         model = artifact.load(checked).model
-        x = check_examples(
-            str(data or examples.source), examples.x, examples.y, model, info.spec.compile
-        )
+        if info.columns is not None and info.columns.encoded:  # raw columns, by name
+            from dlcli.model.feature_space import as_tensors
+
+            x = as_tensors(model, examples.x)
+        else:
+            x = check_examples(
+                str(data or examples.source), examples.x, examples.y, model, info.spec.compile
+            )
     keras_metrics, details, images, notes, parts = _results(
         model, path, info, examples, x, exported=exported
     )

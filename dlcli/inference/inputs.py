@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dlcli.data.common import Arrays, ImageInfo
-from dlcli.data.csv_tables import is_header, read_rows
+from dlcli.data.csv_tables import is_header, read_columns, read_rows
 from dlcli.errors import DataError, InputError
 from dlcli.model.signature import ModelTask, Task, shape_fits
 from dlcli.spec.schema import ColorMode, DatasetSpec
@@ -57,6 +57,8 @@ class InputDescription:
             return self.outputs
         assert isinstance(self.task, Task)  # one output: not "multioutput"
         return {"": (self.task, self.class_names)}
+
+    table: Any = None  # typed CSV columns (artifact.ColumnsRecord): read raw, by name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,6 +273,13 @@ def expand_inputs(inputs: list[str], suffixes: tuple[str, ...]) -> tuple[list[Pa
 def _read_csv(path: Path, description: InputDescription) -> Arrays:
     """Rows of features; a header row selects the model's features by name. A model of
     several inputs takes a mapping of each input's columns, which the header must name."""
+    table = description.table
+    if table is not None:  # the raw columns, read as in training (the one CSV reader)
+        if path.stat().st_size > MAX_CSV_BYTES:
+            raise InputError(f"{path}: larger than {MAX_CSV_BYTES // 1024**2} MiB; split it")
+        return read_columns(
+            path, table.kinds, policy=table.missing, fill=table.fill, error=InputError
+        )
     if description.inputs is not None:
         column_names = list(
             dict.fromkeys(c for names in description.inputs.values() for c in names)

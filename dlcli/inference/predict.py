@@ -107,7 +107,10 @@ def describe(info: ModelInfo) -> InputDescription:
         outputs = {name: (out.task, out.class_names) for name, out in info.outputs.items()}
     if info.inputs is not None:
         columns = {name: record.feature_names or [] for name, record in info.inputs.items()}
-        return InputDescription((), info.task, info.class_names, inputs=columns, outputs=outputs)
+        table = info.columns if info.columns is not None and info.columns.encoded else None
+        return InputDescription(
+            (), info.task, info.class_names, inputs=columns, outputs=outputs, table=table
+        )
     assert info.input is not None
     shape = tuple(info.input.shape)
     image = info.input.image
@@ -223,6 +226,11 @@ class _Runtime:
             return self.exported.run(batch)
         if self.model is None:
             self.load()
+        info = self.checked.info
+        if info is not None and info.columns is not None and info.columns.encoded:
+            from dlcli.model.feature_space import predict_raw
+
+            return output_arrays(predict_raw(self.model, batch, PREDICT_BATCH_SIZE))
         return output_arrays(self.model.predict(batch, batch_size=PREDICT_BATCH_SIZE, verbose=0))
 
 
@@ -253,6 +261,12 @@ def _model(
             f"`dlcli export {checked.path} --format onnx`"
         )
     if sibling is None:
+        columns = checked.info.columns if checked.info is not None else None
+        if columns is not None and columns.encoded:
+            notes.append(
+                f"Runtime: Keras (TensorFlow), {checked.path}: its FeatureSpace takes the raw "
+                "columns (no model.onnx: tf2onnx has no form for its string lookups)"
+            )
         return _Runtime(checked), notes
     notes.append(f"Runtime: onnxruntime, {sibling} (verified against {checked.path.name})")
     return _Runtime(checked, OnnxModel(sibling)), notes

@@ -160,6 +160,17 @@ class FinalMetrics(Training):
     validation: dict[str, float] | None = None
 
 
+class ColumnsRecord(_Record):
+    """The columns of a CSV-trained model: how each is read (dlcli.data.csv_tables), what
+    fills an empty numeric cell, and for typed columns the width FeatureSpace encodes them to
+    (the saved model then takes the raw columns by name)."""
+
+    kinds: dict[str, Literal["number", "integer", "string"]]
+    encoded: PositiveInt | None = None  # typed columns (`dataset.csv.columns`)
+    missing: Literal["mean", "drop", "error"] = "mean"
+    fill: dict[str, float] = Field(default_factory=dict)  # the training means
+
+
 class ModelInfo(_Record):
     """dlcli.json: everything `dlcli evaluate` and `dlcli predict` need besides the model.
 
@@ -177,6 +188,7 @@ class ModelInfo(_Record):
     input: InputRecord | None = None  # the one input; `inputs` by name for several
     inputs: dict[str, InputRecord] | None = None
     outputs: dict[str, OutputRecord] | None = None  # by name, for a model of several outputs
+    columns: ColumnsRecord | None = None  # a model trained on CSV tables
     metrics: FinalMetrics
     training: Training
 
@@ -312,7 +324,7 @@ def check_against_model(info: ModelInfo, model: Any, path: Path) -> None:
     """
     where = f"{path}: {METADATA_MEMBER}"
     inputs, outputs = model.input_shape, model.output_shape
-    if isinstance(inputs, list) or isinstance(outputs, list):
+    if isinstance(inputs, list | dict) or isinstance(outputs, list | dict):
         return  # several inputs or outputs: evaluate and predict refuse such models themselves
     assert info.input is not None  # one input: dlcli.json has `input`
     expected, recorded = list(inputs[1:]), info.input.shape

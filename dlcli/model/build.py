@@ -236,7 +236,21 @@ def summarize(spec_path: Path, overrides: Sequence[str] = ()) -> list[str]:
 
     spec = load_spec(spec_path, overrides)
     load_plugins(spec.plugins)
-    model = build_model(spec.model, spec.name)
-    lines: list[str] = []
+    model_spec, lines = spec.model, []
+    csv = spec.dataset.csv
+    if csv is not None and csv.columns is not None:  # the input is FeatureSpace's output
+        from dlcli.data.load import load_dataset
+        from dlcli.model.feature_space import adapt_encoder
+
+        splits = load_dataset(spec.dataset, spec_path.parent, spec.seed or 0)
+        encoder = adapt_encoder(csv, splits.train.x)
+        width = int(encoder.output.shape[-1])
+        lines.append(
+            f"Input: {len(splits.train.x)} columns encoded by keras.utils.FeatureSpace into "
+            f"{width} values (adapted on the training rows)"
+        )
+        if model_spec.input is None:
+            model_spec = model_spec.model_copy(update={"input": [width]})
+    model = build_model(model_spec, spec.name)
     model.summary(print_fn=lambda line, **_: lines.append(line))
     return lines

@@ -54,8 +54,9 @@ COMPILE_SHORTCUTS = {
     "metrics": ("accuracy", "acc", "crossentropy", "ce"),
     "losses": ("crossentropy", "ce"),
 }
+FEATURE_SPACE = "feature_space"  # keras.utils.FeatureSpace's feature types, as a namespace
 STORE_PREFIX = "keras-names-"
-_FORMAT = 2
+_FORMAT = 3  # 3: the FeatureSpace types (`feature_space`)
 _NOT_MEMBERS = frozenset({"get", "serialize", "deserialize"})
 
 
@@ -244,7 +245,33 @@ def compute() -> dict[str, Any]:
         for part in namespace.split("."):
             module = getattr(module, part)
         catalog[namespace] = _describe(namespace, module)
+    catalog[FEATURE_SPACE] = _feature_types(keras.utils.FeatureSpace)
     return catalog
+
+
+def _feature_types(feature_space: type) -> dict[str, Any]:
+    """FeatureSpace's feature types (`float_normalized`, `string_categorical`, ...) with their
+    arguments: its public class methods that return a feature, as a namespace of classes.
+
+    `feature` (a custom preprocessor object) and `cross` (`dataset.csv.crosses`) are left out.
+    """
+    import inspect
+
+    types = {}
+    for name, member in vars(feature_space).items():
+        if name.startswith("_") or name in ("feature", "cross", "from_config"):
+            continue
+        if isinstance(member, classmethod | staticmethod):
+            parameters = [
+                p
+                for p in inspect.signature(getattr(feature_space, name)).parameters.values()
+                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            ]
+            types[name] = {
+                "arguments": sorted(p.name for p in parameters),
+                "required": sorted(p.name for p in parameters if p.default is p.empty),
+            }
+    return {"classes": types, "functions": [], "strings": {}}
 
 
 def _describe(namespace: str, module: Any) -> dict[str, Any]:

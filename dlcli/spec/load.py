@@ -17,6 +17,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from dlcli.errors import ConfigError
+from dlcli.spec.columns import column_problems
 from dlcli.spec.messages import describe_error, located
 from dlcli.spec.names import keras_problems
 from dlcli.spec.schema import (
@@ -96,6 +97,8 @@ def spec_from_text(text: str, source: str, overrides: Sequence[str] = ()) -> Spe
         key_path, message = describe_error(error.errors(include_url=False)[0])
         raise ConfigError(located(key_path, message, locations)) from None
     for key_path, message in keras_problems(spec):
+        raise ConfigError(located(key_path, message, locations))
+    for key_path, message in column_problems(spec):
         raise ConfigError(located(key_path, message, locations))
     for key_path, message in search_problems(spec, data) if spec.search else []:
         raise ConfigError(located(key_path, message, locations))

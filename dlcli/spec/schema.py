@@ -130,6 +130,10 @@ class LayerSpec(KerasObject):
 
 
 Dimension = Annotated[int, Field(gt=0)] | None
+NO_MODEL_INPUT = (
+    "give either `input: [shape]` (a layer stack) or `inputs:` (a graph of named layers), "
+    "not both and not neither"
+)
 
 
 class InputSpec(Strict):
@@ -146,12 +150,10 @@ class ModelSpec(Strict):
 
     @model_validator(mode="after")
     def _one_kind_of_input(self) -> ModelSpec:
-        if (self.input is None) == (self.inputs is None):
-            raise PydanticCustomError(
-                "model_inputs",
-                "give either `input: [shape]` (a layer stack) or `inputs:` (a graph of named "
-                "layers), not both and not neither",
-            )
+        # Neither is allowed here: a model of typed CSV columns takes the encoded features
+        # (`dataset.csv.columns`); `dlcli.spec.columns` refuses neither for any other dataset.
+        if self.input is not None and self.inputs is not None:
+            raise PydanticCustomError("model_inputs", NO_MODEL_INPUT)
         if self.input is not None and self.outputs is not None:
             raise PydanticCustomError(
                 "model_inputs", "`outputs` belongs to a graph model; use `inputs:` with it"
@@ -199,6 +201,14 @@ class NpzSource(Strict):
         return {"path": data} if isinstance(data, str) else data
 
 
+class CrossSpec(Strict):
+    """`FeatureSpace.cross`: a hashed crossing of typed columns."""
+
+    features: list[str] = Field(min_length=2)
+    crossing_dim: int = Field(gt=0)
+    output_mode: Literal["one_hot", "int"] = "one_hot"
+
+
 class CsvSource(Strict):
     train: str
     validation: str | None = None
@@ -208,6 +218,12 @@ class CsvSource(Strict):
     weight: str | None = None  # a column of per-example weights for training (not a feature)
     inputs: dict[str, list[str]] | None = Field(None, min_length=1)  # model input -> columns
     labels: dict[str, str] | None = Field(None, min_length=1)  # model output -> label column
+    # column -> a keras.utils.FeatureSpace type (`string_categorical`, `{float_discretized:
+    # {num_bins: 8}}`); the model then takes the encoded features (dlcli.model.feature_space)
+    columns: dict[str, KerasObject] | None = Field(None, min_length=1)
+    crosses: list[CrossSpec] | None = None  # FeatureSpace.cross of typed columns
+    missing: Literal["mean", "drop", "error"] = "mean"  # empty cells of numeric columns
+    label_kind: Literal["indices", "names", "numbers"] | None = None  # None: inferred
 
     @model_validator(mode="after")
     def _one_kind_of_columns(self) -> CsvSource:
@@ -223,6 +239,16 @@ class CsvSource(Strict):
                         "what": "input" if one == "features" else "output",
                     },
                 )
+        if self.columns is not None and self.inputs is not None:
+            raise PydanticCustomError(
+                "csv_columns",
+                "give `columns` (typed columns, encoded into one model input) or `inputs` "
+                "(columns by model input name), not both",
+            )
+        if self.crosses is not None and self.columns is None:
+            raise PydanticCustomError(
+                "csv_columns", "`crosses` combine typed columns: name their types in `columns`"
+            )
         for name, columns in (self.inputs or {}).items():
             if not columns:
                 raise PydanticCustomError(
@@ -256,6 +282,26 @@ class DatasetSpec(Strict):
     test_split: float = Field(0.0, ge=0.0, lt=1.0)
     num_words: int | None = Field(None, gt=0)
     sequence_length: int | None = Field(None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _columns_of_tables(cls, data: Any) -> Any:
+        """`columns` (typed columns) written beside another source: say where it belongs."""
+        if not isinstance(data, dict):
+            return data
+        for key in ("", "npz", "images", "inline"):
+            place = data if not key else data.get(key)
+            if isinstance(place, dict) and "columns" in place:
+                source = key or next(
+                    (k for k in ("name", "npz", "images", "inline") if k in data), "this"
+                )
+                raise PydanticCustomError(
+                    "csv_columns",
+                    "`columns` types the columns of a CSV table (`dataset.csv.columns`); "
+                    "the `{source}` source has no columns",
+                    {"source": source},
+                )
+        return data
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:

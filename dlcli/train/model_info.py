@@ -20,7 +20,14 @@ def model_info(prepared: Prepared, results: dict[str, Any]) -> ModelInfo:
     info = prepared.splits.info
     train_x = prepared.splits.train.x
     several: dict[str, Any] = {}
-    if isinstance(train_x, dict):
+    if prepared.encoder is not None:  # typed CSV columns: the saved model takes them raw
+        kinds = info.column_kinds or {}
+        dtypes = {"string": "string", "integer": "int32", "number": "float32"}
+        several["inputs"] = {
+            name: {"shape": [1], "dtype": dtypes[kind], "feature_names": [name]}
+            for name, kind in kinds.items()
+        }
+    elif isinstance(train_x, dict):
         features = info.input_features or {}
         several["inputs"] = {
             name: {
@@ -60,6 +67,14 @@ def model_info(prepared: Prepared, results: dict[str, Any]) -> ModelInfo:
                 "dtype": str(train_x.dtype),
                 "feature_names": info.feature_names,
                 "image": None if info.image is None else info.image.__dict__,
+            },
+            "columns": None
+            if info.missing is None
+            else {
+                "kinds": info.column_kinds or dict.fromkeys(info.feature_names or [], "number"),
+                "encoded": int(train_x.shape[1]) if prepared.encoder is not None else None,
+                "missing": info.missing.policy,
+                "fill": info.missing.fill,
             },
             **several,
             **results,

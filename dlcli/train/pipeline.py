@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from dlcli.data.class_codes import codes_as_names
 from dlcli.data.common import Splits, in_order, resolve_path
 from dlcli.data.load import check_files, load_dataset
 from dlcli.distribute.cluster import (
@@ -33,6 +34,7 @@ from dlcli.distribute.keras_fixes import FUSED_LOOP_KERAS, fused_loop_tested
 from dlcli.errors import TrainingError, UsageError
 from dlcli.model import artifact
 from dlcli.model.checks import add_channel_axis, check_against_model
+from dlcli.model.feature_space import with_encoder
 from dlcli.model.signature import ModelTask, Task, describe_outputs, tasks_of
 from dlcli.runs.record import (
     kept_only_if_resumable,
@@ -120,6 +122,7 @@ class Prepared:
     notes: list[str]  # said before training starts
     weights: Any = None  # a training weight per example (dlcli.train.sample_weights), or None
     cluster: Cluster | None = None  # the workers training together (TF_CONFIG)
+    encoder: Any = None  # typed CSV columns -> features (dlcli.model.feature_space), saved in front
 
 
 def run(
@@ -303,15 +306,22 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
     )
     if cluster:
         spec, per_execution = workers.for_workers(spec, device, per_execution, notes)
+    splits, model_spec, encoder = encode_columns(spec, splits, notes)
     with device.strategy.scope():
-        model = models.build_model(spec.model, spec.name, float32_outputs=device.mixed_precision)
+        model = models.build_model(model_spec, spec.name, float32_outputs=device.mixed_precision)
         freeze(model, spec.fit.freeze)
         models.compile_model(model, spec, steps_per_execution=per_execution)
     splits = add_channel_axis(splits, model)
-    check_against_model(splits, model, spec.compile)
     tasks = tasks_of(spec.compile.loss, model)
     task: ModelTask = next(iter(tasks.values())) if len(tasks) == 1 else "multioutput"
-    models.adapt_preprocessing(model, spec.model, splits.train.x)
+    csv = spec.dataset.csv
+    if csv is not None and csv.label_kind != "indices" and len(tasks) == 1:
+        units = int(model.output_shape[-1] or 1)
+        label = next(iter(csv.labels.values())) if csv.labels else csv.label or "label"
+        splits, note = codes_as_names(splits, units, task, label)
+        notes.extend([note] if note else [])
+    check_against_model(splits, model, spec.compile)
+    models.adapt_preprocessing(model, model_spec, splits.train.x)
     if spec.fit.initial_weights is not None:  # after adapting: the file's statistics stay
         path = resolve_path(spec.fit.initial_weights, spec_dir)
         notes.append(load_initial_weights(model, path))
@@ -331,7 +341,34 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
         [*notes, *([note] if note else [])],
         weights,
         cluster,
+        encoder,
     )
+
+
+def encode_columns(spec: Spec, splits: Splits, notes: list[str]) -> tuple[Splits, Any, Any]:
+    """Typed CSV columns encoded by their FeatureSpace (adapted on the training rows only):
+    (the splits with encoded features, the model spec with its input width, the encoder or
+    None); what was done about empty cells and the encoded width are added to `notes`."""
+    missing = splits.info.missing
+    if missing is not None and (note := missing.note()):
+        notes.append(note)
+    csv = spec.dataset.csv
+    if csv is None or csv.columns is None:
+        return splits, spec.model, None
+    from dlcli.model.feature_space import adapt_encoder, encoded_splits
+
+    encoder = adapt_encoder(csv, splits.train.x)
+    columns = len(splits.train.x)
+    splits = encoded_splits(encoder, splits)
+    width = int(splits.train.x.shape[1])
+    notes.append(
+        f"Features: {columns} columns encoded by keras.utils.FeatureSpace into {width} values "
+        "(adapted on the training rows; model.keras takes the raw columns)"
+    )
+    model_spec = spec.model
+    if model_spec.input is None:
+        model_spec = model_spec.model_copy(update={"input": [width]})
+    return splits, model_spec, encoder
 
 
 def _start(
@@ -470,11 +507,26 @@ def _finish(
     }
     metrics = {"evaluated_on": evaluated_on, evaluated_on: test_metrics, **training}
     model_path = run_dir / "model.keras"
+    saved = model
+    if prepared.encoder is not None:  # compiled as trained, for `dlcli evaluate`; no XLA: text
+        from dlcli.model.build import compile_model
+
+        saved = with_encoder(prepared.encoder, model)
+        without_xla = spec.compile.model_copy(update={"jit_compile": False})
+        compile_model(
+            saved, spec.model_copy(update={"compile": without_xla}), steps_per_execution=1
+        )
+        saved.optimizer.build(saved.trainable_variables)  # as loading builds it: no warning
     artifact.save(
-        model, model_info(prepared, {"metrics": metrics, "training": training}), model_path
+        saved, model_info(prepared, {"metrics": metrics, "training": training}), model_path
     )
     exported = None
-    if spec.output.onnx:
+    if spec.output.onnx and prepared.encoder is not None:
+        exported = (
+            "model.onnx not written: tf2onnx has no form for FeatureSpace's string lookups; "
+            "dlcli predict runs model.keras (TensorFlow)"
+        )
+    elif spec.output.onnx:
         source = "train" if splits.test_is_train else "test"
         exported = write_onnx(model, model_path, splits.test, f"the {source} split")
     artifact.write_json(run_dir / "metrics.json", metrics)
