@@ -245,12 +245,12 @@ class TrainView:
             )
 
     def _monitor(self) -> Monitor:
-        from dlcli.train.callbacks import Monitor
+        """What training said it monitors, else the default for what the epochs logged."""
+        from dlcli.train.callbacks import monitored
 
         if self.monitor is not None:
             return self.monitor
-        logged = {key for _, logs, _ in self.epochs for key in logs}
-        return Monitor("val_loss", "min") if "val_loss" in logged else Monitor("loss", "min")
+        return monitored([], validated=any("val_loss" in logs for _, logs, _ in self.epochs))
 
     def _table(self, best: int | None) -> Table:
         table = Table(title="Training", title_justify="left")
