@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TextIO
 
 import numpy as np
 
@@ -120,7 +121,9 @@ def _label_kind(column: str, tables: list[_Table]) -> LabelKind:
     return "number" if all(is_number(text) for text in texts) else "class"
 
 
-def read_rows(path: Path, error: type[DlcliError] = DataError) -> Iterator[tuple[int, list[str]]]:
+def read_rows(
+    path: Path | str, error: type[DlcliError] = DataError, data: bytes | None = None
+) -> Iterator[tuple[int, list[str]]]:
     """The rows of a CSV file that hold something, each with its line number (from 1).
 
     The delimiter (comma, semicolon or tab) is sniffed from the start of the file with
@@ -128,13 +131,14 @@ def read_rows(path: Path, error: type[DlcliError] = DataError) -> Iterator[tuple
     tell (a single column). Only the delimiter is taken from the sniffer: its guesses of
     quoting are unreliable on a few lines, so quoting is the standard one (`"a ""b"" c"`).
     A UTF-8 byte order mark is allowed; blank lines and rows of empty cells are skipped.
+    With `data`, the rows are read from those bytes (e.g. an upload) and `path` only names them.
 
     Raises:
         `error` (DataError by default): the file is not UTF-8 text, or not well-formed CSV
             (naming the line).
     """
     try:
-        with path.open(newline="", encoding="utf-8-sig") as file:
+        with _opened(path, data) as file:
             delimiter = _delimiter(file.read(SNIFFED_CHARACTERS))
             file.seek(0)
             reader = csv.reader(file, delimiter=delimiter, strict=True)
@@ -145,6 +149,13 @@ def read_rows(path: Path, error: type[DlcliError] = DataError) -> Iterator[tuple
         raise error(f"{path}: not UTF-8 text ({problem.reason}); save it as UTF-8") from None
     except csv.Error as problem:
         raise error(f"{path}, line {reader.line_num}: {problem}") from None
+
+
+def _opened(path: Path | str, data: bytes | None) -> TextIO:
+    """The text of a CSV file, or of `data` when given."""
+    if data is None:
+        return Path(path).open(newline="", encoding="utf-8-sig")
+    return io.StringIO(data.decode("utf-8-sig"), newline="")
 
 
 def _delimiter(sample: str) -> str:
