@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dlcli.data.common import ImageInfo, Polarity
-from dlcli.errors import InputError
+from dlcli.errors import InputError, InputTooLargeError
 
 MAX_PIXELS = 40_000_000
 FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP")  # MPO: the multi-picture JPEG of cameras
@@ -82,7 +82,7 @@ def normalized(image: Image.Image) -> Image.Image:
         InputError: the image is over `MAX_PIXELS` pixels.
     """
     if image.width * image.height > MAX_PIXELS:
-        raise InputError(
+        raise InputTooLargeError(
             f"the image is over the {MAX_PIXELS:,}-pixel limit ({image.width}x{image.height})"
         )
     return _normalized(image)
@@ -99,7 +99,7 @@ def _decoded(path: Path | str, data: bytes | None = None) -> Image.Image:
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image (cannot identify image file)") from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise InputError(
+        raise InputTooLargeError(
             f"{path}: the image is over the {MAX_PIXELS:,}-pixel limit (decompression bomb?)"
         ) from None
     except _CORRUPT:

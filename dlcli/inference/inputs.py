@@ -26,7 +26,7 @@ import numpy as np
 
 from dlcli.data.common import Arrays, ImageInfo
 from dlcli.data.csv_tables import is_header, read_rows
-from dlcli.errors import DataError, InputError
+from dlcli.errors import DataError, InputError, InputTooLargeError
 from dlcli.model.signature import ModelTask, Task, shape_fits
 from dlcli.spec.schema import ColorMode, DatasetSpec
 
@@ -345,7 +345,7 @@ def _read_csv(path: Path | str, description: InputDescription, data: bytes | Non
     features = int(description.shape[0] or 0)
     size = Path(path).stat().st_size if data is None else len(data)
     if size > MAX_CSV_BYTES:
-        raise InputError(f"{path}: larger than {MAX_CSV_BYTES // 1024**2} MiB; split it")
+        raise InputTooLargeError(f"{path}: larger than {MAX_CSV_BYTES // 1024**2} MiB; split it")
     try:
         rows = list(read_rows(path, InputError, data))
     except OSError as error:

@@ -256,6 +256,7 @@ def _model(
     model_path: Path | str | None,
     runtime: str,
     runs_dir: Path,
+    onnx_threads: int | None = None,
 ) -> tuple[_Runtime, list[str]] | list[str]:
     """The model to predict with and notes on it, or the problems when no input exists.
 
@@ -286,7 +287,7 @@ def _model(
     if sibling is None:
         return _Runtime(checked), notes
     notes.append(f"Runtime: onnxruntime, {sibling} (verified against {checked.path.name})")
-    return _Runtime(checked, OnnxModel(sibling)), notes
+    return _Runtime(checked, OnnxModel(sibling, onnx_threads)), notes
 
 
 @dataclass(frozen=True)
@@ -412,12 +413,14 @@ class Predictor:
         """Predictions for files and inputs held in memory; see `predict`."""
         accepted = TABLE_SUFFIXES if self.description.image is None else IMAGE_SUFFIXES
         files, problems = expand_inputs(inputs, accepted)
+        errors: list[InputError] = []
         predictions: list[Prediction] = []
         arrays: list[Arrays] = []
         sources: list[tuple[str, int | None]] = []
         for given, examples in read_inputs(files, self.description, raw):
             if isinstance(examples, InputError):
                 problems.append(str(examples))
+                errors.append(examples)
                 continue
             arrays.append(examples)
             name = given.name if isinstance(given, MemoryInput) else str(given)
@@ -432,16 +435,19 @@ class Predictor:
         if self.runtime.converted:
             notes.append(logits_note(self.description.task))
         if not predictions and len(problems) == 1:
-            raise InputError(problems[0])
+            raise errors[0] if errors else InputError(problems[0])
         return PredictResult(self.path, self.description.task, predictions, problems, notes)
 
 
-def open_predictor(model_path: Path | str, *, runtime_name: str = "auto") -> Predictor:
+def open_predictor(
+    model_path: Path | str, *, runtime_name: str = "auto", onnx_threads: int | None = None
+) -> Predictor:
     """Open a model for many predictions: an exported `.onnx` or `.tflite` file in its runtime,
     a `.keras` file through the verified model.onnx beside it unless `runtime_name` is "keras".
 
     Keras is imported (on the calling thread) only for a model that has no verified export;
-    call this from the main thread then, as TensorFlow must be imported there.
+    call this from the main thread then, as TensorFlow must be imported there. `onnx_threads`
+    sets the intra-op threads of an onnxruntime session (`dlcli.inference.runtimes.OnnxModel`).
 
     Raises:
         ModelFileError: the model file is missing, unsafe or inconsistent.
@@ -453,7 +459,7 @@ def open_predictor(model_path: Path | str, *, runtime_name: str = "auto") -> Pre
     predictor.predict([MemoryInput("7.png", Path("7.png").read_bytes())])
     ```
     """
-    chosen = _model([], model_path, runtime_name, DEFAULT_RUNS_DIR)
+    chosen = _model([], model_path, runtime_name, DEFAULT_RUNS_DIR, onnx_threads)
     assert not isinstance(chosen, list)  # a model path was given
     runtime, notes = chosen
     return Predictor(runtime, notes)
