@@ -66,9 +66,8 @@ def infer_request(body: Any, model: ServedModel) -> tuple[str | None, Arrays, li
             said = "given twice" if name in arrays else "unknown input"
             raise RequestError(400, f"{said} `{name}`; {signature_text(model.inputs)}")
         where = f"input `{name}`"
-        array = to_array(
-            _field(item, "data", where), _field(item, "datatype", where), name, model.inputs
-        )
+        datatype = _field(item, "datatype", where)
+        array = to_array(_field(item, "data", where), datatype, specs[name], model.inputs)
         arrays[name] = shaped(array, _field(item, "shape", where), specs[name], model.inputs)
     missing = [name for name in specs if name not in arrays]
     if missing:

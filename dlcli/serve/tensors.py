@@ -82,32 +82,63 @@ def parse_json(body: bytes) -> Any:
         raise RequestError(400, f"malformed JSON: {error}") from None
 
 
-def to_array(data: Any, datatype: str, name: str, specs: list[TensorSpec]) -> np.ndarray:
-    """The values of one input tensor as an array of `datatype` (nested lists or flat).
+def _fits(values: np.ndarray, kind: np.dtype) -> bool:
+    """Whether numbers can be held by `kind` as they are: integers for an integer type, and
+    within its range.
+
+    >>> _fits(np.array([0, 255]), np.dtype("uint8")), _fits(np.array([1.5]), np.dtype("int32"))
+    (True, False)
+    """
+    if values.dtype.kind not in "iuf":
+        return False
+    if not values.size:
+        return True
+    if kind.kind in "iu":
+        limits = np.iinfo(kind)
+        integral = values.dtype.kind != "f" or bool((values == np.round(values)).all())
+        return integral and limits.min <= values.min() and values.max() <= limits.max
+    return values.dtype.kind != "f" or bool(np.abs(values).max() <= np.finfo(kind).max)
+
+
+def to_array(data: Any, datatype: str, spec: TensorSpec, specs: list[TensorSpec]) -> np.ndarray:
+    """The values of one input tensor (nested lists or flat) given as `datatype`, as an array
+    of the model's datatype for that input.
 
     Raises:
         RequestError: 400 for an unknown or non-numeric datatype, or values that are not
-            numbers of that datatype.
+            numbers of that datatype, or that the model's datatype cannot hold.
     """
+    name = spec.name
     if datatype not in DATATYPES:
         raise RequestError(
             400, f"input `{name}`: unknown datatype {datatype!r} ({signature_text(specs)})"
         )
-    if datatype == "BYTES":
+    if datatype not in NUMERIC:
         raise RequestError(
             400,
-            f"input `{name}`: BYTES values are not taken ({signature_text(specs)}; images as "
-            "files go to /v1/models/NAME/classify-files)",
+            f"input `{name}`: {datatype} values are not taken ({signature_text(specs)}; images "
+            "as files go to /v1/models/NAME/classify-files)",
         )
     try:
-        array = np.asarray(data, dtype=DATATYPES[datatype])
-    except (ValueError, TypeError, OverflowError):
+        given = np.asarray(data)
+    except (ValueError, TypeError, OverflowError):  # ragged lists, huge integers
+        given = np.asarray([])
+        fits = False
+    else:
+        fits = _fits(given, np.dtype(DATATYPES[datatype]))
+    if not fits:
         raise RequestError(
             400, f"input `{name}`: its data are not {datatype} numbers ({signature_text(specs)})"
-        ) from None
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        )
+    if given.dtype.kind == "f" and not np.isfinite(given).all():
         raise RequestError(400, f"input `{name}`: holds NaN or Inf values")
-    return array
+    target = np.dtype(DATATYPES[spec.datatype])
+    if not _fits(given, target):
+        raise RequestError(
+            400,
+            f"input `{name}`: its values do not fit {spec.datatype} ({signature_text(specs)})",
+        )
+    return given.astype(target)
 
 
 def shaped(array: np.ndarray, shape: Any, spec: TensorSpec, specs: list[TensorSpec]) -> np.ndarray:

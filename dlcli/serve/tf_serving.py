@@ -36,7 +36,7 @@ def status(model: ServedModel) -> dict[str, Any]:
 
 
 def _tensor(data: Any, spec: TensorSpec, specs: list[TensorSpec]) -> np.ndarray:
-    array = to_array(data, spec.datatype, spec.name, specs)
+    array = to_array(data, spec.datatype, spec, specs)
     return shaped(array, list(array.shape), spec, specs)
 
 
