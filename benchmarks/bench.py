@@ -13,7 +13,8 @@ Also timed, each against what a user would run instead where there is such a thi
 --help`, `dlcli validate` on a good and a bad spec, a missing spec file (and whether any of them
 imports TensorFlow); `dlcli predict` on 1 and on 1,000 images through Keras and through the
 model's ONNX file, against a plain Keras script that decodes the same PNGs and calls
-`model.predict`; `dlcli evaluate` against `model.evaluate`.
+`model.predict`; `dlcli evaluate` against `model.evaluate`; `dlcli serve` against a naive
+FastAPI server calling `model.predict` per request (benchmarks/serve_load.py).
 
 Usage: python benchmarks/bench.py [--quick] [--pairs N] [--repeats N] [--output PATH]
 `--quick`: one pair of each, the convnet for 1 epoch (a few minutes). Prints a table and writes
@@ -548,6 +549,15 @@ def time_inference(
 # Report
 
 
+def time_serving(model: Path, workdir: Path, *, quick: bool) -> dict[str, Any]:
+    """benchmarks/serve_load.py on the model: `dlcli serve` against the naive server."""
+    output = workdir / "serve.json"
+    requests = "500" if quick else "2000"
+    command = [PYTHON, str(BENCHMARKS / "serve_load.py"), str(model), "--requests", requests]
+    subprocess.run([*command, "--output", str(output)], check=True, cwd=REPO, timeout=1800)
+    return json.loads(output.read_text())
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor()
     memory_gib = 0.0
@@ -695,6 +705,17 @@ def print_table(results: dict[str, Any]) -> None:
         f"{inside['decode_s']:.2f} s + {inside['ratio']:.2f} x model.predict "
         f"{inside['model_predict_s']:.2f} s"
     )
+    serving = results["serving"]
+    print(
+        f"\nserve, the MLP's model ({serving['requests']} OIP requests, "
+        f"{serving['clients']} clients)"
+    )
+    for name in ("naive", "dlcli", "upload_png_200x200", "upload_png_200x200_4_clients"):
+        row = serving[name]
+        print(
+            f"  {name:30}{row['throughput_rps']:8.1f} req/s  p50 {row['p50_ms']:8.2f} ms  "
+            f"p99 {row['p99_ms']:8.2f} ms"
+        )
     print("\ntargets")
     for name, (value, target, passed) in results["targets"].items():
         print(f"  {'PASS' if passed else 'FAIL'}  {name}: {value:.3f} (target {target})")
@@ -737,6 +758,8 @@ def judge(results: dict[str, Any]) -> dict[str, tuple[float, str, bool]]:
         row["ratio"],
         f"< {TARGETS['predict_ratio']}",
     )
+    for name, (value, target) in results["serving"]["targets"].items():
+        targets[f"serve: {name}"] = (value, target)
     judged = {}
     for name, (value, target) in targets.items():
         operator, bound = target.split()
@@ -791,6 +814,8 @@ def main() -> None:
         inference = time_inference(
             mlp_runs[-1]["model"], mnist, workdir, repeats, reuse=arguments.quick
         )
+        print("dlcli serve against a naive FastAPI + model.predict server ...", flush=True)
+        serving = time_serving(mlp_runs[-1]["model"], workdir, quick=arguments.quick)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     mlp = training["mlp"]
@@ -812,6 +837,7 @@ def main() -> None:
         "training": training,
         "startup": startup,
         "inference": inference,
+        "serving": serving,
     }
     results["targets"] = judge(results)
     results["bench_seconds"] = round(time.perf_counter() - started, 1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import os
 import signal
 import socket
@@ -174,6 +175,10 @@ def _serve_here(
         loop="uvloop" if _has("uvloop") else "asyncio",
     )
     server = _DrainingServer(config, app.state.serving)
+    # What start-up loaded lives as long as the server: kept out of the garbage collector's
+    # full passes, whose pauses over it would land on requests.
+    gc.collect()
+    gc.freeze()
     server.run(sockets=[sock])
     app.state.serving.pool.shutdown(wait=True)
     return SIGNAL_CODES.get(server.last_signal, 143) if server.stopped_hard else 0

@@ -96,7 +96,7 @@ def _fits(values: np.ndarray, kind: np.dtype) -> bool:
     if kind.kind in "iu":
         limits = np.iinfo(kind)
         integral = values.dtype.kind != "f" or bool((values == np.round(values)).all())
-        return integral and limits.min <= values.min() and values.max() <= limits.max
+        return bool(integral and limits.min <= values.min() and values.max() <= limits.max)
     return values.dtype.kind != "f" or bool(np.abs(values).max() <= np.finfo(kind).max)
 
 
