@@ -15,7 +15,8 @@ imports TensorFlow); `dlcli predict` on 1 and on 1,000 images through Keras and 
 model's ONNX file, against a plain Keras script that decodes the same PNGs and calls
 `model.predict`; `dlcli evaluate` against `model.evaluate`; `dlcli train` on a CSV table of
 1,000,000 rows x 20 columns against pandas `read_csv` + the same Keras model
-(benchmarks/csv_scale.py).
+(benchmarks/csv_scale.py); `dlcli serve` against a naive FastAPI server calling `model.predict`
+per request (benchmarks/serve_load.py).
 
 Usage: python benchmarks/bench.py [--quick] [--pairs N] [--repeats N] [--output PATH]
 `--quick`: one pair of each, the convnet for 1 epoch (a few minutes). Prints a table and writes
@@ -550,6 +551,15 @@ def time_inference(
 # Report
 
 
+def time_serving(model: Path, workdir: Path, *, quick: bool) -> dict[str, Any]:
+    """benchmarks/serve_load.py on the model: `dlcli serve` against the naive server."""
+    output = workdir / "serve.json"
+    requests = "500" if quick else "2000"
+    command = [PYTHON, str(BENCHMARKS / "serve_load.py"), str(model), "--requests", requests]
+    subprocess.run([*command, "--output", str(output)], check=True, cwd=REPO, timeout=1800)
+    return json.loads(output.read_text())
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor()
     memory_gib = 0.0
@@ -700,6 +710,17 @@ def print_table(results: dict[str, Any]) -> None:
     from csv_scale import report
 
     print("\n" + report(results["csv_table"]))
+    serving = results["serving"]
+    print(
+        f"\nserve, the MLP's model ({serving['requests']} OIP requests, "
+        f"{serving['clients']} clients)"
+    )
+    for name in ("naive", "dlcli", "upload_png_200x200", "upload_png_200x200_4_clients"):
+        row = serving[name]
+        print(
+            f"  {name:30}{row['throughput_rps']:8.1f} req/s  p50 {row['p50_ms']:8.2f} ms  "
+            f"p99 {row['p99_ms']:8.2f} ms"
+        )
     print("\ntargets")
     for name, (value, target, passed) in results["targets"].items():
         print(f"  {'PASS' if passed else 'FAIL'}  {name}: {value:.3f} (target {target})")
@@ -745,6 +766,8 @@ def judge(results: dict[str, Any]) -> dict[str, tuple[float, str, bool]]:
     csv_table = results["csv_table"]["ratios"]
     targets["CSV 1M x 20 wall dlcli/(pandas + Keras)"] = (csv_table["wall"], "<= 0.8")
     targets["CSV 1M x 20 peak RSS dlcli/(pandas + Keras)"] = (csv_table["peak_rss"], "<= 1.0")
+    for name, (value, target) in results["serving"]["targets"].items():
+        targets[f"serve: {name}"] = (value, target)
     judged = {}
     for name, (value, target) in targets.items():
         operator, bound = target.split()
@@ -803,6 +826,8 @@ def main() -> None:
         from csv_scale import run_pairs
 
         csv_table = run_pairs(rows=1_000_000, pairs=pairs)
+        print("dlcli serve against a naive FastAPI + model.predict server ...", flush=True)
+        serving = time_serving(mlp_runs[-1]["model"], workdir, quick=arguments.quick)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     mlp = training["mlp"]
@@ -825,6 +850,7 @@ def main() -> None:
         "startup": startup,
         "inference": inference,
         "csv_table": csv_table,
+        "serving": serving,
     }
     results["targets"] = judge(results)
     results["bench_seconds"] = round(time.perf_counter() - started, 1)

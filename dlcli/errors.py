@@ -49,6 +49,10 @@ class InputError(DlcliError):
     exit_code = 7
 
 
+class InputTooLargeError(InputError):
+    """An input to predict is over a size limit (pixels of an image, bytes of a CSV file)."""
+
+
 class TrainingError(DlcliError):
     """Training failed for a reason the user can act on."""
 
@@ -93,6 +97,13 @@ class ClusterError(DlcliError):
     exit_code = 14
 
 
+class ServerError(DlcliError):
+    """`dlcli serve` cannot start: its address cannot be bound (a port taken, a host that is
+    not this machine's), or its options cannot be met."""
+
+    exit_code = 15
+
+
 class Interrupted(DlcliError):
     """Training was stopped by SIGINT or SIGTERM after a backup was written."""
 
@@ -115,4 +126,5 @@ EXIT_CODES: dict[str, int] = {
     "ExportError": ExportError.exit_code,
     "StudyError": StudyError.exit_code,
     "ClusterError": ClusterError.exit_code,
+    "ServerError": ServerError.exit_code,
 }

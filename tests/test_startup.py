@@ -68,6 +68,8 @@ def imported_heavy(arguments: list[str]) -> tuple[subprocess.CompletedProcess[st
         (["validate", "BAD"], 3, TYPO),
         (["train", "BAD"], 3, TYPO),
         (["train", "missing.yaml"], 3, "spec file not found: missing.yaml"),
+        (["serve", "--help"], 0, "Example: dlcli serve mnist"),
+        (["serve", "missing.keras"], 6, "missing.keras: no such model file or run folder"),
     ],
 )
 def test_answers_without_importing_tensorflow(
@@ -187,3 +189,14 @@ def test_a_keras_that_cannot_be_imported_is_reported_in_one_line(tmp_path: Path)
         "Error: cannot read Keras's names: ImportError: this keras is broken ("
     ), result.stderr[-2000:]
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("arguments", [["--help"], ["serve", "--help"]])
+def test_help_does_not_import_the_server(arguments: list[str]) -> None:
+    """FastAPI, Starlette and uvicorn are imported by `dlcli serve` alone, when it serves."""
+    result = run_python("-X", "importtime", "-m", "dlcli", *arguments)
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = re.findall(
+        r"^import time:.*\|\s*(fastapi|starlette|uvicorn)(?:\.|$)", result.stderr, re.M
+    )
+    assert found == [], f"dlcli {' '.join(arguments)} imported {found[:5]}"

@@ -13,6 +13,7 @@ import typer
 from dlcli.cli import (
     inference_commands,
     runs_commands,
+    serve_commands,
     spec_commands,
     train_commands,
     tune_commands,
@@ -50,6 +51,7 @@ for command in (
     inference_commands.export,
     tune_commands.tune,
     runs_commands.runs,
+    serve_commands.serve,
 ):
     app.command(cls=HelpCommand)(command)
 

@@ -17,12 +17,13 @@ numbers.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import numpy as np
 
@@ -348,7 +349,9 @@ def _class_names(texts: Any, kind: LabelKind) -> list[str]:
     return sorted(names)
 
 
-def read_rows(path: Path, error: type[DlcliError] = DataError) -> Iterator[tuple[int, list[str]]]:
+def read_rows(
+    path: Path | str, error: type[DlcliError] = DataError, data: bytes | None = None
+) -> Iterator[tuple[int, list[str]]]:
     """The rows of a CSV file that hold something, each with its line number (from 1).
 
     The delimiter (comma, semicolon or tab) is sniffed from the start of the file with
@@ -356,13 +359,14 @@ def read_rows(path: Path, error: type[DlcliError] = DataError) -> Iterator[tuple
     tell (a single column). Only the delimiter is taken from the sniffer: its guesses of
     quoting are unreliable on a few lines, so quoting is the standard one (`"a ""b"" c"`).
     A UTF-8 byte order mark is allowed; blank lines and rows of empty cells are skipped.
+    With `data`, the rows are read from those bytes (e.g. an upload) and `path` only names them.
 
     Raises:
         `error` (DataError by default): the file is not UTF-8 text, or not well-formed CSV
             (naming the line).
     """
     try:
-        with path.open(newline="", encoding="utf-8-sig") as file:
+        with _opened(path, data) as file:
             delimiter = _delimiter(file.read(SNIFFED_CHARACTERS))
             file.seek(0)
             reader = csv.reader(file, delimiter=delimiter, strict=True)
@@ -516,10 +520,15 @@ def _read_arrow(
 
 
 def _read_python(
-    path: Path, header: list[str], kinds: dict[str, ColumnKind], label_columns: list[str]
+    path: Path,
+    header: list[str],
+    kinds: dict[str, ColumnKind],
+    label_columns: list[str],
+    data: bytes | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The columns through Python's `csv` module, a chunk of rows at a time; the first bad
-    cell raises a DataError that names its file, line and column."""
+    cell raises a DataError that names its file, line and column. With `data`, the file's
+    content is those bytes (see `read_rows`)."""
     import pyarrow as pa
 
     positions = {name: header.index(name) for name in [*kinds, *label_columns]}
@@ -533,7 +542,7 @@ def _read_python(
             cells = [row[positions[name]] for row in chunk]
             chunks[name].append(_cells(cells, kind, lines[-len(chunk) :], name, path))
 
-    rows = read_rows(path)
+    rows = read_rows(path, data=data)
     next(rows)  # the header
     for line, row in rows:
         if len(row) != len(header):
@@ -600,12 +609,14 @@ def read_columns(
     policy: Literal["mean", "drop", "error"],
     fill: dict[str, float],
     error: type[DlcliError] = DataError,
+    data: bytes | None = None,
 ) -> dict[str, np.ndarray]:
     """The feature columns of a CSV file as a trained model's FeatureSpace takes them.
 
     The columns named in `kinds` are found by name in the header (others are ignored, a label
     column too); empty numeric cells are filled with the training means recorded in the model
-    (`fill`), or refused when the model was trained with `missing: drop` or `error`.
+    (`fill`), or refused when the model was trained with `missing: drop` or `error`. With
+    `data`, the file's content is those bytes (an upload) and `path` only names it.
 
     Raises:
         `error` (DataError by default): a missing column or a bad cell, naming file and line.
@@ -615,7 +626,7 @@ def read_columns(
                      policy="mean", fill={"mass": 4200.0})
     """
     try:
-        first = next(read_rows(path), None)
+        first = next(read_rows(path, data=data), None)
         if first is None:
             raise DataError(f"{path}: the file is empty; expected a header row naming the columns")
         header = [name.strip() for name in first[1]]
@@ -627,9 +638,9 @@ def read_columns(
                 f"{_listing(list(kinds))}"
             )
         read = None
-        if first[0] == 1 and len(set(header)) == len(header):
+        if data is None and first[0] == 1 and len(set(header)) == len(header):
             read = _read_arrow(path, header, kinds, [])
-        columns = (read or _read_python(path, header, kinds, []))[0]
+        columns = (read or _read_python(path, header, kinds, [], data))[0]
         if not columns or not len(next(iter(columns.values()))):
             raise DataError(f"{path}: no data rows after the header")
         table = _Table(path, list(kinds), columns, {})
@@ -638,6 +649,13 @@ def read_columns(
     except DataError as problem:
         raise error(str(problem)) from None
     return columns
+
+
+def _opened(path: Path | str, data: bytes | None) -> TextIO:
+    """The text of a CSV file, or of `data` when given."""
+    if data is None:
+        return Path(path).open(newline="", encoding="utf-8-sig")
+    return io.StringIO(data.decode("utf-8-sig"), newline="")
 
 
 def _delimiter(sample: str) -> str:

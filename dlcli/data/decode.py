@@ -8,14 +8,17 @@ images: their size and channels, their polarity (light ink on a dark background 
 light) and, for models trained on MNIST, the MNIST framing of the digit, with its strokes made
 as wide as MNIST's.
 
-`open_image` turns PIL's decompression-bomb warning into an error, and silences its notes on
-odd metadata, through `warnings.catch_warnings`, which is not thread-safe: open images from
-one thread at a time.
+`open_image` takes a file, or the bytes of one held in memory (an upload), named by its path.
+It turns PIL's decompression-bomb warning into an error, and silences its notes on odd
+metadata, through `warnings.catch_warnings`, which is not thread-safe: a lock lets one thread
+at a time open an image, so any thread may call it.
 """
 
 from __future__ import annotations
 
+import io
 import struct
+import threading
 import warnings
 from pathlib import Path
 
@@ -23,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dlcli.data.common import ImageInfo, Polarity
-from dlcli.errors import InputError
+from dlcli.errors import InputError, InputTooLargeError
 
 MAX_PIXELS = 40_000_000
 FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP")  # MPO: the multi-picture JPEG of cameras
@@ -46,29 +49,49 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 # What PIL's decoders raise on truncated or corrupt data.
 _CORRUPT = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 _SIXTEEN_BIT = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+_WARNINGS_LOCK = threading.Lock()  # warnings.catch_warnings changes process-wide state
 
 
-def open_image(path: Path) -> Image.Image:
+def open_image(path: Path | str, data: bytes | None = None) -> Image.Image:
     """Decode an image file safely into mode L, LA, RGB or RGBA, turned upright as its EXIF says.
 
     The format and the size are checked from the header, before any pixel is decoded. Of an
     animation (GIF, WebP, APNG) the first frame is read. 16-bit grey is scaled to 8 bits, and
     palette or colour-key transparency becomes an alpha channel.
 
+    Args:
+        path: The image file; with `data`, only the name used in messages.
+        data: The bytes of an encoded image held in memory (e.g. an upload), decoded without
+            touching the file system.
+
     Raises:
         InputError: one line naming the path and the problem: no such file, not an image, an
             unsupported format, over `MAX_PIXELS` pixels, or truncated or corrupt data.
     """
-    with warnings.catch_warnings():
+    with _WARNINGS_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # PIL's notes on odd metadata, e.g. EXIF
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        return _normalized(_decoded(path))
+        return _normalized(_decoded(path, data))
 
 
-def _decoded(path: Path) -> Image.Image:
+def normalized(image: Image.Image) -> Image.Image:
+    """An image decoded elsewhere (a PIL image given to predict) in mode L, LA, RGB or RGBA,
+    with the size limit of `open_image`.
+
+    Raises:
+        InputError: the image is over `MAX_PIXELS` pixels.
+    """
+    if image.width * image.height > MAX_PIXELS:
+        raise InputTooLargeError(
+            f"the image is over the {MAX_PIXELS:,}-pixel limit ({image.width}x{image.height})"
+        )
+    return _normalized(image)
+
+
+def _decoded(path: Path | str, data: bytes | None = None) -> Image.Image:
     """Open, check and decode an image file (first frame), raising InputError for any problem."""
     try:
-        image = Image.open(path)
+        image = Image.open(path if data is None else io.BytesIO(data))
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (IsADirectoryError, PermissionError) as error:
@@ -76,7 +99,7 @@ def _decoded(path: Path) -> Image.Image:
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image (cannot identify image file)") from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise InputError(
+        raise InputTooLargeError(
             f"{path}: the image is over the {MAX_PIXELS:,}-pixel limit (decompression bomb?)"
         ) from None
     except _CORRUPT:

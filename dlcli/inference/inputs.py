@@ -4,8 +4,9 @@ For `dlcli evaluate`, the dataset that dlcli.json names is found again from the 
 folder, and each split named by the file it comes from. For `dlcli predict`, images are
 decoded here and converted by `dlcli.data.decode.to_array` into exactly what the model was trained
 on; .csv files are read by the one CSV reader (`dlcli.data.csv_tables.read_rows`), .npy files by
-numpy without pickles. Each input that cannot be read is one InputError, so the other inputs
-are still predicted.
+numpy without pickles. Inputs held in memory (`MemoryInput`: the bytes of an image or CSV file,
+a decoded image, arrays, rows as mappings) go through the same code, without temporary files.
+Each input that cannot be read is one InputError, so the other inputs are still predicted.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import glob
 import os
 import zipfile
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, replace
@@ -25,7 +26,7 @@ import numpy as np
 
 from dlcli.data.common import Arrays, ImageInfo
 from dlcli.data.csv_tables import is_header, read_columns, read_rows
-from dlcli.errors import DataError, InputError
+from dlcli.errors import DataError, InputError, InputTooLargeError
 from dlcli.model.signature import ModelTask, Task, shape_fits
 from dlcli.spec.schema import ColorMode, DatasetSpec
 
@@ -37,6 +38,42 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 TABLE_SUFFIXES = (".csv", ".npy")
 MAX_CSV_BYTES = 256 * 1024**2
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
+@dataclass(frozen=True, eq=False)  # by identity: the value may be an array
+class MemoryInput:
+    """An input to predict held in memory, named (like a file) in the results and messages.
+
+    `value` is one of:
+
+    - the bytes of an encoded image (PNG, JPEG, BMP, GIF, WebP) for a model of images, or of a
+      CSV file for a model of rows: read exactly as a file of that content is;
+    - a decoded `PIL.Image.Image`: converted as a decoded image file is;
+    - a numpy array: one example of the model's input shape, or a stack of them, fed as they
+      are (as a .npy file is); for a model of several inputs, a mapping of input name -> array;
+    - a row as a mapping of column name -> number, or a list of them, for a model of rows
+      whose columns have names.
+
+    Example:
+
+    ```python
+    MemoryInput("upload.png", Path("7.png").read_bytes())
+    MemoryInput("row", {"a": 0.5, "b": -1.0})
+    ```
+    """
+
+    name: str
+    value: Any
+
+    def holds_image(self, description: InputDescription) -> bool:
+        """Whether the value is one image (an image model's bytes or a decoded image)."""
+        from PIL import Image
+
+        encoded = isinstance(self.value, bytes | bytearray | memoryview)
+        return isinstance(self.value, Image.Image) or (encoded and description.image is not None)
+
+
+Input = Path | MemoryInput  # an input file, or one held in memory
 
 
 @dataclass(frozen=True)
@@ -243,11 +280,18 @@ def peek(path: Path) -> InputFile | None:
 # Reading
 
 
-def expand_inputs(inputs: list[str], suffixes: tuple[str, ...]) -> tuple[list[Path], list[str]]:
-    """Files named, found in folders (recursively, with `suffixes`) or matched by glob patterns."""
-    files: dict[Path, None] = {}
+def expand_inputs(
+    inputs: Sequence[str | Path | MemoryInput], suffixes: tuple[str, ...]
+) -> tuple[list[Input], list[str]]:
+    """Files named, found in folders (recursively, with `suffixes`) or matched by glob patterns;
+    inputs held in memory are kept as they are, in their place."""
+    files: dict[Input, None] = {}
     problems: list[str] = []
-    for text in inputs:
+    for given in inputs:
+        if isinstance(given, MemoryInput):
+            files[given] = None
+            continue
+        text = str(given)
         path = Path(text).expanduser()
         if path.is_dir():
             found = sorted(
@@ -270,21 +314,28 @@ def expand_inputs(inputs: list[str], suffixes: tuple[str, ...]) -> tuple[list[Pa
     return list(files), problems
 
 
-def _read_csv(path: Path, description: InputDescription) -> Arrays:
+def _read_csv(path: Path | str, description: InputDescription, data: bytes | None = None) -> Arrays:
     """Rows of features; a header row selects the model's features by name. A model of
-    several inputs takes a mapping of each input's columns, which the header must name."""
+    several inputs takes a mapping of each input's columns, which the header must name.
+    With `data`, the file's content is those bytes and `path` only names it."""
     table = description.table
     if table is not None:  # the raw columns, read as in training (the one CSV reader)
-        if path.stat().st_size > MAX_CSV_BYTES:
+        size = len(data) if data is not None else Path(path).stat().st_size
+        if size > MAX_CSV_BYTES:
             raise InputError(f"{path}: larger than {MAX_CSV_BYTES // 1024**2} MiB; split it")
         return read_columns(
-            path, table.kinds, policy=table.missing, fill=table.fill, error=InputError
+            Path(path),
+            table.kinds,
+            policy=table.missing,
+            fill=table.fill,
+            error=InputError,
+            data=data,
         )
     if description.inputs is not None:
         column_names = list(
             dict.fromkeys(c for names in description.inputs.values() for c in names)
         )
-        first = next((row for _, row in read_rows(path, InputError)), None)
+        first = next((row for _, row in read_rows(path, InputError, data)), None)
         if first is not None and not is_header(first):
             raise InputError(
                 f"{path}: has no header row; the model takes several inputs, whose columns "
@@ -295,6 +346,7 @@ def _read_csv(path: Path, description: InputDescription) -> Arrays:
             replace(
                 description, shape=(len(column_names),), inputs=None, feature_names=column_names
             ),
+            data,
         )
         return {
             name: table[:, [column_names.index(column) for column in names]]
@@ -306,10 +358,11 @@ def _read_csv(path: Path, description: InputDescription) -> Arrays:
             f"{description.shape}"
         )
     features = int(description.shape[0] or 0)
-    if path.stat().st_size > MAX_CSV_BYTES:
-        raise InputError(f"{path}: larger than {MAX_CSV_BYTES // 1024**2} MiB; split it")
+    size = Path(path).stat().st_size if data is None else len(data)
+    if size > MAX_CSV_BYTES:
+        raise InputTooLargeError(f"{path}: larger than {MAX_CSV_BYTES // 1024**2} MiB; split it")
     try:
-        rows = list(read_rows(path, InputError))
+        rows = list(read_rows(path, InputError, data))
     except OSError as error:
         raise InputError(f"{path}: not a readable CSV file ({error})") from error
     if not rows:
@@ -356,21 +409,119 @@ def _read_npy(path: Path, description: InputDescription) -> np.ndarray:
         raise InputError(f"{path}: holds Python objects (pickle), which are refused") from error
     except (OSError, EOFError) as error:
         raise InputError(f"{path}: not a readable .npy file ({error})") from error
-    expected = description.shape
+    return _examples(array, description.shape, str(path))
+
+
+def _examples(array: np.ndarray, expected: tuple[int | None, ...], name: str) -> np.ndarray:
+    """One example of the `expected` shape made a stack of one, or a stack of them as it is."""
     if shape_fits(array.shape, expected):
         array = array[None]
     elif not shape_fits(array.shape[1:], expected):
         raise InputError(
-            f"{path}: holds an array of shape {array.shape}, but the model takes "
+            f"{name}: holds an array of shape {array.shape}, but the model takes "
             f"{expected} or a stack of them"
         )
     if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
-        raise InputError(f"{path}: holds {array.dtype} values, not numbers")
+        raise InputError(f"{name}: holds {array.dtype} values, not numbers")
     return array
 
 
-def _rows(path: Path, description: InputDescription) -> np.ndarray:
-    """The examples of a .npy or .csv file; an image file for a model that takes rows fails."""
+def _memory_rows(given: MemoryInput, description: InputDescription) -> Arrays:
+    """The examples of an input held in memory that is not one image."""
+    value, name = given.value, given.name
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _read_csv(name, description, bytes(value))
+    if isinstance(value, np.ndarray):
+        if description.inputs is not None:
+            raise InputError(
+                f"{name}: the model takes several inputs ({', '.join(description.inputs)}); "
+                "give a mapping of input name -> array"
+            )
+        return _examples(value, description.shape, name)
+    if (
+        isinstance(value, Mapping)
+        and value
+        and all(isinstance(v, np.ndarray) for v in value.values())
+    ):
+        return _arrays_by_input(value, description, name)
+    if isinstance(value, Mapping) or (
+        isinstance(value, Sequence) and value and all(isinstance(v, Mapping) for v in value)
+    ):
+        return _read_mappings(
+            [value] if isinstance(value, Mapping) else list(value), description, name
+        )
+    raise InputError(
+        f"{name}: holds a {type(value).__name__}; predict takes image or CSV bytes, a PIL "
+        "image, numpy arrays, or rows as mappings of column name -> value"
+    )
+
+
+def _arrays_by_input(
+    value: Mapping[str, np.ndarray], description: InputDescription, name: str
+) -> dict[str, np.ndarray]:
+    """Arrays by model input name, each checked against its input's columns."""
+    if description.inputs is None:
+        raise InputError(f"{name}: the model takes one input; give it one array")
+    missing = [input_name for input_name in description.inputs if input_name not in value]
+    unknown = [input_name for input_name in value if input_name not in description.inputs]
+    if missing or unknown:
+        raise InputError(
+            f"{name}: the model takes the inputs {', '.join(description.inputs)}; received "
+            f"{', '.join(value) or 'none'}"
+        )
+    arrays = {
+        input_name: _examples(
+            np.asarray(value[input_name]), (len(columns),), f"{name}, input {input_name}"
+        )
+        for input_name, columns in description.inputs.items()
+    }
+    if len({len(array) for array in arrays.values()}) > 1:
+        raise InputError(f"{name}: the inputs hold different numbers of examples")
+    return arrays
+
+
+def _read_mappings(
+    rows: list[Mapping[str, Any]], description: InputDescription, name: str
+) -> Arrays:
+    """Rows given as mappings of column name -> number, as a model of rows takes them."""
+    if description.inputs is not None:
+        columns = list(dict.fromkeys(c for names in description.inputs.values() for c in names))
+    else:
+        columns = list(description.feature_names or [])
+    if not columns:
+        raise InputError(
+            f"{name}: the model's columns have no names, so rows cannot be given by name; "
+            "give them as arrays"
+        )
+    values = np.empty((len(rows), len(columns)), dtype="float32")
+    for number, row in enumerate(rows):
+        missing = [column for column in columns if column not in row]
+        if missing:
+            raise InputError(
+                f"{name}, row {number}: has no column {', '.join(missing)} (the model takes "
+                f"{', '.join(columns)})"
+            )
+        try:
+            values[number] = [float(row[column]) for column in columns]
+        except (TypeError, ValueError):
+            raise InputError(
+                f"{name}, row {number}: expected numbers for {', '.join(columns)}"
+            ) from None
+    if not np.isfinite(values).all():
+        raise InputError(f"{name}: holds NaN or Inf values")
+    if description.inputs is None:
+        return values
+    return {
+        input_name: values[:, [columns.index(column) for column in names]]
+        for input_name, names in description.inputs.items()
+    }
+
+
+def _rows(path: Input, description: InputDescription) -> Arrays:
+    """The examples of a .npy or .csv file or of an input held in memory; an image file for a
+    model that takes rows fails."""
+    if isinstance(path, MemoryInput):
+        return _memory_rows(path, description)
     if path.suffix.lower() == ".npy":
         return _read_npy(path, description)
     if path.suffix.lower() == ".csv":
@@ -383,28 +534,41 @@ def _rows(path: Path, description: InputDescription) -> np.ndarray:
     )
 
 
-def _start(pool: ThreadPoolExecutor, path: Path, description: InputDescription, raw: bool) -> Any:
-    """Begin reading one file: its examples, or a Future of an image's pixels."""
+def holds_rows(given: Input, description: InputDescription) -> bool:
+    """Whether an input holds rows (numbered in the results) rather than one image."""
+    if isinstance(given, MemoryInput):
+        return not given.holds_image(description)
+    return given.suffix.lower() in TABLE_SUFFIXES or description.image is None
+
+
+def _start(pool: ThreadPoolExecutor, path: Input, description: InputDescription, raw: bool) -> Any:
+    """Begin reading one input: its examples, or a Future of an image's pixels."""
     from dlcli.data import decode
 
-    if path.suffix.lower() in TABLE_SUFFIXES or description.image is None:
+    if holds_rows(path, description):
         return _rows(path, description)
-    image = decode.open_image(path)  # on this thread only: see dlcli.data.decode
+    assert description.image is not None
+    if not isinstance(path, MemoryInput):
+        image = decode.open_image(path)
+    elif isinstance(path.value, bytes | bytearray | memoryview):
+        image = decode.open_image(path.name, bytes(path.value))
+    else:
+        image = decode.normalized(path.value)
     return pool.submit(decode.to_array, image, description.image, raw=raw)
 
 
 def read_inputs(
-    files: list[Path], description: InputDescription, raw: bool
-) -> Iterator[tuple[Path, np.ndarray | InputError]]:
-    """Each file's examples, shaped as the model takes them, or the InputError it raised.
+    files: Sequence[Input], description: InputDescription, raw: bool
+) -> Iterator[tuple[Input, Arrays | InputError]]:
+    """Each input's examples, shaped as the model takes them, or the InputError it raised.
 
-    Files come back in order. Images are decoded on this thread and converted by
+    Inputs come back in order. Images are decoded on this thread and converted by
     `dlcli.data.decode.to_array` on worker threads, a few at a time, while the next are decoded.
     """
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        window: deque[tuple[Path, Any]] = deque()
+        window: deque[tuple[Input, Any]] = deque()
 
-        def finish() -> tuple[Path, np.ndarray | InputError]:
+        def finish() -> tuple[Input, Arrays | InputError]:
             path, pending = window.popleft()
             if not isinstance(pending, Future):
                 return path, pending

@@ -1,14 +1,19 @@
-"""Input files -> model inputs (images, .csv, .npy) -> ranked predictions.
+"""Inputs (images, .csv, .npy files, or the same held in memory) -> model inputs -> ranked
+predictions.
 
 Everything about how inputs must look comes from the dlcli.json inside the model: the input
 shape, and for images their size, channels, polarity and framing, so an image is
 turned into exactly what the model was trained on (dlcli.inference.inputs reads the files). A plain
 Keras model without dlcli.json is used when its input shape is unambiguous, and the assumption
 is said. Files that cannot be read are reported one by one; the others are still predicted.
+`predict` opens the model for one call; a `Predictor` (`open_predictor`) keeps it open for many,
+as `dlcli serve` does.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,8 +26,11 @@ from dlcli.inference.export import verified_sibling
 from dlcli.inference.inputs import (
     IMAGE_SUFFIXES,
     TABLE_SUFFIXES,
+    Input,
     InputDescription,
+    MemoryInput,
     expand_inputs,
+    holds_rows,
     read_inputs,
 )
 from dlcli.inference.pick_model import choose_model
@@ -185,16 +193,30 @@ def _image_shape(shape: tuple[int | None, ...]) -> tuple[int, int, int] | None:
 # Ranking
 
 
-def rank(
-    outputs: np.ndarray, task: Task, class_names: list[str] | None, top_k: int
-) -> list[tuple[list[str], list[float]]]:
-    """Top-k (labels, probabilities) per example, most probable first."""
+def class_columns(
+    outputs: np.ndarray, task: Task, class_names: list[str] | None
+) -> tuple[list[str], np.ndarray]:
+    """A classifier's probabilities as a column per class (a binary classifier's one output
+    becomes two) and the name of each column (class names, or indices as text).
+
+    >>> names, columns = class_columns(np.array([[0.75]]), Task.binary, ["no", "yes"])
+    >>> names, columns.tolist()
+    (['no', 'yes'], [[0.25, 0.75]])
+    """
     outputs = outputs.reshape(len(outputs), -1).astype("float64")
     if task == Task.binary:
         outputs = np.concatenate([1.0 - outputs[:, :1], outputs[:, :1]], axis=1)
     names = class_names
     if not names or len(names) != outputs.shape[1]:
         names = [str(index) for index in range(outputs.shape[1])]
+    return list(names), outputs
+
+
+def rank(
+    outputs: np.ndarray, task: Task, class_names: list[str] | None, top_k: int
+) -> list[tuple[list[str], list[float]]]:
+    """Top-k (labels, probabilities) per example, most probable first."""
+    names, outputs = class_columns(outputs, task, class_names)
     order = np.argsort(-outputs, axis=1, kind="stable")[:, : max(1, top_k)]
     return [
         ([names[i] for i in row], [float(outputs[n, i]) for i in row])
@@ -214,6 +236,7 @@ class _Runtime:
     logits: bool = False
     converted: bool = False
     linear: dict[str, bool] = field(default_factory=dict)  # whether each output gives logits
+    lock: threading.Lock = field(default_factory=threading.Lock)  # Keras: one call at a time
 
     def load(self) -> None:
         self.model = artifact.load(self.checked, require_metadata=False).model
@@ -222,20 +245,27 @@ class _Runtime:
 
     def predict(self, batch: Arrays) -> list[np.ndarray]:
         """The model's outputs: one array per output."""
-        if self.exported is not None:
+        if self.exported is not None:  # onnxruntime and LiteRT sessions: thread-safe
             return self.exported.run(batch)
-        if self.model is None:
-            self.load()
-        info = self.checked.info
-        if info is not None and info.columns is not None and info.columns.encoded:
-            from dlcli.model.feature_space import predict_raw
+        with self.lock:
+            if self.model is None:
+                self.load()
+            info = self.checked.info
+            if info is not None and info.columns is not None and info.columns.encoded:
+                from dlcli.model.feature_space import predict_raw
 
-            return output_arrays(predict_raw(self.model, batch, PREDICT_BATCH_SIZE))
-        return output_arrays(self.model.predict(batch, batch_size=PREDICT_BATCH_SIZE, verbose=0))
+                outputs = predict_raw(self.model, batch, PREDICT_BATCH_SIZE)
+            else:
+                outputs = self.model.predict(batch, batch_size=PREDICT_BATCH_SIZE, verbose=0)
+        return output_arrays(outputs)
 
 
 def _model(
-    inputs: list[str], model_path: Path | str | None, runtime: str, runs_dir: Path
+    inputs: Sequence[str | Path | MemoryInput],
+    model_path: Path | str | None,
+    runtime: str,
+    runs_dir: Path,
+    onnx_threads: int | None = None,
 ) -> tuple[_Runtime, list[str]] | list[str]:
     """The model to predict with and notes on it, or the problems when no input exists.
 
@@ -247,7 +277,10 @@ def _model(
         return _Runtime(artifact.ModelFile(Path(model_path), info), exported), []
     notes: list[str] = []
     if model_path is None:
-        named, problems = expand_inputs(inputs, IMAGE_SUFFIXES + TABLE_SUFFIXES)
+        found, problems = expand_inputs(inputs, IMAGE_SUFFIXES + TABLE_SUFFIXES)
+        named = [item for item in found if isinstance(item, Path)]
+        if found and not named:
+            raise ModelFileError("inputs held in memory need a model: give model_path")
         if not named:
             return problems
         checked, takes = choose_model(named, runs_dir)
@@ -269,52 +302,186 @@ def _model(
             )
         return _Runtime(checked), notes
     notes.append(f"Runtime: onnxruntime, {sibling} (verified against {checked.path.name})")
-    return _Runtime(checked, OnnxModel(sibling)), notes
+    return _Runtime(checked, OnnxModel(sibling, onnx_threads)), notes
 
 
-def _predict_batch(
-    runtime: _Runtime,
-    arrays: list[Arrays],
-    sources: list[tuple[str, int | None]],
-    description: InputDescription,
-    top_k: int,
+@dataclass(frozen=True)
+class Scores:
+    """One output's scores for a batch of examples: a classifier's probabilities, a column per
+    class named in `labels`, or a regression's values (`labels` empty)."""
+
+    output: str  # the model's output; "" for a model of one output
+    task: Task
+    labels: list[str]
+    values: np.ndarray  # (examples, columns), float64
+
+
+def _batch(arrays: list[Arrays]) -> Arrays:
+    """The examples of several inputs as one batch."""
+    if isinstance(arrays[0], dict):  # uint8 pixels or float rows: the model casts them
+        return {name: np.concatenate([a[name] for a in arrays]) for name in arrays[0]}
+    return np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+
+
+def _predictions(
+    scores: list[Scores], sources: list[tuple[str, int | None]], top_k: int
 ) -> list[Prediction]:
     """Each example's predictions: one per output, in the order of the examples."""
-    if description.inputs is not None:  # uint8 pixels or float rows: the model casts them
-        batch: Arrays = {name: np.concatenate([a[name] for a in arrays]) for name in arrays[0]}
-    else:
-        batch = np.concatenate(arrays)
-    predicted = runtime.predict(batch)
     per_output = []
-    heads = description.heads().items()
-    for (output, (task, class_names)), outputs in zip(heads, predicted, strict=True):
-        named = output or None
-        if task == Task.regression:
-            values = outputs.reshape(len(outputs), -1)
+    for score in scores:
+        named = score.output or None
+        if score.task == Task.regression:
             per_output.append(
                 [
                     Prediction(name, row, values=[float(v) for v in value], output=named)
-                    for (name, row), value in zip(sources, values, strict=True)
+                    for (name, row), value in zip(sources, score.values, strict=True)
                 ]
             )
             continue
-        # an exported model's outputs are told apart by their values (as_probabilities)
-        logits = runtime.linear.get(output, False) if description.outputs else runtime.logits
-        outputs, converted = as_probabilities(outputs, task, logits or runtime.converted)
-        runtime.converted |= converted
+        order = np.argsort(-score.values, axis=1, kind="stable")[:, : max(1, top_k)]
         per_output.append(
             [
-                Prediction(name, row, labels=labels, probabilities=probabilities, output=named)
-                for (name, row), (labels, probabilities) in zip(
-                    sources, rank(outputs, task, class_names, top_k), strict=True
+                Prediction(
+                    name,
+                    row,
+                    labels=[score.labels[i] for i in ranked],
+                    probabilities=[float(score.values[n, i]) for i in ranked],
+                    output=named,
                 )
+                for n, ((name, row), ranked) in enumerate(zip(sources, order, strict=True))
             ]
         )
     return [prediction for example in zip(*per_output, strict=True) for prediction in example]
 
 
+class Predictor:
+    """A model opened once and used for many predictions, from any thread.
+
+    Built by `open_predictor` (or by `predict` for one call). `predict` takes files and inputs
+    held in memory alike; `read` and `scores` are its two halves, for callers that hold
+    arrays already (the tensors of a serving protocol).
+    """
+
+    def __init__(self, runtime: _Runtime, notes: list[str]) -> None:
+        self.runtime = runtime
+        self.notes = notes
+        checked = runtime.checked
+        if checked.info is None:  # a plain Keras model: its shape says what it takes
+            runtime.load()
+            self.description, assumed = describe_inputs(runtime.model, None, checked.path)
+            self.notes = [*notes, *assumed]
+        else:
+            self.description = describe(checked.info)
+
+    @property
+    def path(self) -> Path:
+        """The model file."""
+        return self.runtime.checked.path
+
+    @property
+    def info(self) -> ModelInfo | None:
+        """The model's dlcli.json (None for a plain Keras model)."""
+        return self.runtime.checked.info
+
+    @property
+    def runtime_name(self) -> str:
+        """What runs the model: "onnxruntime", "litert" or "keras"."""
+        if isinstance(self.runtime.exported, OnnxModel):
+            return "onnxruntime"
+        return "keras" if self.runtime.exported is None else "litert"
+
+    def read(self, given: Input, *, raw: bool = False) -> Arrays:
+        """One input's examples, shaped as the model takes them (as `predict` reads them).
+
+        Raises:
+            InputError: the input cannot be read or does not fit the model.
+        """
+        [(_, examples)] = list(read_inputs([given], self.description, raw))
+        if isinstance(examples, InputError):
+            raise examples
+        return examples
+
+    def scores(self, batch: Arrays) -> list[Scores]:
+        """The scores of each output for a batch of examples, in the order of the outputs;
+        logits are turned into probabilities."""
+        runtime = self.runtime
+        predicted = runtime.predict(batch)
+        found = []
+        heads = self.description.heads().items()
+        for (output, (task, class_names)), outputs in zip(heads, predicted, strict=True):
+            if task == Task.regression:
+                values = outputs.reshape(len(outputs), -1).astype("float64")
+                found.append(Scores(output=output, task=task, labels=[], values=values))
+                continue
+            # an exported model's outputs are told apart by their values (as_probabilities)
+            logits = runtime.linear.get(output, False) if self.description.outputs else None
+            logits = runtime.logits if logits is None else logits
+            outputs, converted = as_probabilities(outputs, task, logits or runtime.converted)
+            runtime.converted |= converted
+            labels, values = class_columns(outputs, task, class_names)
+            found.append(Scores(output=output, task=task, labels=labels, values=values))
+        return found
+
+    def predict(
+        self, inputs: Sequence[str | Path | MemoryInput], *, top_k: int = 3, raw: bool = False
+    ) -> PredictResult:
+        """Predictions for files and inputs held in memory; see `predict`."""
+        accepted = TABLE_SUFFIXES if self.description.image is None else IMAGE_SUFFIXES
+        files, problems = expand_inputs(inputs, accepted)
+        errors: list[InputError] = []
+        predictions: list[Prediction] = []
+        arrays: list[Arrays] = []
+        sources: list[tuple[str, int | None]] = []
+        for given, examples in read_inputs(files, self.description, raw):
+            if isinstance(examples, InputError):
+                problems.append(str(examples))
+                errors.append(examples)
+                continue
+            arrays.append(examples)
+            name = given.name if isinstance(given, MemoryInput) else str(given)
+            numbers = range(rows(examples)) if holds_rows(given, self.description) else [None]
+            sources += [(name, row) for row in numbers]
+            if len(sources) >= PREDICT_BATCH_SIZE:
+                predictions += _predictions(self.scores(_batch(arrays)), sources, top_k)
+                arrays, sources = [], []
+        if arrays:
+            predictions += _predictions(self.scores(_batch(arrays)), sources, top_k)
+        notes = list(self.notes)
+        if self.runtime.converted:
+            notes.append(logits_note(self.description.task))
+        if not predictions and len(problems) == 1:
+            raise errors[0] if errors else InputError(problems[0])
+        return PredictResult(self.path, self.description.task, predictions, problems, notes)
+
+
+def open_predictor(
+    model_path: Path | str, *, runtime_name: str = "auto", onnx_threads: int | None = None
+) -> Predictor:
+    """Open a model for many predictions: an exported `.onnx` or `.tflite` file in its runtime,
+    a `.keras` file through the verified model.onnx beside it unless `runtime_name` is "keras".
+
+    Keras is imported (on the calling thread) only for a model that has no verified export;
+    call this from the main thread then, as TensorFlow must be imported there. `onnx_threads`
+    sets the intra-op threads of an onnxruntime session (`dlcli.inference.runtimes.OnnxModel`).
+
+    Raises:
+        ModelFileError: the model file is missing, unsafe or inconsistent.
+
+    Example:
+
+    ```python
+    predictor = open_predictor("runs/mnist-1/model.keras")
+    predictor.predict([MemoryInput("7.png", Path("7.png").read_bytes())])
+    ```
+    """
+    chosen = _model([], model_path, runtime_name, DEFAULT_RUNS_DIR, onnx_threads)
+    assert not isinstance(chosen, list)  # a model path was given
+    runtime, notes = chosen
+    return Predictor(runtime, notes)
+
+
 def predict(
-    inputs: list[str],
+    inputs: Sequence[str | Path | MemoryInput],
     *,
     model_path: Path | str | None = None,
     top_k: int = 3,
@@ -332,7 +499,9 @@ def predict(
 
     Args:
         inputs: Image files, folders (searched recursively) or glob patterns; .csv or .npy
-            files of rows for a model that takes rows of features.
+            files of rows for a model that takes rows of features; inputs held in memory
+            (`dlcli.inference.inputs.MemoryInput`: image or CSV bytes, a PIL image, arrays,
+            rows as mappings), which need `model_path`.
         model_path: The `.keras` model, or an exported `.onnx` or `.tflite` file; None
             chooses the newest model under `runs_dir` that takes the inputs
             (`dlcli.inference.pick_model.choose_model`), named in the notes.
@@ -364,46 +533,7 @@ def predict(
     if isinstance(chosen, list):
         return _nothing_predicted(chosen)
     runtime, notes = chosen
-    checked = runtime.checked
-    if checked.info is None:  # a plain Keras model: its shape says what it takes
-        runtime.load()
-        description, assumed = describe_inputs(runtime.model, None, checked.path)
-        notes += assumed
-    else:
-        description = describe(checked.info)
-    accepted = TABLE_SUFFIXES if description.image is None else IMAGE_SUFFIXES
-    files, problems = expand_inputs(inputs, accepted)
-    predictions, unread = _predict_files(files, runtime, description, top_k, raw)
-    problems += unread
-    if runtime.converted:
-        notes.append(logits_note(description.task))
-    if not predictions and len(problems) == 1:
-        raise InputError(problems[0])
-    return PredictResult(checked.path, description.task, predictions, problems, notes)
-
-
-def _predict_files(
-    files: list[Path], runtime: _Runtime, description: InputDescription, top_k: int, raw: bool
-) -> tuple[list[Prediction], list[str]]:
-    """The predictions of every file that can be read, in batches of about
-    PREDICT_BATCH_SIZE examples, and one line for each file that cannot."""
-    predictions: list[Prediction] = []
-    problems: list[str] = []
-    arrays: list[Arrays] = []
-    sources: list[tuple[str, int | None]] = []
-    for path, examples in read_inputs(files, description, raw):
-        if isinstance(examples, InputError):
-            problems.append(str(examples))
-            continue
-        arrays.append(examples)
-        numbers = range(rows(examples)) if path.suffix.lower() in TABLE_SUFFIXES else [None]
-        sources += [(str(path), row) for row in numbers]
-        if len(sources) >= PREDICT_BATCH_SIZE:
-            predictions += _predict_batch(runtime, arrays, sources, description, top_k)
-            arrays, sources = [], []
-    if arrays:
-        predictions += _predict_batch(runtime, arrays, sources, description, top_k)
-    return predictions, problems
+    return Predictor(runtime, notes).predict(inputs, top_k=top_k, raw=raw)
 
 
 def _nothing_predicted(problems: list[str]) -> PredictResult:

@@ -58,13 +58,22 @@ def _input_name(runtime_name: str, x: dict[str, Any]) -> str:
 
 
 class OnnxModel:
-    """An .onnx file in onnxruntime (CPU)."""
+    """An .onnx file in onnxruntime (CPU).
 
-    def __init__(self, path: Path) -> None:
+    `run` may be called from several threads at once (onnxruntime releases the GIL in it).
+    With `threads`, each call computes on that many intra-op threads, which do not spin
+    waiting for work, for a session shared by a pool of callers; otherwise onnxruntime's
+    defaults (a thread per physical core).
+    """
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = onnxruntime.InferenceSession(
                 str(path), options, providers=["CPUExecutionProvider"]
