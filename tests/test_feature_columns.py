@@ -124,6 +124,18 @@ def test_class_codes_1_and_2_are_class_names(tmp_path: Path, user_env: dict[str,
     assert predicted.returncode == 0, predicted.stderr
     rows = json.loads(predicted.stdout)["predictions"]
     assert {item["label"] for item in rows[0]["top_k"]} == {"1", "2"}
+    from dlcli.inference.inputs import MemoryInput
+    from dlcli.inference.predict import open_predictor
+
+    model = tmp_path / "runs" / "pets-1" / "model.keras"
+    uploaded = open_predictor(model).predict(
+        [MemoryInput("rows.csv", (tmp_path / "rows.csv").read_bytes())]
+    )
+    from_bytes = uploaded.to_dict()["predictions"]  # the bytes of an upload, as the file
+    assert [r["top_k"][0]["label"] for r in from_bytes] == [r["top_k"][0]["label"] for r in rows]
+    for mine, theirs in zip(from_bytes, rows, strict=True):
+        got = [item["probability"] for item in mine["top_k"]]
+        assert got == pytest.approx([item["probability"] for item in theirs["top_k"]], abs=1e-6)
     refused = run_cli(
         ["train", "pets.yaml", "--set", "dataset.csv.label_kind=indices"], user_env, tmp_path
     )
