@@ -376,3 +376,76 @@ def test_server_gone_mid_run_costs_one_line(
     (run,) = json.loads(listed.stdout)["runs"]
     assert (run["status"], run["epochs_done"]) == ("finished", 40)
     assert run["mlflow"]["tracking_uri"] == uri
+
+
+SEARCH = """\
+name: answers-search
+seed: 1
+dataset:
+  csv: {train: answers/train.csv, test: answers/test.csv, label: answer}
+  validation_split: 0.25
+model:
+  input: [2]
+  layers:
+    - Dense: {units: 3, activation: tanh}
+    - Dense: {units: 1, activation: sigmoid, kernel_initializer: zeros}
+compile:
+  optimizer: {Adam: {learning_rate: 0.1}}
+  loss: binary_crossentropy
+  metrics: [accuracy]
+  jit_compile: false
+fit: {epochs: 3, batch_size: 4}
+search:  # 1e-9 leaves the output weights at zero: those trials learn nothing
+  metric: val_accuracy
+  trials: 7
+  space:
+    model.layers[0].Dense.units: {int: [2, 8]}
+    compile.optimizer.Adam.learning_rate: {choice: [0.1, 1.0e-9]}
+"""
+
+
+def test_tune_is_a_parent_run_with_a_child_per_trial(
+    tmp_path: Path, server: Server, env: dict[str, str]
+) -> None:
+    """`dlcli tune --mlflow-uri`: the study is a parent run (the search's params, the best
+    trial and value, best.yaml and Optuna's plots), each trial a child run with its sampled
+    params and per-epoch values, tagged with its state (pruned ones too); the best is tagged."""
+    project(tmp_path, epochs=3)
+    (tmp_path / "spec.yaml").write_text(SEARCH)
+    result, _ = run_dlcli(
+        ["tune", "spec.yaml", "--json", "--mlflow-uri", server.uri], env, tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    tuned = json.loads(result.stdout)
+    client = server.client
+    experiment = client.get_experiment_by_name("answers-search")
+    (parent,) = client.search_runs(
+        [experiment.experiment_id], f"tags.`dlcli.study` = '{tuned['study']}'"
+    )
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == tuned["study"]
+    assert parent.data.params["search.metric"] == "val_accuracy"
+    best = tuned["best"]["trial"]
+    assert parent.data.tags["dlcli.best_trial"] == str(best["number"])
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best["value"])
+    files = {item.path for item in client.list_artifacts(parent.info.run_id)}
+    assert {"best.yaml", "history.png", "importances.png"} <= files
+    children = client.search_runs(
+        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    by_number = {int(child.data.tags["dlcli.trial"]): child for child in children}
+    trials = {row["number"]: row for row in tuned["trials"]}
+    assert sorted(by_number) == sorted(trials) == list(range(7))
+    states = {number: child.data.tags["dlcli.state"] for number, child in by_number.items()}
+    assert states == {number: row["state"] for number, row in trials.items()}
+    assert "complete" in states.values(), states  # "pruned" too, for most of the study's seeds
+    for number, child in by_number.items():
+        row = trials[number]
+        assert child.info.run_name == f"trial-{number}"
+        units = child.data.params["model.layers.0.Dense.units"]
+        assert units == str(row["params"]["model.layers[0].Dense.units"])
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_accuracy")]
+        assert steps == list(range(1, row["epochs"] + 1))
+        if row["state"] == "pruned":
+            assert child.data.tags["dlcli.pruned_after_epoch"] == str(row["epochs"]) < "3"
+    assert [n for n, c in by_number.items() if c.data.tags.get("dlcli.best")] == [best["number"]]

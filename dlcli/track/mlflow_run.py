@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -27,11 +28,13 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_LENGTH = 6000
 TRUNCATED = " [truncated]"
 # A tracking server that does not answer is retried a little, not MLflow's default of minutes
-# (7 retries with a doubling wait), and never stops training: the user's settings win.
-HTTP_DEFAULTS = {
+# (7 retries with a doubling wait); MLflow writes no "View run" links on stdout, which holds
+# dlcli's results. The user's own settings win.
+MLFLOW_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 
 
@@ -163,11 +166,13 @@ def truncated(params: dict[str, str]) -> tuple[dict[str, str], list[str]]:
 
 
 def client(uri: str) -> Any:
-    """An `MlflowClient` of `uri`, with dlcli's short HTTP retries unless the user set them."""
-    for name, value in HTTP_DEFAULTS.items():
+    """An `MlflowClient` of `uri`, with dlcli's `MLFLOW_DEFAULTS` unless the user set them, and
+    MLflow's log lines (a new database's tables) kept for warnings."""
+    for name, value in MLFLOW_DEFAULTS.items():
         os.environ.setdefault(name, value)
     from mlflow import MlflowClient
 
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=uri)
 
 

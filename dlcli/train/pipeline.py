@@ -309,7 +309,8 @@ def train(
                 tracker.finish(
                     run_dir, result.history, result.evaluated_on, result.test_metrics, seconds
                 )
-                return replace(result, mlflow=None if tracker.failed else tracker.run.to_dict())
+                tracking = tracker.run
+                return replace(result, mlflow=tracking.to_dict() if tracking else None)
 
 
 def _track_request(flag: str | None, spec: Spec, trial: Trial | None) -> TrackRequest | None:
