@@ -160,6 +160,7 @@ def test_json_is_one_document_with_every_field(trained: Path, tmp_path: Path) ->
         "evaluated_on": "test",
         "scores": scores,
         "model": "elsewhere/tiny-1/model.keras",
+        "mlflow": None,  # the MLflow run of a run trained with --mlflow (run.json)
     }
     assert {key: second[key] for key in ("name", "status", "epochs_done", "metric", "model")} == {
         "name": "tiny-2",

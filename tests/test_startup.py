@@ -23,7 +23,7 @@ from .helpers import REPO
 
 SPEC = REPO / "configs" / "mnist.yaml"
 TYPO = "did you mean `Flatten`?"
-HEAVY = re.compile(r"^import time:.*\|\s*(tensorflow|keras)(\.|$)", re.MULTILINE)
+HEAVY = re.compile(r"^import time:.*\|\s*(tensorflow|keras|mlflow)(\.|$)", re.MULTILINE)
 
 
 def bad_spec(folder: Path) -> Path:
@@ -92,6 +92,19 @@ def test_a_missing_spec_answers_before_the_training_modules_load(tmp_path: Path)
     assert result.stderr.splitlines()[-1] == "Error: spec file not found: missing.yaml"
     assert HEAVY.findall(result.stderr) == []
     assert not re.search(r"\|\s*dlcli\.train$", result.stderr, re.MULTILINE)
+
+
+def test_mlflow_not_installed_is_one_line(tmp_path: Path) -> None:
+    """`train --mlflow` without MLflow (hidden by a sitecustomize: `sys.modules["mlflow"] =
+    None`) says what to install in one line, exit 2, before TensorFlow loads."""
+    (tmp_path / "sitecustomize.py").write_text('import sys\nsys.modules["mlflow"] = None\n')
+    result = run_python(
+        "-X", "importtime", "-m", "dlcli", "train", str(SPEC), "--mlflow", path=tmp_path
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    said = "Error: --mlflow needs MLflow, which is not installed: pip install 'dlcli[mlflow]'"
+    assert result.stderr.splitlines()[-1] == said
+    assert HEAVY.findall(result.stderr) == []
 
 
 # Invoked in a fresh interpreter: the Typer app in-process (CliRunner), then sys.modules.

@@ -34,3 +34,26 @@ SkipBad = Annotated[
 
 
 SplitOption = Annotated[Split, typer.Option(help="The split of the model's dataset.")]
+
+# Typer's parser takes no option whose value may be left out (`--mlflow [URI]`): a flag and a URI
+MlflowFlag = Annotated[
+    bool,
+    typer.Option(
+        "--mlflow",
+        help="Mirror to MLflow (MLFLOW_TRACKING_URI, else mlflow.db in the output folder).",
+    ),
+]
+MlflowUri = Annotated[
+    str | None,
+    typer.Option(
+        "--mlflow-uri",
+        metavar="URI",
+        show_default=False,
+        help="Mirror to the MLflow tracking server or store at URI (implies --mlflow).",
+    ),
+]
+
+
+def mlflow_flag(mlflow: bool, uri: str | None) -> str | None:
+    """`--mlflow` and `--mlflow-uri` as one value: None (neither), "" (the flag) or the URI."""
+    return uri if uri else ("" if mlflow else None)

@@ -294,6 +294,9 @@ def train_result(console: Console, result: TrainResult) -> None:
     if result.exported:
         console.print(result.exported, markup=False, highlight=False, soft_wrap=True)
     console.print(f"Run directory: {shown(result.run_dir)}")
+    if result.mlflow:
+        run = result.mlflow
+        notes(console, [f"MLflow: run {run['run_id']} at {run['tracking_uri']}"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,6 +523,11 @@ def runs_table(console: Console, listed: RunList) -> None:
         f"Resume {run.name}: dlcli train --resume {shown(run.path)}"
         for run in listed.runs
         if run.status == "resumable"
+    ]
+    lines += [
+        f"{run.name}: MLflow run {run.mlflow['run_id']} at {run.mlflow['tracking_uri']}"
+        for run in listed.runs
+        if run.mlflow
     ]
     notes(console, lines)
 

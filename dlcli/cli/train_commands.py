@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dlcli.cli.options import Overrides, SkipBad
+from dlcli.cli.options import MlflowFlag, MlflowUri, Overrides, SkipBad, mlflow_flag
 from dlcli.cli.terminal import console
 from dlcli.cli.user_errors import user_errors
 
@@ -39,6 +39,8 @@ def train(
     workers: Annotated[
         int | None, typer.Option(min=1, metavar="N", help="Train as N local worker processes.")
     ] = None,
+    mlflow: MlflowFlag = False,
+    mlflow_uri: MlflowUri = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress: only the first lines and results.")
     ] = False,
@@ -71,5 +73,6 @@ def train(
             tensorboard=tensorboard,
             skip_bad=skip_bad,
             start_from=start_from,
+            mlflow=mlflow_flag(mlflow, mlflow_uri),
         )
         render.train_result(console(), result)

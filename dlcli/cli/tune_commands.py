@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dlcli.cli.options import JsonFlag, Overrides, SpecPath
+from dlcli.cli.options import JsonFlag, MlflowFlag, MlflowUri, Overrides, SpecPath, mlflow_flag
 from dlcli.cli.terminal import console
 from dlcli.cli.user_errors import user_errors
 
@@ -50,6 +50,8 @@ def tune(
             help="The study's name in the storage [default: SPEC_NAME-tune].",
         ),
     ] = None,
+    mlflow: MlflowFlag = False,
+    mlflow_uri: MlflowUri = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Search the spec's `search:` space for the best hyperparameters (Optuna), then write
@@ -71,6 +73,7 @@ def tune(
             timeout=timeout,
             storage=storage,
             study_name=study,
+            mlflow=mlflow_flag(mlflow, mlflow_uri),
         )
         if json_output:
             render_tune.tune_json(console(), result)

@@ -63,6 +63,7 @@ class RunSummary:
     scores: dict[str, float] = field(default_factory=dict)
     model: Path | None = None
     detail: str | None = None
+    mlflow: dict[str, str] | None = None  # the MLflow run it is mirrored to (run.json)
 
     @property
     def name(self) -> str:
@@ -90,6 +91,7 @@ class RunSummary:
             "evaluated_on": self.evaluated_on,
             "scores": self.scores,
             "model": None if self.model is None else str(self.model),
+            "mlflow": self.mlflow,
         }
 
 
@@ -224,9 +226,22 @@ def read_run(path: Path, holders: dict[int, str] | None = None) -> RunSummary:
         holder = (holders or {}).get(os.stat(path).st_ino)
     except (DlcliError, OSError, ValueError) as error:
         return RunSummary(path, started, "damaged", detail=_reason(error))
+    summary = replace(summary, mlflow=_tracking(path, files))
     if holder is not None:  # a run being trained (or restarted: its old result still there)
         return replace(summary, status="running", detail=holder)
     return summary
+
+
+def _tracking(path: Path, files: set[str]) -> dict[str, str] | None:
+    """The MLflow run that run.json names (run_id, tracking_uri, experiment_id), if any."""
+    from dlcli.runs.record import read_record
+
+    if "run.json" not in files:
+        return None
+    try:
+        return read_record(path / "run.json")["mlflow"]
+    except DlcliError:  # a damaged run.json: the run's other files still say what it is
+        return None
 
 
 def _reason(error: Exception) -> str:

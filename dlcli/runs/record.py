@@ -140,7 +140,20 @@ def read_record(path: Path) -> dict[str, Any]:
         "spec_dir": record["spec_dir"],
         "spec_file": record.get("spec_file"),
         "overrides": overrides,
+        "mlflow": record.get("mlflow") if isinstance(record.get("mlflow"), dict) else None,
     }
+
+
+def record_tracking(run_dir: Path, tracking: dict[str, str]) -> None:
+    """Add the run's MLflow run (id, tracking URI, experiment) to its run.json, which keeps its
+    modification time: the run's start (dlcli.runs.listing)."""
+    from dlcli.model.artifact import write_json
+
+    path = run_dir / RUN_RECORD
+    times = os.stat(path)
+    record = json.loads(path.read_text(encoding="utf-8"))
+    write_json(path, {**record, "mlflow": tracking})
+    os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
 
 
 def read_history(path: Path) -> dict[str, list[float]]:

@@ -335,6 +335,10 @@ class OutputSpec(Strict):
     dir: str = "runs"
     tensorboard: bool = False
     onnx: bool = True  # model.onnx beside model.keras, verified (predict runs it without TF)
+    # mirror the run to MLflow (dlcli.track): true for MLFLOW_TRACKING_URI or the local
+    # sqlite:///<dir>/mlflow.db, or a tracking URI
+    mlflow: bool | Annotated[str, Field(min_length=1)] = False
+    mlflow_experiment: Annotated[str, Field(min_length=1, max_length=500)] | None = None  # `name`
 
 
 Number = int | float

@@ -16,9 +16,9 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dlcli.data.class_codes import codes_as_names
 from dlcli.data.common import Splits, in_order, resolve_path
@@ -47,6 +47,7 @@ from dlcli.runs.record import (
     write_record,
 )
 from dlcli.spec.schema import Spec
+from dlcli.track.tracked import tracked
 from dlcli.train import backup, workers
 from dlcli.train.callbacks import (
     Monitor,
@@ -65,6 +66,10 @@ from dlcli.train.model_info import model_info
 from dlcli.train.resume import more_epochs, prepare_resume, restore_backup
 from dlcli.train.sample_weights import sample_weights
 from dlcli.train.warm_start import freeze, load_initial_weights
+
+if TYPE_CHECKING:
+    from dlcli.track.mlflow_run import MlflowRun
+    from dlcli.track.tracked import TrackRequest
 
 
 class ProgressView(Protocol):
@@ -97,6 +102,7 @@ class TrainResult:
     stopped_early: str | None = None  # what ended training before `fit.epochs`, and what it kept
     exported: str | None = None  # model.onnx written beside the model, or why not
     saved_by: str | None = None  # in a cluster, the chief that wrote the run (not this worker)
+    mlflow: dict[str, str] | None = None  # the MLflow run it was mirrored to (run_id, uri, ...)
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,7 @@ class Trial:
 
     run_dir: Path
     callbacks: list[Any]
+    tracking: TrackRequest | None = None  # a child run of the study's MLflow run
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,7 @@ def run(
     tensorboard: bool = False,
     skip_bad: bool = False,
     start_from: Path | None = None,
+    mlflow: str | None = None,
 ) -> TrainResult:
     """What `dlcli train` does: train the spec at `spec_path`, or continue the run `resume`.
 
@@ -148,6 +156,8 @@ def run(
         skip_bad: leave out image files that cannot be read, counted.
         start_from: a .keras model whose weights the run starts from (`fit.initial_weights`,
             as a path from the current folder, whatever folder the spec is in).
+        mlflow: `--mlflow`: "" for the spec's or the default tracking URI, or a URI; None
+            leaves it to the spec's `output.mlflow` (see dlcli.track.mlflow_run.tracking_uri).
 
     Returns:
         The TrainResult of `train`.
@@ -169,7 +179,13 @@ def run(
         with nullcontext() if reads else locked(resume):
             spec, spec_dir = prepare_resume(resume, restart=restart, epochs=epochs, read_only=reads)
             return train(
-                spec, spec_dir, view, tensorboard=tensorboard, run_dir=resume, skip_bad=skip_bad
+                spec,
+                spec_dir,
+                view,
+                tensorboard=tensorboard,
+                run_dir=resume,
+                skip_bad=skip_bad,
+                mlflow=mlflow,
             )
     if spec_path is None:
         raise UsageError("give a SPEC to train, or --resume RUN_DIR")
@@ -194,6 +210,7 @@ def run(
         spec_file=spec_path,
         overrides=overrides,
         skip_bad=skip_bad,
+        mlflow=mlflow,
     )
 
 
@@ -208,6 +225,7 @@ def train(
     overrides: Sequence[str] = (),
     skip_bad: bool = False,
     trial: Trial | None = None,
+    mlflow: str | None = None,
 ) -> TrainResult:
     """Train the model a spec describes and write everything to a new run folder.
 
@@ -223,6 +241,8 @@ def train(
         overrides: the `--set` strings that made `spec`.
         skip_bad: leave out image files that cannot be read, counted.
         trial: train as this trial of a search instead (see `Trial`).
+        mlflow: `--mlflow` (see `run`); a resumed run that run.json says was tracked goes on
+            in its MLflow run.
 
     Returns:
         A TrainResult: the run folder, model path, test scores and history.
@@ -244,6 +264,7 @@ def train(
         check_batch(spec.fit.batch_size, cluster.size, str(spec_file or run_dir))
         wait_for_workers(cluster)
     resuming, worker = run_dir is not None, bool(cluster and not cluster.chief)
+    request = None if worker else _track_request(mlflow, spec, trial)  # MLflow installed?
     check_files(spec.dataset, spec_dir, spec_file)  # before TensorFlow loads
     if spec.fit.initial_weights is not None:
         artifact.inspect(resolve_path(spec.fit.initial_weights, spec_dir), require_metadata=False)
@@ -266,16 +287,81 @@ def train(
             kept_only_if_resumable(run_dir, resuming, made_output_dir=made_output_dir),
         ):
             write_record(run_dir, spec, spec_dir, spec_file, overrides, new=not resuming or worker)
-            more = trial.callbacks if trial else []
-            fit_seconds = _fit(
-                prepared,
-                run_dir,
-                view,
-                more,
-                restore=shared if resuming else None,
-                tensorboard=tensorboard,
-            )
-            return _finish(prepared, run_dir, fit_seconds, started, validation=trial is not None)
+            recorded = _recorded_tracking(run_dir) if resuming and not worker else None
+            with tracked(
+                request, recorded, run_dir, _params(prepared.spec), _facts(prepared), view
+            ) as tracker:
+                more = [
+                    *(trial.callbacks if trial else []),
+                    *([tracker.callback] if tracker else []),
+                ]
+                fit_seconds = _fit(
+                    prepared,
+                    run_dir,
+                    view,
+                    more,
+                    restore=shared if resuming else None,
+                    tensorboard=tensorboard,
+                )
+                result = _finish(
+                    prepared, run_dir, fit_seconds, started, validation=trial is not None
+                )
+                if tracker is None:
+                    return result
+                seconds = {"fit_seconds": fit_seconds, "total_seconds": result.total_seconds}
+                tracker.finish(
+                    run_dir, result.history, result.evaluated_on, result.test_metrics, seconds
+                )
+                tracking = tracker.run
+                return replace(result, mlflow=tracking.to_dict() if tracking else None)
+
+
+def _track_request(flag: str | None, spec: Spec, trial: Trial | None) -> TrackRequest | None:
+    """Where this run is tracked in MLflow (None: not tracked); MLflow checked installed."""
+    from dlcli.track.mlflow_run import experiment_name, require_mlflow, tracking_uri
+    from dlcli.track.tracked import TrackRequest
+
+    if trial is not None:
+        return trial.tracking
+    uri = tracking_uri(flag, spec)
+    if uri is None:
+        return None
+    require_mlflow("--mlflow" if flag is not None else "output.mlflow")
+    return TrackRequest(uri=uri, experiment=experiment_name(spec))
+
+
+def _recorded_tracking(run_dir: Path) -> MlflowRun | None:
+    """The MLflow run that a resumed run's run.json names (MLflow checked installed)."""
+    from dlcli.runs.record import RUN_RECORD, read_record
+    from dlcli.track.mlflow_run import MlflowRun, require_mlflow
+
+    recorded = MlflowRun.from_dict(read_record(run_dir / RUN_RECORD)["mlflow"])
+    if recorded is not None:
+        require_mlflow(f"--resume of a run tracked in MLflow ({recorded.tracking_uri})")
+    return recorded
+
+
+def _params(spec: Spec) -> dict[str, Any]:
+    """The resolved spec as MLflow params see it (as spec.yaml writes it)."""
+    return spec.model_dump(mode="json", exclude_none=True, by_alias=True)
+
+
+def _facts(prepared: Prepared) -> dict[str, str]:
+    """The params of a run besides its spec: its data, versions and device."""
+    import keras
+    import tensorflow as tf
+
+    from dlcli import __version__
+
+    info = prepared.splits.info
+    return {
+        "dataset.digest": info.digest,
+        **{f"dataset.size.{split}": str(size) for split, size in info.sizes.items()},
+        "version.dlcli": __version__,
+        "version.keras": keras.__version__,
+        "version.tensorflow": tf.__version__,
+        "device": prepared.device.description,
+    }
 
 
 def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | None) -> Prepared:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dlcli.errors import ConfigError, DlcliError, Interrupted, OutputError
 from dlcli.spec.schema import SearchSpec
@@ -18,6 +18,9 @@ from dlcli.train.backup import drop
 from dlcli.train.pipeline import ProgressView, Trial, train
 from dlcli.tune.space import as_overrides, sample
 from dlcli.tune.study import Study, host, trial_folder
+
+if TYPE_CHECKING:
+    from dlcli.track.study_run import StudyRun
 
 
 class TrialView(Protocol):
@@ -39,7 +42,12 @@ class MetricMissing(ConfigError):
 
 
 def run_trial(
-    study: Study, spec_path: Path, overrides: Sequence[str], search: SearchSpec, view: TrialView
+    study: Study,
+    spec_path: Path,
+    overrides: Sequence[str],
+    search: SearchSpec,
+    view: TrialView,
+    parent: StudyRun | None = None,
 ) -> int:
     """Run the study's next trial to its end (complete, pruned or failed); its number.
 
@@ -51,7 +59,7 @@ def run_trial(
 
     def objective(trial: Any) -> float:
         outcome["number"] = trial.number
-        return _objective(trial, study, spec_path, overrides, search, view)
+        return _objective(trial, study, spec_path, overrides, search, view, parent)
 
     try:
         study.optuna.optimize(objective, n_trials=1, catch=(TrialFailed,))
@@ -70,6 +78,7 @@ def _objective(
     overrides: Sequence[str],
     search: SearchSpec,
     view: TrialView,
+    parent: StudyRun | None,
 ) -> float:
     import optuna
 
@@ -89,7 +98,7 @@ def _objective(
             view.progress(trial.number, values),
             spec_file=spec_path,
             overrides=settings,
-            trial=Trial(run_dir, [pruning]),
+            trial=Trial(run_dir, [pruning], parent.trial_request(trial.number) if parent else None),
         )
     except Interrupted as error:
         where = str(error).split(":")[0]  # "SIGINT in epoch 2, batch 10"

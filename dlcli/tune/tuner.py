@@ -22,6 +22,7 @@ from dlcli.errors import Interrupted
 
 if TYPE_CHECKING:  # the rest is imported once the spec is checked: its mistakes come fast
     from dlcli.spec.schema import Spec
+    from dlcli.track.study_run import StudyRun
     from dlcli.train.pipeline import ProgressView
     from dlcli.tune.best import Best
     from dlcli.tune.study import Study, TrialRow
@@ -65,6 +66,16 @@ class TuneResult:
         }
 
 
+class _Notes:
+    """Lines said during the search, shown with its result (an MLflow server that failed)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def note(self, text: str) -> None:
+        self.lines.append(text)
+
+
 def tune(
     spec_path: Path,
     overrides: Sequence[str] = (),
@@ -74,6 +85,7 @@ def tune(
     timeout: float | None = None,
     storage: str | None = None,
     study_name: str | None = None,
+    mlflow: str | None = None,
 ) -> TuneResult:
     """Search the spec's `search.space` for the best `search.metric`, trial after trial.
 
@@ -87,6 +99,8 @@ def tune(
         storage: an Optuna storage URL shared by several processes or machines; None for
             `study.db` in the study's folder.
         study_name: the study's name in the storage (`<name>-tune` when None).
+        mlflow: `--mlflow` ("" or a URI; see dlcli.track.mlflow_run.tracking_uri): the study
+            as an MLflow parent run, each trial a child run.
 
     Returns:
         A TuneResult: the study folder, every trial, the best one with its spec (best.yaml),
@@ -108,6 +122,11 @@ def tune(
     check_search(spec, spec_path)
     check_files(spec.dataset, spec_path.parent, spec_path)
     assert spec.search is not None
+    from dlcli.track.mlflow_run import experiment_name, require_mlflow, tracking_uri
+
+    uri = tracking_uri(mlflow, spec)
+    if uri is not None:
+        require_mlflow("--mlflow" if mlflow is not None else "output.mlflow")
     from dlcli.model.artifact import write_json
     from dlcli.runs.record import made, output_folder
     from dlcli.tune.best import finish
@@ -126,8 +145,17 @@ def tune(
         seed=study_seed(spec, key),
     )
     view.start(study, spec, goal)
-    ran, stopped = _search(study, spec_path, overrides, spec, view, goal, timeout)
-    best, notes = finish(study, spec_path, overrides, spec.search.metric)
+    from dlcli.track.study_run import study_tracked
+
+    said = _Notes()
+    spec_data = spec.model_dump(mode="json", exclude_none=True, by_alias=True)
+    with study_tracked(uri, experiment_name(spec), study, spec_data, said) as parent:
+        ran, stopped = _search(study, spec_path, overrides, spec, view, goal, timeout, parent)
+        best, notes = finish(study, spec_path, overrides, spec.search.metric)
+        if parent is not None:
+            files = [best.spec_file, *best.files.values()]
+            parent.finish(best, spec.search.metric, files)
+            notes.append(f"MLflow: study run {parent.run.run_id} at {parent.run.tracking_uri}")
     result = TuneResult(
         study.folder,
         study.name,
@@ -138,7 +166,7 @@ def tune(
         ran,
         stopped,
         best,
-        notes,
+        [*said.lines, *notes],
     )
     write_json(study.folder / "tune.json", result.to_dict())
     return result
@@ -152,6 +180,7 @@ def _search(
     view: TuneView,
     goal: int,
     timeout: float | None,
+    parent: StudyRun | None,
 ) -> tuple[list[int], str]:
     """Run trials until the study has `goal` of them or `timeout` has passed; Ctrl-C (in a
     trial or between two) ends the search, keeping every finished trial."""
@@ -175,9 +204,12 @@ def _search(
                     return ran, "trials"
                 if timeout is not None and time.monotonic() - started >= timeout:
                     return ran, "timeout"
-                number = run_trial(study, spec_path, overrides, spec.search, view)
+                number = run_trial(study, spec_path, overrides, spec.search, view, parent)
                 ran.append(number)
-                view.trial_done(next(row for row in rows(study.optuna) if row.number == number))
+                row = next(row for row in rows(study.optuna) if row.number == number)
+                if parent is not None:
+                    parent.trial_done(row)
+                view.trial_done(row)
     except (Interrupted, KeyboardInterrupt) as error:
         what, code = (
             (str(error), error.exit_code) if isinstance(error, Interrupted) else ("SIGINT", 130)
