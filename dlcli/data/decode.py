@@ -8,13 +8,17 @@ images: their size and channels, their polarity (light ink on a dark background 
 light) and, for models trained on MNIST, the MNIST framing of the digit, with its strokes made
 as wide as MNIST's.
 
-`open_image` turns PIL's decompression-bomb warning into an error, and silences its notes on
-odd metadata, through `warnings.catch_warnings`, which is not thread-safe: open images from
-one thread at a time.
+PIL's decompression-bomb warning is not needed (the pixel limit is checked from the header),
+and its notes on odd metadata are silenced: by filters installed once, when this module is
+imported, and again inside `open_image` through `warnings.catch_warnings` (whatever filters
+the caller set). `catch_warnings` is not thread-safe, so `open_image` is for one thread at a
+time; `read_image`, the same without it, may be called from several threads at once
+(training decodes a batch's files in parallel).
 """
 
 from __future__ import annotations
 
+import io
 import struct
 import warnings
 from pathlib import Path
@@ -40,8 +44,11 @@ FINE = 4  # strokes are thinned or thickened on a copy this many times MNIST's b
 MAX_RADIUS = 8  # the widest disc they are eroded or dilated by, in pixels of that copy
 
 # PIL checks the size in the header when it opens a file: it warns above this and raises above
-# twice this. `open_image` turns the warning into an error too, so the limit is exactly this.
+# twice this. `open_image` checks the size itself too, so the limit is exactly this. Filters set
+# once, rather than `warnings.catch_warnings` per call, which is not thread-safe.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\..*)?")  # odd metadata
 
 # What PIL's decoders raise on truncated or corrupt data.
 _CORRUPT = (OSError, SyntaxError, ValueError, EOFError, struct.error)
@@ -61,37 +68,86 @@ def open_image(path: Path) -> Image.Image:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # PIL's notes on odd metadata, e.g. EXIF
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         return _normalized(_decoded(path))
 
 
-def _decoded(path: Path) -> Image.Image:
-    """Open, check and decode an image file (first frame), raising InputError for any problem."""
+def read_image(path: Path) -> Image.Image:
+    """`open_image` for several threads at once: PIL's warnings are left to the filters this
+    module installs when imported.
+
+    Raises:
+        InputError: as `open_image`.
+    """
+    return _normalized(_decoded(path))
+
+
+def check_header(path: Path, data: bytes) -> None:
+    """Refuse, as `open_image` would, a file whose header (in `data`, the file's bytes) is not
+    that of a supported image of at most `MAX_PIXELS` pixels; no pixel is decoded.
+
+    Raises:
+        InputError: one line naming the path and the problem.
+
+    Example:
+
+    >>> check_header(Path("photos/cat/empty.jpg"), b"")
+    Traceback (most recent call last):
+    ...
+    dlcli.errors.InputError: photos/cat/empty.jpg: an empty file (0 bytes), not an image
+    """
+    with _opened(path, io.BytesIO(data), empty=not data):
+        pass
+
+
+def _opened(path: Path, source: Path | io.BytesIO, *, empty: bool = False) -> Image.Image:
+    """The image file opened (its header read) and checked: format and size."""
     try:
-        image = Image.open(path)
+        image = Image.open(source)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (IsADirectoryError, PermissionError) as error:
         raise InputError(f"{path}: cannot read the file ({error.strerror})") from None
     except UnidentifiedImageError:
+        if empty or (isinstance(source, Path) and _empty(source)):
+            raise InputError(f"{path}: an empty file (0 bytes), not an image") from None
         raise InputError(f"{path}: not an image (cannot identify image file)") from None
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise InputError(
-            f"{path}: the image is over the {MAX_PIXELS:,}-pixel limit (decompression bomb?)"
-        ) from None
+    except Image.DecompressionBombError:
+        raise InputError(_too_large(path)) from None
     except _CORRUPT:
         raise InputError(f"{path}: truncated or corrupt image data") from None
+    if image.width * image.height > MAX_PIXELS:
+        image.close()
+        raise InputError(_too_large(path))
+    if image.format not in FORMATS:
+        image.close()
+        raise InputError(
+            f"{path}: {image.format} images are not supported; use PNG, JPEG, BMP, GIF or WebP"
+        )
+    return image
+
+
+def _empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
+def _decoded(path: Path) -> Image.Image:
+    """Open, check and decode an image file (first frame), raising InputError for any problem."""
+    image = _opened(path, path)
     with image:
-        if image.format not in FORMATS:
-            raise InputError(
-                f"{path}: {image.format} images are not supported; use PNG, JPEG, BMP, GIF or WebP"
-            )
         try:
             image.load()
             ImageOps.exif_transpose(image, in_place=True)
         except _CORRUPT:
             raise InputError(f"{path}: truncated or corrupt image data") from None
     return image
+
+
+def _too_large(path: Path) -> str:
+    return f"{path}: the image is over the {MAX_PIXELS:,}-pixel limit (decompression bomb?)"
 
 
 def _normalized(image: Image.Image) -> Image.Image:

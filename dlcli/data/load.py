@@ -84,7 +84,9 @@ def _split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     )
 
 
-def load_dataset(spec: DatasetSpec, base_dir: Path, seed: int, *, skip_bad: bool = False) -> Splits:
+def load_dataset(
+    spec: DatasetSpec, base_dir: Path, seed: int, *, skip_bad: bool = False, stream: bool = False
+) -> Splits:
     """Load the dataset a spec names, as train, validation and test splits of numpy arrays.
 
     A source without test data gives a test split of `test_split` of the training data, or
@@ -98,6 +100,8 @@ def load_dataset(spec: DatasetSpec, base_dir: Path, seed: int, *, skip_bad: bool
         seed: the run's seed, for the test and validation splits.
         skip_bad: leave out image files that cannot be decoded (counted in `info.skipped`)
             instead of refusing the dataset.
+        stream: image folders may give `dlcli.data.image_stream.ImageFiles` in place of
+            arrays, decoded a batch at a time (training; see `load_images`).
 
     Returns:
         The splits and `DatasetInfo`: source, class names, image description, feature
@@ -112,7 +116,7 @@ def load_dataset(spec: DatasetSpec, base_dir: Path, seed: int, *, skip_bad: bool
         splits = load_dataset(spec.dataset, Path("configs"), seed=42)
         splits.train.x.shape, splits.info.class_names
     """
-    train, validation, test, info = _read_source(spec, base_dir, skip_bad=skip_bad)
+    train, validation, test, info = _read_source(spec, base_dir, skip_bad=skip_bad, stream=stream)
     test_is_train = False
     if test is None and spec.test_split:
         train, test = _split_off(train, spec.test_split, seed)
@@ -123,12 +127,14 @@ def load_dataset(spec: DatasetSpec, base_dir: Path, seed: int, *, skip_bad: bool
     sizes = {"train": len(train), "test": 0 if test_is_train else len(test)}
     if validation is not None:
         sizes["validation"] = len(validation)
-    arrays = [array for data in (train.x, train.y, test.x, test.y) for array in flat(data)]
-    info = dataclasses.replace(info, sizes=sizes, digest=digest(*arrays))
+    if not info.digest:  # image folders give the digest of their files
+        arrays = [array for data in (train.x, train.y, test.x, test.y) for array in flat(data)]
+        info = dataclasses.replace(info, digest=digest(*arrays))
+    info = dataclasses.replace(info, sizes=sizes)
     return Splits(train, test, validation, test_is_train, info)
 
 
-def _read_source(spec: DatasetSpec, base_dir: Path, *, skip_bad: bool) -> Loaded:
+def _read_source(spec: DatasetSpec, base_dir: Path, *, skip_bad: bool, stream: bool) -> Loaded:
     """(train, validation or None, test or None, info) from the one source the spec names."""
     if spec.name:
         from dlcli.data.keras_datasets import load
@@ -145,7 +151,7 @@ def _read_source(spec: DatasetSpec, base_dir: Path, *, skip_bad: bool) -> Loaded
     if spec.images:
         from dlcli.data.image_folders import load_images
 
-        return load_images(spec.images, base_dir, skip_bad=skip_bad)
+        return load_images(spec.images, base_dir, skip_bad=skip_bad, stream=stream)
     from dlcli.data.inline import load_inline
 
     assert spec.inline is not None

@@ -20,7 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from dlcli.data.common import Splits, in_order, resolve_path
+import numpy as np
+
+from dlcli.data.common import Split, Splits, in_order, resolve_path, take
+from dlcli.data.image_stream import ImageFiles, first_failure
 from dlcli.data.load import check_files, load_dataset
 from dlcli.distribute.cluster import (
     Cluster,
@@ -58,11 +61,13 @@ from dlcli.train.callbacks import (
     weights_epoch,
 )
 from dlcli.train.export_onnx import write_onnx
-from dlcli.train.loop import steps_per_execution, training_data
+from dlcli.train.loop import decoded_steps, steps_per_execution, training_data
 from dlcli.train.model_info import model_info
 from dlcli.train.resume import more_epochs, prepare_resume, restore_backup
 from dlcli.train.sample_weights import sample_weights
 from dlcli.train.warm_start import freeze, load_initial_weights
+
+EXPORT_EXAMPLES = 512  # the examples `dlcli export` compares an export with Keras on
 
 
 class ProgressView(Protocol):
@@ -283,13 +288,15 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlcli-data") as reader:
         # The dataset is read while TensorFlow loads; a source that needs Keras (a download)
         # is read on this thread instead, once TensorFlow is loaded (see dlcli.distribute.device).
-        reading = reader.submit(load_dataset, spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad)
+        reading = reader.submit(
+            load_dataset, spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad, stream=True
+        )
         notes = [note] if (note := keep_compiled_programs()) else []
         import_tensorflow()
         try:
             splits = reading.result()
         except NeedsMainThread:
-            splits = load_dataset(spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad)
+            splits = load_dataset(spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad, stream=True)
     import keras
 
     from dlcli.distribute.device import select_device
@@ -301,6 +308,8 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
     per_execution = steps_per_execution(
         spec.compile.steps_per_execution, len(splits.train), spec.fit.batch_size
     )
+    if isinstance(splits.train.x, ImageFiles) and spec.compile.steps_per_execution == "auto":
+        per_execution = min(per_execution, decoded_steps(splits.train.x, spec.fit.batch_size))
     if cluster:
         spec, per_execution = workers.for_workers(spec, device, per_execution, notes)
     with device.strategy.scope():
@@ -311,7 +320,11 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
     check_against_model(splits, model, spec.compile)
     tasks = tasks_of(spec.compile.loss, model)
     task: ModelTask = next(iter(tasks.values())) if len(tasks) == 1 else "multioutput"
-    models.adapt_preprocessing(model, spec.model, splits.train.x)
+    train_x = splits.train.x
+    streamed = isinstance(train_x, ImageFiles)
+    models.adapt_preprocessing(
+        model, spec.model, train_x.batches(spec.fit.batch_size) if streamed else train_x
+    )
     if spec.fit.initial_weights is not None:  # after adapting: the file's statistics stay
         path = resolve_path(spec.fit.initial_weights, spec_dir)
         notes.append(load_initial_weights(model, path))
@@ -319,7 +332,8 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
         spec.fit.class_weight, splits.train, splits.info.class_names, tasks, describe_outputs(model)
     )
     if device.strategy.num_replicas_in_sync == 1:  # a strategy makes Keras create them itself
-        models.create_training_variables(model, splits.train.x, targets(model, splits.train.y))
+        first = train_x.decode(np.arange(1)) if streamed else train_x
+        models.create_training_variables(model, first, targets(model, splits.train.y))
     callbacks = models.build_callbacks(spec)
     return Prepared(
         spec,
@@ -398,8 +412,13 @@ def _fit(
         first_epoch=first_epoch,
         weights=weights,
     )
-    validation = None
-    if splits.validation is not None:
+    validation: Any = None
+    validation_batch_size: int | None = spec.fit.batch_size
+    if splits.validation is not None and isinstance(splits.validation.x, ImageFiles):
+        labels = targets(model, splits.validation.y)
+        validation = splits.validation.x.batches(spec.fit.batch_size, labels)
+        validation_batch_size = None  # a dataset comes in its own batches
+    elif splits.validation is not None:
         validation = (splits.validation.x, targets(model, splits.validation.y))
     cluster = prepared.cluster
     if cluster:
@@ -415,7 +434,7 @@ def _fit(
                 epochs=spec.fit.epochs,
                 initial_epoch=first_epoch,
                 validation_data=validation,
-                validation_batch_size=spec.fit.batch_size,
+                validation_batch_size=validation_batch_size,
                 validation_freq=spec.fit.validation_freq,
                 callbacks=callbacks,
                 verbose=0,
@@ -427,6 +446,9 @@ def _fit(
     except Exception as error:
         if cluster and (lost := workers.lost_worker(error, cluster, run_dir)):
             raise lost from error
+        validation_x = splits.validation.x if splits.validation else None
+        if bad_file := first_failure(splits.train.x, validation_x):
+            raise bad_file from error
         raise failure_error(error, spec, run_dir) from error
     finally:
         view.stop()
@@ -476,7 +498,7 @@ def _finish(
     exported = None
     if spec.output.onnx:
         source = "train" if splits.test_is_train else "test"
-        exported = write_onnx(model, model_path, splits.test, f"the {source} split")
+        exported = write_onnx(model, model_path, _in_memory(splits.test), f"the {source} split")
     artifact.write_json(run_dir / "metrics.json", metrics)
     plots.save_curves(history, run_dir / "curves.png")
     if predicted is not None:
@@ -503,6 +525,14 @@ def _finish(
         exported=exported,
         saved_by=saved_by,
     )
+
+
+def _in_memory(split: Split) -> Split:
+    """The split; of image files, the first `EXPORT_EXAMPLES` decoded (what an export checks)."""
+    if not isinstance(split.x, ImageFiles):
+        return split
+    chosen = np.arange(min(len(split), EXPORT_EXAMPLES))
+    return Split(split.x.decode(chosen), take(split.y, chosen))
 
 
 def targets(model: Any, y: Any) -> Any:
