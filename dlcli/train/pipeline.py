@@ -35,6 +35,7 @@ from dlcli.distribute.cluster import (
 from dlcli.distribute.keras_fixes import FUSED_LOOP_KERAS, fused_loop_tested
 from dlcli.errors import TrainingError, UsageError
 from dlcli.model import artifact
+from dlcli.model.backbones import check_weights_files
 from dlcli.model.checks import add_channel_axis, check_against_model
 from dlcli.model.signature import ModelTask, Task, describe_outputs, tasks_of
 from dlcli.runs.record import (
@@ -247,6 +248,7 @@ def train(
         wait_for_workers(cluster)
     resuming, worker = run_dir is not None, bool(cluster and not cluster.chief)
     check_files(spec.dataset, spec_dir, spec_file)  # before TensorFlow loads
+    check_weights_files(spec.model, spec_dir, spec_file)
     if spec.fit.initial_weights is not None:
         artifact.inspect(resolve_path(spec.fit.initial_weights, spec_dir), require_metadata=False)
     output_dir = None if resuming or trial or worker else output_folder(spec)
@@ -313,7 +315,9 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
     if cluster:
         spec, per_execution = workers.for_workers(spec, device, per_execution, notes)
     with device.strategy.scope():
-        model = models.build_model(spec.model, spec.name, float32_outputs=device.mixed_precision)
+        model = models.build_model(
+            spec.model, spec.name, float32_outputs=device.mixed_precision, base_dir=spec_dir
+        )
         freeze(model, spec.fit.freeze)
         models.compile_model(model, spec, steps_per_execution=per_execution)
     splits = add_channel_axis(splits, model)
