@@ -91,9 +91,11 @@ def load_images(
     start = 0
     for split, classes in files.items():
         end = start + sum(len(found) for found in classes.values())
-        kept = np.flatnonzero(readable[start:end]) + start
+        kept: Any = np.flatnonzero(readable[start:end]) + start
         if not len(kept):
             raise DataError(f"{folders[split]}: none of its image files can be read")
+        if len(kept) == end - start:
+            kept = slice(start, end)  # all of them: the pixels as a view, not a copy
         x: Any = (
             ImageFiles(paths[kept], image_info, all_digests[kept])
             if pixels is None

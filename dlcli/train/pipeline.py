@@ -478,9 +478,14 @@ def _finish(
         )
     classifier = task in (Task.multiclass, Task.binary)
     scored = splits.validation if validation and splits.validation else splits.test
-    test_metrics, predicted = score(
-        model, scored.x, targets(model, scored.y), spec.fit.batch_size, outputs=classifier
-    )
+    try:
+        test_metrics, predicted = score(
+            model, scored.x, targets(model, scored.y), spec.fit.batch_size, outputs=classifier
+        )
+    except Exception as error:
+        if bad_file := first_failure(scored.x):  # a test photo that a stream cannot decode
+            raise bad_file from error
+        raise
     evaluated_on = "train" if splits.test_is_train else "test"
     evaluated_on = "validation" if scored is splits.validation else evaluated_on
     history = read_history(run_dir / "history.csv")
