@@ -31,13 +31,16 @@ lint: setup
 	$(VENV)/bin/ruff format --check dlcli tests benchmarks
 	$(VENV)/bin/mypy
 
-# every command against plain Keras, medians of 3 alternating pairs (~30 minutes on 2 cores)
+# every command against plain Keras, medians of 3 alternating pairs (~30 minutes on 2 cores),
+# then photo folders of 4,000, 16,000 and 64,000 images against image_dataset_from_directory
 bench: setup
 	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/photo_folders.py
 
 # one pair of each, the convnet for 1 epoch (within 5 minutes): benchmarks/results-quick.json
 bench-quick: setup
 	$(PY) benchmarks/bench.py --quick
+	$(PY) benchmarks/photo_folders.py --sizes 2000 --output benchmarks/results-photos-quick.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -106,7 +106,7 @@ def write_tiff(path: Path) -> Path:
     [
         ("missing.png", lambda path: path, "no such file"),
         ("photo.png", write_text, "not an image (cannot identify image file)"),
-        ("empty.jpg", write_empty, "not an image (cannot identify image file)"),
+        ("empty.jpg", write_empty, "an empty file (0 bytes), not an image"),
         ("scan.tiff", write_tiff, "TIFF images are not supported; use PNG, JPEG, BMP, GIF or WebP"),
         (
             "big.png",

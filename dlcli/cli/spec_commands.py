@@ -16,10 +16,12 @@ def validate(context: typer.Context, spec_path: SpecPath, overrides: Overrides =
     """
     with user_errors(context):
         from dlcli.data.load import check_files
+        from dlcli.model.backbones import check_weights_files
         from dlcli.spec.load import load_spec
 
         spec = load_spec(spec_path, overrides)
         check_files(spec.dataset, spec_path.parent, spec_path)
+        check_weights_files(spec.model, spec_path.parent, spec_path)
         print(f"{spec_path}: valid ({spec.name}: {len(spec.model.layers)} layers)")
 
 

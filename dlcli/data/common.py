@@ -151,6 +151,8 @@ def check_finite(name: str, array: Any) -> None:
     """Refuse NaN or Inf, naming the count and the first offending example."""
     import numpy as np
 
+    if not np.issubdtype(getattr(array, "dtype", np.float64), np.floating):
+        return  # whole numbers, or image files (decoded to uint8) that no one reads here
     array = np.asarray(array)
     if not np.issubdtype(array.dtype, np.floating):
         return

@@ -9,9 +9,12 @@ light) and, for models trained on MNIST, the MNIST framing of the digit, with it
 as wide as MNIST's.
 
 `open_image` takes a file, or the bytes of one held in memory (an upload), named by its path.
-It turns PIL's decompression-bomb warning into an error, and silences its notes on odd
-metadata, through `warnings.catch_warnings`, which is not thread-safe: a lock lets one thread
-at a time open an image, so any thread may call it.
+PIL's decompression-bomb warning is not needed (the pixel limit is checked from the header), and
+its notes on odd metadata are silenced: by filters installed once, when this module is imported,
+and again inside `open_image` through `warnings.catch_warnings` (whatever filters the caller
+set). `catch_warnings` is not thread-safe, so `open_image` holds a lock around it (any thread
+may call it, one at a time); `read_image`, the same without it, may be called from several
+threads at once (training decodes a batch's files in parallel).
 """
 
 from __future__ import annotations
@@ -43,8 +46,11 @@ FINE = 4  # strokes are thinned or thickened on a copy this many times MNIST's b
 MAX_RADIUS = 8  # the widest disc they are eroded or dilated by, in pixels of that copy
 
 # PIL checks the size in the header when it opens a file: it warns above this and raises above
-# twice this. `open_image` turns the warning into an error too, so the limit is exactly this.
+# twice this. `open_image` checks the size itself too, so the limit is exactly this. Filters set
+# once, rather than `warnings.catch_warnings` per call, which is not thread-safe.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\..*)?")  # odd metadata
 
 # What PIL's decoders raise on truncated or corrupt data.
 _CORRUPT = (OSError, SyntaxError, ValueError, EOFError, struct.error)
@@ -70,8 +76,18 @@ def open_image(path: Path | str, data: bytes | None = None) -> Image.Image:
     """
     with _WARNINGS_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # PIL's notes on odd metadata, e.g. EXIF
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked by size below
         return _normalized(_decoded(path, data))
+
+
+def read_image(path: Path) -> Image.Image:
+    """`open_image` for several threads at once: PIL's warnings are left to the filters this
+    module installs when imported.
+
+    Raises:
+        InputError: as `open_image`.
+    """
+    return _normalized(_decoded(path))
 
 
 def normalized(image: Image.Image) -> Image.Image:
@@ -79,7 +95,7 @@ def normalized(image: Image.Image) -> Image.Image:
     with the size limit of `open_image`.
 
     Raises:
-        InputError: the image is over `MAX_PIXELS` pixels.
+        InputTooLargeError: the image is over `MAX_PIXELS` pixels.
     """
     if image.width * image.height > MAX_PIXELS:
         raise InputTooLargeError(
@@ -88,33 +104,76 @@ def normalized(image: Image.Image) -> Image.Image:
     return _normalized(image)
 
 
-def _decoded(path: Path | str, data: bytes | None = None) -> Image.Image:
-    """Open, check and decode an image file (first frame), raising InputError for any problem."""
+def check_header(path: Path, data: bytes) -> None:
+    """Refuse, as `open_image` would, a file whose header (in `data`, the file's bytes) is not
+    that of a supported image of at most `MAX_PIXELS` pixels; no pixel is decoded.
+
+    Raises:
+        InputError: one line naming the path and the problem.
+
+    Example:
+
+    >>> check_header(Path("photos/cat/empty.jpg"), b"")
+    Traceback (most recent call last):
+    ...
+    dlcli.errors.InputError: photos/cat/empty.jpg: an empty file (0 bytes), not an image
+    """
+    with _opened(path, io.BytesIO(data), empty=not data):
+        pass
+
+
+def _opened(
+    path: Path | str, source: Path | str | io.BytesIO, *, empty: bool = False
+) -> Image.Image:
+    """The image file opened (its header read) and checked: format and size."""
     try:
-        image = Image.open(path if data is None else io.BytesIO(data))
+        image = Image.open(source)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (IsADirectoryError, PermissionError) as error:
         raise InputError(f"{path}: cannot read the file ({error.strerror})") from None
     except UnidentifiedImageError:
+        if empty or (not isinstance(source, io.BytesIO) and _empty(Path(source))):
+            raise InputError(f"{path}: an empty file (0 bytes), not an image") from None
         raise InputError(f"{path}: not an image (cannot identify image file)") from None
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise InputTooLargeError(
-            f"{path}: the image is over the {MAX_PIXELS:,}-pixel limit (decompression bomb?)"
-        ) from None
+    except Image.DecompressionBombError:
+        raise InputTooLargeError(_too_large(path)) from None
     except _CORRUPT:
         raise InputError(f"{path}: truncated or corrupt image data") from None
+    if image.width * image.height > MAX_PIXELS:
+        image.close()
+        raise InputTooLargeError(_too_large(path))
+    if image.format not in FORMATS:
+        image.close()
+        raise InputError(
+            f"{path}: {image.format} images are not supported; use PNG, JPEG, BMP, GIF or WebP"
+        )
+    return image
+
+
+def _empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
+def _decoded(path: Path | str, data: bytes | None = None) -> Image.Image:
+    """Open, check and decode an image file (first frame), or its bytes held in memory, raising
+    InputError for any problem."""
+    source = path if data is None else io.BytesIO(data)
+    image = _opened(path, source, empty=data is not None and not data)
     with image:
-        if image.format not in FORMATS:
-            raise InputError(
-                f"{path}: {image.format} images are not supported; use PNG, JPEG, BMP, GIF or WebP"
-            )
         try:
             image.load()
             ImageOps.exif_transpose(image, in_place=True)
         except _CORRUPT:
             raise InputError(f"{path}: truncated or corrupt image data") from None
     return image
+
+
+def _too_large(path: Path | str) -> str:
+    return f"{path}: the image is over the {MAX_PIXELS:,}-pixel limit (decompression bomb?)"
 
 
 def _normalized(image: Image.Image) -> Image.Image:

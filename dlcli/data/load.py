@@ -91,6 +91,7 @@ def load_dataset(
     *,
     skip_bad: bool = False,
     fill: dict[str, float] | None = None,
+    stream: bool = False,
 ) -> Splits:
     """Load the dataset a spec names, as train, validation and test splits of numpy arrays.
 
@@ -105,6 +106,8 @@ def load_dataset(
         seed: the run's seed, for the test and validation splits.
         skip_bad: leave out image files that cannot be decoded (counted in `info.skipped`)
             instead of refusing the dataset.
+        stream: image folders may give `dlcli.data.image_stream.ImageFiles` in place of
+            arrays, decoded a batch at a time (training; see `load_images`).
 
     Returns:
         The splits and `DatasetInfo`: source, class names, image description, feature
@@ -119,7 +122,9 @@ def load_dataset(
         splits = load_dataset(spec.dataset, Path("configs"), seed=42)
         splits.train.x.shape, splits.info.class_names
     """
-    train, validation, test, info = _read_source(spec, base_dir, skip_bad=skip_bad, fill=fill)
+    train, validation, test, info = _read_source(
+        spec, base_dir, skip_bad=skip_bad, fill=fill, stream=stream
+    )
     test_is_train = False
     if test is None and spec.test_split:
         train, test = _split_off(train, spec.test_split, seed)
@@ -130,13 +135,20 @@ def load_dataset(
     sizes = {"train": len(train), "test": 0 if test_is_train else len(test)}
     if validation is not None:
         sizes["validation"] = len(validation)
-    arrays = [array for data in (train.x, train.y, test.x, test.y) for array in flat(data)]
-    info = dataclasses.replace(info, sizes=sizes, digest=digest(*arrays))
+    if not info.digest:  # image folders give the digest of their files
+        arrays = [array for data in (train.x, train.y, test.x, test.y) for array in flat(data)]
+        info = dataclasses.replace(info, digest=digest(*arrays))
+    info = dataclasses.replace(info, sizes=sizes)
     return Splits(train, test, validation, test_is_train, info)
 
 
 def _read_source(
-    spec: DatasetSpec, base_dir: Path, *, skip_bad: bool, fill: dict[str, float] | None
+    spec: DatasetSpec,
+    base_dir: Path,
+    *,
+    skip_bad: bool,
+    fill: dict[str, float] | None,
+    stream: bool,
 ) -> Loaded:
     """(train, validation or None, test or None, info) from the one source the spec names."""
     if spec.name:
@@ -154,7 +166,7 @@ def _read_source(
     if spec.images:
         from dlcli.data.image_folders import load_images
 
-        return load_images(spec.images, base_dir, skip_bad=skip_bad)
+        return load_images(spec.images, base_dir, skip_bad=skip_bad, stream=stream)
     from dlcli.data.inline import load_inline
 
     assert spec.inline is not None

@@ -10,7 +10,7 @@ from typing import Any
 from dlcli.errors import ConfigError
 from dlcli.spec import keras_catalog
 from dlcli.spec.messages import KeyPath, format_path
-from dlcli.spec.names import nested_namespace
+from dlcli.spec.names import is_backbone, nested_namespace
 from dlcli.spec.schema import KerasObject, LayerSpec, ModelSpec, Spec
 
 
@@ -89,12 +89,18 @@ def _call(layer: Any, inputs: Any, path: KeyPath) -> Any:
         raise ConfigError(f"`{format_path(path)}`: {_one_line(error)}") from error
 
 
-def build_model(spec: ModelSpec, name: str, *, float32_outputs: bool = False) -> Any:
+def build_model(
+    spec: ModelSpec, name: str, *, float32_outputs: bool = False, base_dir: Path | None = None
+) -> Any:
     """Build the layer stack (keras.Sequential) or graph (functional API) the spec describes.
 
-    `float32_outputs` keeps the output layers in float32 under mixed precision.
+    `float32_outputs` keeps the output layers in float32 under mixed precision. A model of
+    `keras.applications` written as a layer is built by `dlcli.model.backbones` for the shape
+    it is given, its preprocessing before it; its weights file is relative to `base_dir`.
     """
     import keras
+
+    from dlcli.model.backbones import backbone_layers
 
     paths: list[KeyPath] = [("model", "layers", index) for index in range(len(spec.layers))]
     if not spec.is_graph:
@@ -103,6 +109,11 @@ def build_model(spec: ModelSpec, name: str, *, float32_outputs: bool = False) ->
         model.add(keras.Input(shape=tuple(spec.input)))
         last = len(spec.layers) - 1
         for index, (layer, path) in enumerate(zip(spec.layers, paths, strict=True)):
+            if is_backbone(layer.class_name):
+                shape = model.outputs[0].shape[1:] if model.layers else tuple(spec.input)
+                for part in backbone_layers(layer, shape, base_dir, path):
+                    _call(model.add, part, path)
+                continue
             dtype = "float32" if float32_outputs and index == last else None
             _call(model.add, _layer(layer, path, dtype), path)
         return model
@@ -115,8 +126,13 @@ def build_model(spec: ModelSpec, name: str, *, float32_outputs: bool = False) ->
     previous = list(tensors.values())[-1]
     for index, (layer, path) in enumerate(zip(spec.layers, paths, strict=True)):
         is_output = layer.name in outputs or (spec.outputs is None and index == len(paths) - 1)
-        built = _layer(layer, path, "float32" if float32_outputs and is_output else None)
         sources = [tensors[source] for source in layer.inputs] if layer.inputs else [previous]
+        if is_backbone(layer.class_name):
+            for part in backbone_layers(layer, sources[0].shape[1:], base_dir, path):
+                previous = sources[0] = _call(part, sources[0], path)
+            tensors[layer.name or part.name] = previous
+            continue
+        built = _layer(layer, path, "float32" if float32_outputs and is_output else None)
         previous = _call(built, sources[0] if len(sources) == 1 else sources, path)
         tensors[layer.name or built.name] = previous
     result = [tensors[output] for output in outputs] if spec.outputs else previous
@@ -251,6 +267,6 @@ def summarize(spec_path: Path, overrides: Sequence[str] = ()) -> list[str]:
         )
         if model_spec.input is None:
             model_spec = model_spec.model_copy(update={"input": [width]})
-    model = build_model(model_spec, spec.name)
+    model = build_model(model_spec, spec.name, base_dir=spec_path.parent)
     model.summary(print_fn=lambda line, **_: lines.append(line))
     return lines

@@ -47,6 +47,7 @@ NAMESPACES = (
     "regularizers",
     "constraints",
     "activations",
+    "applications",
 )
 # Strings `model.compile` resolves itself, by the loss and output shape (keras.src.trainers.
 # compile_utils); no public API lists them.
@@ -56,7 +57,7 @@ COMPILE_SHORTCUTS = {
 }
 FEATURE_SPACE = "feature_space"  # keras.utils.FeatureSpace's feature types, as a namespace
 STORE_PREFIX = "keras-names-"
-_FORMAT = 3  # 3: the FeatureSpace types (`feature_space`)
+_FORMAT = 4  # 3: the FeatureSpace types (`feature_space`); 4: keras.applications
 _NOT_MEMBERS = frozenset({"get", "serialize", "deserialize"})
 
 
@@ -282,6 +283,12 @@ def _describe(namespace: str, module: Any) -> dict[str, Any]:
         for name, member in vars(module).items()
         if not name.startswith("_") and name not in _NOT_MEMBERS and callable(member)
     }
+    if namespace == "applications":  # model constructors, functions: listed with their arguments
+        return {
+            "classes": {name: _class_arguments(m) for name, m in members.items()},
+            "functions": [],
+            "strings": {},
+        }
     classes = {name: _class_arguments(m) for name, m in members.items() if inspect.isclass(m)}
     get = getattr(module, "get", None)
     if get is None:  # layers, callbacks, schedules: built from their classes only
@@ -294,8 +301,9 @@ def _describe(namespace: str, module: Any) -> dict[str, Any]:
     }
 
 
-def _class_arguments(cls: type) -> dict[str, list[str]] | None:
-    """Keyword arguments of `cls`, following `**kwargs` up the base classes' `__init__`s.
+def _class_arguments(cls: Any) -> dict[str, list[str]] | None:
+    """Keyword arguments of `cls`, following `**kwargs` up the base classes' `__init__`s (of a
+    function that builds a model, such as `keras.applications.MobileNet`, its own).
 
     A base `__init__` without `**kwargs` (or `object`) closes the list; Layer's `__init__`
     refuses what it does not name itself. Required: no default in the class's own `__init__`
@@ -305,6 +313,12 @@ def _class_arguments(cls: type) -> dict[str, list[str]] | None:
 
     named: list[str] = []
     required: list[str] = []
+    if not inspect.isclass(cls):
+        parameters = list(inspect.signature(cls).parameters.values())
+        return {
+            "arguments": sorted(p.name for p in parameters),
+            "required": sorted(p.name for p in parameters if p.default is p.empty),
+        }
     for klass in cls.__mro__:
         if klass is object:
             break

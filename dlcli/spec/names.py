@@ -91,7 +91,10 @@ def _check_layers(
 ) -> Iterator[tuple[KeyPath, str]]:
     known = {i.name for i in spec.model.inputs or []}
     for path, layer in layers:
-        yield from _check_object("layers", path, layer, custom_allowed=bool(spec.plugins))
+        if is_backbone(layer.class_name):
+            yield from _check_backbone(path, layer)
+        else:
+            yield from _check_object("layers", path, layer, custom_allowed=bool(spec.plugins))
         if spec.model.is_graph:
             for source in layer.inputs or []:
                 if source not in known:
@@ -115,6 +118,37 @@ def _check_layers(
     for index, output in enumerate(spec.model.outputs or []):
         if output not in known:
             yield ("model", "outputs", index), f"`{output}` is not a layer{suggest(output, known)}"
+
+
+def is_backbone(name: str) -> bool:
+    """Whether a layer's name is a model of `keras.applications` (and not a layer's name)."""
+    return (
+        keras_catalog.resolve("layers", name) is None
+        and keras_catalog.resolve("applications", name) is not None
+    )
+
+
+# Arguments of a keras.applications model that dlcli gives itself.
+BACKBONE_ARGUMENTS = {
+    "input_shape": "dlcli gives the backbone the shape of what the layer before it outputs",
+    "input_tensor": "dlcli gives the backbone the output of the layer before it",
+}
+
+
+def _check_backbone(path: KeyPath, layer: LayerSpec) -> Iterator[tuple[KeyPath, str]]:
+    """A pretrained model of keras.applications as a layer: its arguments, and `weights`
+    `imagenet`, null or a weights file (whose existence `dlcli train` checks)."""
+    for argument, reason in BACKBONE_ARGUMENTS.items():
+        if argument in layer.config:
+            yield (*path, layer.class_name, argument), f"`{argument}` is not given: {reason}"
+            return
+    yield from _check_object("applications", path, layer)
+    weights = layer.config.get("weights", "imagenet")
+    if weights is not None and not isinstance(weights, str):
+        yield (
+            (*path, layer.class_name, "weights"),
+            f"`weights` is `imagenet`, null or the path of a weights file; got {weights!r}",
+        )
 
 
 def _check_object(

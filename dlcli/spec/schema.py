@@ -34,6 +34,7 @@ KerasDataset = Literal[
     "california_housing",
 ]
 ColorMode = Literal["grayscale", "rgb", "rgba"]
+ImageCache = Literal["memory", "none"]
 
 
 class Strict(BaseModel):
@@ -263,6 +264,10 @@ class ImagesSource(Strict):
     test: str | None = None
     image_size: list[Annotated[int, Field(gt=0)]] = Field(min_length=2, max_length=2)
     color_mode: ColorMode = "rgb"
+    # Where decoded training images are kept between epochs: `memory` (decoded once, held as
+    # arrays), `none` (decoded again each epoch, a few batches ahead of the step); unset: memory
+    # when they take at most `dlcli.data.image_folders.MEMORY_FRACTION` of the physical memory.
+    cache: ImageCache | None = None
 
 
 class InlineSource(Strict):

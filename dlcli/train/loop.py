@@ -29,6 +29,24 @@ def steps_per_execution(setting: int | str, examples: int, batch_size: int) -> i
     return divisor if 4 * divisor >= limit else limit
 
 
+# The decoded images of one execution (a stream of image files) take at most this much memory.
+_DECODED_EXECUTION_BYTES = 64 * 1024 * 1024
+
+
+def decoded_steps(files: Any, batch_size: int) -> int:
+    """The most steps per execution whose decoded images fit `_DECODED_EXECUTION_BYTES`.
+
+    Example:
+        >>> from dlcli.data.common import ImageInfo
+        >>> from dlcli.data.image_stream import ImageFiles
+        >>> files = ImageFiles(np.array(["a.jpg"] * 1000), ImageInfo(128, 128, 3), np.array([b""]))
+        >>> decoded_steps(files, 32)
+        42
+    """
+    per_example = int(np.prod(files.shape[1:]))
+    return max(1, _DECODED_EXECUTION_BYTES // (batch_size * per_example))
+
+
 # Above this size the training data goes to Keras's own adapter, which holds no shuffled copy.
 _SHUFFLED_COPY_MAX_BYTES = 512 * 1024 * 1024
 
@@ -62,10 +80,21 @@ def training_data(
     """
     import keras
 
+    from dlcli.data.image_stream import ImageFiles
+
+    files = x if isinstance(x, ImageFiles) else None
+    if files is not None:  # the files' indices stand for the images until they are decoded
+        x = np.arange(len(files), dtype=np.int64)
     structure = (x, y) if weights is None else (x, y, weights)
     arrays = keras.tree.flatten(structure)  # x, y and weights may each be a list or mapping
     fits = all(isinstance(array, np.ndarray) for array in arrays)
     too_large = fits and sum(array.nbytes for array in arrays) > _SHUFFLED_COPY_MAX_BYTES
+    if files is not None and (not fused or replicas > 1):
+        return {
+            "x": _epochs_of_batches(files, arrays, batch_size, shuffle, first_epoch),
+            "steps_per_epoch": math.ceil(len(files) / batch_size),
+            "shuffle": False,
+        }
     if not fused or replicas > 1 or not fits or len(arrays[0]) == 0 or too_large:
         return {
             "x": x,
@@ -97,7 +126,10 @@ def training_data(
         return model.get_metrics_result()  # what `train_step` returns, after the last step
 
     model.train_function = lambda iterator: execution(*next(iterator))
-    dataset = executions(tuple(arrays), batch_size, shuffle, model.steps_per_execution, first_epoch)
+    decoded = None if files is None else files.decoded_map([0, len(arrays)])
+    dataset = executions(
+        tuple(arrays), batch_size, shuffle, model.steps_per_execution, first_epoch, decoded
+    )
     return {
         "x": dataset,
         "steps_per_epoch": math.ceil(len(arrays[0]) / batch_size),
@@ -111,6 +143,7 @@ def executions(
     shuffle: bool,
     per_execution: int,
     first_epoch: int = 0,
+    decoded: Any = None,
 ) -> Any:
     """The training data as a tf.data pipeline of executions, all epochs through one iterator.
 
@@ -122,6 +155,10 @@ def executions(
     previous epoch trains. Epoch e's order depends on the run's seed and e alone, so a run
     resumed after `first_epoch` epochs sees the orders the uninterrupted run would have. Pixels
     stay uint8, 4x less to copy than float32; the model converts them.
+
+    `decoded`, a tf.data map function, turns each execution's parts into what the step takes:
+    for image files (`ImageFiles.decoded_map`), the files' indices into their images, decoded
+    while the previous execution trains.
     """
     import tensorflow as tf
 
@@ -162,4 +199,32 @@ def executions(
     # seconds to return after its last epoch on a 2-core machine.
     options.autotune.enabled = False
     dataset = tf.data.Dataset.from_tensors(tuple(arrays)).repeat().flat_map(one_epoch)
+    if decoded is not None:
+        dataset = dataset.map(decoded)
     return dataset.prefetch(1).with_options(options)
+
+
+def _epochs_of_batches(
+    files: Any, arrays: list[Any], batch_size: int, shuffle: bool, first_epoch: int
+) -> Any:
+    """Image files as batches for Keras's own loop, all epochs through one iterator: epoch e in
+    the order of the run's seed and e (as `executions`), each batch decoded one ahead."""
+    import tensorflow as tf
+
+    with tf.device("/cpu:0"):
+        epoch = tf.Variable(first_epoch, dtype=tf.int64, trainable=False)
+    base_seed = tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64)
+    count = len(files)
+
+    @tf.autograph.experimental.do_not_convert
+    def one_epoch(*parts: Any) -> Any:
+        if shuffle:
+            seed = tf.stack([base_seed, epoch.assign_add(1)])
+            order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=seed)
+            parts = tuple(tf.gather(part, order) for part in parts)
+        return tf.data.Dataset.from_tensor_slices(parts).batch(batch_size)
+
+    options = tf.data.Options()
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+    dataset = tf.data.Dataset.from_tensors(tuple(arrays)).repeat().flat_map(one_epoch)
+    return dataset.map(files.decoded_map([0])).prefetch(2).with_options(options)

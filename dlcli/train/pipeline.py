@@ -20,8 +20,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
+
 from dlcli.data.class_codes import codes_as_names
-from dlcli.data.common import Splits, in_order, resolve_path
+from dlcli.data.common import Split, Splits, in_order, resolve_path, take
+from dlcli.data.image_stream import ImageFiles, first_failure
 from dlcli.data.load import check_files, load_dataset
 from dlcli.distribute.cluster import (
     Cluster,
@@ -33,6 +36,7 @@ from dlcli.distribute.cluster import (
 from dlcli.distribute.keras_fixes import FUSED_LOOP_KERAS, fused_loop_tested
 from dlcli.errors import TrainingError, UsageError
 from dlcli.model import artifact
+from dlcli.model.backbones import check_weights_files
 from dlcli.model.checks import add_channel_axis, check_against_model
 from dlcli.model.feature_space import with_encoder
 from dlcli.model.signature import ModelTask, Task, describe_outputs, tasks_of
@@ -61,7 +65,7 @@ from dlcli.train.callbacks import (
     weights_epoch,
 )
 from dlcli.train.export_onnx import write_onnx
-from dlcli.train.loop import steps_per_execution, training_data
+from dlcli.train.loop import decoded_steps, steps_per_execution, training_data
 from dlcli.train.model_info import model_info
 from dlcli.train.resume import more_epochs, prepare_resume, restore_backup
 from dlcli.train.sample_weights import sample_weights
@@ -70,6 +74,8 @@ from dlcli.train.warm_start import freeze, load_initial_weights
 if TYPE_CHECKING:
     from dlcli.track.mlflow_run import MlflowRun
     from dlcli.track.tracked import TrackRequest
+
+EXPORT_EXAMPLES = 512  # the examples `dlcli export` compares an export with Keras on
 
 
 class ProgressView(Protocol):
@@ -266,6 +272,7 @@ def train(
     resuming, worker = run_dir is not None, bool(cluster and not cluster.chief)
     request = None if worker else _track_request(mlflow, spec, trial)  # MLflow installed?
     check_files(spec.dataset, spec_dir, spec_file)  # before TensorFlow loads
+    check_weights_files(spec.model, spec_dir, spec_file)
     if spec.fit.initial_weights is not None:
         artifact.inspect(resolve_path(spec.fit.initial_weights, spec_dir), require_metadata=False)
     output_dir = None if resuming or trial or worker else output_folder(spec)
@@ -372,13 +379,15 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlcli-data") as reader:
         # The dataset is read while TensorFlow loads; a source that needs Keras (a download)
         # is read on this thread instead, once TensorFlow is loaded (see dlcli.distribute.device).
-        reading = reader.submit(load_dataset, spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad)
+        reading = reader.submit(
+            load_dataset, spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad, stream=True
+        )
         notes = [note] if (note := keep_compiled_programs()) else []
         import_tensorflow()
         try:
             splits = reading.result()
         except NeedsMainThread:
-            splits = load_dataset(spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad)
+            splits = load_dataset(spec.dataset, spec_dir, spec.seed, skip_bad=skip_bad, stream=True)
     import keras
 
     from dlcli.distribute.device import select_device
@@ -390,11 +399,15 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
     per_execution = steps_per_execution(
         spec.compile.steps_per_execution, len(splits.train), spec.fit.batch_size
     )
+    if isinstance(splits.train.x, ImageFiles) and spec.compile.steps_per_execution == "auto":
+        per_execution = min(per_execution, decoded_steps(splits.train.x, spec.fit.batch_size))
     if cluster:
         spec, per_execution = workers.for_workers(spec, device, per_execution, notes)
     splits, model_spec, encoder = encode_columns(spec, splits, notes)
     with device.strategy.scope():
-        model = models.build_model(model_spec, spec.name, float32_outputs=device.mixed_precision)
+        model = models.build_model(
+            model_spec, spec.name, float32_outputs=device.mixed_precision, base_dir=spec_dir
+        )
         freeze(model, spec.fit.freeze)
         models.compile_model(model, spec, steps_per_execution=per_execution)
     splits = add_channel_axis(splits, model)
@@ -407,7 +420,11 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
         splits, note = codes_as_names(splits, units, task, label)
         notes.extend([note] if note else [])
     check_against_model(splits, model, spec.compile)
-    models.adapt_preprocessing(model, model_spec, splits.train.x)
+    train_x = splits.train.x
+    streamed = isinstance(train_x, ImageFiles)
+    models.adapt_preprocessing(
+        model, model_spec, train_x.batches(spec.fit.batch_size) if streamed else train_x
+    )
     if spec.fit.initial_weights is not None:  # after adapting: the file's statistics stay
         path = resolve_path(spec.fit.initial_weights, spec_dir)
         notes.append(load_initial_weights(model, path))
@@ -415,7 +432,8 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
         spec.fit.class_weight, splits.train, splits.info.class_names, tasks, describe_outputs(model)
     )
     if device.strategy.num_replicas_in_sync == 1:  # a strategy makes Keras create them itself
-        models.create_training_variables(model, splits.train.x, targets(model, splits.train.y))
+        first = train_x.decode(np.arange(1)) if streamed else train_x
+        models.create_training_variables(model, first, targets(model, splits.train.y))
     callbacks = models.build_callbacks(spec)
     return Prepared(
         spec,
@@ -521,8 +539,13 @@ def _fit(
         first_epoch=first_epoch,
         weights=weights,
     )
-    validation = None
-    if splits.validation is not None:
+    validation: Any = None
+    validation_batch_size: int | None = spec.fit.batch_size
+    if splits.validation is not None and isinstance(splits.validation.x, ImageFiles):
+        labels = targets(model, splits.validation.y)
+        validation = splits.validation.x.batches(spec.fit.batch_size, labels)
+        validation_batch_size = None  # a dataset comes in its own batches
+    elif splits.validation is not None:
         validation = (splits.validation.x, targets(model, splits.validation.y))
     cluster = prepared.cluster
     if cluster:
@@ -538,7 +561,7 @@ def _fit(
                 epochs=spec.fit.epochs,
                 initial_epoch=first_epoch,
                 validation_data=validation,
-                validation_batch_size=spec.fit.batch_size,
+                validation_batch_size=validation_batch_size,
                 validation_freq=spec.fit.validation_freq,
                 callbacks=callbacks,
                 verbose=0,
@@ -550,6 +573,9 @@ def _fit(
     except Exception as error:
         if cluster and (lost := workers.lost_worker(error, cluster, run_dir)):
             raise lost from error
+        validation_x = splits.validation.x if splits.validation else None
+        if bad_file := first_failure(splits.train.x, validation_x):
+            raise bad_file from error
         raise failure_error(error, spec, run_dir) from error
     finally:
         view.stop()
@@ -575,9 +601,14 @@ def _finish(
         )
     classifier = task in (Task.multiclass, Task.binary)
     scored = splits.validation if validation and splits.validation else splits.test
-    test_metrics, predicted = score(
-        model, scored.x, targets(model, scored.y), spec.fit.batch_size, outputs=classifier
-    )
+    try:
+        test_metrics, predicted = score(
+            model, scored.x, targets(model, scored.y), spec.fit.batch_size, outputs=classifier
+        )
+    except Exception as error:
+        if bad_file := first_failure(scored.x):  # a test photo that a stream cannot decode
+            raise bad_file from error
+        raise
     evaluated_on = "train" if splits.test_is_train else "test"
     evaluated_on = "validation" if scored is splits.validation else evaluated_on
     history = read_history(run_dir / "history.csv")
@@ -614,7 +645,7 @@ def _finish(
         )
     elif spec.output.onnx:
         source = "train" if splits.test_is_train else "test"
-        exported = write_onnx(model, model_path, splits.test, f"the {source} split")
+        exported = write_onnx(model, model_path, _in_memory(splits.test), f"the {source} split")
     artifact.write_json(run_dir / "metrics.json", metrics)
     plots.save_curves(history, run_dir / "curves.png")
     if predicted is not None:
@@ -641,6 +672,14 @@ def _finish(
         exported=exported,
         saved_by=saved_by,
     )
+
+
+def _in_memory(split: Split) -> Split:
+    """The split; of image files, the first `EXPORT_EXAMPLES` decoded (what an export checks)."""
+    if not isinstance(split.x, ImageFiles):
+        return split
+    chosen = np.arange(min(len(split), EXPORT_EXAMPLES))
+    return Split(split.x.decode(chosen), take(split.y, chosen))
 
 
 def targets(model: Any, y: Any) -> Any:
