@@ -27,7 +27,7 @@ def column_problems(spec: Spec) -> Iterator[tuple[KeyPath, str]]:
     >>> from dlcli.spec.schema import DatasetSpec, CsvSource
     >>> csv = CsvSource(train="a.csv", label="y", columns={"y": "string_categorical"})
     >>> list(_label_problems(csv))
-    [(('dataset', 'csv', 'columns', 'y'), "`y` is the label column; leave it out of `columns`")]
+    [(('dataset', 'csv', 'columns', 'y'), '`y` is the label column; leave it out of `columns`')]
     """
     csv = spec.dataset.csv
     typed = csv is not None and csv.columns is not None

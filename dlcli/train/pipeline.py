@@ -37,7 +37,7 @@ from dlcli.distribute.keras_fixes import FUSED_LOOP_KERAS, fused_loop_tested
 from dlcli.errors import TrainingError, UsageError
 from dlcli.model import artifact
 from dlcli.model.backbones import check_weights_files
-from dlcli.model.checks import add_channel_axis, check_against_model
+from dlcli.model.checks import add_channel_axis, check_against_model, check_names
 from dlcli.model.feature_space import with_encoder
 from dlcli.model.signature import ModelTask, Task, describe_outputs, tasks_of
 from dlcli.runs.record import (
@@ -411,6 +411,7 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
         freeze(model, spec.fit.freeze)
         models.compile_model(model, spec, steps_per_execution=per_execution)
     splits = add_channel_axis(splits, model)
+    check_names(splits.train, model, spec.compile)  # before tasks_of reads compile.loss by name
     tasks = tasks_of(spec.compile.loss, model)
     task: ModelTask = next(iter(tasks.values())) if len(tasks) == 1 else "multioutput"
     csv = spec.dataset.csv
