@@ -152,7 +152,11 @@ def test_two_processes_share_one_study_and_a_rerun_continues_it(
 def test_ctrl_c_ends_the_trial_and_keeps_the_finished_ones(
     tmp_path: Path, user_env: dict[str, str]
 ) -> None:
-    long_trials = SEARCH.replace("epochs: 3", "epochs: 25").replace("trials: 3", "trials: 9")
+    """Ctrl-C while trial 1 loads or trains stops it (a signal between two batches, or before
+    its first, acts there) and keeps trial 0. Trials of 100 epochs keep trial 1 in training well
+    past the half second the signal waits; a signal in its last steps (scoring, saving) would
+    let it finish first."""
+    long_trials = SEARCH.replace("epochs: 3", "epochs: 100").replace("trials: 3", "trials: 9")
     write_search_spec(tmp_path, long_trials)
     process = subprocess.Popen(
         [*dlcli_command(), "tune", "tiny.yaml"],
@@ -165,7 +169,7 @@ def test_ctrl_c_ends_the_trial_and_keeps_the_finished_ones(
     assert process.stdout is not None
     lines = [process.stdout.readline(), process.stdout.readline()]  # the header, trial 0
     assert re.match(r" +0 +(complete|pruned) ", lines[1]), lines
-    time.sleep(2)  # trial 1 is training by now, or still loading: Ctrl-C ends it either way
+    time.sleep(0.5)  # trial 1 is loading or training: Ctrl-C ends it either way
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
