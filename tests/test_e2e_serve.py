@@ -62,6 +62,11 @@ def start_server(
     return process, base
 
 
+# Straight to the server on 127.0.0.1: urllib's default opener keeps the proxies of the first
+# process-wide request, which another test may have made through a refusing proxy.
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def call(
     method: str, url: str, body: Any = None, content_type: str = "application/json"
 ) -> tuple[int, Any]:
@@ -70,7 +75,7 @@ def call(
     headers = {"content-type": content_type} if data is not None else {}
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
+        with DIRECT.open(request, timeout=60) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
