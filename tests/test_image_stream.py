@@ -190,16 +190,19 @@ def dlcli(folder: Path, *arguments: str, strace: list[str] | None = None) -> Any
 def test_a_streamed_run_killed_during_an_epoch_resumes_to_the_same_weights(
     isolated: Path,
 ) -> None:
-    """SIGKILL (strace's fault injection) as the run opens one training photo for the fourth
-    time: read once before training, decoded in epochs 1 and 2, so killed while epochs 2 or 3
-    are decoded, after the backup of epoch 1 at least. --resume then ends with bitwise the
-    weights and history of the same run uninterrupted."""
+    """SIGKILL (strace's fault injection) as the run opens the weights file of its second backup:
+    epoch 2 has been trained from the stream, epoch 1's backup is whole. The photos themselves
+    are opened on the decoding pool's threads, and strace counts a syscall per thread, so a
+    kill at their Nth opening would land at a different epoch from run to run. --resume then
+    decodes epochs 2 and 3 again and ends with bitwise the weights and history of the same run
+    uninterrupted."""
     write_photos(isolated / "photos")
     (isolated / "spec.yaml").write_text(spec("none", test_split=0.0))
     whole = invoke(["train", "spec.yaml", "--quiet"])
     assert whole.exit_code == 0, whole.output
-    watched = "photos/dog/007.jpg"  # as the run opens it: relative to the spec's folder
-    strace = ["strace", "-f", "-qq", "-P", watched]
+    # each backup opens its weights file 3 times on the main thread: the 4th is epoch 2's
+    weights_file = isolated / "runs" / "photos-2" / "backup" / ".partial" / "weights.weights.h5"
+    strace = ["strace", "-f", "-qq", f"-P{weights_file}"]
     strace += ["-e", "trace=openat", "-e", "inject=openat:signal=KILL:when=4", "--"]
     killed = dlcli(isolated, "train", "spec.yaml", "--quiet", strace=strace)
     assert killed.returncode in (-9, 137), killed.stderr[-2000:]

@@ -130,10 +130,13 @@ def _wait(processes: list[subprocess.Popen[bytes]], signalled: list[int]) -> tup
     failed, term_at, kill_at = None, math.inf, math.inf
     while any(process.poll() is None for process in processes):
         now = time.monotonic()
-        for index, process in enumerate(processes):
-            code = process.poll()
-            if failed is None and code not in (None, 0) and not signalled:
-                failed, term_at = (index, code), now + LOST_GRACE
+        ended = [(index, process.poll()) for index, process in enumerate(processes)]
+        errors = [(index, code) for index, code in ended if code is not None and code != 0]
+        if failed is None and errors and not signalled:
+            # Seen ending together, a worker killed by a signal is the cause: the others
+            # stopped because they lost it.
+            killed = [(index, code) for index, code in errors if code < 0]
+            failed, term_at = (killed or errors)[0], now + LOST_GRACE
         if signalled and kill_at == math.inf:
             kill_at = now + STOP_GRACE
         if now > term_at:
