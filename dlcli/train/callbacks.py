@@ -7,7 +7,7 @@ import errno
 import math
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,23 +115,36 @@ class SignalLatch:
         self.number = number
 
 
+_STOPPING = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def _handled(handler_for: Callable[[dict[signal.Signals, Any]], Any]) -> Iterator[None]:
+    """SIGINT and SIGTERM handled by `handler_for(the handlers they had)` while the block runs,
+    then restored; on the main thread only (signals are delivered there). An ignored signal
+    stays ignored, as for a script's background job."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.getsignal(number) for number in _STOPPING}
+    handler = handler_for(previous)
+    for number, old in previous.items():
+        if old is not signal.SIG_IGN:
+            signal.signal(number, handler)
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
 @contextmanager
 def latched_signals() -> Iterator[SignalLatch]:
     """SIGINT and SIGTERM latched (`SignalLatch`) while the block runs, on the main thread;
     `signals_stop` inside it stops fit at once for a signal that came before fit began."""
     latch = SignalLatch()
-    if threading.current_thread() is not threading.main_thread():
+    with _handled(lambda previous: latch):
         yield latch
-        return
-    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    for number, handler in previous.items():
-        if handler is not signal.SIG_IGN:
-            signal.signal(number, latch)
-    try:
-        yield latch
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 @contextmanager
@@ -139,27 +152,21 @@ def signals_stop(progress: Any) -> Iterator[None]:
     """SIGINT and SIGTERM ask the progress callback to stop; a second signal acts at once.
 
     A signal latched before fit began (`latched_signals`) stops it at its first batch."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    latched = [handler.number for handler in previous.values() if isinstance(handler, SignalLatch)]
-    if any(latched):
-        progress.signal_number = max(latched)
 
-    def request_stop(number: int, frame: Any) -> None:
-        progress.signal_number = number
-        for restored, handler in previous.items():
-            signal.signal(restored, handler)
+    def handler_for(previous: dict[signal.Signals, Any]) -> Callable[[int, Any], None]:
+        latched = [old.number for old in previous.values() if isinstance(old, SignalLatch)]
+        if any(latched):
+            progress.signal_number = max(latched)
 
-    for number, handler in previous.items():
-        if handler is not signal.SIG_IGN:  # ignored, as for a script's background job: stays so
-            signal.signal(number, request_stop)
-    try:
+        def request_stop(number: int, frame: Any) -> None:
+            progress.signal_number = number
+            for restored, old in previous.items():
+                signal.signal(restored, old)
+
+        return request_stop
+
+    with _handled(handler_for):
         yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 def early_stop_note(callbacks: list[Any], model: Any, epochs_run: int, epochs: int) -> str | None:
