@@ -178,7 +178,6 @@ import numpy as np
 import tensorflow as tf
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 import keras
-from .helpers import invoke
 keras.utils.set_random_seed(1)
 x = np.random.rand(64, 4).astype("float32")
 y = (x.sum(axis=1) > 2).astype("int32")
