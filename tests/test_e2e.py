@@ -177,12 +177,12 @@ def test_xor_learns_the_four_points(workspace: Path, user_env: dict[str, str]) -
     assert "On the training data (no test split): accuracy 1.0000" in result.stdout
 
 
-@pytest.mark.slow  # real MNIST; make test searches the iris CSV (tests/test_tune.py)
+@pytest.mark.slow  # real MNIST; make test searches this config's space on tiny images
 def test_the_shipped_search_runs_on_mnist(
     first_model: Path, workspace: Path, user_env: dict[str, str]
 ) -> None:
     """configs/mnist_tune.yaml for real, shortened: 2 trials of 1 epoch (tests/test_tune.py
-    tests the search itself on a tiny CSV)."""
+    runs the same search on 160 random images, and tests the search itself on a tiny CSV)."""
     arguments = [
         "tune",
         str(REPO / "configs" / "mnist_tune.yaml"),

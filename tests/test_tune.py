@@ -14,10 +14,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from .helpers import SEARCH, accuracy_of, dlcli_command, run_cli, write_search_spec
+from .helpers import REPO, SEARCH, accuracy_of, dlcli_command, run_cli, write_search_spec
 
 
 def trials_in(database: Path) -> list[tuple[int, str]]:
@@ -239,6 +240,21 @@ NO_TENSORFLOW = re.compile(r"^import time:.*\|\s*(tensorflow|keras)(\.|$)", re.M
             "(tiny.yaml, line 23)",
         ),
         (
+            ("  space:", "  first_trials:\n    - model.layers[1].Dense.unit: 8\n  space:"),
+            [],
+            3,
+            "`search.first_trials[0].model.layers[1].Dense.unit`: `model.layers[1].Dense.unit` "
+            "is not a key of `search.space` (did you mean `model.layers[1].Dense.units`?) "
+            "(tiny.yaml, line 22)",
+        ),
+        (
+            ("  space:", "  first_trials:\n    - model.layers[1].Dense.units: 64\n  space:"),
+            [],
+            3,
+            "`search.first_trials[0].model.layers[1].Dense.units`: 64 is outside the `int` range "
+            "[4, 32] (tiny.yaml, line 22)",
+        ),
+        (
             ("metric: val_accuracy", "metric: accuracy"),
             [],
             3,
@@ -273,6 +289,8 @@ NO_TENSORFLOW = re.compile(r"^import time:.*\|\s*(tensorflow|keras)(\.|$)", re.M
         "misspelt key",
         "no such layer",
         "value refused",
+        "first trial off the space",
+        "first trial outside a range",
         "training metric",
         "no validation",
         "unknown direction",
@@ -386,3 +404,65 @@ def test_a_timeout_ends_the_search_before_its_trials(
     ran = int(ended[1])
     assert 1 <= ran < 20
     assert len(trials_in(tmp_path / "runs" / "tiny-tune-1" / "study.db")) == ran
+
+
+def test_the_first_trials_run_as_given_and_the_median_pruner_stops_a_bad_one(
+    tmp_path: Path, user_env: dict[str, str]
+) -> None:
+    """`search.first_trials` runs five good learning rates, then a deliberately bad one (Adam at
+    0.001 learns little in an epoch): the median pruner, which waits for 5 finished trials,
+    stops the sixth after its first epoch of three, since its val_loss is above the median of
+    the others' first epochs."""
+    good = [0.03, 0.04, 0.05, 0.06, 0.08]
+    first = [{"compile.optimizer.Adam.learning_rate": rate} for rate in [*good, 0.001]]
+    text = SEARCH.replace("metric: val_accuracy", "metric: val_loss").replace(
+        "trials: 3", f"trials: 6\n  first_trials: {json.dumps(first)}"
+    )
+    write_search_spec(tmp_path, text)
+    result = run_cli(["tune", "tiny.yaml", "--json"], user_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    trials = json.loads(result.stdout)["trials"]
+    learning_rates = [row["params"]["compile.optimizer.Adam.learning_rate"] for row in trials]
+    assert learning_rates == [*good, 0.001]
+    assert [row["state"] for row in trials] == ["complete"] * 5 + ["pruned"]
+    assert [row["epochs"] for row in trials] == [3] * 5 + [1]
+    history = (tmp_path / "runs" / "tiny-tune-1" / "trial-5" / "history.csv").read_text()
+    assert len(history.splitlines()) == 2, history  # the header and the one epoch it trained
+
+
+def test_the_shipped_mnist_search_runs_its_space_on_tiny_digits(
+    tmp_path: Path, user_env: dict[str, str]
+) -> None:
+    """configs/mnist_tune.yaml as shipped (its model, optimizer and search space), on 160 random
+    28x28 images instead of MNIST, 2 trials of 1 epoch: every key path of its space is drawn
+    and trained (tests/test_e2e.py searches the real MNIST, behind `slow`)."""
+    generator = np.random.default_rng(0)
+    images = generator.integers(0, 256, (160, 28, 28), dtype=np.uint8)
+    labels = np.arange(160) % 10
+    train, test = slice(0, 120), slice(120, None)
+    splits = {"x_train": images[train], "y_train": labels[train]}
+    np.savez(tmp_path / "digits.npz", **splits, x_test=images[test], y_test=labels[test])
+    arguments = [
+        "tune",
+        str(REPO / "configs" / "mnist_tune.yaml"),
+        "--trials",
+        "2",
+        "--set",
+        "fit.epochs=1",
+        "--set",
+        f"dataset={{npz: {tmp_path / 'digits.npz'}, validation_split: 0.25}}",
+        "--json",
+    ]
+    result = run_cli(arguments, user_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    tuned = json.loads(result.stdout)
+    assert [row["state"] for row in tuned["trials"]] == ["complete", "complete"]
+    space = yaml.safe_load((REPO / "configs" / "mnist_tune.yaml").read_text())["search"]["space"]
+    for row in tuned["trials"]:
+        assert set(row["params"]) == set(space)
+        units = row["params"]["model.layers[2].Dense.units"]
+        trained = yaml.safe_load((Path(row["run_dir"]) / "spec.yaml").read_text())
+        assert trained["model"]["layers"][2] == {"Dense": {"units": units, "activation": "relu"}}
+    best = yaml.safe_load(Path(tuned["best"]["spec_file"]).read_text())
+    assert best["dataset"]["npz"]["path"] == str(tmp_path / "digits.npz")
+    assert "search" not in best

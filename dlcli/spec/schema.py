@@ -422,6 +422,9 @@ class SearchSpec(Strict):
     timeout: Annotated[Number, Field(gt=0)] | None = None  # seconds; no trial starts after
     pruner: Literal["median", "hyperband", "none"] = "median"
     space: dict[str, Distribution] = Field(min_length=1)
+    # trials run before the sampler draws any (Optuna's enqueue_trial): known good values, the
+    # spec as written; a key of `space` left out of one is drawn by the sampler
+    first_trials: list[dict[str, Any]] | None = Field(None, min_length=1)
 
     @field_validator("metric")
     @classmethod

@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dlcli.spec.messages import KeyPath, describe_error, format_path
+from dlcli.spec.messages import KeyPath, describe_error, format_path, suggest
 from dlcli.spec.names import keras_problems
-from dlcli.spec.schema import Spec
+from dlcli.spec.schema import Distribution, Spec
 from dlcli.spec.yaml_loader import set_key
 
 
@@ -42,7 +42,49 @@ def search_problems(spec: Spec, data: dict[str, Any]) -> list[tuple[KeyPath, str
             problem = _spec_problem(candidate)
             if problem is not None:
                 return [(where, f"with {value!r}, {problem}")]
-    return []
+    return _first_trial_problems(spec.search.first_trials or [], spec.search.space)[:1]
+
+
+def _first_trial_problems(
+    trials: list[dict[str, Any]], space: dict[str, Distribution]
+) -> list[tuple[KeyPath, str]]:
+    """Each value of `search.first_trials` must be one the space can take (the spec was checked
+    with the space's extremes, so such a value gives a valid spec).
+
+    Example:
+        >>> space = {"fit.batch_size": Distribution.model_validate({"choice": [16, 32]})}
+        >>> _first_trial_problems([{"fit.batch_size": 64}], space)
+        [(('search', 'first_trials', 0, 'fit.batch_size'), '64 is not among the choices [16, 32]')]
+    """
+    problems: list[tuple[KeyPath, str]] = []
+    for index, trial in enumerate(trials):
+        for key, value in trial.items():
+            where: KeyPath = ("search", "first_trials", index, key)
+            if key not in space:
+                hint = suggest(key, space)
+                problems.append((where, f"`{key}` is not a key of `search.space`{hint}"))
+                continue
+            problem = _outside(value, space[key])
+            if problem is not None:
+                problems.append((where, problem))
+    return problems
+
+
+def _outside(value: Any, distribution: Distribution) -> str | None:
+    """What keeps `value` out of `distribution`, or None if it is one the sampler could draw."""
+    if distribution.choice is not None:
+        if value in distribution.choice:
+            return None
+        return f"{value!r} is not among the choices {distribution.choice}"
+    bounds = distribution.int_range or distribution.float_range
+    assert bounds is not None
+    kind = "int" if distribution.int_range is not None else "float"
+    wrong_type = isinstance(value, bool) or not isinstance(value, int | float)
+    if wrong_type or (kind == "int" and not isinstance(value, int)):
+        return f"{value!r} is not a number of the `{kind}` range {bounds}"
+    if not bounds[0] <= value <= bounds[1]:
+        return f"{value!r} is outside the `{kind}` range {bounds}"
+    return None
 
 
 def _spec_problem(data: dict[str, Any]) -> str | None:

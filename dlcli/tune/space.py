@@ -16,7 +16,7 @@ import yaml
 
 from dlcli.data.common import resolve_path
 from dlcli.errors import ConfigError
-from dlcli.spec.schema import DatasetSpec, Distribution, Spec
+from dlcli.spec.schema import DatasetSpec, Distribution, SearchSpec, Spec
 
 # Keras's own metric names whose best value is the lowest; anything named *loss or *error too
 _LOWER_IS_BETTER = re.compile(
@@ -95,7 +95,7 @@ def sample(trial: Any, space: dict[str, Distribution]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, distribution in space.items():
         if distribution.choice is not None:
-            options = {_scalar(choice): choice for choice in distribution.choice}
+            options = {stored_value(choice): choice for choice in distribution.choice}
             values[key] = options[trial.suggest_categorical(key, list(options))]
         elif distribution.int_range is not None:
             low, high = distribution.int_range
@@ -110,9 +110,17 @@ def sample(trial: Any, space: dict[str, Distribution]) -> dict[str, Any]:
     return values
 
 
-def _scalar(choice: Any) -> Any:
-    """A choice as Optuna stores it: itself, or the YAML text of a mapping or list."""
-    return yaml_text(choice) if isinstance(choice, dict | list) else choice
+def stored_value(value: Any) -> Any:
+    """A value as Optuna stores it: itself, or the YAML text of a mapping or list."""
+    return yaml_text(value) if isinstance(value, dict | list) else value
+
+
+def first_trials(search: SearchSpec) -> list[dict[str, Any]]:
+    """`search.first_trials` as the study stores parameter values."""
+    return [
+        {key: stored_value(value) for key, value in trial.items()}
+        for trial in search.first_trials or []
+    ]
 
 
 def yaml_text(value: Any) -> str:

@@ -111,6 +111,7 @@ def open_study(
     direction: str,
     pruner: str,
     seed: int,
+    first_trials: list[dict[str, Any]],
 ) -> Study:
     """Continue the newest study of this spec (`key`) in `output_dir`, or start one.
 
@@ -123,6 +124,8 @@ def open_study(
         direction: "maximize" or "minimize".
         pruner: "median", "hyperband" or "none".
         seed: the seed of every trial.
+        first_trials: parameter values (as the study stores them) of the trials a new study
+            runs before its sampler draws any.
 
     Raises:
         StudyError: the storage cannot be opened, or its study was made from another spec.
@@ -138,7 +141,7 @@ def open_study(
             write_json(folder / STUDY_RECORD, wanted)
         url = storage or f"sqlite:///{folder / 'study.db'}"
         optuna_study = _create(url, name, direction, pruner)
-        _claim(optuna_study, key, seed, name, url)
+        _claim(optuna_study, key, seed, name, url, first_trials)
     return Study(folder, optuna_study, name, url, seed, continued or bool(counted(optuna_study)))
 
 
@@ -167,12 +170,17 @@ def _create(url: str, name: str, direction: str, pruner: str) -> Any:
             raise cannot_open(url, error) from None
 
 
-def _claim(study: Any, key: str, seed: int, name: str, url: str) -> None:
-    """Mark the study as this spec's, or refuse one made from another spec."""
+def _claim(
+    study: Any, key: str, seed: int, name: str, url: str, first_trials: list[dict[str, Any]]
+) -> None:
+    """Mark the study as this spec's and queue its first trials, or refuse a study made from
+    another spec."""
     recorded = study.user_attrs.get("spec_key")
     if recorded is None:
         study.set_user_attr("spec_key", key)
         study.set_user_attr("seed", seed)
+        for params in first_trials:
+            study.enqueue_trial(params, skip_if_exists=True)
     elif recorded != key:
         raise StudyError(
             f"study {name} in {hide_password(url)} was made from another spec (or another "

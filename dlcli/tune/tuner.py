@@ -116,7 +116,7 @@ def tune(
     """
     from dlcli.data.load import check_files
     from dlcli.spec.load import load_spec
-    from dlcli.tune.space import check_search, direction, study_key, study_seed
+    from dlcli.tune.space import check_search, direction, first_trials, study_key, study_seed
 
     spec = load_spec(spec_path, overrides)
     check_search(spec, spec_path)
@@ -143,6 +143,7 @@ def tune(
         direction=direction(spec.search.metric, spec.search.direction),
         pruner=spec.search.pruner,
         seed=study_seed(spec, key),
+        first_trials=first_trials(spec.search),
     )
     view.start(study, spec, goal)
     from dlcli.track.study_run import study_tracked
