@@ -461,6 +461,26 @@ BAD_ROWS = {
 }
 
 
+def test_an_empty_cell_is_filled_with_the_training_mean_as_in_training(
+    tiny_models: TinyModels, isolated: Path
+) -> None:
+    """A model trained on a CSV of plain numbers fills an empty cell with the mean of that
+    column's training rows, recorded in dlcli.json: the prediction is that of the row with the
+    mean written in, whether the file has a header or not."""
+    from dlcli.model import artifact
+
+    fill = artifact.inspect(tiny_models.answer).info.columns.fill
+    Path("empty.csv").write_text("a,b\n0.4,\n,-0.3\n")
+    Path("headless.csv").write_text("0.4,\n,-0.3\n")
+    Path("written.csv").write_text(f"a,b\n0.4,{fill['b']!r}\n{fill['a']!r},-0.3\n")
+    answers = {}
+    for name in ("empty.csv", "headless.csv", "written.csv"):
+        result = run(name, "--model", tiny_models.answer, "--json", "--top-k", "1")
+        assert result.exit_code == 0, result.output
+        answers[name] = [p["top_k"] for p in json.loads(result.stdout)["predictions"]]
+    assert answers["empty.csv"] == answers["headless.csv"] == answers["written.csv"]
+
+
 @pytest.mark.parametrize("name", sorted(BAD_ROWS))
 def test_bad_rows_are_explained(tiny_models: TinyModels, isolated: Path, name: str) -> None:
     content, message = BAD_ROWS[name]

@@ -669,12 +669,13 @@ def _delimiter(sample: str) -> str:
 
 
 def is_header(row: list[str]) -> bool:
-    """Whether a first row names columns: it holds a cell that is not a number.
+    """Whether a first row names columns: it holds a cell that is neither a number nor empty
+    (a row of numbers may have an empty cell; a header of names does not).
 
-    >>> is_header(["a", "b"]), is_header(["1.5", "-2"])
-    (True, False)
+    >>> is_header(["a", "b"]), is_header(["1.5", "-2"]), is_header(["1.5", " "])
+    (True, False, False)
     """
-    return not all(is_number(cell) for cell in row)
+    return not all(is_number(cell) or not cell.strip() for cell in row)
 
 
 def _feature_names(

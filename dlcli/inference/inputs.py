@@ -95,7 +95,9 @@ class InputDescription:
         assert isinstance(self.task, Task)  # one output: not "multioutput"
         return {"": (self.task, self.class_names)}
 
-    table: Any = None  # typed CSV columns (artifact.ColumnsRecord): read raw, by name
+    # the columns of a CSV-trained model (artifact.ColumnsRecord): typed ones are read raw, by
+    # name; an empty numeric cell is filled as in training
+    table: Any = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,7 +321,7 @@ def _read_csv(path: Path | str, description: InputDescription, data: bytes | Non
     several inputs takes a mapping of each input's columns, which the header must name.
     With `data`, the file's content is those bytes and `path` only names it."""
     table = description.table
-    if table is not None:  # the raw columns, read as in training (the one CSV reader)
+    if table is not None and table.encoded:  # the raw columns, read as in training
         size = len(data) if data is not None else Path(path).stat().st_size
         if size > MAX_CSV_BYTES:
             raise InputError(f"{path}: larger than {MAX_CSV_BYTES // 1024**2} MiB; split it")
@@ -383,17 +385,45 @@ def _read_csv(path: Path | str, description: InputDescription, data: bytes | Non
         raise InputError(
             f"{path}: rows have {len(columns)} values but the model takes {features} features"
         )
+    names = description.feature_names or [f"column {column + 1}" for column in columns]
+    fill = _empty_cell_values(names, table)
     values = np.empty((len(body), features), dtype="float32")
     for number, (line, row) in enumerate(body):
         try:
-            values[number] = [float(row[column]) for column in columns]
+            cells = [row[column].strip() for column in columns]
+            values[number] = [
+                float(cell) if cell else fill[name] for name, cell in zip(names, cells, strict=True)
+            ]
         except (ValueError, IndexError):
             raise InputError(
                 f"{path}, line {line}: expected {features} numbers, found {row!r}"
             ) from None
+        except KeyError as error:
+            raise InputError(
+                f"{path}, line {line}: `{error.args[0]}` is empty, and {_no_fill(table)}"
+            ) from None
     if not np.isfinite(values).all():
         raise InputError(f"{path}: holds NaN or Inf values")
     return values
+
+
+def _empty_cell_values(names: list[str], table: Any) -> dict[str, float]:
+    """What fills an empty cell of each feature: the training means the model recorded, when
+    it was trained with `dataset.csv.missing: mean`; otherwise nothing does."""
+    if table is None or table.missing != "mean":
+        return {}
+    return {name: table.fill[name] for name in names if name in table.fill}
+
+
+def _no_fill(table: Any) -> str:
+    """Why an empty cell cannot be filled, for a message."""
+    if table is None:
+        return "the model records no values to fill it with; fill in the cell"
+    if table.missing != "mean":
+        return (
+            f"the model was trained with `dataset.csv.missing: {table.missing}`; fill in the cell"
+        )
+    return "the training data had no empty cell there, so no mean was recorded; fill in the cell"
 
 
 def _read_npy(path: Path, description: InputDescription) -> np.ndarray:

@@ -115,9 +115,8 @@ def describe(info: ModelInfo) -> InputDescription:
         outputs = {name: (out.task, out.class_names) for name, out in info.outputs.items()}
     if info.inputs is not None:
         columns = {name: record.feature_names or [] for name, record in info.inputs.items()}
-        table = info.columns if info.columns is not None and info.columns.encoded else None
         return InputDescription(
-            (), info.task, info.class_names, inputs=columns, outputs=outputs, table=table
+            (), info.task, info.class_names, inputs=columns, outputs=outputs, table=info.columns
         )
     assert info.input is not None
     shape = tuple(info.input.shape)
@@ -130,6 +129,7 @@ def describe(info: ModelInfo) -> InputDescription:
         image=ImageInfo(**image.model_dump()) if image else ImageInfo(*found) if found else None,
         feature_names=info.input.feature_names,
         outputs=outputs,
+        table=info.columns,
     )
 
 
