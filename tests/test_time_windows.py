@@ -81,6 +81,23 @@ def test_splits_are_chronological_and_no_window_straddles_a_boundary(tmp_path: P
         "test": (str(tmp_path / "series.csv"), 41, 10),
     }
     assert splits.info.sizes == {"train": 22, "test": 2, "validation": 2}
+    # read again (as --resume and evaluate do), the same windows: nothing but the file decides
+    again = load_dataset(_dataset(validation_split=0.2, test_split=0.2), tmp_path, seed=8)
+    assert again.info.digest == splits.info.digest
+
+
+def test_the_summary_takes_one_window_as_input(tmp_path: Path) -> None:
+    """`dlcli summary` without `model.input`: the window's shape from the spec and header."""
+    from dlcli.model.build import summarize
+
+    _series(tmp_path / "series.csv", 20)
+    (tmp_path / "series.yaml").write_text(SERIES_SPEC.replace("    features: [step, level]\n", ""))
+    lines = summarize(tmp_path / "series.yaml")
+    assert lines[0] == (
+        "Input: windows of 4 rows of 3 features, normalised inside the model by the training "
+        "rows' mean and variance (a Normalization layer in front)"
+    )
+    assert any("(None, 12)" in line for line in lines)  # Flatten: 4 rows x 3 columns
 
 
 def test_the_last_window_is_the_one_keras_cuts_last(tmp_path: Path) -> None:
@@ -266,6 +283,9 @@ def test_data_mistakes_name_file_line_and_column(tmp_path: Path) -> None:
         "`level` (see dataset.csv.windows.target)"
     )
     text = path.read_text().splitlines()
+    text[5] = "4,1,up"  # a class name as a target: targets are numbers (or class indices)
+    path.write_text("\n".join(text) + "\n")
+    assert _data_mistake(tmp_path) == f"{path}, line 6, column `level`: `up` is not a number"
     text[5] = "4,1,"  # data row 5, line 6: the target cell empty
     path.write_text("\n".join(text) + "\n")
     assert _data_mistake(tmp_path) == (

@@ -41,7 +41,7 @@ from dlcli.errors import DataError, DlcliError
 from dlcli.spec.messages import suggest
 
 if TYPE_CHECKING:
-    from dlcli.spec.schema import DatasetSpec, WindowsSpec
+    from dlcli.spec.schema import CsvSource, DatasetSpec, WindowsSpec
 
 WINDOW_BATCH_SIZE = 4096  # windows taken from Keras's dataset at a time
 
@@ -100,6 +100,14 @@ def forecast_note(windows: WindowsSpec) -> str:
         f"Forecast of `{windows.target}` {windows.delay} row(s) after the last row of each .csv "
         f"file, from its last {rows} rows (a window)"
     )
+
+
+def window_shape(source: CsvSource, base_dir: Path) -> tuple[int, int]:
+    """(sequence_length, features) of one window: the features listed, else every column of
+    the training file's header (read without the rows)."""
+    assert source.windows is not None
+    features = source.features or _header(resolve_path(source.train, base_dir), DataError)
+    return source.windows.sequence_length, len(features)
 
 
 def load_windows(dataset: DatasetSpec, base_dir: Path) -> Loaded:
