@@ -126,67 +126,86 @@ def load_windows(dataset: DatasetSpec, base_dir: Path) -> Loaded:
     source = dataset.csv
     assert source is not None and source.windows is not None
     windows = source.windows
-    train_path = resolve_path(source.train, base_dir)
-    features = source.features or _header(train_path, DataError)
-    parts: dict[str, tuple[Path, int, np.ndarray, np.ndarray]] = {}
-    x, target = read_series(train_path, features, windows.target)
-    rows = len(target)
-    held = {
-        split: round(rows * fraction) if path is None else 0
-        for split, fraction, path in (
-            ("test", dataset.test_split, source.test),
-            ("validation", dataset.validation_split, source.validation),
-        )
-    }
-    for split, count in held.items():
-        fraction = dataset.test_split if split == "test" else dataset.validation_split
-        if fraction and not count:
-            raise DataError(
-                f"{train_path}: a {split}_split of {fraction} holds no row of its {rows} rows"
-            )
-    train_rows = rows - held["test"] - held["validation"]
-    starts = {
-        "train": 0,
-        "validation": train_rows,
-        "test": train_rows + held["validation"],
-    }
-    sizes = {"train": train_rows, **held}
-    for split in ("train", "validation", "test"):
-        path = getattr(source, split) if split != "train" else None
-        if path is not None:
-            resolved = resolve_path(path, base_dir)
-            parts[split] = (resolved, 0, *read_series(resolved, features, windows.target))
-        elif sizes[split]:
-            cut = slice(starts[split], starts[split] + sizes[split])
-            parts[split] = (train_path, starts[split], x[cut], target[cut])
+    features = source.features or _header(resolve_path(source.train, base_dir), DataError)
+    parts = _split_rows(dataset, base_dir, features)
     needed = window_rows(windows)
-    for split, (path, first, values, _) in parts.items():
-        if len(values) < needed:
-            where = f"data rows {first + 1}-{first + len(values)}" if len(values) else "none"
+    for split, part in parts.items():
+        if len(part.values) < needed:
             raise DataError(
-                f"{path}: the {split} rows ({where}, {len(values)} rows) are fewer than one "
-                f"window needs: (sequence_length {windows.sequence_length} - 1) * "
-                f"sampling_rate {windows.sampling_rate} + 1 + delay {windows.delay} = "
-                f"{needed} rows (dataset.csv.windows)"
+                f"{part.path}: the {split} rows ({part.describe()}) are fewer than one window "
+                f"needs: (sequence_length {windows.sequence_length} - 1) * sampling_rate "
+                f"{windows.sampling_rate} + 1 + delay {windows.delay} = {needed} rows "
+                "(dataset.csv.windows)"
             )
-    train_x = parts["train"][2].astype(np.float64)
+    training_rows = parts["train"].values.astype(np.float64)
     series = Series(
         windows=windows,
         features=list(features),
-        mean=[float(value) for value in train_x.mean(axis=0)],
-        variance=[float(value) for value in train_x.var(axis=0)],
+        mean=[float(value) for value in training_rows.mean(axis=0)],
+        variance=[float(value) for value in training_rows.var(axis=0)],
         rows={
-            split: (str(path), first + 1, len(values))
-            for split, (path, first, values, _) in parts.items()
+            split: (str(part.path), part.first + 1, len(part.values))
+            for split, part in parts.items()
         },
     )
     import_keras()  # NeedsMainThread on the reader thread
     made = {
-        split: Split(*cut_windows(values, targets, windows))
-        for split, (_, _, values, targets) in parts.items()
+        split: Split(*cut_windows(part.values, part.target, windows))
+        for split, part in parts.items()
     }
     info = DatasetInfo(source=source.train, feature_names=list(features), windows=series)
     return made["train"], made.get("validation"), made.get("test"), info
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The rows of one split: the feature and target columns from data row `first` (from 0)
+    of the file at `path`."""
+
+    path: Path
+    first: int
+    values: np.ndarray
+    target: np.ndarray
+
+    def describe(self) -> str:
+        """`data rows 31-40, 10 rows`: where the rows are, counted from 1 after the header."""
+        count = len(self.values)
+        where = f"data rows {self.first + 1}-{self.first + count}" if count else "none"
+        return f"{where}, {count} rows"
+
+
+def _split_rows(dataset: DatasetSpec, base_dir: Path, features: list[str]) -> dict[str, _Rows]:
+    """The rows of each split, in time order: train, then validation and test, each the
+    training file's next rows by its fraction of all of them, or a file of its own."""
+    source = dataset.csv
+    assert source is not None and source.windows is not None
+    target = source.windows.target
+    train_path = resolve_path(source.train, base_dir)
+    values, targets = read_series(train_path, features, target)
+    rows = len(targets)
+    held: dict[str, int] = {}
+    for split, fraction, file in (
+        ("validation", dataset.validation_split, source.validation),
+        ("test", dataset.test_split, source.test),
+    ):
+        if file is None and fraction:
+            held[split] = round(rows * fraction)
+            if not held[split]:
+                raise DataError(
+                    f"{train_path}: a {split}_split of {fraction} holds no row of its {rows} rows"
+                )
+    parts: dict[str, _Rows] = {}
+    start = 0
+    for split, count in {"train": max(rows - sum(held.values()), 0), **held}.items():
+        rows_of_split = slice(start, start + count)
+        parts[split] = _Rows(train_path, start, values[rows_of_split], targets[rows_of_split])
+        start += count
+    for split in ("validation", "test"):
+        file = getattr(source, split)
+        if file is not None:
+            path = resolve_path(file, base_dir)
+            parts[split] = _Rows(path, 0, *read_series(path, features, target))
+    return parts
 
 
 def cut_windows(
