@@ -35,10 +35,12 @@ def _series(path: Path, rows: int, *, first: int = 0) -> Path:
     return path
 
 
-def _dataset(**changes: object) -> DatasetSpec:
+def _dataset(csv: dict[str, object] | None = None, **changes: object) -> DatasetSpec:
+    """`dataset` of series.csv: windows of `step` (3 rows, every 2nd) forecast `level` 4 rows
+    on; `csv` changes keys of `dataset.csv`, `changes` those of `dataset`."""
     windows = {"sequence_length": 3, "sampling_rate": 2, "target": "level", "delay": 4}
-    csv: dict[str, object] = {"train": "series.csv", "features": ["step"], "windows": windows}
-    return DatasetSpec.model_validate({"csv": csv, **changes})
+    written = {"train": "series.csv", "features": ["step"], "windows": windows, **(csv or {})}
+    return DatasetSpec.model_validate({"csv": written, **changes})
 
 
 def test_a_window_and_its_target_align_as_written() -> None:
@@ -273,14 +275,25 @@ def test_data_mistakes_name_file_line_and_column(tmp_path: Path) -> None:
         f"{path}: the test rows (data rows 19-20, 2 rows) are fewer than one window needs: "
         "(sequence_length 3 - 1) * sampling_rate 2 + 1 + delay 4 = 9 rows (dataset.csv.windows)"
     )
-    typo = _dataset().model_copy(deep=True)
-    assert typo.csv is not None and typo.csv.windows is not None
-    typo.csv.windows.target = "levle"
-    with pytest.raises(DataError) as raised:
-        load_dataset(typo, tmp_path, seed=0)
-    assert str(raised.value) == (
+    windows = {"sequence_length": 3, "target": "levle"}
+    assert _data_mistake(tmp_path, csv={"windows": windows}) == (
         f"{path}: no column `levle` (did you mean `level`?); the columns are `step`, `noise`, "
         "`level` (see dataset.csv.windows.target)"
+    )
+    assert _data_mistake(tmp_path, csv={"features": ["stpe"]}) == (
+        f"{path}: no column `stpe` (did you mean `step`?); the columns are `step`, `noise`, "
+        "`level` (see dataset.csv.features)"
+    )
+    with pytest.raises(InputError) as raised:
+        last_window(
+            path,
+            ["step", "levels"],
+            WindowsSpec(sequence_length=2, target="levels"),
+            error=InputError,
+        )
+    assert str(raised.value) == (
+        f"{path}: no column `levels` (did you mean `level`?); the columns are `step`, `noise`, "
+        "`level` (the model takes windows of `step`, `levels`)"
     )
     text = path.read_text().splitlines()
     text[5] = "4,1,up"  # a class name as a target: targets are numbers (or class indices)

@@ -277,7 +277,7 @@ def read_series(
     data: bytes | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The feature columns (rows, features) and the target column (rows,) of a CSV file, in
-    file order, float32; with no `target`, an empty array in its place.
+    file order, float32; with no `target` (a forecast), an empty array in its place.
 
     Raises:
         `error`: a missing column (with the nearest name), an empty or bad cell.
@@ -288,10 +288,11 @@ def read_series(
         *([(target, "dataset.csv.windows.target")] if target is not None else []),
     ]:
         if name not in header:
-            listed = ", ".join(f"`{column}`" for column in header)
+            # training names the spec's key; a forecast (no target) the columns the model takes
+            wanted = f"see {key}" if target else f"the model takes windows of {_listing(features)}"
             raise error(
-                f"{path}: no column `{name}`{suggest(name, header)}; the columns are {listed} "
-                f"(see {key})"
+                f"{path}: no column `{name}`{suggest(name, header)}; the columns are "
+                f"{_listing(header)} ({wanted})"
             )
     names = list(dict.fromkeys([*features, *([target] if target else [])]))
     columns = read_columns(
