@@ -324,15 +324,14 @@ class DatasetSpec(Strict):
                 ("windows", "cuts the ordered rows of a CSV table into time windows"),
             ):
                 if isinstance(place, dict) and option in place:
-                    if not key and "csv" in data:
+                    others = [k for k in ("name", "npz", "images", "inline") if k in data]
+                    if not key and "csv" in data and not others:  # misplaced, not misused
                         raise PydanticCustomError(
                             "csv_" + option,
                             "`{option}` belongs under `csv`: `dataset.csv.{option}`",
                             {"option": option},
                         )
-                    source = key or next(
-                        (k for k in ("name", "npz", "images", "inline") if k in data), "this"
-                    )
+                    source = key or next(iter(others), "this")
                     raise PydanticCustomError(
                         "csv_" + option,
                         "`{option}` {what} (`dataset.csv.{option}`); the `{source}` source has "
