@@ -8,6 +8,7 @@ on a tiny generated series, and the mistakes, one line each.
 
 from __future__ import annotations
 
+import doctest
 import json
 import re
 from pathlib import Path
@@ -59,6 +60,12 @@ def test_a_window_and_its_target_align_as_written() -> None:
     now = windows.model_copy(update={"delay": 0})  # delay 0: the window's own last row
     x, y = cut_windows(rows, 100 + rows[:, 0], now)
     assert x[0, :, 0].tolist() == [0, 2, 4] and y[0] == 104 and len(y) == 8
+
+
+def test_docstring_examples() -> None:
+    import dlcli.data.time_windows
+
+    assert doctest.testmod(dlcli.data.time_windows).failed == 0
 
 
 def test_splits_are_chronological_and_no_window_straddles_a_boundary(tmp_path: Path) -> None:
