@@ -221,6 +221,11 @@ SPEC_MISTAKES = [
         "columns; leave out `columns` (series.yaml, line 4)",
     ),
     (
+        _spec("    features:", "    label_kind: numbers\n    features:"),
+        "`dataset.csv`: `windows` forecasts `windows.target` from windows of the `features` "
+        "columns; leave out `label_kind` (series.yaml, line 4)",
+    ),
+    (
         _spec("    features: [step, level]", "    inputs: {a: [step]}"),
         "`dataset.csv`: `windows` forecasts `windows.target` from windows of the `features` "
         "columns; leave out `inputs` (series.yaml, line 4)",

@@ -235,14 +235,14 @@ class CsvSource(Strict):
     # {num_bins: 8}}`); the model then takes the encoded features (dlcli.model.feature_space)
     columns: dict[str, KerasObject] | None = Field(None, min_length=1)
     crosses: list[CrossSpec] | None = None  # FeatureSpace.cross of typed columns
-    missing: Literal["mean", "drop", "error"] = "mean"  # empty cells of numeric columns
+    missing: Literal["mean", "drop", "error"] = "mean"  # empty numeric cells (windows: refused)
     label_kind: Literal["indices", "names", "numbers"] | None = None  # None: inferred
     windows: WindowsSpec | None = None  # time windows over the ordered rows (a time series)
 
     @model_validator(mode="after")
     def _one_kind_of_columns(self) -> CsvSource:
         if self.windows is not None:
-            for key in ("label", "labels", "inputs", "columns", "weight"):
+            for key in ("label", "labels", "inputs", "columns", "weight", "label_kind"):
                 if getattr(self, key) is not None:
                     raise PydanticCustomError(
                         "csv_windows",
