@@ -91,6 +91,7 @@ class DatasetInfo:
     column_kinds: dict[str, str] | None = None
     missing: Any = None
     integer_labels: bool = False
+    windows: Any = None  # time windows (dlcli.data.time_windows.Series): rows, statistics
 
 
 @dataclass(frozen=True)

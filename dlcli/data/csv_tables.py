@@ -606,7 +606,7 @@ def read_columns(
     path: Path,
     kinds: dict[str, ColumnKind],
     *,
-    policy: Literal["mean", "drop", "error"],
+    policy: Literal["mean", "drop", "error", "keep"],
     fill: dict[str, float],
     error: type[DlcliError] = DataError,
     data: bytes | None = None,
@@ -615,7 +615,8 @@ def read_columns(
 
     The columns named in `kinds` are found by name in the header (others are ignored, a label
     column too); empty numeric cells are filled with the training means recorded in the model
-    (`fill`), or refused when the model was trained with `missing: drop` or `error`. With
+    (`fill`), refused when the model was trained with `missing: drop` or `error`, or kept as
+    NaN for the caller to judge (`keep`, as time windows do: dlcli.data.time_windows). With
     `data`, the file's content is those bytes (an upload) and `path` only names it.
 
     Raises:
@@ -644,8 +645,8 @@ def read_columns(
         if not columns or not len(next(iter(columns.values()))):
             raise DataError(f"{path}: no data rows after the header")
         table = _Table(path, list(kinds), columns, {})
-        # `drop` with values given refuses an empty cell: predictions are made for every row
-        _missing(policy, fill if policy == "mean" else {}, [table])
+        if policy != "keep":  # `drop` with values given refuses an empty cell: every row counts
+            _missing(policy, fill if policy == "mean" else {}, [table])
     except DataError as problem:
         raise error(str(problem)) from None
     return columns

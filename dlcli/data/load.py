@@ -159,6 +159,10 @@ def _read_source(
         from dlcli.data.npz import load_npz
 
         return load_npz(spec.npz, base_dir)
+    if spec.csv and spec.csv.windows:
+        from dlcli.data.time_windows import load_windows
+
+        return load_windows(spec, base_dir)
     if spec.csv:
         from dlcli.data.csv_tables import load_csv
 

@@ -98,6 +98,7 @@ class InputDescription:
     # the columns of a CSV-trained model (artifact.ColumnsRecord): typed ones are read raw, by
     # name; an empty numeric cell is filled as in training
     table: Any = None
+    windows: Any = None  # a time series (schema.WindowsSpec): a .csv file gives its last window
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,6 +321,14 @@ def _read_csv(path: Path | str, description: InputDescription, data: bytes | Non
     """Rows of features; a header row selects the model's features by name. A model of
     several inputs takes a mapping of each input's columns, which the header must name.
     With `data`, the file's content is those bytes and `path` only names it."""
+    if description.windows is not None:  # a series: the window that ends at its last row
+        from dlcli.data.time_windows import last_window
+
+        size = len(data) if data is not None else Path(path).stat().st_size
+        if size > MAX_CSV_BYTES:
+            raise InputError(f"{path}: larger than {MAX_CSV_BYTES // 1024**2} MiB; split it")
+        names = list(description.feature_names or [])
+        return last_window(Path(path), names, description.windows, error=InputError, data=data)
     table = description.table
     if table is not None and table.encoded:  # the raw columns, read as in training
         size = len(data) if data is not None else Path(path).stat().st_size

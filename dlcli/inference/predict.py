@@ -122,6 +122,7 @@ def describe(info: ModelInfo) -> InputDescription:
     shape = tuple(info.input.shape)
     image = info.input.image
     found = _image_shape(shape)
+    csv = info.spec.dataset.csv
     return InputDescription(
         shape=shape,
         task=info.task,
@@ -130,6 +131,7 @@ def describe(info: ModelInfo) -> InputDescription:
         feature_names=info.input.feature_names,
         outputs=outputs,
         table=info.columns,
+        windows=csv.windows if csv is not None else None,
     )
 
 
@@ -372,6 +374,10 @@ class Predictor:
             self.notes = [*notes, *assumed]
         else:
             self.description = describe(checked.info)
+        if self.description.windows is not None:
+            from dlcli.data.time_windows import forecast_note
+
+            self.notes = [*self.notes, forecast_note(self.description.windows)]
 
     @property
     def path(self) -> Path:

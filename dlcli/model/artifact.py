@@ -113,11 +113,13 @@ class InputRecord(_Record):
                         "channels": image.channels,
                     },
                 )
-        if self.feature_names is not None and self.shape != [len(self.feature_names)]:
+        # the features of a row, or of each row of a time window (shape [length, features])
+        names = self.feature_names
+        if names is not None and (len(self.shape) > 2 or self.shape[-1] != len(names)):
             raise PydanticCustomError(
                 "input_features",
                 "`feature_names` has {count} names but `shape` is {shape}",
-                {"count": len(self.feature_names), "shape": self.shape},
+                {"count": len(names), "shape": self.shape},
             )
         return self
 
@@ -127,6 +129,8 @@ class InputRecord(_Record):
             return f"{self.image.kind} images"
         if len(self.shape) == 1:
             return f"rows of {self.shape[0]} features"
+        if self.feature_names is not None:  # a time window (dataset.csv.windows)
+            return f"windows of {self.shape[0]} rows of {', '.join(self.feature_names)}"
         return f"arrays of shape {tuple(self.shape)}"
 
 

@@ -267,6 +267,16 @@ def summarize(spec_path: Path, overrides: Sequence[str] = ()) -> list[str]:
         )
         if model_spec.input is None:
             model_spec = model_spec.model_copy(update={"input": [width]})
+    if csv is not None and csv.windows is not None:  # the input is one window of rows
+        from dlcli.data.time_windows import window_shape
+
+        length, features = window_shape(csv, spec_path.parent)
+        lines.append(
+            f"Input: windows of {length} rows of {features} features, normalised inside the "
+            "model by the training rows' mean and variance (a Normalization layer in front)"
+        )
+        if model_spec.input is None:
+            model_spec = model_spec.model_copy(update={"input": [length, features]})
     model = build_model(model_spec, spec.name, base_dir=spec_path.parent)
     model.summary(print_fn=lambda line, **_: lines.append(line))
     return lines

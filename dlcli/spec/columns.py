@@ -31,9 +31,16 @@ def column_problems(spec: Spec) -> Iterator[tuple[KeyPath, str]]:
     """
     csv = spec.dataset.csv
     typed = csv is not None and csv.columns is not None
+    windowed = csv is not None and csv.windows is not None
     model = spec.model
-    if model.input is None and model.inputs is None and not typed:
+    if model.input is None and model.inputs is None and not (typed or windowed):
         yield ("model",), NO_MODEL_INPUT
+    if windowed and model.inputs is not None:
+        yield (
+            ("model", "inputs"),
+            "with `dataset.csv.windows` the model takes the windows as its one input: write a "
+            "layer stack (`layers:`, `input:` may be left out)",
+        )
     if not typed:
         return
     assert csv is not None and csv.columns is not None

@@ -210,6 +210,18 @@ class CrossSpec(Strict):
     output_mode: Literal["one_hot", "int"] = "one_hot"
 
 
+class WindowsSpec(Strict):
+    """`dataset.csv.windows`: ordered rows cut into windows by
+    `keras.utils.timeseries_dataset_from_array` (its argument names), each window's target the
+    `target` column `delay` rows after the window's last row (dlcli.data.time_windows)."""
+
+    sequence_length: int = Field(gt=0)  # rows in a window
+    sampling_rate: int = Field(1, gt=0)  # a window takes every n-th row
+    sequence_stride: int = Field(1, gt=0)  # rows between the starts of successive windows
+    target: str  # the column forecast
+    delay: int = Field(1, ge=0)  # rows from a window's last row to its target's row
+
+
 class CsvSource(Strict):
     train: str
     validation: str | None = None
@@ -223,11 +235,21 @@ class CsvSource(Strict):
     # {num_bins: 8}}`); the model then takes the encoded features (dlcli.model.feature_space)
     columns: dict[str, KerasObject] | None = Field(None, min_length=1)
     crosses: list[CrossSpec] | None = None  # FeatureSpace.cross of typed columns
-    missing: Literal["mean", "drop", "error"] = "mean"  # empty cells of numeric columns
+    missing: Literal["mean", "drop", "error"] = "mean"  # empty numeric cells (windows: refused)
     label_kind: Literal["indices", "names", "numbers"] | None = None  # None: inferred
+    windows: WindowsSpec | None = None  # time windows over the ordered rows (a time series)
 
     @model_validator(mode="after")
     def _one_kind_of_columns(self) -> CsvSource:
+        if self.windows is not None:
+            for key in ("label", "labels", "inputs", "columns", "weight", "label_kind"):
+                if getattr(self, key) is not None:
+                    raise PydanticCustomError(
+                        "csv_windows",
+                        "`windows` forecasts `windows.target` from windows of the `features` "
+                        "columns; leave out `{key}`",
+                        {"key": key},
+                    )
         for one, several in (("features", "inputs"), ("label", "labels")):
             if getattr(self, one) is not None and getattr(self, several) is not None:
                 raise PydanticCustomError(
@@ -291,21 +313,31 @@ class DatasetSpec(Strict):
     @model_validator(mode="before")
     @classmethod
     def _columns_of_tables(cls, data: Any) -> Any:
-        """`columns` (typed columns) written beside another source: say where it belongs."""
+        """`columns` (typed columns) or `windows` (time windows) written beside another source:
+        say where it belongs."""
         if not isinstance(data, dict):
             return data
         for key in ("", "npz", "images", "inline"):
             place = data if not key else data.get(key)
-            if isinstance(place, dict) and "columns" in place:
-                source = key or next(
-                    (k for k in ("name", "npz", "images", "inline") if k in data), "this"
-                )
-                raise PydanticCustomError(
-                    "csv_columns",
-                    "`columns` types the columns of a CSV table (`dataset.csv.columns`); "
-                    "the `{source}` source has no columns",
-                    {"source": source},
-                )
+            for option, what in (
+                ("columns", "types the columns of a CSV table"),
+                ("windows", "cuts the ordered rows of a CSV table into time windows"),
+            ):
+                if isinstance(place, dict) and option in place:
+                    others = [k for k in ("name", "npz", "images", "inline") if k in data]
+                    if not key and "csv" in data and not others:  # misplaced, not misused
+                        raise PydanticCustomError(
+                            "csv_" + option,
+                            "`{option}` belongs under `csv`: `dataset.csv.{option}`",
+                            {"option": option},
+                        )
+                    source = key or next(iter(others), "this")
+                    raise PydanticCustomError(
+                        "csv_" + option,
+                        "`{option}` {what} (`dataset.csv.{option}`); the `{source}` source has "
+                        "no columns",
+                        {"option": option, "what": what, "source": source},
+                    )
         return data
 
     @model_validator(mode="after")

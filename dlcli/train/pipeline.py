@@ -40,6 +40,7 @@ from dlcli.model.backbones import check_weights_files
 from dlcli.model.checks import add_channel_axis, check_against_model, check_names
 from dlcli.model.feature_space import with_encoder
 from dlcli.model.signature import ModelTask, Task, describe_outputs, tasks_of
+from dlcli.model.window_normalization import window_input, with_normalization
 from dlcli.runs.record import (
     kept_only_if_resumable,
     locked,
@@ -404,10 +405,16 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
     if cluster:
         spec, per_execution = workers.for_workers(spec, device, per_execution, notes)
     splits, model_spec, encoder = encode_columns(spec, splits, notes)
+    series = splits.info.windows  # time windows: the training rows' Normalization in front
+    if series is not None:
+        model_spec = window_input(model_spec, series)
+        notes.append(series.note())
     with device.strategy.scope():
         model = models.build_model(
             model_spec, spec.name, float32_outputs=device.mixed_precision, base_dir=spec_dir
         )
+        if series is not None:
+            model, model_spec = with_normalization(model, model_spec, series)
         freeze(model, spec.fit.freeze)
         models.compile_model(model, spec, steps_per_execution=per_execution)
     splits = add_channel_axis(splits, model)
