@@ -175,6 +175,30 @@ class CompileSpec(Strict):
     steps_per_execution: Annotated[int, Field(gt=0)] | Literal["auto"] = "auto"
 
 
+class UnfreezeSpec(Strict):
+    """What the second phase of fine-tuning trains: a layer frozen in the first (`fit.freeze`),
+    whole or its last `layers` sublayers (a backbone's, as `backbone.layers` lists them)."""
+
+    layer: str
+    layers: int | None = Field(None, gt=0)  # None: all of them
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"layer": data} if isinstance(data, str) else data
+
+
+class FineTuneSpec(Strict):
+    """`fit.fine_tune`: the second phase of a run (dlcli.train.fine_tune). Epochs 1 to
+    `from_epoch - 1` train with `fit.freeze` frozen; from epoch `from_epoch` to `fit.epochs`,
+    `unfreeze` trains too (its BatchNormalization layers stay frozen, in inference mode), with
+    the spec's optimizer made anew at `learning_rate`."""
+
+    from_epoch: int = Field(ge=2)
+    unfreeze: UnfreezeSpec
+    learning_rate: float = Field(gt=0)
+
+
 class FitSpec(Strict):
     epochs: int = Field(gt=0)
     batch_size: int = Field(32, gt=0)
@@ -185,6 +209,7 @@ class FitSpec(Strict):
     validation_freq: int = Field(1, gt=0)  # validate after every n-th epoch
     initial_weights: str | None = None  # a .keras file: weights copied by layer name
     freeze: list[str] = Field(default_factory=list)  # layers not trained (fine-tuning)
+    fine_tune: FineTuneSpec | None = None  # a second phase: frozen layers trained on
 
 
 class NpzSource(Strict):
