@@ -34,7 +34,7 @@ KerasDataset = Literal[
     "california_housing",
 ]
 ColorMode = Literal["grayscale", "rgb", "rgba"]
-ImageCache = Literal["memory", "none"]
+ImageCache = Literal["memory", "disk", "none"]
 
 
 class Strict(BaseModel):
@@ -290,8 +290,10 @@ class ImagesSource(Strict):
     image_size: list[Annotated[int, Field(gt=0)]] = Field(min_length=2, max_length=2)
     color_mode: ColorMode = "rgb"
     # Where decoded training images are kept between epochs: `memory` (decoded once, held as
-    # arrays), `none` (decoded again each epoch, a few batches ahead of the step); unset: memory
-    # when they take at most `dlcli.data.image_folders.MEMORY_FRACTION` of the physical memory.
+    # arrays), `disk` (decoded once into a file in dlcli's cache folder, memory-mapped, kept for
+    # later runs: dlcli.data.image_cache), `none` (decoded again each epoch, a few batches ahead
+    # of the step); unset: memory when they take at most
+    # `dlcli.data.image_folders.MEMORY_FRACTION` of the physical memory, else none.
     cache: ImageCache | None = None
 
 
