@@ -132,7 +132,8 @@ def test_two_phases_train_what_they_say_and_resume_to_the_same_weights(isolated:
     """The whole run: one history of 3 epochs; the backbone's BatchNormalization layers and all
     but its last layers bitwise as in the file, some of its last layers trained. Killed after
     epoch 1 (first phase, backbone bitwise as in the file) and after epoch 2 (second phase),
-    each --resume ends with bitwise the history and weights of the whole run."""
+    each --resume ends with bitwise the history and weights of the whole run. The finished
+    run trains on in its second phase."""
     import keras
 
     write_photos(isolated / "photos")
@@ -178,12 +179,17 @@ def test_two_phases_train_what_they_say_and_resume_to_the_same_weights(isolated:
     assert (state["epoch"], state["phase"]) == (2, 2)
     resumed = dlcli(isolated, "train", "--resume", "runs/transfer-3")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "Fine-tuning: " in resumed.stderr
+    assert "Resuming after epoch 2 of 3, from its backup\nFine-tuning: " in resumed.stderr
 
     for again in (run, killed):
         assert (again / "history.csv").read_text() == (first / "history.csv").read_text()
         from_resume = keras.saving.load_model(again / "model.keras").get_weights()
         assert_same(from_resume, keras.saving.load_model(first / "model.keras").get_weights())
+
+    more = invoke(["train", "--resume", str(first), "--set", "fit.epochs=4"])  # in phase 2
+    assert more.exit_code == 0, more.output
+    assert "Resuming after epoch 3 of 4, from its backup\nFine-tuning: " in more.stderr
+    assert (first / "history.csv").read_text().splitlines()[-1].startswith("4,")
 
 
 @pytest.mark.parametrize(

@@ -196,7 +196,7 @@ class FineTuneSpec(Strict):
 
     from_epoch: int = Field(ge=2)
     unfreeze: UnfreezeSpec
-    learning_rate: float = Field(gt=0)
+    learning_rate: float = Field(gt=0, allow_inf_nan=False)
 
 
 class FitSpec(Strict):

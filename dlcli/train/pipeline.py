@@ -521,7 +521,7 @@ def _start(
             epochs,
             view,
             tidy=tidy,
-            enter_second_phase=lambda: view.note(_second_phase(prepared)),
+            enter_second_phase=lambda: _second_phase(prepared),
         )
         return restored, fused
 
@@ -611,7 +611,7 @@ def _fit(
                     view.note(_second_phase(prepared))
                     backups.phase = SECOND_PHASE
             if backups.phase == SECOND_PHASE:
-                # the data's shuffling seed drawn as a run resumed in this phase draws it
+                # `training_data` draws its shuffling seed as a run resumed in this phase does
                 tf.random.set_seed(spec.seed)
                 fit_epochs(first_epoch, spec.fit.epochs)
     except Stop as stop:

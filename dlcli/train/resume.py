@@ -142,22 +142,21 @@ def restore_backup(
     view: ProgressView,
     *,
     tidy: bool,
-    enter_second_phase: Callable[[], None],
+    enter_second_phase: Callable[[], str],
 ) -> backup.Generation | None:
     """Load the run's newest backup generation into the model (None when it has none), after
     removing what a killed run left half-written (if `tidy`: the run is this process's).
 
     A generation of the second phase of `fit.fine_tune` is loaded into the model as that phase
     trains it: `enter_second_phase` unfreezes and recompiles it first, so its optimizer has the
-    variables the backup holds."""
+    variables the backup holds; what it did is said after the resume."""
     generation = backup.latest(run_dir)
     if tidy:
         backup.tidy(run_dir)
     if generation is None:
         return None
     try:
-        if generation.phase == SECOND_PHASE:
-            enter_second_phase()
+        phase_note = enter_second_phase() if generation.phase == SECOND_PHASE else None
         backup.restore(model, generation)
     except (OSError, ValueError) as error:
         raise TrainingError(
@@ -165,4 +164,6 @@ def restore_backup(
             f"over with: dlcli train --resume {shell_path(run_dir)} --restart"
         ) from error
     view.note(f"Resuming after epoch {generation.epoch} of {epochs}, from its backup")
+    if phase_note is not None:
+        view.note(phase_note)
     return generation
