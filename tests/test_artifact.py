@@ -62,7 +62,8 @@ SCHEMA_EDITS = {
     "misspelt spec key": (
         nested("spec.fit.epoch", 3),
         "`spec.fit`: unknown key `epoch` (did you mean `epochs`?); valid keys: epochs, "
-        "batch_size, shuffle, callbacks, class_weight, validation_freq, initial_weights, freeze",
+        "batch_size, shuffle, callbacks, class_weight, validation_freq, initial_weights, freeze, "
+        "fine_tune",
     ),
     "wrong task": (
         edited(task="classification"),

@@ -24,8 +24,8 @@ CASES = [
     (
         replaced("epochs: 5", "epoch: 5"),
         "`fit.epoch`: unknown key `epoch` (did you mean `epochs`?); valid keys: epochs, "
-        "batch_size, shuffle, callbacks, class_weight, validation_freq, initial_weights, freeze "
-        "(configs/mnist.yaml, line 20)",
+        "batch_size, shuffle, callbacks, class_weight, validation_freq, initial_weights, freeze, "
+        "fine_tune (configs/mnist.yaml, line 20)",
     ),
     (
         replaced("epochs: 5", "epochs: -3"),
@@ -193,8 +193,8 @@ def test_graph_wiring_mistakes() -> None:
         (
             "fit.nope.x=1",
             "`fit.nope`: unknown key `nope`; valid keys: epochs, batch_size, "
-            "shuffle, callbacks, class_weight, validation_freq, initial_weights, freeze (--set "
-            "fit.nope.x=1)",
+            "shuffle, callbacks, class_weight, validation_freq, initial_weights, freeze, "
+            "fine_tune (--set fit.nope.x=1)",
         ),
         (
             "model.layers.9.units=1",

@@ -11,6 +11,7 @@ import numpy as np
 
 from dlcli.data.common import DatasetInfo, ImageInfo, Polarity, Split, resolve_path
 from dlcli.data.decode import estimate_polarity
+from dlcli.data.image_cache import disk_pixels
 from dlcli.data.image_stream import ImageFiles, scan
 from dlcli.errors import DataError
 from dlcli.spec.schema import ImageCache, ImagesSource
@@ -41,7 +42,10 @@ def load_images(
     With `stream` (training) and `source.cache` `none`, or unset and the decoded images over
     `MEMORY_FRACTION` of the physical memory, each split's x is `ImageFiles`: the files are
     read once for their digest and headers (with `skip_bad`, decoded too), and decoded again
-    a batch at a time while training. Otherwise (`memory`) x holds the decoded pixels.
+    a batch at a time while training. With `disk`, x is a read-only memory map of the decoded
+    pixels in dlcli's cache folder (`dlcli.data.image_cache`; held in memory instead, with
+    `skip_bad`, when some files cannot be decoded). Otherwise (`memory`) x holds the decoded
+    pixels.
 
     Raises:
         DataError: a folder is missing, has fewer than two classes, an empty class, or class
@@ -76,11 +80,17 @@ def load_images(
         [i for split in files for i, name in enumerate(class_names) for _ in files[split][name]],
         dtype=np.int64,
     )
-    cache = resolved_cache(source.cache, len(paths), image_info) if stream else "memory"
-    pixels = None
-    if cache == "memory":
+    streamed = stream or source.cache == "disk"  # evaluate reads a disk cache too
+    cache = resolved_cache(source.cache, len(paths), image_info) if streamed else "memory"
+    pixels: np.ndarray | None = None
+    if cache == "disk":
+        pixels, digests, problems = disk_pixels(paths, labels, image_info)
+    if cache == "memory" or (cache == "disk" and pixels is None and skip_bad):
+        # with --skip-bad, a folder that cannot be cached whole is held in memory
         pixels = np.empty((len(paths), height, width, image_info.channels), dtype=np.uint8)
-    digests, problems = scan(paths, image_info, decode=pixels is not None or skip_bad, into=pixels)
+        digests, problems = scan(paths, image_info, decode=True, into=pixels)
+    elif cache == "none":
+        digests, problems = scan(paths, image_info, decode=skip_bad)
     if problems and not skip_bad:
         raise DataError(
             f"{len(problems)} of {len(paths)} image files cannot be read; the first: {problems[0]}"

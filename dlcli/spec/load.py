@@ -20,6 +20,7 @@ from dlcli.errors import ConfigError
 from dlcli.spec.columns import column_problems
 from dlcli.spec.messages import describe_error, located
 from dlcli.spec.names import keras_problems
+from dlcli.spec.phases import phase_problems
 from dlcli.spec.schema import (
     Spec,
 )
@@ -99,6 +100,8 @@ def spec_from_text(text: str, source: str, overrides: Sequence[str] = ()) -> Spe
     for key_path, message in keras_problems(spec):
         raise ConfigError(located(key_path, message, locations))
     for key_path, message in column_problems(spec):
+        raise ConfigError(located(key_path, message, locations))
+    for key_path, message in phase_problems(spec):
         raise ConfigError(located(key_path, message, locations))
     for key_path, message in search_problems(spec, data) if spec.search else []:
         raise ConfigError(located(key_path, message, locations))

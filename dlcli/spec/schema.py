@@ -34,7 +34,7 @@ KerasDataset = Literal[
     "california_housing",
 ]
 ColorMode = Literal["grayscale", "rgb", "rgba"]
-ImageCache = Literal["memory", "none"]
+ImageCache = Literal["memory", "disk", "none"]
 
 
 class Strict(BaseModel):
@@ -175,6 +175,30 @@ class CompileSpec(Strict):
     steps_per_execution: Annotated[int, Field(gt=0)] | Literal["auto"] = "auto"
 
 
+class UnfreezeSpec(Strict):
+    """What the second phase of fine-tuning trains: a layer frozen in the first (`fit.freeze`),
+    whole or its last `layers` sublayers (a backbone's, as `backbone.layers` lists them)."""
+
+    layer: str
+    layers: int | None = Field(None, gt=0)  # None: all of them
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"layer": data} if isinstance(data, str) else data
+
+
+class FineTuneSpec(Strict):
+    """`fit.fine_tune`: the second phase of a run (dlcli.train.fine_tune). Epochs 1 to
+    `from_epoch - 1` train with `fit.freeze` frozen; from epoch `from_epoch` to `fit.epochs`,
+    `unfreeze` trains too (its BatchNormalization layers stay frozen, in inference mode), with
+    the spec's optimizer made anew at `learning_rate`."""
+
+    from_epoch: int = Field(ge=2)
+    unfreeze: UnfreezeSpec
+    learning_rate: float = Field(gt=0, allow_inf_nan=False)
+
+
 class FitSpec(Strict):
     epochs: int = Field(gt=0)
     batch_size: int = Field(32, gt=0)
@@ -185,6 +209,7 @@ class FitSpec(Strict):
     validation_freq: int = Field(1, gt=0)  # validate after every n-th epoch
     initial_weights: str | None = None  # a .keras file: weights copied by layer name
     freeze: list[str] = Field(default_factory=list)  # layers not trained (fine-tuning)
+    fine_tune: FineTuneSpec | None = None  # a second phase: frozen layers trained on
 
 
 class NpzSource(Strict):
@@ -287,8 +312,10 @@ class ImagesSource(Strict):
     image_size: list[Annotated[int, Field(gt=0)]] = Field(min_length=2, max_length=2)
     color_mode: ColorMode = "rgb"
     # Where decoded training images are kept between epochs: `memory` (decoded once, held as
-    # arrays), `none` (decoded again each epoch, a few batches ahead of the step); unset: memory
-    # when they take at most `dlcli.data.image_folders.MEMORY_FRACTION` of the physical memory.
+    # arrays), `disk` (decoded once into a file in dlcli's cache folder, memory-mapped, kept for
+    # later runs: dlcli.data.image_cache), `none` (decoded again each epoch, a few batches ahead
+    # of the step); unset: memory when they take at most
+    # `dlcli.data.image_folders.MEMORY_FRACTION` of the physical memory, else none.
     cache: ImageCache | None = None
 
 

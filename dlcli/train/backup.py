@@ -2,8 +2,9 @@
 
 A generation, `backup/epoch-<N>/`, holds everything a resumed run needs to go on as the
 uninterrupted run would: `weights.weights.h5` (the model's and the optimizer's variables, by
-Keras's `save_weights`) and `state.json` (the epoch count N, the states of the layers' random
-seed generators, and the history rows of epochs 1 to N). It is written in `backup/.partial/`,
+Keras's `save_weights`) and `state.json` (the epoch count N, the phase of a fine-tuning run
+that epoch N trained in, the states of the layers' random seed generators, and the history rows
+of epochs 1 to N). It is written in `backup/.partial/`,
 each file flushed to disk, and made current by renaming that folder to `epoch-<N>`; only then
 are older generations removed and history.csv rewritten from the rows. Killed at any moment,
 a run leaves its last complete generation (or none), and resuming it starts from there.
@@ -39,6 +40,7 @@ class Generation:
     weights: Path
     seeds: list[list[int]] | None  # the seed generators' states (`model.variables` order)
     history: list[dict[str, float]]  # epochs 1 to `epoch`, each row with its "epoch"
+    phase: int  # 2: the second phase of `fit.fine_tune` (its layers unfrozen, recompiled)
 
 
 def latest(run_dir: Path) -> Generation | None:
@@ -59,7 +61,7 @@ def latest(run_dir: Path) -> Generation | None:
         state = json.loads((path / STATE).read_text(encoding="utf-8"))
         if state["epoch"] != epoch or len(state["history"]) != epoch:
             raise ValueError(f"it holds epoch {state['epoch']}")
-        return Generation(epoch, path / WEIGHTS, state["seeds"], state["history"])
+        return Generation(epoch, path / WEIGHTS, state["seeds"], state["history"], state["phase"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         reason = f"[Errno {error.errno}] {error.strerror}" if isinstance(error, OSError) else error
         raise TrainingError(
@@ -129,6 +131,8 @@ def callback(run_dir: Path, history: list[dict[str, float]]) -> Any:
     import keras
 
     class Backup(keras.callbacks.Callback):
+        phase = 1  # set to 2 when the second phase of `fit.fine_tune` begins
+
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             if int(self.model.optimizer.iterations.numpy()) == 0:  # a broken pipeline: no batch
                 raise TrainingError(
@@ -138,9 +142,9 @@ def callback(run_dir: Path, history: list[dict[str, float]]) -> Any:
             row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
             try:
                 seeds = [_as_list(variable) for variable in _seed_states(self.model)]
-                _write_generation(
-                    run_dir / BACKUP_DIR, self.model.save_weights, [*history, row], seeds
-                )
+                rows = [*history, row]
+                save = self.model.save_weights
+                _write_generation(run_dir / BACKUP_DIR, save, rows, seeds, self.phase)
             except OSError as error:
                 shutil.rmtree(run_dir / BACKUP_DIR / PARTIAL, ignore_errors=True)
                 kept = note(run_dir) if history else "there is no earlier backup to resume from"
@@ -154,15 +158,17 @@ def callback(run_dir: Path, history: list[dict[str, float]]) -> Any:
     return Backup()
 
 
-def from_finished(run_dir: Path) -> None:
+def from_finished(run_dir: Path, phase: int) -> None:
     """Make a finished run's model.keras (its weights and optimizer state, as Keras saved
-    them) and history.csv the run's backup generation, for more epochs. The layers' seed
-    states are not in model.keras: the added epochs draw other Dropout masks than a run asked
-    for all its epochs at once would."""
+    them) and history.csv the run's backup generation, for more epochs in `phase` (the one it
+    ended in). The layers' seed states are not in model.keras: the added epochs draw other
+    Dropout masks than a run asked for all its epochs at once would."""
     history = read_rows(run_dir / "history.csv")
     with zipfile.ZipFile(run_dir / "model.keras") as archive:
         weights = archive.read(KERAS_WEIGHTS)
-    _write_generation(run_dir / BACKUP_DIR, lambda path: path.write_bytes(weights), history, None)
+    _write_generation(
+        run_dir / BACKUP_DIR, lambda path: path.write_bytes(weights), history, None, phase
+    )
 
 
 def _write_generation(
@@ -170,6 +176,7 @@ def _write_generation(
     save_weights: Callable[[Path], object],  # what it returns is not used
     history: list[dict[str, float]],
     seeds: list[list[int]] | None,
+    phase: int,
 ) -> None:
     epoch = len(history)
     partial = backup / PARTIAL
@@ -177,7 +184,7 @@ def _write_generation(
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     save_weights(partial / WEIGHTS)
-    state = {"epoch": epoch, "seeds": seeds, "history": history}
+    state = {"epoch": epoch, "phase": phase, "seeds": seeds, "history": history}
     (partial / STATE).write_text(json.dumps(state), encoding="utf-8")
     for path in (partial / WEIGHTS, partial / STATE, partial):
         _sync(path)

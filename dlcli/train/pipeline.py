@@ -66,6 +66,7 @@ from dlcli.train.callbacks import (
     weights_epoch,
 )
 from dlcli.train.export_onnx import write_onnx
+from dlcli.train.fine_tune import FIRST_PHASE, SECOND_PHASE, check_unfreeze, enter_second_phase
 from dlcli.train.loop import decoded_steps, steps_per_execution, training_data
 from dlcli.train.model_info import model_info
 from dlcli.train.resume import more_epochs, prepare_resume, restore_backup
@@ -416,6 +417,7 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
         if series is not None:
             model, model_spec = with_normalization(model, model_spec, series)
         freeze(model, spec.fit.freeze)
+        check_unfreeze(model, spec.fit.fine_tune)
         models.compile_model(model, spec, steps_per_execution=per_execution)
     splits = add_channel_axis(splits, model)
     check_names(splits.train, model, spec.compile)  # before tasks_of reads compile.loss by name
@@ -439,9 +441,7 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
     weights, note = sample_weights(
         spec.fit.class_weight, splits.train, splits.info.class_names, tasks, describe_outputs(model)
     )
-    if device.strategy.num_replicas_in_sync == 1:  # a strategy makes Keras create them itself
-        first = train_x.decode(np.arange(1)) if streamed else train_x
-        models.create_training_variables(model, first, targets(model, splits.train.y))
+    _create_training_variables(model, splits.train, device)
     callbacks = models.build_callbacks(spec)
     return Prepared(
         spec,
@@ -455,6 +455,24 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
         cluster,
         encoder,
     )
+
+
+def _create_training_variables(model: Any, train: Split, device: Any) -> None:
+    """The optimizer's and compiled metrics' variables made now (`create_training_variables`),
+    on one device; a strategy makes Keras create them itself."""
+    from dlcli.model.build import create_training_variables
+
+    if device.strategy.num_replicas_in_sync == 1:
+        first = train.x.decode(np.arange(1)) if isinstance(train.x, ImageFiles) else train.x
+        create_training_variables(model, first, targets(model, train.y))
+
+
+def _second_phase(prepared: Prepared) -> str:
+    """Enter the second phase of `fit.fine_tune` (`enter_second_phase`); its note."""
+    with prepared.device.strategy.scope():
+        note = enter_second_phase(prepared.model, prepared.spec)
+        _create_training_variables(prepared.model, prepared.splits.train, prepared.device)
+    return note
 
 
 def encode_columns(spec: Spec, splits: Splits, notes: list[str]) -> tuple[Splits, Any, Any]:
@@ -504,7 +522,15 @@ def _start(
         return None, fused
     with prepared.device.strategy.scope():  # the optimizer's variables are made here
         epochs, tidy = prepared.spec.fit.epochs, restore == run_dir
-        return restore_backup(prepared.model, restore, epochs, view, tidy=tidy), fused
+        restored = restore_backup(
+            prepared.model,
+            restore,
+            epochs,
+            view,
+            tidy=tidy,
+            enter_second_phase=lambda: _second_phase(prepared),
+        )
+        return restored, fused
 
 
 def _fit(
@@ -519,8 +545,10 @@ def _fit(
     """Keras's `fit` with the backup, history, progress and the spec's callbacks; its seconds.
 
     `restore` is the run folder whose backup to continue (this one, or in a cluster the one
-    the chief continues)."""
+    the chief continues). A run with `fit.fine_tune` calls `fit` once for each phase it has
+    left, the epochs numbered on (dlcli.train.fine_tune)."""
     import keras
+    import tensorflow as tf
 
     spec, splits, model = prepared.spec, prepared.splits, prepared.model
     restored, fused = _start(prepared, run_dir, view, restore)
@@ -528,7 +556,9 @@ def _fit(
     progress = progress_callback(view, spec.fit.epochs, steps)
     history = list(restored.history) if restored else []
     write_history(run_dir / "history.csv", history)
-    callbacks = [backup.callback(run_dir, history), progress, *prepared.callbacks, *more_callbacks]
+    backups = backup.callback(run_dir, history)
+    backups.phase = restored.phase if restored else FIRST_PHASE
+    callbacks = [backups, progress, *prepared.callbacks, *more_callbacks]
     if tensorboard or spec.output.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
     replicas = prepared.device.strategy.num_replicas_in_sync
@@ -536,17 +566,6 @@ def _fit(
     y, weights = targets(model, splits.train.y), prepared.weights
     if weights is not None and isinstance(y, list):  # one weight per example, for each output
         weights = [weights] * len(y)
-    data = training_data(
-        model,
-        splits.train.x,
-        y,
-        spec.fit.batch_size,
-        spec.fit.shuffle,
-        replicas=replicas,
-        fused=fused,
-        first_epoch=first_epoch,
-        weights=weights,
-    )
     validation: Any = None
     validation_batch_size: int | None = spec.fit.batch_size
     if splits.validation is not None and isinstance(splits.validation.x, ImageFiles):
@@ -562,18 +581,46 @@ def _fit(
     if first_epoch >= spec.fit.epochs:  # killed after its last backup: only the end is left
         view.stop()
         return 0.0
+
+    def fit_epochs(first: int, last: int) -> None:
+        """Keras's `fit` from after epoch `first` to epoch `last`, numbered on."""
+        data = training_data(
+            model,
+            splits.train.x,
+            y,
+            spec.fit.batch_size,
+            spec.fit.shuffle,
+            replicas=replicas,
+            fused=fused,
+            first_epoch=first,
+            weights=weights,
+        )
+        model.fit(
+            **data,
+            epochs=last,
+            initial_epoch=first,
+            validation_data=validation,
+            validation_batch_size=validation_batch_size,
+            validation_freq=spec.fit.validation_freq,
+            callbacks=callbacks,
+            verbose=0,
+        )
+
+    fine_tune = spec.fit.fine_tune
     try:
         with signals_stop(progress):
-            model.fit(
-                **data,
-                epochs=spec.fit.epochs,
-                initial_epoch=first_epoch,
-                validation_data=validation,
-                validation_batch_size=validation_batch_size,
-                validation_freq=spec.fit.validation_freq,
-                callbacks=callbacks,
-                verbose=0,
-            )
+            if backups.phase == FIRST_PHASE:
+                last = fine_tune.from_epoch - 1 if fine_tune else spec.fit.epochs
+                if first_epoch < last:
+                    fit_epochs(first_epoch, last)
+                if fine_tune is not None:  # after an early stop, the second phase starts now
+                    first_epoch = len(history)
+                    view.note(_second_phase(prepared))
+                    backups.phase = SECOND_PHASE
+            if backups.phase == SECOND_PHASE:
+                # `training_data` draws its shuffling seed as a run resumed in this phase does
+                tf.random.set_seed(spec.seed)
+                fit_epochs(first_epoch, spec.fit.epochs)
     except Stop as stop:
         if cluster and not cluster.chief:
             raise workers.worker_stop(stop, cluster) from None

@@ -4,7 +4,7 @@ its newest backup (written by dlcli.train.backup) loaded into the model."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +14,7 @@ from dlcli.runs.record import RUN_RECORD, read_record, resumable, shell_path
 from dlcli.spec.messages import format_path
 from dlcli.spec.schema import Spec
 from dlcli.train import backup
+from dlcli.train.fine_tune import FIRST_PHASE, SECOND_PHASE
 
 if TYPE_CHECKING:
     from dlcli.train.pipeline import ProgressView
@@ -109,8 +110,8 @@ def _with_more_epochs(run_dir: Path, spec: Spec, epochs: int, *, finished: bool)
             f"--resume {run_dir} --set fit.epochs={epochs}: the run asks for {spec.fit.epochs} "
             "epochs already; give more to train on"
         )
-    if finished:
-        backup.from_finished(run_dir)
+    if finished:  # a two-phase run ends in its second phase, and trains on in it
+        backup.from_finished(run_dir, SECOND_PHASE if spec.fit.fine_tune else FIRST_PHASE)
     record = read_record(run_dir / RUN_RECORD)
     overrides = [o for o in record["overrides"] if not o.startswith("fit.epochs=")]
     write_json(run_dir / RUN_RECORD, {**record, "overrides": [*overrides, f"fit.epochs={epochs}"]})
@@ -135,16 +136,27 @@ def more_epochs(
 
 
 def restore_backup(
-    model: Any, run_dir: Path, epochs: int, view: ProgressView, *, tidy: bool
+    model: Any,
+    run_dir: Path,
+    epochs: int,
+    view: ProgressView,
+    *,
+    tidy: bool,
+    enter_second_phase: Callable[[], str],
 ) -> backup.Generation | None:
     """Load the run's newest backup generation into the model (None when it has none), after
-    removing what a killed run left half-written (if `tidy`: the run is this process's)."""
+    removing what a killed run left half-written (if `tidy`: the run is this process's).
+
+    A generation of the second phase of `fit.fine_tune` is loaded into the model as that phase
+    trains it: `enter_second_phase` unfreezes and recompiles it first, so its optimizer has the
+    variables the backup holds; what it did is said after the resume."""
     generation = backup.latest(run_dir)
     if tidy:
         backup.tidy(run_dir)
     if generation is None:
         return None
     try:
+        phase_note = enter_second_phase() if generation.phase == SECOND_PHASE else None
         backup.restore(model, generation)
     except (OSError, ValueError) as error:
         raise TrainingError(
@@ -152,4 +164,6 @@ def restore_backup(
             f"over with: dlcli train --resume {shell_path(run_dir)} --restart"
         ) from error
     view.note(f"Resuming after epoch {generation.epoch} of {epochs}, from its backup")
+    if phase_note is not None:
+        view.note(phase_note)
     return generation
