@@ -65,7 +65,14 @@ from dlcli.train.callbacks import (
     weights_epoch,
 )
 from dlcli.train.export_onnx import write_onnx
-from dlcli.train.loop import decoded_steps, steps_per_execution, training_data
+from dlcli.train.loop import (
+    compiled_arrays,
+    decoded_steps,
+    epochs_per_execution,
+    fit_epochs_at_once,
+    steps_per_execution,
+    training_data,
+)
 from dlcli.train.model_info import model_info
 from dlcli.train.resume import more_epochs, prepare_resume, restore_backup
 from dlcli.train.sample_weights import sample_weights
@@ -521,25 +528,43 @@ def _fit(
     progress = progress_callback(view, spec.fit.epochs, steps)
     history = list(restored.history) if restored else []
     write_history(run_dir / "history.csv", history)
-    callbacks = [backup.callback(run_dir, history), progress, *prepared.callbacks, *more_callbacks]
+    more = [*prepared.callbacks, *more_callbacks]
     if tensorboard or spec.output.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
+        more.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
     replicas = prepared.device.strategy.num_replicas_in_sync
     first_epoch = restored.epoch if restored else 0
     y, weights = targets(model, splits.train.y), prepared.weights
     if weights is not None and isinstance(y, list):  # one weight per example, for each output
         weights = [weights] * len(y)
-    data = training_data(
+    compiled = compiled_arrays(splits.train.x, y, weights, replicas=replicas, fused=fused)
+    at_once = epochs_per_execution(
         model,
-        splits.train.x,
-        y,
-        spec.fit.batch_size,
-        spec.fit.shuffle,
-        replicas=replicas,
-        fused=fused,
-        first_epoch=first_epoch,
-        weights=weights,
+        steps,
+        steps_setting=spec.compile.steps_per_execution,
+        compiled=compiled and not isinstance(splits.validation and splits.validation.x, ImageFiles),
+        callbacks_between_epochs=bool(more),
+        validation_freq=spec.fit.validation_freq,
     )
+    backups = backup.callback(run_dir, history, at_each_epoch=at_once == 1)
+    callbacks = [backups, progress, *more]
+    if at_once > 1:
+        view.note(
+            f"Epochs run {at_once} to one compiled program ({steps} step"
+            f"{'s' * (steps != 1)} each), backed up after each program"
+        )
+        data = {}
+    else:
+        data = training_data(
+            model,
+            splits.train.x,
+            y,
+            spec.fit.batch_size,
+            spec.fit.shuffle,
+            replicas=replicas,
+            fused=fused,
+            first_epoch=first_epoch,
+            weights=weights,
+        )
     validation: Any = None
     validation_batch_size: int | None = spec.fit.batch_size
     if splits.validation is not None and isinstance(splits.validation.x, ImageFiles):
@@ -557,16 +582,32 @@ def _fit(
         return 0.0
     try:
         with signals_stop(progress):
-            model.fit(
-                **data,
-                epochs=spec.fit.epochs,
-                initial_epoch=first_epoch,
-                validation_data=validation,
-                validation_batch_size=validation_batch_size,
-                validation_freq=spec.fit.validation_freq,
-                callbacks=callbacks,
-                verbose=0,
-            )
+            if at_once > 1:
+                fit_epochs_at_once(
+                    model,
+                    splits.train.x,
+                    y,
+                    spec.fit.batch_size,
+                    spec.fit.shuffle,
+                    epochs=spec.fit.epochs,
+                    first_epoch=first_epoch,
+                    per_execution=at_once,
+                    callbacks=callbacks,
+                    executed=backups.write,
+                    validation=validation,
+                    weights=weights,
+                )
+            else:
+                model.fit(
+                    **data,
+                    epochs=spec.fit.epochs,
+                    initial_epoch=first_epoch,
+                    validation_data=validation,
+                    validation_batch_size=validation_batch_size,
+                    validation_freq=spec.fit.validation_freq,
+                    callbacks=callbacks,
+                    verbose=0,
+                )
     except Stop as stop:
         if cluster and not cluster.chief:
             raise workers.worker_stop(stop, cluster) from None
