@@ -366,20 +366,31 @@ def fit_epochs_at_once(
         names[kind] = [f"{kind}{name}" for name in logs]
         return [tf.cast(value, tf.float64) for value in logs.values()]
 
-    @tf.function(jit_compile=model.jit_compile, autograph=False)  # as Keras's own step
+    def reset_metrics() -> None:
+        for metric in model.metrics:
+            metric.reset_state()
+
+    # The steps compiled as Keras compiles its own (XLA where `jit_compile`), and the metrics'
+    # results outside them, as `fit` computes its logs: XLA may round a division differently.
+    @tf.function(jit_compile=model.jit_compile, autograph=False)
+    def train_epoch(order: Any, *training: Any) -> None:
+        reset_metrics()  # as `fit`, before each epoch
+        batches([tf.gather(part, order) for part in training], model.train_step, structure)
+
+    @tf.function(jit_compile=model.jit_compile, autograph=False)
+    def validate(*validating: Any) -> None:
+        reset_metrics()  # as `evaluate`: then every batch in order
+        batches(list(validating), model.test_step, validation)
+
+    @tf.function(autograph=False)
     def execution(orders: Any, epochs_now: Any, *parts: Any) -> Any:
-        training, validating = list(parts[: len(arrays)]), list(parts[len(arrays) :])
+        training, validating = parts[: len(arrays)], parts[len(arrays) :]
 
         def one_epoch(index: Any, logs: Any) -> Any:
-            for metric in model.metrics:  # `fit` resets them before each epoch
-                metric.reset_state()
-            shuffled = [tf.gather(part, orders[index]) for part in training]
-            batches(shuffled, model.train_step, structure)
+            train_epoch(orders[index], *training)
             values = results("")
-            if validating:  # as `evaluate`: the metrics reset, then every batch in order
-                for metric in model.metrics:
-                    metric.reset_state()
-                batches(validating, model.test_step, validation)
+            if validating:
+                validate(*validating)
                 values += results("val_")
             return index + 1, logs.write(index, tf.stack(values))
 
