@@ -413,16 +413,14 @@ def fit_epochs_at_once(
         ]
         orders += [in_order] * (per_execution - len(chosen))  # one shape, one trace
         logs = execution(tf.stack(orders), tf.constant(len(chosen)), *arrays, *validation_arrays)
-        for epoch, values in zip(chosen, logs.numpy(), strict=False):
-            training = dict(zip(names[""], map(float, values), strict=False))
+        logged = [*names[""], *names.get("val_", [])]
+        for epoch, values in zip(chosen, logs.numpy(), strict=False):  # then padding rows
+            epoch_logs = dict(zip(logged, map(float, values), strict=True))
             callback_list.on_epoch_begin(epoch)
             callback_list.on_train_batch_begin(0)
+            training = {name: epoch_logs[name] for name in names[""]}
             callback_list.on_train_batch_end(steps - 1, training)
-            validated = names.get("val_", [])
-            values = values[len(training) :]
-            callback_list.on_epoch_end(
-                epoch, training | dict(zip(validated, map(float, values), strict=True))
-            )
+            callback_list.on_epoch_end(epoch, epoch_logs)
         executed()
     model.optimizer.finalize_variable_values(model.trainable_weights)  # as `fit` ends
     callback_list.on_train_end()

@@ -536,12 +536,21 @@ def _fit(
     y, weights = targets(model, splits.train.y), prepared.weights
     if weights is not None and isinstance(y, list):  # one weight per example, for each output
         weights = [weights] * len(y)
-    compiled = compiled_arrays(splits.train.x, y, weights, replicas=replicas, fused=fused)
+    validation: Any = None
+    validation_batch_size: int | None = spec.fit.batch_size
+    if splits.validation is not None and isinstance(splits.validation.x, ImageFiles):
+        labels = targets(model, splits.validation.y)
+        validation = splits.validation.x.batches(spec.fit.batch_size, labels)
+        validation_batch_size = None  # a dataset comes in its own batches
+    elif splits.validation is not None:
+        validation = (splits.validation.x, targets(model, splits.validation.y))
+    in_memory = validation is None or validation_batch_size is not None  # not image files
     at_once = epochs_per_execution(
         model,
         steps,
         steps_setting=spec.compile.steps_per_execution,
-        compiled=compiled and not isinstance(splits.validation and splits.validation.x, ImageFiles),
+        compiled=in_memory
+        and compiled_arrays(splits.train.x, y, weights, replicas=replicas, fused=fused),
         callbacks_between_epochs=bool(more),
         validation_freq=spec.fit.validation_freq,
     )
@@ -565,14 +574,6 @@ def _fit(
             first_epoch=first_epoch,
             weights=weights,
         )
-    validation: Any = None
-    validation_batch_size: int | None = spec.fit.batch_size
-    if splits.validation is not None and isinstance(splits.validation.x, ImageFiles):
-        labels = targets(model, splits.validation.y)
-        validation = splits.validation.x.batches(spec.fit.batch_size, labels)
-        validation_batch_size = None  # a dataset comes in its own batches
-    elif splits.validation is not None:
-        validation = (splits.validation.x, targets(model, splits.validation.y))
     cluster = prepared.cluster
     if cluster:
         workers.agree(prepared.device.strategy, cluster, spec, first_epoch)
