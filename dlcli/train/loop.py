@@ -403,7 +403,6 @@ def fit_epochs_at_once(
     callback_list = keras.callbacks.CallbackList(
         callbacks, model=model, epochs=epochs, steps=steps, verbose=0
     )
-    model.stop_training = False
     callback_list.on_train_begin()
     in_order = tf.range(count)
     for start in range(first_epoch, epochs, per_execution):
