@@ -561,7 +561,7 @@ def _fit(
             f"Epochs run {at_once} to one compiled program ({steps} step"
             f"{'s' * (steps != 1)} each), backed up after each program"
         )
-        data = {}
+        data: dict[str, Any] = {}  # `fit_epochs_at_once` takes the arrays as they are
     else:
         data = training_data(
             model,
