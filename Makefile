@@ -32,15 +32,18 @@ lint: setup
 	$(VENV)/bin/mypy
 
 # every command against plain Keras, medians of 3 alternating pairs (~30 minutes on 2 cores),
-# then photo folders of 4,000, 16,000 and 64,000 images against image_dataset_from_directory
+# then photo folders of 4,000, 16,000 and 64,000 images against image_dataset_from_directory,
+# then many epochs of tiny tables (iris, XOR) against model.fit
 bench: setup
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/photo_folders.py
+	$(PY) benchmarks/tiny_epochs.py
 
 # one pair of each, the convnet for 1 epoch (within 5 minutes): benchmarks/results-quick.json
 bench-quick: setup
 	$(PY) benchmarks/bench.py --quick
 	$(PY) benchmarks/photo_folders.py --sizes 2000 --output benchmarks/results-photos-quick.json
+	$(PY) benchmarks/tiny_epochs.py --pairs 1 --output benchmarks/results-tiny-quick.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

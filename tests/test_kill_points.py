@@ -48,7 +48,10 @@ SPEC = tiny_spec(
             {"Dense": {"units": 3, "activation": "softmax"}},
         ]
     },
-    compile={"jit_compile": True},
+    # One epoch per execution: a backup generation after each epoch, so that the kill points
+    # include a generation replacing the one before (tests/test_tiny_epochs.py kills a run of
+    # several epochs to one compiled program).
+    compile={"jit_compile": True, "steps_per_execution": 1},
     fit={"epochs": EPOCHS, "batch_size": 16},
 )
 # The calls that change a file or folder, and openat (which creates files): the set strace

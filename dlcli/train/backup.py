@@ -1,4 +1,5 @@
-"""Backups of a run in training: after each epoch, one generation made current by one rename.
+"""Backups of a run in training: after each epoch, one generation made current by one rename
+(after each compiled program, when one runs several epochs: dlcli.train.loop).
 
 A generation, `backup/epoch-<N>/`, holds everything a resumed run needs to go on as the
 uninterrupted run would: `weights.weights.h5` (the model's and the optimizer's variables, by
@@ -121,11 +122,15 @@ def restore(model: Any, generation: Generation) -> None:
         variable.assign(value)
 
 
-def callback(run_dir: Path, history: list[dict[str, float]]) -> Any:
+def callback(run_dir: Path, history: list[dict[str, float]], *, at_each_epoch: bool = True) -> Any:
     """A Keras callback that backs the run up after every epoch (see the module docstring);
     `history` holds the rows of the epochs already backed up, and gets each new one.
 
-    Raises (from `fit`):
+    Not `at_each_epoch` (epochs fused into one compiled program, dlcli.train.loop): each epoch's
+    row is kept, and the callback's `write()`, called once the model holds the last such
+    epoch's weights, backs up all of them in one generation.
+
+    Raises (from `fit`, or `write`):
         OutputError: a generation could not be written (disk full); the previous one stays.
     """
     import keras
@@ -133,26 +138,36 @@ def callback(run_dir: Path, history: list[dict[str, float]]) -> Any:
     class Backup(keras.callbacks.Callback):
         phase = 1  # set to 2 when the second phase of `fit.fine_tune` begins
 
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows: list[dict[str, float]] = []  # epochs ended since the last generation
+
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+            if at_each_epoch:
+                self.write()
+
+        def write(self) -> None:
+            epoch = len(history) + len(self.rows)
             if int(self.model.optimizer.iterations.numpy()) == 0:  # a broken pipeline: no batch
                 raise TrainingError(
-                    f"epoch {epoch + 1} ran no training step (the training data gave no "
+                    f"epoch {epoch} ran no training step (the training data gave no "
                     f"batch); nothing was saved in {shell_path(run_dir)}"
                 )
-            row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
             try:
                 seeds = [_as_list(variable) for variable in _seed_states(self.model)]
-                rows = [*history, row]
+                rows = [*history, *self.rows]
                 save = self.model.save_weights
                 _write_generation(run_dir / BACKUP_DIR, save, rows, seeds, self.phase)
             except OSError as error:
                 shutil.rmtree(run_dir / BACKUP_DIR / PARTIAL, ignore_errors=True)
                 kept = note(run_dir) if history else "there is no earlier backup to resume from"
                 raise OutputError(
-                    f"cannot write the backup of epoch {epoch + 1} in {run_dir / BACKUP_DIR}: "
+                    f"cannot write the backup of epoch {epoch} in {run_dir / BACKUP_DIR}: "
                     f"{_reason(error)}; {kept}"
                 ) from error
-            history.append(row)
+            history.extend(self.rows)
+            self.rows.clear()
             write_history(run_dir / "history.csv", history)
 
     return Backup()

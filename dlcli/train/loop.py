@@ -1,9 +1,11 @@
 """How `fit` runs: steps per execution, and on one device each execution one compiled program
-over Keras's own `train_step`, fed by a tf.data pipeline of stacked batches."""
+over Keras's own `train_step`, fed by a tf.data pipeline of stacked batches; when an epoch is a
+few batches, several epochs to one compiled program (`epochs_per_execution`)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -87,15 +89,13 @@ def training_data(
         x = np.arange(len(files), dtype=np.int64)
     structure = (x, y) if weights is None else (x, y, weights)
     arrays = keras.tree.flatten(structure)  # x, y and weights may each be a list or mapping
-    fits = all(isinstance(array, np.ndarray) for array in arrays)
-    too_large = fits and sum(array.nbytes for array in arrays) > _SHUFFLED_COPY_MAX_BYTES
     if files is not None and (not fused or replicas > 1):
         return {
             "x": _epochs_of_batches(files, arrays, batch_size, shuffle, first_epoch),
             "steps_per_epoch": math.ceil(len(files) / batch_size),
             "shuffle": False,
         }
-    if not fused or replicas > 1 or not fits or len(arrays[0]) == 0 or too_large:
+    if files is None and not compiled_arrays(x, y, weights, replicas=replicas, fused=fused):
         return {
             "x": x,
             "y": y,
@@ -137,6 +137,19 @@ def training_data(
     }
 
 
+def compiled_arrays(x: Any, y: Any, weights: Any, *, replicas: int, fused: bool) -> bool:
+    """Whether training data in memory runs as dlcli's compiled executions: plain arrays, some
+    examples, small enough for a shuffled copy, on one device, with a Keras version they were
+    tested with (`fused`); else Keras's own adapter and loop."""
+    import keras
+
+    structure = (x, y) if weights is None else (x, y, weights)
+    arrays = keras.tree.flatten(structure)
+    if not fused or replicas > 1 or not all(isinstance(array, np.ndarray) for array in arrays):
+        return False
+    return len(arrays[0]) > 0 and sum(array.nbytes for array in arrays) <= _SHUFFLED_COPY_MAX_BYTES
+
+
 def executions(
     arrays: tuple[Any, ...],
     batch_size: int,
@@ -169,7 +182,7 @@ def executions(
     # The epoch number lives outside the iterator.
     with tf.device("/cpu:0"):
         epoch = tf.Variable(first_epoch, dtype=tf.int64, trainable=False)
-    base_seed = tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64)  # from the run's seed
+    base_seed = _base_seed()
 
     def all_but_last(array: Any) -> Any:  # (executions - 1, per_execution, batch, ...)
         shape = (executions - 1, per_execution, batch_size, *array.shape[1:])
@@ -182,8 +195,7 @@ def executions(
     @tf.autograph.experimental.do_not_convert  # plain Python: converting it only costs time
     def one_epoch(*parts: Any) -> Any:
         if shuffle:
-            seed = tf.stack([base_seed, epoch.assign_add(1)])
-            order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=seed)
+            order = _epoch_order(count, base_seed, epoch.assign_add(1))
             parts = tuple(tf.gather(part, order) for part in parts)
         no_rest = [tf.zeros((executions - 1, 0, *a.shape[1:]), a.dtype) for a in parts]
         rest = [part[full * batch_size :] for part in parts]
@@ -213,14 +225,13 @@ def _epochs_of_batches(
 
     with tf.device("/cpu:0"):
         epoch = tf.Variable(first_epoch, dtype=tf.int64, trainable=False)
-    base_seed = tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64)
+    base_seed = _base_seed()
     count = len(files)
 
     @tf.autograph.experimental.do_not_convert
     def one_epoch(*parts: Any) -> Any:
         if shuffle:
-            seed = tf.stack([base_seed, epoch.assign_add(1)])
-            order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=seed)
+            order = _epoch_order(count, base_seed, epoch.assign_add(1))
             parts = tuple(tf.gather(part, order) for part in parts)
         return tf.data.Dataset.from_tensor_slices(parts).batch(batch_size)
 
@@ -228,3 +239,187 @@ def _epochs_of_batches(
     options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
     dataset = tf.data.Dataset.from_tensors(tuple(arrays)).repeat().flat_map(one_epoch)
     return dataset.map(files.decoded_map([0])).prefetch(2).with_options(options)
+
+
+def _base_seed() -> Any:
+    """The run's shuffling seed, drawn from the seed Keras was given (`set_random_seed`): the
+    same at the same point of every run of a spec, resumed or not, epochs fused or not."""
+    import tensorflow as tf
+
+    return tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64)
+
+
+def _epoch_order(count: int, base_seed: Any, epoch_number: Any) -> Any:
+    """The order of the examples in epoch `epoch_number` (from 1): a function of the run's
+    seed and the epoch alone."""
+    import tensorflow as tf
+
+    seed = tf.stack([base_seed, tf.cast(epoch_number, tf.int64)])
+    return tf.random.experimental.stateless_shuffle(tf.range(count), seed=seed)
+
+
+# A compiled program of several epochs runs at most this many steps; Python (progress, Ctrl-C,
+# a NaN loss, the backup) runs between such programs.
+_STEPS_PER_EPOCHS_EXECUTION = 512
+
+
+def epochs_per_execution(
+    model: Any,
+    steps_per_epoch: int,
+    *,
+    steps_setting: int | str,
+    compiled: bool,
+    callbacks_between_epochs: bool,
+    validation_freq: int,
+) -> int:
+    """How many epochs one compiled program runs (`fit_epochs_at_once`); 1 is Keras's `fit`.
+
+    Several when all of these hold: an epoch is at most half of `_STEPS_PER_EPOCHS_EXECUTION`
+    steps, the steps per execution are dlcli's to choose ("auto"), the data runs as compiled
+    executions (`compiled_arrays`), and nothing needs the model between epochs: no callbacks
+    but dlcli's progress and backup (`callbacks_between_epochs` false: none of the spec's, a
+    search's, MLflow's or TensorBoard's), a learning rate that stays the same (a schedule's
+    rate shown per epoch would be the execution's last), and validation every epoch, if any.
+
+    Example:
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> model.compile(optimizer="adam", loss="mse")
+        >>> def fused(steps, setting="auto", freq=1):
+        ...     return epochs_per_execution(model, steps, steps_setting=setting, compiled=True,
+        ...                                 callbacks_between_epochs=False, validation_freq=freq)
+        >>> fused(8), fused(1), fused(256), fused(257), fused(8, setting=1), fused(8, freq=2)
+        (64, 512, 2, 1, 1, 1)
+    """
+    import keras
+
+    constant_rate = isinstance(model.optimizer.learning_rate, keras.Variable)
+    if not (
+        compiled
+        and steps_setting == "auto"
+        and not callbacks_between_epochs
+        and constant_rate
+        and validation_freq == 1
+    ):
+        return 1
+    return max(1, _STEPS_PER_EPOCHS_EXECUTION // steps_per_epoch)
+
+
+def fit_epochs_at_once(
+    model: Any,
+    x: Any,
+    y: Any,
+    batch_size: int,
+    shuffle: bool,
+    *,
+    epochs: int,
+    first_epoch: int,
+    per_execution: int,
+    callbacks: list[Any],
+    executed: Callable[[], None],
+    validation: tuple[Any, Any] | None = None,
+    weights: Any = None,
+) -> None:
+    """Keras's `fit` for data of a few batches: `per_execution` epochs to one compiled program.
+
+    The program runs, for each epoch, what `fit` runs: the metrics reset, Keras's own
+    `train_step` over the epoch's batches in the order of `executions` (the run's seed and the
+    epoch's number), then, with `validation`, `test_step` over its batches; it returns every
+    epoch's logs. The callbacks then hear of each epoch in turn, as `fit` tells them of an epoch
+    of one execution (`on_epoch_begin`, `on_train_batch_begin` and `_end` with the training
+    logs, `on_epoch_end` with all of them), so the history is the one `fit` would write; only
+    then is `executed` called: the model now holds the last of those epochs' weights (the time
+    for a backup). `epochs_per_execution` says when the callbacks allow it. Arguments as
+    `training_data`'s; `validation` is (x, y), batched as `fit` does, by `batch_size`.
+    """
+    import keras
+    import tensorflow as tf
+
+    structure = (x, y) if weights is None else (x, y, weights)
+    arrays = keras.tree.flatten(structure)
+    validation_arrays = keras.tree.flatten(validation) if validation is not None else []
+    count, steps = len(arrays[0]), math.ceil(len(arrays[0]) / batch_size)
+    base_seed = _base_seed()  # drawn where `training_data` draws it for the per-epoch path
+    names: dict[str, list[str]] = {}  # the logs' names, training's and validation's, in order
+
+    def batches(parts: list[Any], run_step: Callable[[Any], Any], like: Any) -> None:
+        """`run_step` over `parts` in batches of `batch_size`, the partial one last, as `fit`."""
+        whole, rows = divmod(int(parts[0].shape[0]), batch_size)
+        stacked = [
+            tf.reshape(part[: whole * batch_size], (whole, batch_size, *part.shape[1:]))
+            for part in parts
+        ]
+
+        def one_step(index: Any) -> Any:
+            run_step(keras.tree.pack_sequence_as(like, [part[index] for part in stacked]))
+            return index + 1
+
+        if whole:
+            tf.while_loop(lambda i: i < whole, one_step, [0], parallel_iterations=1)
+        if rows:
+            rest = [part[whole * batch_size :] for part in parts]
+            run_step(keras.tree.pack_sequence_as(like, rest))
+
+    def results(kind: str) -> list[Any]:
+        """The metrics' results now, as `fit` logs them (recording their names while traced)."""
+        logs = model.get_metrics_result()
+        names[kind] = [f"{kind}{name}" for name in logs]
+        return [tf.cast(value, tf.float64) for value in logs.values()]
+
+    def reset_metrics() -> None:
+        for metric in model.metrics:
+            metric.reset_state()
+
+    # The steps compiled as Keras compiles its own (XLA where `jit_compile`), and the metrics'
+    # results outside them, as `fit` computes its logs: XLA may round a division differently.
+    @tf.function(jit_compile=model.jit_compile, autograph=False)
+    def train_epoch(order: Any, *training: Any) -> None:
+        reset_metrics()  # as `fit`, before each epoch
+        batches([tf.gather(part, order) for part in training], model.train_step, structure)
+
+    @tf.function(jit_compile=model.jit_compile, autograph=False)
+    def validate(*validating: Any) -> None:
+        reset_metrics()  # as `evaluate`: then every batch in order
+        batches(list(validating), model.test_step, validation)
+
+    @tf.function(autograph=False)
+    def execution(orders: Any, epochs_now: Any, *parts: Any) -> Any:
+        training, validating = parts[: len(arrays)], parts[len(arrays) :]
+
+        def one_epoch(index: Any, logs: Any) -> Any:
+            train_epoch(orders[index], *training)
+            values = results("")
+            if validating:
+                validate(*validating)
+                values += results("val_")
+            return index + 1, logs.write(index, tf.stack(values))
+
+        logs = tf.TensorArray(tf.float64, size=per_execution)
+        _, logs = tf.while_loop(
+            lambda index, _: index < epochs_now, one_epoch, [0, logs], parallel_iterations=1
+        )
+        return logs.stack()
+
+    callback_list = keras.callbacks.CallbackList(
+        callbacks, model=model, epochs=epochs, steps=steps, verbose=0
+    )
+    callback_list.on_train_begin()
+    in_order = tf.range(count)
+    for start in range(first_epoch, epochs, per_execution):
+        chosen = range(start, min(start + per_execution, epochs))
+        orders = [
+            _epoch_order(count, base_seed, epoch + 1) if shuffle else in_order for epoch in chosen
+        ]
+        orders += [in_order] * (per_execution - len(chosen))  # one shape, one trace
+        logs = execution(tf.stack(orders), tf.constant(len(chosen)), *arrays, *validation_arrays)
+        logged = [*names[""], *names.get("val_", [])]
+        for epoch, values in zip(chosen, logs.numpy(), strict=False):  # then padding rows
+            epoch_logs = dict(zip(logged, map(float, values), strict=True))
+            callback_list.on_epoch_begin(epoch)
+            callback_list.on_train_batch_begin(0)
+            training = {name: epoch_logs[name] for name in names[""]}
+            callback_list.on_train_batch_end(steps - 1, training)
+            callback_list.on_epoch_end(epoch, epoch_logs)
+        executed()
+    model.optimizer.finalize_variable_values(model.trainable_weights)  # as `fit` ends
+    callback_list.on_train_end()

@@ -67,7 +67,14 @@ from dlcli.train.callbacks import (
 )
 from dlcli.train.export_onnx import write_onnx
 from dlcli.train.fine_tune import FIRST_PHASE, SECOND_PHASE, check_unfreeze, enter_second_phase
-from dlcli.train.loop import decoded_steps, steps_per_execution, training_data
+from dlcli.train.loop import (
+    compiled_arrays,
+    decoded_steps,
+    epochs_per_execution,
+    fit_epochs_at_once,
+    steps_per_execution,
+    training_data,
+)
 from dlcli.train.model_info import model_info
 from dlcli.train.resume import more_epochs, prepare_resume, restore_backup
 from dlcli.train.sample_weights import sample_weights
@@ -546,7 +553,8 @@ def _fit(
 
     `restore` is the run folder whose backup to continue (this one, or in a cluster the one
     the chief continues). A run with `fit.fine_tune` calls `fit` once for each phase it has
-    left, the epochs numbered on (dlcli.train.fine_tune)."""
+    left, the epochs numbered on (dlcli.train.fine_tune). Tiny data runs many epochs to one
+    compiled program (`dlcli.train.loop.epochs_per_execution` says when)."""
     import keras
     import tensorflow as tf
 
@@ -556,11 +564,9 @@ def _fit(
     progress = progress_callback(view, spec.fit.epochs, steps)
     history = list(restored.history) if restored else []
     write_history(run_dir / "history.csv", history)
-    backups = backup.callback(run_dir, history)
-    backups.phase = restored.phase if restored else FIRST_PHASE
-    callbacks = [backups, progress, *prepared.callbacks, *more_callbacks]
+    more = [*prepared.callbacks, *more_callbacks]
     if tensorboard or spec.output.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
+        more.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
     replicas = prepared.device.strategy.num_replicas_in_sync
     first_epoch = restored.epoch if restored else 0
     y, weights = targets(model, splits.train.y), prepared.weights
@@ -574,6 +580,26 @@ def _fit(
         validation_batch_size = None  # a dataset comes in its own batches
     elif splits.validation is not None:
         validation = (splits.validation.x, targets(model, splits.validation.y))
+    in_memory = validation is None or validation_batch_size is not None  # not image files
+    fine_tune = spec.fit.fine_tune
+    at_once = epochs_per_execution(
+        model,
+        steps,
+        steps_setting=spec.compile.steps_per_execution,
+        compiled=in_memory
+        and compiled_arrays(splits.train.x, y, weights, replicas=replicas, fused=fused),
+        # the second phase of `fit.fine_tune` recompiles the model between two epochs
+        callbacks_between_epochs=bool(more) or fine_tune is not None,
+        validation_freq=spec.fit.validation_freq,
+    )
+    backups = backup.callback(run_dir, history, at_each_epoch=at_once == 1)
+    backups.phase = restored.phase if restored else FIRST_PHASE
+    callbacks = [backups, progress, *more]
+    if at_once > 1:
+        view.note(
+            f"Epochs run {at_once} to one compiled program ({steps} step"
+            f"{'s' * (steps != 1)} each), backed up after each program"
+        )
     cluster = prepared.cluster
     if cluster:
         workers.agree(prepared.device.strategy, cluster, spec, first_epoch)
@@ -583,7 +609,24 @@ def _fit(
         return 0.0
 
     def fit_epochs(first: int, last: int) -> None:
-        """Keras's `fit` from after epoch `first` to epoch `last`, numbered on."""
+        """Train from after epoch `first` to epoch `last`, numbered on: several epochs to a
+        compiled program, or Keras's `fit`."""
+        if at_once > 1:  # `fit_epochs_at_once` takes the arrays as they are
+            fit_epochs_at_once(
+                model,
+                splits.train.x,
+                y,
+                spec.fit.batch_size,
+                spec.fit.shuffle,
+                epochs=last,
+                first_epoch=first,
+                per_execution=at_once,
+                callbacks=callbacks,
+                executed=backups.write,
+                validation=validation,
+                weights=weights,
+            )
+            return
         data = training_data(
             model,
             splits.train.x,
@@ -606,7 +649,6 @@ def _fit(
             verbose=0,
         )
 
-    fine_tune = spec.fit.fine_tune
     try:
         with signals_stop(progress):
             if backups.phase == FIRST_PHASE:
