@@ -548,7 +548,7 @@ def test_out_of_memory_before_any_backup_claims_none(
     assert not backup.exists()
     assert result.stderr.endswith(
         "Error: out of memory with batch_size 8: train again with a smaller `fit.batch_size`, "
-        "e.g. --set fit.batch_size=4; no epoch had completed, so there is no backup\n"
+        "e.g. --set fit.batch_size=4; no backup had been written yet\n"
     )  # was: a phrase the code never writes was asserted absent, which cannot fail
 
 
@@ -613,7 +613,7 @@ def test_a_loss_diverging_in_the_first_epoch_says_there_is_no_backup(
     assert result.exit_code == 9, result.output
     assert re.fullmatch(
         r"Error: the loss became (nan|inf) in epoch 1 by batch \d; training stopped and no model "
-        r"was saved \(no epoch had completed, so there is no backup\); lower the learning rate "
+        r"was saved \(no backup had been written yet\); lower the learning rate "
         r"or check the data for extreme values",
         result.stderr.strip().splitlines()[-1],
     ), result.stderr

@@ -79,7 +79,7 @@ def note(run_dir: Path) -> str:
     except TrainingError:
         return f"the backup in {run_dir / BACKUP_DIR} cannot be restored"
     if generation is None:
-        return "no epoch had completed, so there is no backup"
+        return "no backup had been written yet"
     return f"the backup of epoch {generation.epoch} is in {run_dir / BACKUP_DIR}"
 
 
