@@ -50,6 +50,7 @@ from dlcli.runs.record import (
     write_history,
     write_record,
 )
+from dlcli.spec.columns import typed_columns
 from dlcli.spec.schema import Spec
 from dlcli.track.tracked import tracked
 from dlcli.train import backup, workers
@@ -135,7 +136,7 @@ class Prepared:
     notes: list[str]  # said before training starts
     weights: Any = None  # a training weight per example (dlcli.train.sample_weights), or None
     cluster: Cluster | None = None  # the workers training together (TF_CONFIG)
-    encoder: Any = None  # typed CSV columns -> features (dlcli.model.feature_space), saved in front
+    encoder: Any = None  # typed columns or text -> features (model.feature_space), saved first
 
 
 def run(
@@ -451,25 +452,23 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
 
 
 def encode_columns(spec: Spec, splits: Splits, notes: list[str]) -> tuple[Splits, Any, Any]:
-    """Typed CSV columns encoded by their FeatureSpace (adapted on the training rows only):
-    (the splits with encoded features, the model spec with its input width, the encoder or
-    None); what was done about empty cells and the encoded width are added to `notes`."""
+    """Typed CSV columns or text folders encoded by their FeatureSpace (adapted on the training
+    rows only): (the splits with encoded features, the model spec with its input width, the
+    encoder or None); what was done about empty cells and the encoded width are added to
+    `notes`."""
     missing = splits.info.missing
     if missing is not None and (note := missing.note()):
         notes.append(note)
-    csv = spec.dataset.csv
-    if csv is None or csv.columns is None:
+    types = typed_columns(spec.dataset)
+    if types is None:
         return splits, spec.model, None
-    from dlcli.model.feature_space import adapt_encoder, encoded_splits
+    from dlcli.model.feature_space import adapt_spec, encoded_splits, encoding_note
 
-    encoder = adapt_encoder(csv, splits.train.x)
-    columns = len(splits.train.x)
+    encoder = adapt_spec(spec, splits.train.x)
     splits = encoded_splits(encoder, splits)
     width = int(splits.train.x.shape[1])
-    notes.append(
-        f"Features: {columns} columns encoded by keras.utils.FeatureSpace into {width} values "
-        "(adapted on the training rows; model.keras takes the raw columns)"
-    )
+    raw = "text" if spec.dataset.text_folders else "columns"
+    notes.append(f"Features: {encoding_note(spec, encoder)}; model.keras takes the raw {raw}")
     model_spec = spec.model
     if model_spec.input is None:
         model_spec = model_spec.model_copy(update={"input": [width]})
@@ -641,8 +640,7 @@ def _finish(
     exported = None
     if spec.output.onnx and prepared.encoder is not None:
         exported = (
-            "model.onnx not written: tf2onnx has no form for FeatureSpace's string lookups; "
-            "dlcli predict runs model.keras (TensorFlow)"
+            f"model.onnx not written: {no_onnx(spec)}; dlcli predict runs model.keras (TensorFlow)"
         )
     elif spec.output.onnx:
         source = "train" if splits.test_is_train else "test"
@@ -673,6 +671,14 @@ def _finish(
         exported=exported,
         saved_by=saved_by,
     )
+
+
+def no_onnx(spec: Spec) -> str:
+    """Why a model of typed columns or text has no model.onnx: its string preprocessing."""
+    types = typed_columns(spec.dataset) or {}
+    if any(feature.class_name == "text" for feature in types.values()):
+        return "tf2onnx has no form for TextVectorization's string operations"
+    return "tf2onnx has no form for FeatureSpace's string lookups"
 
 
 def _in_memory(split: Split) -> Split:
