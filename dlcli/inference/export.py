@@ -156,6 +156,15 @@ def export(
 
     checked = artifact.inspect(model_path)
     assert checked.info is not None
+    columns = checked.info.columns
+    if columns is not None and columns.encoded:  # raw columns in: string preprocessing
+        text = "text" in columns.kinds.values()
+        what = "TextVectorization's string operations" if text else "FeatureSpace's string lookups"
+        raise ExportError(
+            f"{checked.path}: not exported: dlcli export takes models of numeric inputs, and "
+            f"this one takes the raw {'text' if text else 'columns'} ({what}, which tf2onnx "
+            "has no form for); dlcli predict runs it in Keras"
+        )
     path = target_path(checked.path, fmt, quantize, output)
     check_request(fmt, quantize, path)
     examples = load_examples(checked.info, checked.path, split, data)
