@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli.data.common import DatasetInfo, Split, resolve_path
+from dlcli.data.common import DatasetInfo, Split, class_folders
 from dlcli.data.csv_tables import Missing
 from dlcli.errors import DataError, DlcliError
 from dlcli.spec.columns import TEXT
@@ -64,23 +64,8 @@ def load_text_folders(
             folder holds no .txt file, class names differ from the training folder's, or a
             file is not UTF-8 text (naming the file).
     """
-    folders = {
-        split: resolve_path(folder, base_dir)
-        for split, folder in (
-            ("train", source.train),
-            ("validation", source.validation),
-            ("test", source.test),
-        )
-        if folder is not None
-    }
-    files = {split: _class_files(folder) for split, folder in folders.items()}
-    class_names = sorted(files["train"])
-    for split, classes in files.items():
-        if sorted(classes) != class_names:
-            raise DataError(
-                f"{folders[split]}: its class folders {_names(sorted(classes))} differ from those "
-                f"of the training folder {folders['train']}: {_names(class_names)}"
-            )
+    splits_given = {"train": source.train, "validation": source.validation, "test": source.test}
+    _, files, class_names = class_folders(splits_given, base_dir, "text", TEXT_SUFFIX)
     hasher = hashlib.sha256()
     splits: dict[str, Split] = {}
     for split, classes in files.items():
@@ -107,36 +92,3 @@ def _read_bytes(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as problem:
         raise DataError(f"{path}: cannot read the file ({problem.strerror})") from None
-
-
-def _class_files(folder: Path) -> dict[str, list[Path]]:
-    """Class name -> its .txt files (sorted, hidden ones left out) for one dataset folder."""
-    if not folder.is_dir():
-        raise DataError(f"text folder not found: {folder}")
-    classes = {
-        entry.name: sorted(
-            path
-            for path in entry.rglob(f"*{TEXT_SUFFIX}")
-            if path.is_file()
-            and not any(part.startswith(".") for part in path.relative_to(entry).parts)
-        )
-        for entry in folder.iterdir()
-        if entry.is_dir() and not entry.name.startswith(".")
-    }
-    if len(classes) < 2:
-        raise DataError(
-            f"{folder}: found {len(classes)} class folder(s) {_names(sorted(classes))}; "
-            f"expected one subfolder of {TEXT_SUFFIX} files per class, at least two"
-        )
-    for name, paths in sorted(classes.items()):
-        if not paths:
-            raise DataError(
-                f"{folder / name}: the class folder `{name}` holds no {TEXT_SUFFIX} files"
-            )
-    return classes
-
-
-def _names(names: list[str]) -> str:
-    """`a`, `b`, `c` (the first ten, then how many more)."""
-    shown = ", ".join(f"`{name}`" for name in names[:10])
-    return f"({shown}, and {len(names) - 10} more)" if len(names) > 10 else f"({shown})"
