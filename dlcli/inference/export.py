@@ -158,12 +158,13 @@ def export(
     assert checked.info is not None
     columns = checked.info.columns
     if columns is not None and columns.encoded:  # raw columns in: string preprocessing
-        text = "text" in columns.kinds.values()
-        what = "TextVectorization's string operations" if text else "FeatureSpace's string lookups"
+        from dlcli.model.feature_space import string_preprocessing
+
+        raw = "text" if "text" in columns.kinds.values() else "columns"
         raise ExportError(
             f"{checked.path}: not exported: dlcli export takes models of numeric inputs, and "
-            f"this one takes the raw {'text' if text else 'columns'} ({what}, which tf2onnx "
-            "has no form for); dlcli predict runs it in Keras"
+            f"this one takes the raw {raw} ({string_preprocessing(columns.kinds.values())}, "
+            "which tf2onnx has no form for); dlcli predict runs it in Keras"
         )
     path = target_path(checked.path, fmt, quantize, output)
     check_request(fmt, quantize, path)

@@ -16,7 +16,7 @@ concatenated with the other columns'; its token sequences (`output_mode: int`, i
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -145,6 +145,20 @@ def encoding_note(spec: Spec, encoder: Any) -> str:
     return (
         f"{count} column{'s' if count != 1 else ''} encoded by keras.utils.FeatureSpace"
         f"{vectorized} into {what} (adapted on the training rows)"
+    )
+
+
+def string_preprocessing(kinds: Iterable[str]) -> str:
+    """What a model of raw columns of these kinds (`dlcli.data.csv_tables.ColumnKind`) does
+    with strings, which tf2onnx has no form for.
+
+    >>> string_preprocessing(["text", "number"]), string_preprocessing(["string"])
+    ("TextVectorization's string operations", "FeatureSpace's string lookups")
+    """
+    return (
+        "TextVectorization's string operations"
+        if "text" in kinds
+        else "FeatureSpace's string lookups"
     )
 
 

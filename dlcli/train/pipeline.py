@@ -38,7 +38,7 @@ from dlcli.errors import TrainingError, UsageError
 from dlcli.model import artifact
 from dlcli.model.backbones import check_weights_files
 from dlcli.model.checks import add_channel_axis, check_against_model, check_names
-from dlcli.model.feature_space import with_encoder
+from dlcli.model.feature_space import string_preprocessing, with_encoder
 from dlcli.model.signature import ModelTask, Task, describe_outputs, tasks_of
 from dlcli.runs.record import (
     kept_only_if_resumable,
@@ -639,8 +639,10 @@ def _finish(
     )
     exported = None
     if spec.output.onnx and prepared.encoder is not None:
+        kinds = (splits.info.column_kinds or {}).values()
         exported = (
-            f"model.onnx not written: {no_onnx(spec)}; dlcli predict runs model.keras (TensorFlow)"
+            f"model.onnx not written: tf2onnx has no form for {string_preprocessing(kinds)}; "
+            "dlcli predict runs model.keras (TensorFlow)"
         )
     elif spec.output.onnx:
         source = "train" if splits.test_is_train else "test"
@@ -671,14 +673,6 @@ def _finish(
         exported=exported,
         saved_by=saved_by,
     )
-
-
-def no_onnx(spec: Spec) -> str:
-    """Why a model of typed columns or text has no model.onnx: its string preprocessing."""
-    types = typed_columns(spec.dataset) or {}
-    if any(feature.class_name == "text" for feature in types.values()):
-        return "tf2onnx has no form for TextVectorization's string operations"
-    return "tf2onnx has no form for FeatureSpace's string lookups"
 
 
 def _in_memory(split: Split) -> Split:
