@@ -9,14 +9,10 @@ empty cells, and the 344 rows are split 80/20 by a permutation seeded 42.
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
+from wheel_data import wheel_member
 
 WHEEL = "palmerpenguins==0.1.6"
 MEMBER = "palmerpenguins/data/penguins.csv"
@@ -27,17 +23,7 @@ TEST_FRACTION = 0.2
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-            + ["--dest", folder, WHEEL],
-            check=True,
-            capture_output=True,
-        )
-        (wheel,) = Path(folder).glob("*.whl")
-        text = zipfile.ZipFile(wheel).read(MEMBER)
-    if hashlib.sha256(text).hexdigest() != SHA256:
-        raise SystemExit(f"{MEMBER} in {WHEEL} is not the file this script was written for")
+    text = wheel_member(WHEEL, MEMBER, SHA256)
     header, *rows = text.decode("utf-8").splitlines()
     rows = [",".join("" if cell == "NA" else cell for cell in row.split(",")) for row in rows]
     order = np.random.default_rng(SEED).permutation(len(rows))

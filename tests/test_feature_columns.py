@@ -236,7 +236,8 @@ SPEC_MISTAKES = [
         "`dataset.csv.columns.sex`: unknown FeatureSpace type `strng_categorical` (did you mean "
         "`string_categorical`?); the types are float, float_discretized, float_normalized, "
         "float_rescaled, integer_categorical, integer_hashed, string_categorical, string_hashed "
-        "(keras.utils.FeatureSpace) (configs/penguins.yaml, line 10)",
+        "(keras.utils.FeatureSpace), and text (keras.layers.TextVectorization) "
+        "(configs/penguins.yaml, line 10)",
     ),
     (
         _penguins("year: integer_categorical", "year: {integer_categorical: {max_token: 3}}"),

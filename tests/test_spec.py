@@ -119,8 +119,8 @@ CASES = [
     ),
     (
         replaced("  name: mnist\n", "  name: mnist\n  npz: data.npz\n"),
-        "`dataset`: give exactly one of `name` (a Keras dataset), `npz`, `csv`, `images` or "
-        "`inline`; found `name`, `npz` (configs/mnist.yaml, line 5)",
+        "`dataset`: give exactly one of `name` (a Keras dataset), `npz`, `csv`, `images`, "
+        "`text_folders` or `inline`; found `name`, `npz` (configs/mnist.yaml, line 5)",
     ),
     (
         replaced("fit:\n  epochs: 5\n  batch_size: 128\n", ""),

@@ -126,6 +126,77 @@ def numeric_rows(array: np.ndarray, name: str, *, labels: bool) -> np.ndarray:
     return array
 
 
+# What a class folder holds, in the messages about class folders: (the examples, their files)
+CLASS_FOLDER_FILES = {"image": ("images", "image files"), "text": (".txt files", ".txt files")}
+
+
+def class_folders(
+    splits: dict[str, str | None], base_dir: Path, kind: Literal["image", "text"], suffix: str = ""
+) -> tuple[dict[str, Path], dict[str, dict[str, list[Path]]], list[str]]:
+    """The class folders of each split's folder (one subfolder per class, as Keras's
+    `image_dataset_from_directory` and `text_dataset_from_directory` read them): (each split's
+    folder, each split's class name -> its files, the sorted class names).
+
+    A class's files are those in its folder and subfolders whose names end in `suffix`, sorted,
+    hidden files and folders left out. `splits` maps train, validation and test to the spec's
+    folders (None: not given), relative to `base_dir`.
+
+    Raises:
+        DataError: a folder is missing or has fewer than two class folders, a class folder
+            holds no file, or a split's class names differ from the training folder's.
+    """
+    folders = {
+        split: resolve_path(folder, base_dir)
+        for split, folder in splits.items()
+        if folder is not None
+    }
+    files = {split: _class_files(folder, kind, suffix) for split, folder in folders.items()}
+    class_names = sorted(files["train"])
+    for split, classes in files.items():
+        if sorted(classes) != class_names:
+            raise DataError(
+                f"{folders[split]}: its class folders {listed(sorted(classes))} differ from those "
+                f"of the training folder {folders['train']}: {listed(class_names)}"
+            )
+    return folders, files, class_names
+
+
+def _class_files(folder: Path, kind: str, suffix: str) -> dict[str, list[Path]]:
+    """Class name -> its files (sorted, hidden ones left out) for one dataset folder."""
+    examples, named = CLASS_FOLDER_FILES[kind]
+    if not folder.is_dir():
+        raise DataError(f"{kind} folder not found: {folder}")
+    classes = {
+        entry.name: sorted(
+            path
+            for path in entry.rglob(f"*{suffix}")
+            if path.is_file()
+            and not any(part.startswith(".") for part in path.relative_to(entry).parts)
+        )
+        for entry in folder.iterdir()
+        if entry.is_dir() and not entry.name.startswith(".")
+    }
+    if len(classes) < 2:
+        raise DataError(
+            f"{folder}: found {len(classes)} class folder(s) {listed(sorted(classes))}; "
+            f"expected one subfolder of {examples} per class, at least two"
+        )
+    for name, paths in sorted(classes.items()):
+        if not paths:
+            raise DataError(f"{folder / name}: the class folder `{name}` holds no {named}")
+    return classes
+
+
+def listed(names: list[str]) -> str:
+    """(`a`, `b`, `c`): the first ten names, then how many more.
+
+    >>> listed(["cat", "dog"])
+    '(`cat`, `dog`)'
+    """
+    shown = ", ".join(f"`{name}`" for name in names[:10])
+    return f"({shown}, and {len(names) - 10} more)" if len(names) > 10 else f"({shown})"
+
+
 def resolve_path(path: str, base_dir: Path) -> Path:
     """A path written in a spec: relative to the spec's folder unless absolute; `~` expanded."""
     resolved = Path(path).expanduser()

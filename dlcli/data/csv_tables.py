@@ -7,11 +7,12 @@ newlines, each column with its type); where pyarrow refuses a file, or a value n
 number, the rows are read again with Python's `csv` module, which names the file, line and
 column of the first bad cell, so both readers give one meaning and one set of messages.
 
-A feature column is read as one of three kinds (`ColumnKind`): numbers (float32, an empty cell
+A feature column is read as one of four kinds (`ColumnKind`): numbers (float32, an empty cell
 NaN until `dataset.csv.missing` fills or drops it), integers (int64; an empty cell is
-`MISSING_INTEGER`, a category of its own) or text (stripped; an empty cell is `MISSING_TEXT`).
-Columns typed in `dataset.csv.columns` take the kind of their FeatureSpace type, the others are
-numbers.
+`MISSING_INTEGER`, a category of its own), strings (categories, stripped; an empty cell is
+`MISSING_TEXT`) or text (free text for TextVectorization, stripped; an empty cell is empty
+text; quoted newlines kept). Columns typed in `dataset.csv.columns` take the kind of their
+FeatureSpace type (`text` for a text column), the others are numbers.
 """
 
 from __future__ import annotations
@@ -40,16 +41,23 @@ MISSING_INTEGER = -(2**31)  # an empty cell of an integer column: a category of 
 INTEGER_RANGE = (-(2**31) + 1, 2**31 - 1)  # FeatureSpace's integer inputs are int32
 
 LabelKind = Literal["integer", "number", "class"]
-ColumnKind = Literal["number", "integer", "string"]
+ColumnKind = Literal["number", "integer", "string", "text"]
+# said after "`...` is not a number" where the spec types columns: how words are typed
+WORDS_HINT = (
+    "; a column of words is typed `string_categorical`, or `{text: {...}}` for free text, in "
+    "dataset.csv.columns"
+)
 _INTEGER_TEXT = re.compile(r"^\s*[-+]?\d+\s*$")
 
 
 def column_kind(feature_type: str) -> ColumnKind:
     """How a column of a FeatureSpace type is read.
 
-    >>> column_kind("string_categorical"), column_kind("integer_hashed"), column_kind("float")
-    ('string', 'integer', 'number')
+    >>> column_kind("string_categorical"), column_kind("integer_hashed"), column_kind("text")
+    ('string', 'integer', 'text')
     """
+    if feature_type == "text":
+        return "text"
     if feature_type.startswith("string"):
         return "string"
     return "integer" if feature_type.startswith("integer") else "number"
@@ -161,6 +169,7 @@ def load_csv(
     train = _read_table(
         resolve_path(source.train, base_dir), columns, features, keys, typed, source.weight
     )
+    _sequence_alone(source, train)
     others = [
         None
         if path is None
@@ -201,6 +210,17 @@ def load_csv(
         integer_labels=outputs is None and kinds[label] == "integer",
     )
     return split(train), validation, test, info
+
+
+def _sequence_alone(source: CsvSource, train: _Table) -> None:
+    """Refuse a text column of token sequences beside other feature columns of the header
+    (the spec alone shows it where it lists them: `dlcli.spec.columns`)."""
+    from dlcli.spec.columns import is_sequence, sequence_alone
+
+    for column, feature in (source.columns or {}).items():
+        others = [name for name in train.feature_names if name != column]
+        if is_sequence(feature) and others:
+            raise DataError(f"{train.path}: {sequence_alone(column, _listing(others))}")
 
 
 def _matrix(table: _Table) -> np.ndarray:
@@ -435,7 +455,7 @@ def _read_table(
     if first[0] == 1 and len(set(header)) == len(header):
         read = _read_arrow(path, header, kinds, label_columns)
     if read is None:
-        read = _read_python(path, header, kinds, label_columns)
+        read = _read_python(path, header, kinds, label_columns, hint=WORDS_HINT if typed else "")
     columns, labels = read
     if not labels[label_columns[0]]:
         raise DataError(f"{path}: no data rows after the header")
@@ -468,7 +488,12 @@ def _read_arrow(
     import pyarrow.compute as pc
     from pyarrow import csv as arrow_csv
 
-    arrow_type = {"number": pa.float32(), "integer": pa.int64(), "string": pa.string()}
+    arrow_type = {
+        "number": pa.float32(),
+        "integer": pa.int64(),
+        "string": pa.string(),
+        "text": pa.string(),
+    }
     types = {name: arrow_type[kind] for name, kind in kinds.items()}
     types |= {label: pa.string() for label in label_columns}
     try:
@@ -499,9 +524,10 @@ def _read_arrow(
         return None  # a row of empty cells, which the Python reader skips
     columns: dict[str, np.ndarray] = {}
     for name, kind in kinds.items():
-        if kind == "string":
+        if kind in ("string", "text"):
             values = texts[name].to_numpy().astype(object)
-            values[values == ""] = MISSING_TEXT
+            if kind == "string":
+                values[values == ""] = MISSING_TEXT
         elif kind == "integer":
             column = table[name]
             low, high = pc.min_max(column).values()
@@ -525,10 +551,12 @@ def _read_python(
     kinds: dict[str, ColumnKind],
     label_columns: list[str],
     data: bytes | None = None,
+    *,
+    hint: str = "",
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The columns through Python's `csv` module, a chunk of rows at a time; the first bad
-    cell raises a DataError that names its file, line and column. With `data`, the file's
-    content is those bytes (see `read_rows`)."""
+    cell raises a DataError that names its file, line and column (`hint` said after a cell
+    that is not a number). With `data`, the file's content is those bytes (see `read_rows`)."""
     import pyarrow as pa
 
     positions = {name: header.index(name) for name in [*kinds, *label_columns]}
@@ -540,7 +568,7 @@ def _read_python(
     def convert() -> None:
         for name, kind in kinds.items():
             cells = [row[positions[name]] for row in chunk]
-            chunks[name].append(_cells(cells, kind, lines[-len(chunk) :], name, path))
+            chunks[name].append(_cells(cells, kind, lines[-len(chunk) :], name, path, hint))
 
     rows = read_rows(path, data=data)
     next(rows)  # the header
@@ -566,11 +594,16 @@ def _read_python(
 
 
 def _cells(
-    cells: list[str], kind: ColumnKind, lines: list[int], name: str, path: Path
+    cells: list[str], kind: ColumnKind, lines: list[int], name: str, path: Path, hint: str = ""
 ) -> np.ndarray:
-    """One column of a chunk of rows as its kind's values, or a DataError at the first bad cell."""
+    """One column of a chunk of rows as its kind's values, or a DataError at the first bad cell
+    (`hint` said after a cell that is not a number)."""
     if kind == "string":
         return np.array([cell.strip() or MISSING_TEXT for cell in cells], dtype=object)
+    if kind == "text":
+        texts = np.empty(len(cells), dtype=object)  # not np.array: it would make a str array
+        texts[:] = [cell.strip() for cell in cells]
+        return texts
     empty = [not cell.strip() for cell in cells]
     filled = ["0" if blank else cell for cell, blank in zip(cells, empty, strict=True)]
     if kind == "integer":
@@ -594,7 +627,7 @@ def _cells(
                 try:
                     number = np.float32(text)
                 except ValueError:
-                    raise DataError(f"{where}: `{text}` is not a number") from None
+                    raise DataError(f"{where}: `{text}` is not a number{hint}") from None
                 if not np.isfinite(number):
                     raise DataError(f"{where}: `{text}` is not a finite float32 number")
     assert values is not None

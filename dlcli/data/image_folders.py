@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from dlcli.data.common import DatasetInfo, ImageInfo, Polarity, Split, resolve_path
+from dlcli.data.common import DatasetInfo, ImageInfo, Polarity, Split, class_folders
 from dlcli.data.decode import estimate_polarity
 from dlcli.data.image_cache import disk_pixels
 from dlcli.data.image_stream import ImageFiles, scan
@@ -55,23 +55,8 @@ def load_images(
     """
     height, width = source.image_size
     image_info = ImageInfo(height, width, CHANNELS[source.color_mode])
-    folders = {
-        split: resolve_path(folder, base_dir)
-        for split, folder in (
-            ("train", source.train),
-            ("validation", source.validation),
-            ("test", source.test),
-        )
-        if folder is not None
-    }
-    files = {split: _class_files(folder) for split, folder in folders.items()}
-    class_names = sorted(files["train"])
-    for split, classes in files.items():
-        if sorted(classes) != class_names:
-            raise DataError(
-                f"{folders[split]}: its class folders {_names(sorted(classes))} differ from those "
-                f"of the training folder {folders['train']}: {_names(class_names)}"
-            )
+    splits_given = {"train": source.train, "validation": source.validation, "test": source.test}
+    folders, files, class_names = class_folders(splits_given, base_dir, "image")
     paths = np.array(
         [str(p) for split in files for name in class_names for p in files[split][name]],
         dtype=object,
@@ -143,37 +128,6 @@ def physical_memory() -> int:
     except OSError:
         return total
     return min(total, int(limit)) if limit.isdigit() else total
-
-
-def _class_files(folder: Path) -> dict[str, list[Path]]:
-    """Class name -> its image files (sorted, hidden ones left out) for one dataset folder."""
-    if not folder.is_dir():
-        raise DataError(f"image folder not found: {folder}")
-    classes = {
-        entry.name: sorted(
-            path
-            for path in entry.rglob("*")
-            if path.is_file()
-            and not any(part.startswith(".") for part in path.relative_to(entry).parts)
-        )
-        for entry in folder.iterdir()
-        if entry.is_dir() and not entry.name.startswith(".")
-    }
-    if len(classes) < 2:
-        raise DataError(
-            f"{folder}: found {len(classes)} class folder(s) {_names(sorted(classes))}; "
-            "expected one subfolder of images per class, at least two"
-        )
-    for name, paths in sorted(classes.items()):
-        if not paths:
-            raise DataError(f"{folder / name}: the class folder `{name}` holds no image files")
-    return classes
-
-
-def _names(names: list[str]) -> str:
-    """`a`, `b`, `c` (the first ten, then how many more)."""
-    shown = ", ".join(f"`{name}`" for name in names[:10])
-    return f"({shown}, and {len(names) - 10} more)" if len(names) > 10 else f"({shown})"
 
 
 def _polarity(images: np.ndarray | ImageFiles) -> Polarity | None:

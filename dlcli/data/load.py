@@ -1,8 +1,8 @@
 """Spec.dataset -> Splits (numpy arrays) + DatasetInfo, checked before training.
 
 `load_dataset` reads the one source a spec names (a Keras dataset, an .npz file, CSV files,
-image folders or inline values) through its module in this package, then splits off the
-validation and test data the spec asks for. The shared types live in `dlcli.data.common`.
+image folders, text folders or inline values) through its module in this package, then splits
+off the validation and test data the spec asks for. The shared types live in `dlcli.data.common`.
 Neither this module nor `common` imports numpy or the spec's pydantic classes at import time:
 `dlcli validate` imports it for `check_files`.
 """
@@ -53,9 +53,10 @@ def check_files(spec: DatasetSpec, base_dir: Path, spec_file: Path | None = None
     named: list[tuple[str, str | None, bool]] = []  # key path, path, whether it is a folder
     if spec.npz is not None:
         named.append(("dataset.npz", spec.npz.path, False))
-    for kind, source in (("csv", spec.csv), ("images", spec.images)):
+    sources = (("csv", spec.csv), ("images", spec.images), ("text_folders", spec.text_folders))
+    for kind, source in sources:
         for split in ("train", "validation", "test") if source is not None else ():
-            named.append((f"dataset.{kind}.{split}", getattr(source, split), kind == "images"))
+            named.append((f"dataset.{kind}.{split}", getattr(source, split), kind != "csv"))
     for key, path, is_folder in named:
         if path is None:
             continue
@@ -101,7 +102,8 @@ def load_dataset(
     drawn from a permutation seeded by `seed`, so a run can be repeated.
 
     Args:
-        spec: the spec's `dataset`: exactly one of `name`, `npz`, `csv`, `images`, `inline`.
+        spec: the spec's `dataset`: exactly one of `name`, `npz`, `csv`, `images`,
+            `text_folders`, `inline`.
         base_dir: the spec's folder; relative paths in the spec are relative to it.
         seed: the run's seed, for the test and validation splits.
         skip_bad: leave out image files that cannot be decoded (counted in `info.skipped`)
@@ -171,6 +173,10 @@ def _read_source(
         from dlcli.data.image_folders import load_images
 
         return load_images(spec.images, base_dir, skip_bad=skip_bad, stream=stream)
+    if spec.text_folders:
+        from dlcli.data.text_folders import load_text_folders
+
+        return load_text_folders(spec.text_folders, base_dir)
     from dlcli.data.inline import load_inline
 
     assert spec.inline is not None

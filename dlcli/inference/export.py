@@ -156,6 +156,16 @@ def export(
 
     checked = artifact.inspect(model_path)
     assert checked.info is not None
+    columns = checked.info.columns
+    if columns is not None and columns.encoded:  # raw columns in: string preprocessing
+        from dlcli.model.feature_space import string_preprocessing
+
+        raw = "text" if "text" in columns.kinds.values() else "columns"
+        raise ExportError(
+            f"{checked.path}: not exported: dlcli export takes models of numeric inputs, and "
+            f"this one takes the raw {raw} ({string_preprocessing(columns.kinds.values())}, "
+            "which tf2onnx has no form for); dlcli predict runs it in Keras"
+        )
     path = target_path(checked.path, fmt, quantize, output)
     check_request(fmt, quantize, path)
     examples = load_examples(checked.info, checked.path, split, data)

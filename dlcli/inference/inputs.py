@@ -4,8 +4,10 @@ For `dlcli evaluate`, the dataset that dlcli.json names is found again from the 
 folder, and each split named by the file it comes from. For `dlcli predict`, images are
 decoded here and converted by `dlcli.data.decode.to_array` into exactly what the model was trained
 on; .csv files are read by the one CSV reader (`dlcli.data.csv_tables.read_rows`), .npy files by
-numpy without pickles. Inputs held in memory (`MemoryInput`: the bytes of an image or CSV file,
-a decoded image, arrays, rows as mappings) go through the same code, without temporary files.
+numpy without pickles, and .txt files, for a model of one text column (text folders, or a CSV
+table of one text column), by `dlcli.data.text_folders.read_text`, each one example. Inputs
+held in memory (`MemoryInput`: the bytes of an image or CSV file, a decoded image, arrays, rows
+as mappings, a text) go through the same code, without temporary files.
 Each input that cannot be read is one InputError, so the other inputs are still predicted.
 """
 
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 WORKERS = min(4, os.cpu_count() or 1)  # threads converting images (numpy and PIL release the GIL)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 TABLE_SUFFIXES = (".csv", ".npy")
+TEXT_SUFFIXES = (".txt",)  # one text each, for a model of one text column
 MAX_CSV_BYTES = 256 * 1024**2
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 
@@ -52,7 +55,9 @@ class MemoryInput:
     - a numpy array: one example of the model's input shape, or a stack of them, fed as they
       are (as a .npy file is); for a model of several inputs, a mapping of input name -> array;
     - a row as a mapping of column name -> number, or a list of them, for a model of rows
-      whose columns have names.
+      whose columns have names;
+    - a str, or the bytes of a `.txt` file (a `name` ending in .txt), for a model of one text
+      column: one example.
 
     Example:
 
@@ -100,6 +105,24 @@ class InputDescription:
     table: Any = None
     windows: Any = None  # a time series (schema.WindowsSpec): a .csv file gives its last window
 
+    @property
+    def text_column(self) -> str | None:
+        """The one column of a model that takes one text (text folders, or a table of one
+        text column), which a .txt file fills; None for any other model."""
+        kinds = self.table.kinds if self.table is not None else {}
+        return next(iter(kinds)) if list(kinds.values()) == ["text"] else None
+
+    def holds_text(self, given: Input) -> bool:
+        """Whether an input is one text for the model's text column: a .txt file, a str, or
+        the bytes of a .txt file held in memory."""
+        if self.text_column is None:
+            return False
+        if isinstance(given, MemoryInput):
+            encoded = isinstance(given.value, bytes | bytearray | memoryview)
+            named = given.name.lower().endswith(TEXT_SUFFIXES)
+            return isinstance(given.value, str) or (encoded and named)
+        return given.suffix.lower() in TEXT_SUFFIXES
+
 
 # ---------------------------------------------------------------------------------------------
 # The model's dataset (evaluate)
@@ -119,7 +142,7 @@ def _recorded_spec_dir(model_path: Path) -> list[Path]:
 def _relative_paths(dataset: DatasetSpec) -> list[str]:
     return [
         value
-        for source in (dataset.npz, dataset.csv, dataset.images)
+        for source in (dataset.npz, dataset.csv, dataset.images, dataset.text_folders)
         if source is not None
         for value in (getattr(source, "path", None), getattr(source, "train", None))
         if value and not Path(value).expanduser().is_absolute()
@@ -183,8 +206,8 @@ def split_source(dataset: DatasetSpec, split: str, base_dir: Path) -> str:
             for name, (x_key, y_key) in pairs.items()
             if name == "train" or x_key in held
         }
-    elif dataset.csv or dataset.images:
-        files = dataset.csv or dataset.images
+    elif dataset.csv or dataset.images or dataset.text_folders:
+        files = dataset.csv or dataset.images or dataset.text_folders
         assert files is not None
         origin = {"train": files.train, "validation": files.validation, "test": files.test}
     elif dataset.inline:
@@ -207,6 +230,11 @@ def file_dataset(path: Path, split: str, info: ModelInfo) -> DatasetSpec:
     from dlcli.spec.schema import CsvSource, ImagesSource, NpzSource
 
     original = info.spec.dataset
+    if path.is_dir() and original.text_folders is not None:
+        folders = original.text_folders.model_copy(
+            update={"train": str(path), "validation": None, "test": None}
+        )
+        return DatasetSpec(text_folders=folders)
     if path.is_dir():
         image = info.input.image if info.input is not None else None
         if image is None:
@@ -236,7 +264,7 @@ def file_dataset(path: Path, split: str, info: ModelInfo) -> DatasetSpec:
         unused = {"validation": None, "test": None, "weight": None}  # the columns stay the same
         return DatasetSpec(csv=original.csv.model_copy(update={"train": str(path), **unused}))
     raise DataError(
-        f"{path}: --data takes a .npz file, a .csv file or a folder of images "
+        f"{path}: --data takes a .npz file, a .csv file or a folder of images or of .txt files "
         "(one subfolder per class)"
     )
 
@@ -252,8 +280,11 @@ class InputFile:
     image: tuple[int, int, bool] | None = None  # height, width, grayscale
     columns: list[str] | None = None  # a .csv header
     shape: tuple[int, ...] | None = None  # a .npy array, or (columns,) of a .csv
+    text: bool = False  # a .txt file
 
     def describe(self) -> str:
+        if self.text:
+            return "text files"
         if self.image is not None:
             height, width, grey = self.image
             return f"{height}x{width} {'grayscale' if grey else 'colour'} images"
@@ -266,6 +297,8 @@ def peek(path: Path) -> InputFile | None:
     from PIL import Image
 
     suffix = path.suffix.lower()
+    if suffix in TEXT_SUFFIXES:
+        return InputFile(text=True)
     try:
         if suffix == ".npy":
             return InputFile(shape=np.load(path, mmap_mode="r", allow_pickle=False).shape)
@@ -556,6 +589,23 @@ def _read_mappings(
     }
 
 
+def _text(given: Input, description: InputDescription) -> dict[str, np.ndarray]:
+    """One text (a .txt file, a str, or a .txt file's bytes) as the model's text column."""
+    from dlcli.data.text_folders import read_text
+
+    column = description.text_column
+    assert column is not None
+    if isinstance(given, Path):
+        text = read_text(given, InputError)
+    elif isinstance(given.value, str):
+        text = given.value
+    else:
+        text = read_text(given.name, InputError, bytes(given.value))
+    texts = np.empty(1, dtype=object)
+    texts[0] = text.strip()  # as the training texts are read
+    return {column: texts}
+
+
 def _rows(path: Input, description: InputDescription) -> Arrays:
     """The examples of a .npy or .csv file or of an input held in memory; an image file for a
     model that takes rows fails."""
@@ -567,6 +617,12 @@ def _rows(path: Input, description: InputDescription) -> Arrays:
         return _read_csv(path, description)
     suffix = path.suffix.lower()
     given = "images" if suffix in IMAGE_SUFFIXES else f"{suffix} files" if suffix else "this file"
+    if description.inputs is not None:  # columns by name: .csv files whose header names them
+        columns = [name for names in description.inputs.values() for name in names]
+        raise InputError(
+            f"{path}: the model takes rows of the columns {', '.join(columns)} (.csv files), "
+            f"not {given}"
+        )
     raise InputError(
         f"{path}: the model takes rows of {description.shape[0]} features (.csv or .npy "
         f"files), not {given}"
@@ -574,7 +630,9 @@ def _rows(path: Input, description: InputDescription) -> Arrays:
 
 
 def holds_rows(given: Input, description: InputDescription) -> bool:
-    """Whether an input holds rows (numbered in the results) rather than one image."""
+    """Whether an input holds rows (numbered in the results) rather than one image or text."""
+    if description.holds_text(given):
+        return False
     if isinstance(given, MemoryInput):
         return not given.holds_image(description)
     return given.suffix.lower() in TABLE_SUFFIXES or description.image is None
@@ -584,6 +642,8 @@ def _start(pool: ThreadPoolExecutor, path: Input, description: InputDescription,
     """Begin reading one input: its examples, or a Future of an image's pixels."""
     from dlcli.data import decode
 
+    if description.holds_text(path):
+        return _text(path, description)
     if holds_rows(path, description):
         return _rows(path, description)
     assert description.image is not None

@@ -18,6 +18,9 @@ def _fit(info: ModelInfo, found: InputFile) -> int:
     """How well a model takes an input: 4 exactly; an image model 3 at the same size, 2 in the
     same colours, 1 otherwise (images are converted and resized to what it takes); 0 not at
     all (3 for a model of rows that takes the file's columns)."""
+    text = info.columns is not None and list(info.columns.kinds.values()) == ["text"]
+    if found.text:  # a .txt file: a model of one text column
+        return 4 if text else 0
     if info.inputs is not None:  # several inputs: .csv files whose header names their columns
         needed = [name for record in info.inputs.values() for name in record.feature_names or []]
         takes_columns = bool(needed and found.columns and set(needed) <= set(found.columns))

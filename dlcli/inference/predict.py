@@ -26,6 +26,7 @@ from dlcli.inference.export import verified_sibling
 from dlcli.inference.inputs import (
     IMAGE_SUFFIXES,
     TABLE_SUFFIXES,
+    TEXT_SUFFIXES,
     Input,
     InputDescription,
     MemoryInput,
@@ -279,7 +280,7 @@ def _model(
         return _Runtime(artifact.ModelFile(Path(model_path), info), exported), []
     notes: list[str] = []
     if model_path is None:
-        found, problems = expand_inputs(inputs, IMAGE_SUFFIXES + TABLE_SUFFIXES)
+        found, problems = expand_inputs(inputs, IMAGE_SUFFIXES + TABLE_SUFFIXES + TEXT_SUFFIXES)
         named = [item for item in found if isinstance(item, Path)]
         if found and not named:
             raise ModelFileError("inputs held in memory need a model: give model_path")
@@ -297,7 +298,12 @@ def _model(
         )
     if sibling is None:
         columns = checked.info.columns if checked.info is not None else None
-        if columns is not None and columns.encoded:
+        if columns is not None and columns.encoded and "text" in columns.kinds.values():
+            notes.append(
+                f"Runtime: Keras (TensorFlow), {checked.path}: its TextVectorization takes the "
+                "raw text (no model.onnx: tf2onnx has no form for its string operations)"
+            )
+        elif columns is not None and columns.encoded:
             notes.append(
                 f"Runtime: Keras (TensorFlow), {checked.path}: its FeatureSpace takes the raw "
                 "columns (no model.onnx: tf2onnx has no form for its string lookups)"
@@ -432,7 +438,11 @@ class Predictor:
         self, inputs: Sequence[str | Path | MemoryInput], *, top_k: int = 3, raw: bool = False
     ) -> PredictResult:
         """Predictions for files and inputs held in memory; see `predict`."""
-        accepted = TABLE_SUFFIXES if self.description.image is None else IMAGE_SUFFIXES
+        accepted: tuple[str, ...] = IMAGE_SUFFIXES
+        if self.description.image is None:
+            accepted = TABLE_SUFFIXES
+        if self.description.text_column is not None:
+            accepted = TEXT_SUFFIXES + TABLE_SUFFIXES
         files, problems = expand_inputs(inputs, accepted)
         errors: list[InputError] = []
         predictions: list[Prediction] = []

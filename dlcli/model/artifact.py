@@ -167,10 +167,11 @@ class FinalMetrics(Training):
 class ColumnsRecord(_Record):
     """The columns of a CSV-trained model: how each is read (dlcli.data.csv_tables), what
     fills an empty numeric cell, and for typed columns the width FeatureSpace encodes them to
-    (the saved model then takes the raw columns by name)."""
+    (the saved model then takes the raw columns by name). A model of text folders has the one
+    column `text` (dlcli.data.text_folders)."""
 
-    kinds: dict[str, Literal["number", "integer", "string"]]
-    encoded: PositiveInt | None = None  # typed columns (`dataset.csv.columns`)
+    kinds: dict[str, Literal["number", "integer", "string", "text"]]
+    encoded: PositiveInt | None = None  # typed columns (`dataset.csv.columns`), text folders
     missing: Literal["mean", "drop", "error"] = "mean"
     fill: dict[str, float] = Field(default_factory=dict)  # the training means
 
@@ -236,6 +237,10 @@ class ModelInfo(_Record):
 
     def describe(self) -> str:
         """What the model takes, in words (see `InputRecord.describe`)."""
+        kinds = self.columns.kinds if self.columns is not None else {}
+        if list(kinds.values()) == ["text"]:
+            column = next(iter(kinds))
+            return f"text (.txt files, or .csv files with a column `{column}`)"
         if self.input is not None:
             return self.input.describe()
         assert self.inputs is not None
@@ -330,15 +335,16 @@ def check_against_model(info: ModelInfo, model: Any, path: Path) -> None:
     inputs, outputs = model.input_shape, model.output_shape
     if isinstance(inputs, list | dict) or isinstance(outputs, list | dict):
         return  # several inputs or outputs: evaluate and predict refuse such models themselves
-    assert info.input is not None  # one input: dlcli.json has `input`
-    expected, recorded = list(inputs[1:]), info.input.shape
-    fits = len(expected) == len(recorded) and all(
-        e is None or e == r for e, r in zip(expected, recorded, strict=True)
-    )
-    if not fits:
-        raise ModelFileError(
-            f"{where}: `input.shape` is {info.input.shape} but the model takes {tuple(inputs[1:])}"
+    if info.input is not None:  # else one raw column by name (a text column): read by name
+        expected, recorded = list(inputs[1:]), info.input.shape
+        fits = len(expected) == len(recorded) and all(
+            e is None or e == r for e, r in zip(expected, recorded, strict=True)
         )
+        if not fits:
+            raise ModelFileError(
+                f"{where}: `input.shape` is {info.input.shape} but the model takes "
+                f"{tuple(inputs[1:])}"
+            )
     units = outputs[-1] if len(outputs) > 1 else 1
     plural = "output" if units == 1 else "outputs"
     if info.task == Task.binary and units != 1:

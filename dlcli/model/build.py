@@ -9,6 +9,7 @@ from typing import Any
 
 from dlcli.errors import ConfigError
 from dlcli.spec import keras_catalog
+from dlcli.spec.columns import typed_columns
 from dlcli.spec.messages import KeyPath, format_path
 from dlcli.spec.names import is_backbone, nested_namespace
 from dlcli.spec.schema import KerasObject, LayerSpec, ModelSpec, Spec
@@ -252,19 +253,15 @@ def summarize(spec_path: Path, overrides: Sequence[str] = ()) -> list[str]:
 
     spec = load_spec(spec_path, overrides)
     load_plugins(spec.plugins)
-    model_spec, lines = spec.model, []
-    csv = spec.dataset.csv
-    if csv is not None and csv.columns is not None:  # the input is FeatureSpace's output
+    model_spec, lines, csv = spec.model, [], spec.dataset.csv
+    if typed_columns(spec.dataset) is not None:  # the input is FeatureSpace's output
         from dlcli.data.load import load_dataset
-        from dlcli.model.feature_space import adapt_encoder
+        from dlcli.model.feature_space import adapt_spec, encoding_note
 
         splits = load_dataset(spec.dataset, spec_path.parent, spec.seed or 0)
-        encoder = adapt_encoder(csv, splits.train.x)
+        encoder = adapt_spec(spec, splits.train.x)
         width = int(encoder.output.shape[-1])
-        lines.append(
-            f"Input: {len(splits.train.x)} columns encoded by keras.utils.FeatureSpace into "
-            f"{width} values (adapted on the training rows)"
-        )
+        lines.append(f"Input: {encoding_note(spec, encoder)}")
         if model_spec.input is None:
             model_spec = model_spec.model_copy(update={"input": [width]})
     if csv is not None and csv.windows is not None:  # the input is one window of rows

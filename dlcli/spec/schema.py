@@ -33,6 +33,7 @@ KerasDataset = Literal[
     "boston_housing",
     "california_housing",
 ]
+SOURCES = ("name", "npz", "csv", "images", "text_folders", "inline")  # one per dataset
 ColorMode = Literal["grayscale", "rgb", "rgba"]
 ImageCache = Literal["memory", "disk", "none"]
 
@@ -319,6 +320,19 @@ class ImagesSource(Strict):
     cache: ImageCache | None = None
 
 
+class TextFoldersSource(Strict):
+    """Text files in class folders, as `keras.utils.text_dataset_from_directory` reads them: one
+    subfolder per class, its `.txt` files (UTF-8) the examples."""
+
+    train: str
+    validation: str | None = None
+    test: str | None = None
+    # keras.layers.TextVectorization's own arguments (`max_tokens`, `output_mode`, `ngrams`,
+    # `output_sequence_length`, ...), as a CSV text column's `{text: {...}}`; adapted on the
+    # training texts and saved inside the model (dlcli.model.feature_space)
+    text: dict[str, Any]
+
+
 class InlineSource(Strict):
     x: list[Any] = Field(min_length=1)
     y: list[Any] = Field(min_length=1)
@@ -331,6 +345,7 @@ class DatasetSpec(Strict):
     npz: NpzSource | None = None
     csv: CsvSource | None = None
     images: ImagesSource | None = None
+    text_folders: TextFoldersSource | None = None
     inline: InlineSource | None = None
     validation_split: float = Field(0.0, ge=0.0, lt=1.0)
     test_split: float = Field(0.0, ge=0.0, lt=1.0)
@@ -344,37 +359,43 @@ class DatasetSpec(Strict):
         say where it belongs."""
         if not isinstance(data, dict):
             return data
-        for key in ("", "npz", "images", "inline"):
+        others = ("name", "npz", "images", "text_folders", "inline")
+        for key in ("", *others[1:]):
             place = data if not key else data.get(key)
             for option, what in (
                 ("columns", "types the columns of a CSV table"),
                 ("windows", "cuts the ordered rows of a CSV table into time windows"),
             ):
                 if isinstance(place, dict) and option in place:
-                    others = [k for k in ("name", "npz", "images", "inline") if k in data]
-                    if not key and "csv" in data and not others:  # misplaced, not misused
+                    given = [k for k in others if k in data]
+                    if not key and "csv" in data and not given:  # misplaced, not misused
                         raise PydanticCustomError(
                             "csv_" + option,
                             "`{option}` belongs under `csv`: `dataset.csv.{option}`",
                             {"option": option},
                         )
-                    source = key or next(iter(others), "this")
+                    source = key or next(iter(given), "this")
+                    hint = (
+                        "; the arguments of its TextVectorization go in `text_folders.text`"
+                        if source == "text_folders" and option == "columns"
+                        else ""
+                    )
                     raise PydanticCustomError(
                         "csv_" + option,
                         "`{option}` {what} (`dataset.csv.{option}`); the `{source}` source has "
-                        "no columns",
-                        {"option": option, "what": what, "source": source},
+                        "no columns{hint}",
+                        {"option": option, "what": what, "source": source, "hint": hint},
                     )
         return data
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
-        given = [key for key in ("name", "npz", "csv", "images", "inline") if getattr(self, key)]
+        given = [key for key in SOURCES if getattr(self, key)]
         if len(given) != 1:
             raise PydanticCustomError(
                 "dataset_source",
-                "give exactly one of `name` (a Keras dataset), `npz`, `csv`, `images` or "
-                "`inline`; found {found}",
+                "give exactly one of `name` (a Keras dataset), `npz`, `csv`, `images`, "
+                "`text_folders` or `inline`; found {found}",
                 {"found": ", ".join(f"`{key}`" for key in given) or "none"},
             )
         if (self.num_words or self.sequence_length) and self.name not in ("imdb", "reuters"):
@@ -388,7 +409,7 @@ class DatasetSpec(Strict):
         """A short human name of where the data comes from."""
         if self.name:
             return self.name
-        for key in ("npz", "csv", "images"):
+        for key in ("npz", "csv", "images", "text_folders"):
             value = getattr(self, key)
             if value is not None:
                 return value.path if key == "npz" else value.train

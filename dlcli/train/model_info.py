@@ -20,9 +20,9 @@ def model_info(prepared: Prepared, results: dict[str, Any]) -> ModelInfo:
     info = prepared.splits.info
     train_x = prepared.splits.train.x
     several: dict[str, Any] = {}
-    if prepared.encoder is not None:  # typed CSV columns: the saved model takes them raw
+    if prepared.encoder is not None:  # typed CSV columns, text: the saved model takes them raw
         kinds = info.column_kinds or {}
-        dtypes = {"string": "string", "integer": "int32", "number": "float32"}
+        dtypes = {"string": "string", "text": "string", "integer": "int32", "number": "float32"}
         several["inputs"] = {
             name: {"shape": [1], "dtype": dtypes[kind], "feature_names": [name]}
             for name, kind in kinds.items()

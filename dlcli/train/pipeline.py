@@ -38,7 +38,7 @@ from dlcli.errors import TrainingError, UsageError
 from dlcli.model import artifact
 from dlcli.model.backbones import check_weights_files
 from dlcli.model.checks import add_channel_axis, check_against_model, check_names
-from dlcli.model.feature_space import with_encoder
+from dlcli.model.feature_space import string_preprocessing, with_encoder
 from dlcli.model.signature import ModelTask, Task, describe_outputs, tasks_of
 from dlcli.model.window_normalization import window_input, with_normalization
 from dlcli.runs.record import (
@@ -51,6 +51,7 @@ from dlcli.runs.record import (
     write_history,
     write_record,
 )
+from dlcli.spec.columns import typed_columns
 from dlcli.spec.schema import Spec
 from dlcli.track.tracked import tracked
 from dlcli.train import backup, workers
@@ -144,7 +145,7 @@ class Prepared:
     notes: list[str]  # said before training starts
     weights: Any = None  # a training weight per example (dlcli.train.sample_weights), or None
     cluster: Cluster | None = None  # the workers training together (TF_CONFIG)
-    encoder: Any = None  # typed CSV columns -> features (dlcli.model.feature_space), saved in front
+    encoder: Any = None  # typed columns or text -> features (model.feature_space), saved first
 
 
 def run(
@@ -483,25 +484,23 @@ def _second_phase(prepared: Prepared) -> str:
 
 
 def encode_columns(spec: Spec, splits: Splits, notes: list[str]) -> tuple[Splits, Any, Any]:
-    """Typed CSV columns encoded by their FeatureSpace (adapted on the training rows only):
-    (the splits with encoded features, the model spec with its input width, the encoder or
-    None); what was done about empty cells and the encoded width are added to `notes`."""
+    """Typed CSV columns or text folders encoded by their FeatureSpace (adapted on the training
+    rows only): (the splits with encoded features, the model spec with its input width, the
+    encoder or None); what was done about empty cells and the encoded width are added to
+    `notes`."""
     missing = splits.info.missing
     if missing is not None and (note := missing.note()):
         notes.append(note)
-    csv = spec.dataset.csv
-    if csv is None or csv.columns is None:
+    types = typed_columns(spec.dataset)
+    if types is None:
         return splits, spec.model, None
-    from dlcli.model.feature_space import adapt_encoder, encoded_splits
+    from dlcli.model.feature_space import adapt_spec, encoded_splits, encoding_note
 
-    encoder = adapt_encoder(csv, splits.train.x)
-    columns = len(splits.train.x)
+    encoder = adapt_spec(spec, splits.train.x)
     splits = encoded_splits(encoder, splits)
     width = int(splits.train.x.shape[1])
-    notes.append(
-        f"Features: {columns} columns encoded by keras.utils.FeatureSpace into {width} values "
-        "(adapted on the training rows; model.keras takes the raw columns)"
-    )
+    raw = "text" if spec.dataset.text_folders else "columns"
+    notes.append(f"Features: {encoding_note(spec, encoder)}; model.keras takes the raw {raw}")
     model_spec = spec.model
     if model_spec.input is None:
         model_spec = model_spec.model_copy(update={"input": [width]})
@@ -736,8 +735,9 @@ def _finish(
     )
     exported = None
     if spec.output.onnx and prepared.encoder is not None:
+        kinds = (splits.info.column_kinds or {}).values()
         exported = (
-            "model.onnx not written: tf2onnx has no form for FeatureSpace's string lookups; "
+            f"model.onnx not written: tf2onnx has no form for {string_preprocessing(kinds)}; "
             "dlcli predict runs model.keras (TensorFlow)"
         )
     elif spec.output.onnx:
