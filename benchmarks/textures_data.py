@@ -13,17 +13,13 @@ quarter (4 rows) for the test, so that no test pixel was seen in training.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from wheel_data import wheel_members
 
 WHEEL = "scikit-image==0.26.0"
 SHA256 = {
@@ -37,20 +33,11 @@ DATA = Path(__file__).resolve().parents[1] / "configs" / "data" / "textures"
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-            + ["--dest", folder, WHEEL],
-            check=True,
-            capture_output=True,
-        )
-        (wheel,) = Path(folder).glob("*.whl")
-        with zipfile.ZipFile(wheel) as archive:
-            photos = {name: archive.read(f"skimage/data/{name}.png") for name in SHA256}
+    members = {f"skimage/data/{name}.png": digest for name, digest in SHA256.items()}
+    photos = wheel_members(WHEEL, members)
     shutil.rmtree(DATA, ignore_errors=True)
-    for name, data in photos.items():
-        if hashlib.sha256(data).hexdigest() != SHA256[name]:
-            raise SystemExit(f"{name}.png in {WHEEL} is not the file this script was written for")
+    for name in SHA256:
+        data = photos[f"skimage/data/{name}.png"]
         pixels = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
         rows, columns = pixels.shape[0] // TILE, pixels.shape[1] // TILE
         for row in range(rows):
