@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from .helpers import invoke
+from .helpers import invoke, write_photos
 
 BACKBONE = {"alpha": 0.25, "include_top": False, "pooling": "avg", "name": "backbone"}
 
@@ -37,18 +37,6 @@ def spec(weights: Any, **backbone: Any) -> str:
             "output": {"onnx": False},
         }
     )
-
-
-def write_photos(folder: Path) -> None:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(("cat", "dog")):
-        (folder / name).mkdir(parents=True)
-        for index in range(8):
-            pixels = rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)
-            pixels[..., label] = 230
-            Image.fromarray(pixels).save(folder / name / f"{index}.png")
 
 
 def test_a_frozen_backbone_keeps_the_weights_of_its_file_and_the_head_trains(

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from .helpers import home_env, invoke
+from .helpers import home_env, invoke, write_photos
 
 BACKBONE = {"alpha": 0.25, "include_top": False, "pooling": "avg", "name": "backbone"}
 UNFROZEN = 10  # the backbone's last layers trained in the second phase
@@ -54,19 +54,6 @@ def spec(**fit: Any) -> str:
             "output": {"onnx": False},
         }
     )
-
-
-def write_photos(folder: Path) -> None:
-    """Two classes of 8 noisy 32x32 photos, told apart by one bright channel."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(("cat", "dog")):
-        (folder / name).mkdir(parents=True)
-        for index in range(8):
-            pixels = rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)
-            pixels[..., label] = 230
-            Image.fromarray(pixels).save(folder / name / f"{index}.png")
 
 
 def write_backbone(path: Path) -> Any:
