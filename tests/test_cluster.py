@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pytest
 
 from dlcli.distribute.cluster import Cluster, from_environment
 from dlcli.errors import ClusterError
+from dlcli.train import launch
 
 from .helpers import (
     Ran,
@@ -164,6 +166,41 @@ def test_two_local_workers_train_as_one_process_would_and_resume_after_a_kill(
     assert one.exit_code == 0, one.output
     assert "Run directory: runs/tiny-2" in one.stdout
     assert accuracy_of(resumed.stdout) == pytest.approx(accuracy_of(one.stdout), abs=0.03)
+
+
+def worker_like(seconds: float, exit_code: int) -> subprocess.Popen[bytes]:
+    """A stand-in worker process: sleeps `seconds`, then exits with `exit_code`."""
+    script = f"import time; time.sleep({seconds}); raise SystemExit({exit_code})"
+    return subprocess.Popen([sys.executable, "-c", script])
+
+
+def test_a_worker_killed_from_outside_is_the_cause_even_when_another_is_seen_ending_first() -> None:
+    """The race CI once lost: worker 0, having lost worker 1, is seen to end (exit 14) before
+    the killed worker 1 is; the launcher still names worker 1's SIGKILL as the cause."""
+    processes = [worker_like(0.2, 14), worker_like(60, 0)]
+    killer = threading.Timer(1.0, processes[1].send_signal, (signal.SIGKILL,))
+    killer.start()
+    try:
+        assert launch._wait(processes, signalled=[]) == (1, -signal.SIGKILL)
+    finally:
+        killer.cancel()
+        for process in processes:
+            process.kill()
+            process.wait()
+
+
+def test_a_worker_the_launcher_stops_is_not_the_cause(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker 0 fails by itself; worker 1, still running when the grace is over, is stopped
+    with SIGTERM by the launcher, and worker 0's failure stays the cause."""
+    monkeypatch.setattr(launch, "LOST_GRACE", 0.5)
+    processes = [worker_like(0.1, 14), worker_like(60, 0)]
+    try:
+        assert launch._wait(processes, signalled=[]) == (0, 14)
+        assert processes[1].returncode == -signal.SIGTERM
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
 
 
 # ---------------------------------------------------------------------------------------------

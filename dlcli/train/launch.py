@@ -121,40 +121,51 @@ def without_workers(arguments: Sequence[str]) -> list[str]:
 
 
 def _wait(processes: list[subprocess.Popen[bytes]], signalled: list[int]) -> tuple[int, int] | None:
-    """Wait for every worker; the first that failed and its return code, or None.
+    """Wait for every worker; the failure that caused the run's end and its return code, or None.
 
     After a failure the others have `LOST_GRACE` seconds to end by themselves (TensorFlow finds
     a lost worker within about ten seconds, and each says so); then they get SIGTERM, and
     `STOP_GRACE` seconds later, as after a signal passed on, SIGKILL.
+
+    The cause is a worker killed by a signal this launcher did not send, whenever it is seen:
+    the others fail because they lost it, and one of them may be seen to end first (a killed
+    process is reaped only once its memory is freed). Otherwise it is the first worker seen to
+    fail.
     """
-    failed, term_at, kill_at = None, math.inf, math.inf
-    while any(process.poll() is None for process in processes):
+    first_failed: tuple[int, int] | None = None
+    killed_from_outside: tuple[int, int] | None = None
+    signalled_by_us: set[int] = set()
+    term_at, kill_at = math.inf, math.inf
+    while True:
         now = time.monotonic()
-        ended = [(index, process.poll()) for index, process in enumerate(processes)]
-        errors = [(index, code) for index, code in ended if code is not None and code != 0]
-        if failed is None and errors and not signalled:
-            # Seen ending together, a worker killed by a signal is the cause: the others
-            # stopped because they lost it.
-            killed = [(index, code) for index, code in errors if code < 0]
-            failed, term_at = (killed or errors)[0], now + LOST_GRACE
+        codes = [process.poll() for process in processes]
+        for index, code in enumerate(codes):
+            if code is None or code == 0 or signalled:
+                continue
+            if first_failed is None:
+                first_failed, term_at = (index, code), now + LOST_GRACE
+            if code < 0 and index not in signalled_by_us and killed_from_outside is None:
+                killed_from_outside = (index, code)
+        if all(code is not None for code in codes):
+            return killed_from_outside or first_failed
         if signalled and kill_at == math.inf:
             kill_at = now + STOP_GRACE
         if now > term_at:
             term_at, kill_at = math.inf, now + STOP_GRACE
-            _signal_running(processes, signal.SIGTERM)
+            signalled_by_us |= _signal_running(processes, signal.SIGTERM)
         if now > kill_at:  # stuck: its backups are whole, a kill loses no epoch
-            _signal_running(processes, signal.SIGKILL)
+            signalled_by_us |= _signal_running(processes, signal.SIGKILL)
         time.sleep(0.1)
-    if failed is None:
-        codes = [process.returncode for process in processes]
-        failed = next(((i, code) for i, code in enumerate(codes) if code), None)
-    return failed
 
 
-def _signal_running(processes: list[subprocess.Popen[bytes]], number: int) -> None:
-    for process in processes:
+def _signal_running(processes: list[subprocess.Popen[bytes]], number: int) -> set[int]:
+    """Send `number` to each worker still running; the indices of those it was sent to."""
+    sent = set()
+    for index, process in enumerate(processes):
         if process.poll() is None:
             process.send_signal(number)
+            sent.add(index)
+    return sent
 
 
 class _passing_signals:  # a context manager, named as one
