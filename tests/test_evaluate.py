@@ -96,19 +96,28 @@ def test_multiclass_report_agrees_with_keras(tiny_models: TinyModels, isolated: 
         assert grid.format == "PNG" and grid.width > 100
 
 
-@pytest.mark.parametrize("batch_bytes", [2**28, 1], ids=["one-batch", "thirteen-batches"])
+@pytest.mark.parametrize(
+    ("batch_bytes", "least_batch"),
+    [(2**28, 1), (1, 5), (1, 1)],
+    ids=["one-batch", "three-eager-batches", "thirteen-traced-batches"],
+)
 def test_score_is_kerass_evaluate_and_predict_in_one_batch_or_many(
-    tiny_models: TinyModels, isolated: Path, monkeypatch: pytest.MonkeyPatch, batch_bytes: int
+    tiny_models: TinyModels,
+    isolated: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    batch_bytes: int,
+    least_batch: int,
 ) -> None:
-    """One batch goes through test_on_batch and predict_on_batch, eagerly; thirteen batches of
-    one example through evaluate and predict, traced: the numbers are Keras's either way."""
+    """One batch, or three (5, 5 and 3 examples), go through predict_on_batch eagerly;
+    thirteen batches of one example through predict, traced: the numbers are Keras's
+    `evaluate` and `predict` either way."""
     import keras
 
     shutil.copytree(tiny_models.folder / "bars", isolated, dirs_exist_ok=True)
     x, y = bars_test_split()
-    monkeypatch.setattr(scoring, "BATCH_BYTES", batch_bytes)  # 1: batches of one example
+    monkeypatch.setattr(scoring, "BATCH_BYTES", batch_bytes)  # 1: `least_batch` decides
     model = keras.saving.load_model(tiny_models.bars)
-    scores, outputs = scoring.score(model, x, y, 1)
+    scores, outputs = scoring.score(model, x, y, least_batch)
     assert scores == pytest.approx(keras_evaluate(tiny_models.bars, x, y), rel=1e-6)
     assert outputs is not None and outputs.shape == (13, 3)
     expected = keras.saving.load_model(tiny_models.bars).predict(x, verbose=0)

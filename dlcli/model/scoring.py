@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,8 @@ EVALUATE_BATCH_SIZE = 1024
 MOST_CONFUSED = 5
 BINARY_THRESHOLD = 0.5  # what Keras's accuracy metrics use for a sigmoid output
 CLASSIFIERS = (Task.multiclass, Task.binary, Task.multilabel)
-BATCH_BYTES = 256 * 1024 * 1024  # activations one inference batch may take
+BATCH_BYTES = 64 * 1024 * 1024  # activations one inference batch may take
+EAGER_BATCHES = 8  # a pass of at most this many batches runs eagerly: tracing costs more
 
 
 def _batch_size(model: Any, least: int, examples: int) -> int:
@@ -45,8 +47,8 @@ def score(
 
     One pass of the model over x, in large batches (at least `least_batch`): the loss and
     metrics come from its outputs (`compute_loss`, `compute_metrics`, as Keras's `test_step`
-    computes them), not from a second pass. A pass of one batch runs eagerly, since tracing
-    it would cost more than it saves. Image files (`ImageFiles`) are decoded a batch at a
+    computes them), not from a second pass. A pass of a few batches runs eagerly, since
+    tracing it would cost more than it saves. Image files (`ImageFiles`) are decoded a batch at a
     time. On several replicas, `evaluate` and `predict` run through the distribution strategy.
     """
     from dlcli.data.image_stream import ImageFiles
@@ -61,10 +63,8 @@ def score(
         predicted = model.predict(x, batch_size=batch_size, verbose=0) if outputs else None
         scores = {name: float(value) for name, value in metrics.items()}
     else:
-        if batch_size >= examples:
-            model.run_eagerly = True
-            model.make_predict_function(force=True)
-            predicted = model.predict_on_batch(x)
+        if math.ceil(examples / batch_size) <= EAGER_BATCHES:
+            predicted = _predict_eagerly(model, x, batch_size, examples)
         else:
             predicted = model.predict(x, batch_size=batch_size, verbose=0)
         scores = _scores(model, x, y, predicted)
@@ -73,6 +73,22 @@ def score(
     if isinstance(predicted, list | tuple):  # several outputs: an array each
         return scores, output_arrays(predicted)
     return scores, np.asarray(predicted)
+
+
+def _predict_eagerly(model: Any, x: Any, batch_size: int, examples: int) -> Any:
+    """The model's outputs for x (an array, or a list or mapping of them), `batch_size`
+    examples at a time, run op by op without tracing a program."""
+    import keras
+
+    model.run_eagerly = True
+    model.make_predict_function(force=True)
+    parts = [
+        model.predict_on_batch(
+            keras.tree.map_structure(itemgetter(slice(start, start + batch_size)), x)
+        )
+        for start in range(0, examples, batch_size)
+    ]
+    return keras.tree.map_structure(lambda *outputs: np.concatenate(outputs), *parts)
 
 
 def _scores(model: Any, x: Any, y: Any, predicted: Any) -> dict[str, float]:
