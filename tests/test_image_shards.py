@@ -132,8 +132,11 @@ def test_a_pass_in_order_is_shared_alike_and_counted_in_global_batches(tmp_path:
         for pixels, labels in dataset:
             np.testing.assert_array_equal(pixels, files.decode(labels.numpy()))
             shares[worker].append(labels.numpy())
-    expected = [[0, 1, 2, 3, 4], [10, 11, 12, 13, 14], [20, 21]]
-    assert [share.tolist() for share in shares[0]] == expected
+    assert [share.tolist() for share in shares[0]] == [
+        [0, 1, 2, 3, 4],
+        [10, 11, 12, 13, 14],
+        [20, 21],
+    ]
     assert [share.tolist() for share in shares[1]] == [[5, 6, 7, 8, 9], [15, 16, 17, 18, 19], [22]]
 
 
@@ -191,8 +194,9 @@ def test_two_local_workers_train_a_streamed_folder_each_decoding_its_part(
 
 def test_a_streamed_folder_trains_under_mixed_precision(tmp_path: Path) -> None:
     """The policy `select_device` sets on GPUs (mixed_float16, and float32 outputs): a
-    streamed folder's uint8 pixels train through dlcli's compiled executions, the layers
-    computing in float16, the outputs in float32, the loss finite."""
+    streamed folder's uint8 pixels train through dlcli's compiled executions and through
+    Keras's own loop (the one several workers use), the layers computing in float16, the
+    outputs in float32, the loss finite."""
     import keras
 
     from dlcli.model.build import build_model, compile_model
@@ -202,16 +206,17 @@ def test_a_streamed_folder_trains_under_mixed_precision(tmp_path: Path) -> None:
     (tmp_path / "photos.yaml").write_text(yaml.safe_dump(SPEC))
     spec = load_spec(tmp_path / "photos.yaml", [])
     files = photo_files(tmp_path / "photos", 12)
-    labels = np.array([0, 1] * 6)
+    labels = np.repeat([0, 1], 6)  # cat/ then dog/
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        model = build_model(spec.model, spec.name, float32_outputs=True, base_dir=tmp_path)
-        compile_model(model, spec, steps_per_execution=2)
-        data = training_data(model, files, labels, 4, True, replicas=1)
-        history = model.fit(**data, epochs=1, verbose=0)
-        predicted = model.predict(files.batches(4), verbose=0)
+        for fused in (True, False):
+            model = build_model(spec.model, spec.name, float32_outputs=True, base_dir=tmp_path)
+            compile_model(model, spec, steps_per_execution=2)
+            data = training_data(model, files, labels, 4, True, replicas=1, fused=fused)
+            loss = model.fit(**data, epochs=1, verbose=0).history["loss"][0]
+            predicted = model.predict(files.batches(4), verbose=0)
+            assert [layer.compute_dtype for layer in model.layers] == ["float16"] * 3 + ["float32"]
+            assert predicted.dtype == np.float32
+            assert np.isfinite(loss) and np.isfinite(predicted).all()
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    assert [layer.compute_dtype for layer in model.layers] == ["float16"] * 3 + ["float32"]
-    assert predicted.dtype == np.float32
-    assert np.isfinite(history.history["loss"][0]) and np.isfinite(predicted).all()
