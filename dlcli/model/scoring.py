@@ -47,15 +47,14 @@ def score(
     metrics come from its outputs (`compute_loss`, `compute_metrics`, as Keras's `test_step`
     computes them), not from a second pass. A pass of one batch runs eagerly, since tracing
     it would cost more than it saves. Image files (`ImageFiles`) are decoded a batch at a
-    time, on several workers each its own part of each batch. On several replicas, `evaluate`
-    and `predict` run through the distribution strategy.
+    time. On several replicas, `evaluate` and `predict` run through the distribution strategy.
     """
     from dlcli.data.image_stream import ImageFiles
 
     examples = len(y[0] if isinstance(y, list) else y)
     batch_size = _batch_size(model, least_batch, examples)
     if isinstance(x, ImageFiles):  # decoded a batch at a time; the loss does not read x
-        batches = x.batches(batch_size, strategy=model.distribute_strategy)
+        batches = x.batches(batch_size, strategy=model.distribute_strategy)  # a worker: its part
         predicted = model.predict(batches, verbose=0)
         scores = _scores(model, None, y, predicted)
     elif model.distribute_strategy.num_replicas_in_sync > 1:
