@@ -518,14 +518,14 @@ FINISHED_RUN_FILES = [
 ]
 
 
-def write_photos(folder: Path) -> None:
-    """Two classes of 8 noisy 32x32 photos, told apart by one bright channel."""
+def write_photos(folder: Path, count: int = 8) -> None:
+    """Two classes of `count` noisy 32x32 photos each, told apart by one bright channel."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
     for label, name in enumerate(("cat", "dog")):
         (folder / name).mkdir(parents=True)
-        for index in range(8):
+        for index in range(count):
             pixels = rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)
             pixels[..., label] = 230
             Image.fromarray(pixels).save(folder / name / f"{index}.png")

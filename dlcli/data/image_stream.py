@@ -151,18 +151,79 @@ class ImageFiles:
 
         return mapped
 
-    def batches(self, batch_size: int, *labels: Any) -> Any:
+    def batches(self, batch_size: int, *labels: Any, strategy: Any = None) -> Any:
         """A tf.data pipeline of the images in order, `batch_size` at a time, with `labels`
-        (arrays of one row per example, batched alongside), decoded one batch ahead."""
+        (arrays of one row per example, batched alongside), decoded one batch ahead.
+
+        With a `strategy` of several replicas, a distributed dataset of the same batches, of
+        which each worker decodes only its replicas' share (`replica_batches`).
+        """
         import tensorflow as tf
 
         mapped = self.decoded_map([0])
         indices = np.arange(len(self), dtype=np.int64)
+        if strategy is not None and strategy.num_replicas_in_sync > 1:
+            in_order = tf.data.Dataset.from_tensor_slices((indices, *labels)).batch(batch_size)
+            return strategy.distribute_datasets_from_function(
+                lambda context: replica_batches(in_order, self, context)
+            )
         if labels:
             dataset = tf.data.Dataset.from_tensor_slices((indices, *labels)).batch(batch_size)
             return dataset.map(mapped).prefetch(2)
         dataset = tf.data.Dataset.from_tensor_slices(indices).batch(batch_size)
         return dataset.map(lambda batch: mapped(batch)[0]).prefetch(2)
+
+
+def replica_batches(global_batches: Any, files: ImageFiles, context: Any) -> Any:
+    """One worker's share of image files batched for several replicas, decoded: what
+    `strategy.distribute_datasets_from_function` asks of each worker's input pipeline.
+
+    `global_batches` is a tf.data pipeline of (indices into `files`, *labels) batches, the
+    batches one process would train on. Each is cut into `context.num_replicas_in_sync`
+    consecutive pieces, as even as can be (a partial batch's first pieces one row longer, as
+    numpy's `array_split` cuts), and piece p goes to the pipeline p % pipelines, for its local
+    replica p // pipelines: the order in which Keras's `predict` puts the replicas' outputs
+    back together. Only then are files decoded, so each worker decodes its own rows alone, and
+    the workers' shares together are each global batch.
+
+    The sharding is by file, within each batch, and by hand: tf.data's auto-sharding is off
+    (`distribute_datasets_from_function` leaves what it is given as it is). Its FILE policy
+    divides the files a dataset reads with tf.data's readers (these are indices, read by
+    `decode`) and would give each worker batches of its own, not parts of the batches one
+    process trains on; its DATA policy, where AUTO falls back to, has each worker decode every
+    batch whole and keep its part.
+
+    Args:
+        global_batches: batches of (indices, *labels), the same on every worker.
+        files: the image files the indices pick.
+        context: this pipeline's `tf.distribute.InputContext`.
+
+    Returns:
+        A tf.data pipeline of per-replica batches (pixels, *labels), this worker's local
+        replicas' pieces of each global batch in turn.
+    """
+    import tensorflow as tf
+
+    pipelines, pipeline = context.num_input_pipelines, context.input_pipeline_id
+    replicas = context.num_replicas_in_sync
+    local_replicas = replicas // pipelines
+
+    def pieces(*batch: Any) -> Any:
+        rows = tf.shape(batch[0], out_type=tf.int64)[0]
+        each, longer = rows // replicas, rows % replicas
+
+        def piece(local_replica: Any) -> tuple[Any, ...]:
+            index = local_replica * pipelines + pipeline
+            start = index * each + tf.minimum(index, longer)
+            end = start + each + tf.cast(index < longer, tf.int64)
+            return tuple(part[start:end] for part in batch)
+
+        return tf.data.Dataset.range(local_replicas).map(piece)
+
+    shares = global_batches.flat_map(pieces)
+    if (steps := int(global_batches.cardinality())) >= 0:  # Keras counts a finite pass's steps
+        shares = shares.apply(tf.data.experimental.assert_cardinality(steps * local_replicas))
+    return shares.map(files.decoded_map([0])).prefetch(2 * local_replicas)  # a batch ahead
 
 
 def first_failure(*examples: Any) -> DataError | None:

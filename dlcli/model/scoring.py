@@ -56,7 +56,8 @@ def score(
     examples = len(y[0] if isinstance(y, list) else y)
     batch_size = _batch_size(model, least_batch, examples)
     if isinstance(x, ImageFiles):  # decoded a batch at a time; the loss does not read x
-        predicted = model.predict(x.batches(batch_size), verbose=0)
+        batches = x.batches(batch_size, strategy=model.distribute_strategy)  # a worker: its part
+        predicted = model.predict(batches, verbose=0)
         scores = _scores(model, None, y, predicted)
     elif model.distribute_strategy.num_replicas_in_sync > 1:
         metrics = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)

@@ -76,13 +76,15 @@ def training_data(
 
     Several replicas, data that is not plain arrays, too much of it for a shuffled copy, or not
     `fused` (a Keras version the executions were not tested with): Keras's own adapter and loop.
+    Image files on several replicas come as a distributed dataset of which each worker decodes
+    only its replicas' share of every batch (`replica_batches`).
     `weights`, one per example, are the sample weights of the loss and metrics. A model of
     several inputs takes x as a mapping by input name; one of several outputs takes y, and
     `weights`, as lists in the order of its outputs.
     """
     import keras
 
-    from dlcli.data.image_stream import ImageFiles
+    from dlcli.data.image_stream import ImageFiles, replica_batches
 
     files = x if isinstance(x, ImageFiles) else None
     if files is not None:  # the files' indices stand for the images until they are decoded
@@ -90,8 +92,15 @@ def training_data(
     structure = (x, y) if weights is None else (x, y, weights)
     arrays = keras.tree.flatten(structure)  # x, y and weights may each be a list or mapping
     if files is not None and (not fused or replicas > 1):
+        batches = _epochs_of_batches(arrays, batch_size, shuffle, first_epoch)
+        if replicas > 1:
+            dataset = model.distribute_strategy.distribute_datasets_from_function(
+                lambda context: replica_batches(batches, files, context)
+            )
+        else:
+            dataset = batches.map(files.decoded_map([0])).prefetch(2)
         return {
-            "x": _epochs_of_batches(files, arrays, batch_size, shuffle, first_epoch),
+            "x": dataset,
             "steps_per_epoch": math.ceil(len(files) / batch_size),
             "shuffle": False,
         }
@@ -216,17 +225,16 @@ def executions(
     return dataset.prefetch(1).with_options(options)
 
 
-def _epochs_of_batches(
-    files: Any, arrays: list[Any], batch_size: int, shuffle: bool, first_epoch: int
-) -> Any:
-    """Image files as batches for Keras's own loop, all epochs through one iterator: epoch e in
-    the order of the run's seed and e (as `executions`), each batch decoded one ahead."""
+def _epochs_of_batches(arrays: list[Any], batch_size: int, shuffle: bool, first_epoch: int) -> Any:
+    """The batches of `arrays` for Keras's own loop, all epochs through one iterator: epoch e
+    in the order of the run's seed and e (as `executions`). For image files, `arrays[0]` holds
+    the files' indices, decoded by the caller's map."""
     import tensorflow as tf
 
     with tf.device("/cpu:0"):
         epoch = tf.Variable(first_epoch, dtype=tf.int64, trainable=False)
     base_seed = _base_seed()
-    count = len(files)
+    count = len(arrays[0])
 
     @tf.autograph.experimental.do_not_convert
     def one_epoch(*parts: Any) -> Any:
@@ -237,8 +245,12 @@ def _epochs_of_batches(
 
     options = tf.data.Options()
     options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
-    dataset = tf.data.Dataset.from_tensors(tuple(arrays)).repeat().flat_map(one_epoch)
-    return dataset.map(files.decoded_map([0])).prefetch(2).with_options(options)
+    return (
+        tf.data.Dataset.from_tensors(tuple(arrays))
+        .repeat()
+        .flat_map(one_epoch)
+        .with_options(options)
+    )
 
 
 def _base_seed() -> Any:

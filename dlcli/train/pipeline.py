@@ -440,6 +440,11 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
     check_against_model(splits, model, spec.compile)
     train_x = splits.train.x
     streamed = isinstance(train_x, ImageFiles)
+    if cluster and streamed:
+        notes.append(
+            f"Image files sharded: each of the {cluster.size} workers decodes only its own part "
+            "of every batch"
+        )
     models.adapt_preprocessing(
         model, model_spec, train_x.batches(spec.fit.batch_size) if streamed else train_x
     )
@@ -575,7 +580,9 @@ def _fit(
     validation_batch_size: int | None = spec.fit.batch_size
     if splits.validation is not None and isinstance(splits.validation.x, ImageFiles):
         labels = targets(model, splits.validation.y)
-        validation = splits.validation.x.batches(spec.fit.batch_size, labels)
+        validation = splits.validation.x.batches(
+            spec.fit.batch_size, labels, strategy=prepared.device.strategy
+        )
         validation_batch_size = None  # a dataset comes in its own batches
     elif splits.validation is not None:
         validation = (splits.validation.x, targets(model, splits.validation.y))
