@@ -547,12 +547,15 @@ def test_killed_as_an_epoch_is_backed_up_then_resumed_is_the_uninterrupted_run(
     """Windows add no state of their own: cut again from the file on --resume, shuffled per
     epoch from the seed as any arrays. A run killed (SIGKILL, by strace) as it publishes the
     backup of epoch 3 resumes after epoch 2 and ends with the uninterrupted run's history and
-    test figures, byte for byte (Dropout included)."""
+    test figures, byte for byte (Dropout included). A callback (as configs/sunspots.yaml has)
+    makes each epoch a `fit` epoch of its own, backed up after it; without one these few
+    epochs run as one compiled program, backed up once."""
     _series(tmp_path / "series.csv", 60)
     spec = SERIES_SPEC.replace(
         "    - Dense: {units: 1}", "    - Dropout: {rate: 0.25}\n    - Dense: {units: 1}"
-    )
-    (tmp_path / "series.yaml").write_text(spec.replace("epochs: 3", "epochs: 5"))
+    ).replace("epochs: 3", "epochs: 5")
+    callback = "  callbacks:\n    - EarlyStopping: {monitor: val_mae, patience: 10}\n"
+    (tmp_path / "series.yaml").write_text(spec + callback)
     assert run_cli(["train", "series.yaml"], None, tmp_path).returncode == 0
     publish = tmp_path / "runs" / "series-2" / "backup" / ".partial"  # renamed to epoch-N
     killed = subprocess.run(
