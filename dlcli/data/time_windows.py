@@ -166,10 +166,12 @@ class Windows(ExampleStream):
         return self.rows[self.starts[positions][..., np.newaxis] + self.offsets]
 
     def decoded(self) -> Callable[[Any], Any]:
-        """Starts into their windows: one `tf.gather` of the rows (held once, as a tensor)."""
+        """Starts into their windows: one `tf.gather` of the rows (held once, as a tensor in
+        host memory, where tf.data runs)."""
         import tensorflow as tf
 
-        rows, offsets = tf.constant(self.rows), tf.constant(self.offsets)
+        with tf.device("/cpu:0"):
+            rows, offsets = tf.constant(self.rows), tf.constant(self.offsets)
 
         def decoded(starts: Any) -> Any:
             return tf.gather(rows, tf.expand_dims(starts, -1) + offsets)
