@@ -146,10 +146,11 @@ def test_the_windows_held_and_gathered_are_the_ones_keras_cuts(
     tmp_path: Path, rate: int, stride: int, delay: int
 ) -> None:
     """Every split's windows and targets, gathered in memory, by the tf.data pipeline that
-    scores and validates (`batches`) and by the one that trains (`executions`, its first epoch
-    in order), equal the reference Keras materialises, in order; the digest is the reference
-    arrays' own, as dlcli recorded it when it held them."""
-    from dlcli.train.loop import executions
+    scores and validates (`batches`) and by those that train (dlcli's `executions` and Keras's
+    own loop, as on several devices: their first epoch in order), equal the reference Keras
+    materialises, in order; the digest is the reference arrays' own, as dlcli recorded it when
+    it held them."""
+    from dlcli.train.loop import executions, training_data
 
     splits, references = _splits_and_references(tmp_path, rate, stride, delay)
     held = {"train": splits.train, "validation": splits.validation, "test": splits.test}
@@ -168,6 +169,10 @@ def test_the_windows_held_and_gathered_are_the_ones_keras_cuts(
         for stacked, _, rest, _ in trained.take(-(-len(x) // 4)).as_numpy_iterator():
             first_epoch += [*stacked.reshape(-1, *x.shape[1:]), *rest]
         assert np.array_equal(np.stack(first_epoch), x), name
+        keras_loop = training_data(None, split.x, split.y, 2, False, replicas=1, fused=False)["x"]
+        batched = list(keras_loop.take(-(-len(x) // 2)).as_numpy_iterator())
+        assert np.array_equal(np.concatenate([batch[0] for batch in batched]), x), name
+        assert np.array_equal(np.concatenate([batch[1] for batch in batched]), y), name
     assert splits.info.digest == digest(*references["train"], *references["test"])
 
 
@@ -220,7 +225,8 @@ def test_training_on_gathered_windows_is_training_on_the_reference(
     """Shuffled per epoch, batches of 8: Keras's `fit` over dlcli's executions of windows
     gathered in the pipeline, and several epochs to one compiled program gathering them inside
     it (validation too), each log and weight bit for bit as `fit` over the reference arrays;
-    then the test split scored a batch at a time (`score`) to the reference's figures."""
+    then the test split scored (`score`: in the pipeline, and a few batches eagerly) to the
+    reference's figures."""
     import keras
 
     from dlcli.model import scoring
@@ -261,11 +267,12 @@ def test_training_on_gathered_windows_is_training_on_the_reference(
     for trained in (model, at_once):
         for ours, theirs in zip(trained.variables, reference.variables, strict=True):
             assert np.array_equal(ours.numpy(), theirs.numpy()), ours.path
-    monkeypatch.setattr(scoring, "BATCH_BYTES", 4 * 4 * 3 * 4)  # batches of 4: several
     test_x, test_y = references["test"]
-    scored = scoring.score(reference, splits.test.x, test_y, 4)
-    expected = scoring.score(reference, test_x, test_y, 4)
-    assert scored[0] == expected[0] and np.array_equal(scored[1], expected[1])
+    for batch_size in (2, 4):  # 13 batches: through the pipeline; 7: eagerly
+        monkeypatch.setattr(scoring, "BATCH_BYTES", batch_size)  # `least_batch` decides
+        scored = scoring.score(reference, splits.test.x, test_y, batch_size)
+        expected = scoring.score(reference, test_x, test_y, batch_size)
+        assert scored[0] == expected[0] and np.array_equal(scored[1], expected[1])
 
 
 def test_docstring_examples() -> None:
