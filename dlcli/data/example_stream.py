@@ -12,6 +12,7 @@ the checks treat them alike through this class.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ import numpy as np
 from dlcli.data.common import take
 
 
-class ExampleStream:
+class ExampleStream(ABC):
     """The examples of a split, made from their keys when a batch of them is needed.
 
     A subclass gives `__len__`, `keys`, `shape`, `decode`, `decoded` and `__getitem__`, and says
@@ -33,32 +34,34 @@ class ExampleStream:
     in_graph: bool = False
 
     @property
+    @abstractmethod
     def keys(self) -> np.ndarray:
         """One key per example, what a tf.data pipeline carries in its place."""
-        raise NotImplementedError
 
     @property
+    @abstractmethod
     def shape(self) -> tuple[int, ...]:
-        raise NotImplementedError
+        """The shape of the array the examples would make: (examples, *one example's)."""
 
-    def __len__(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def __len__(self) -> int: ...
 
+    @abstractmethod
     def __getitem__(self, index: Any) -> ExampleStream:
-        raise NotImplementedError
+        """The examples at `index` (a numpy index of the first axis), as a stream."""
 
     @property
     def nbytes(self) -> int:
         """The bytes the examples would take in memory, all at once."""
         return int(np.prod(self.shape)) * self.dtype.itemsize
 
+    @abstractmethod
     def decode(self, positions: np.ndarray) -> np.ndarray:
         """The examples at `positions` (indices into this stream), in memory."""
-        raise NotImplementedError
 
+    @abstractmethod
     def decoded(self) -> Callable[[Any], Any]:
         """A function from a tensor of keys, of any shape, to the tensor of their examples."""
-        raise NotImplementedError
 
     def decoded_map(self, positions: Sequence[int]) -> Callable[..., tuple[Any, ...]]:
         """A tf.data map function: the key tensors at `positions` of its arguments replaced by
