@@ -1,9 +1,13 @@
 """Time windows over ordered CSV rows (`dataset.csv.windows`, book ch. 10).
 
-In-process: a window and its target against a hand-computed example, chronological splits
-that no window straddles, statistics from the training rows only, the last window of a file.
-Then train -> evaluate -> predict through the CLI in a subprocess with an empty HOME and cache
-on a tiny generated series, and the mistakes, one line each.
+In-process: a window and its target against a hand-computed example; every split's windows,
+as held (`Windows`) and as the tf.data pipelines of training and scoring gather them, against
+the windows `keras.utils.timeseries_dataset_from_array` cuts and materialises (the reference:
+what dlcli held in memory before); training and scoring on the gathered windows bit for bit as
+on that reference; chronological splits that no window straddles, statistics from the training
+rows only, the last window of a file. Then train -> evaluate -> predict through the CLI in a
+subprocess with an empty HOME and cache on a tiny generated series, and the mistakes, one line
+each.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from dlcli.data.common import Split, Splits, digest
 from dlcli.data.load import load_dataset
-from dlcli.data.time_windows import cut_windows, last_window, window_rows
+from dlcli.data.time_windows import Windows, cut_windows, last_window, read_series, window_rows
 from dlcli.errors import ConfigError, DataError, InputError
 from dlcli.spec.load import spec_from_text
 from dlcli.spec.schema import DatasetSpec, WindowsSpec
@@ -52,16 +58,221 @@ def test_a_window_and_its_target_align_as_written() -> None:
     (3-1)*2+1+4 = 9 rows, so 12 rows hold 4 windows, or 2 with sequence_stride 2."""
     rows = np.arange(12, dtype=np.float32)[:, np.newaxis]
     windows = WindowsSpec(sequence_length=3, sampling_rate=2, target="t", delay=4)
-    x, y = cut_windows(rows, 100 + rows[:, 0], windows)
+    x, y = _held(cut_windows(rows, 100 + rows[:, 0], windows))
     assert window_rows(windows) == 9
     assert x[:, :, 0].tolist() == [[0, 2, 4], [1, 3, 5], [2, 4, 6], [3, 5, 7]]
     assert y.tolist() == [108, 109, 110, 111]
     strided = windows.model_copy(update={"sequence_stride": 2})
-    x, y = cut_windows(rows, 100 + rows[:, 0], strided)
+    x, y = _held(cut_windows(rows, 100 + rows[:, 0], strided))
     assert x[:, :, 0].tolist() == [[0, 2, 4], [2, 4, 6]] and y.tolist() == [108, 110]
     now = windows.model_copy(update={"delay": 0})  # delay 0: the window's own last row
-    x, y = cut_windows(rows, 100 + rows[:, 0], now)
+    x, y = _held(cut_windows(rows, 100 + rows[:, 0], now))
     assert x[0, :, 0].tolist() == [0, 2, 4] and y[0] == 104 and len(y) == 8
+
+
+def _held(split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """A split's windows gathered in memory (`Windows.decode`), and its targets."""
+    return split.x.decode(np.arange(len(split))), split.y
+
+
+def _reference(
+    values: np.ndarray, target: np.ndarray | None, windows: WindowsSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """The windows and targets Keras cuts, materialised: dlcli's code before windows were
+    gathered a batch at a time, kept here as what they must equal."""
+    import keras
+
+    shift = window_rows(windows) - 1
+    dataset = keras.utils.timeseries_dataset_from_array(
+        values,
+        None if target is None else target[shift:],
+        sequence_length=windows.sequence_length,
+        sampling_rate=windows.sampling_rate,
+        sequence_stride=windows.sequence_stride,
+        shuffle=False,
+        batch_size=4096,
+    )
+    xs, ys = [], []
+    for batch in dataset.as_numpy_iterator():
+        inputs, outputs = batch if target is not None else (batch, None)
+        xs.append(inputs)
+        if outputs is not None:
+            ys.append(outputs)
+    x = np.concatenate(xs).astype(np.float32, copy=False)
+    y = np.concatenate(ys).astype(np.float32, copy=False) if ys else np.empty(0, np.float32)
+    return x, y
+
+
+def _noisy_series(path: Path, rows: int, seed: int) -> Path:
+    """A CSV of `rows` rows of two seeded normal features `a`, `b` and their sum `t`."""
+    values = np.random.default_rng(seed).normal(size=(rows, 2)).round(3)
+    path.write_text("\n".join(["a,b,t", *(f"{a},{b},{a + b:.3f}" for a, b in values)]) + "\n")
+    return path
+
+
+# (sampling_rate, sequence_stride, delay): the book's kind, strided starts, the window's own
+# last row as its target, strided with delay 0
+CUTS = [(2, 1, 4), (1, 3, 2), (3, 1, 0), (2, 2, 0)]
+
+
+def _splits_and_references(
+    tmp_path: Path, rate: int, stride: int, delay: int
+) -> tuple[Splits, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Windows of 4 rows of `a`, `b`, `t` forecasting `t`: a 97-row training file (its last 24
+    rows the validation rows) and a 31-row test file. The splits `load_dataset` gives, and each
+    split's reference windows and targets (`_reference`)."""
+    train, test = (
+        _noisy_series(tmp_path / "series.csv", 97, 5),
+        _noisy_series(tmp_path / "later.csv", 31, 6),
+    )
+    windows = {"sequence_length": 4, "sampling_rate": rate, "sequence_stride": stride}
+    windows |= {"target": "t", "delay": delay}
+    dataset = {"csv": {"train": "series.csv", "test": "later.csv", "windows": windows}}
+    splits = load_dataset(
+        DatasetSpec.model_validate({**dataset, "validation_split": 0.25}), tmp_path, seed=0
+    )
+    spec = WindowsSpec.model_validate(windows)
+    rows, target = read_series(train, ["a", "b", "t"], "t")
+    test_rows, test_target = read_series(test, ["a", "b", "t"], "t")
+    return splits, {
+        "train": _reference(rows[:73], target[:73], spec),
+        "validation": _reference(rows[73:], target[73:], spec),
+        "test": _reference(test_rows, test_target, spec),
+    }
+
+
+@pytest.mark.parametrize(("rate", "stride", "delay"), CUTS)
+def test_the_windows_held_and_gathered_are_the_ones_keras_cuts(
+    tmp_path: Path, rate: int, stride: int, delay: int
+) -> None:
+    """Every split's windows and targets, gathered in memory, by the tf.data pipeline that
+    scores and validates (`batches`) and by those that train (dlcli's `executions` and Keras's
+    own loop, as on several devices: their first epoch in order), equal the reference Keras
+    materialises, in order; the digest is the reference arrays' own, as dlcli recorded it when
+    it held them."""
+    from dlcli.train.loop import executions, training_data
+
+    splits, references = _splits_and_references(tmp_path, rate, stride, delay)
+    held = {"train": splits.train, "validation": splits.validation, "test": splits.test}
+    for name, split in held.items():
+        assert split is not None and isinstance(split.x, Windows)
+        x, y = references[name]
+        assert len(x) > 3 and split.x.shape == x.shape and split.x.dtype == x.dtype
+        assert np.array_equal(_held(split)[0], x), name
+        assert split.y.dtype == y.dtype and np.array_equal(split.y, y), name
+        batches = list(split.x.batches(3, split.y).as_numpy_iterator())
+        assert np.array_equal(np.concatenate([batch[0] for batch in batches]), x), name
+        assert np.array_equal(np.concatenate([batch[1] for batch in batches]), y), name
+        decoded = split.x.decoded_map([0, 2])
+        trained = executions((split.x.keys, split.y), 2, False, 2, decoded=decoded)
+        first_epoch = []
+        for stacked, _, rest, _ in trained.take(-(-len(x) // 4)).as_numpy_iterator():
+            first_epoch += [*stacked.reshape(-1, *x.shape[1:]), *rest]
+        assert np.array_equal(np.stack(first_epoch), x), name
+        keras_loop = training_data(None, split.x, split.y, 2, False, replicas=1, fused=False)["x"]
+        batched = list(keras_loop.take(-(-len(x) // 2)).as_numpy_iterator())
+        assert np.array_equal(np.concatenate([batch[0] for batch in batched]), x), name
+        assert np.array_equal(np.concatenate([batch[1] for batch in batched]), y), name
+    assert splits.info.digest == digest(*references["train"], *references["test"])
+
+
+def test_the_training_windows_are_not_held_in_memory(tmp_path: Path) -> None:
+    """2,000 rows of 3 columns, windows of 100 rows: the training split holds its rows and one
+    start per window (about 31 KB), not the windows' 2.3 MB."""
+    _noisy_series(tmp_path / "series.csv", 2000, 1)
+    windows = {"sequence_length": 100, "target": "t"}
+    splits = load_dataset(
+        DatasetSpec.model_validate({"csv": {"train": "series.csv", "windows": windows}}),
+        tmp_path,
+        seed=0,
+    )
+    train = splits.train.x
+    assert isinstance(train, Windows) and not isinstance(train, np.ndarray)
+    assert train.shape == (1900, 100, 3) and train.nbytes == 1900 * 100 * 3 * 4
+    held = [value for value in vars(train).values() if isinstance(value, np.ndarray)]
+    assert sum(array.nbytes for array in held) == 2000 * 3 * 4 + 1900 * 8 + 100 * 8
+    assert max(array.ndim for array in held) == 2
+
+
+def _window_model(jit_compile: bool) -> Any:
+    """A small regression of windows of 4 rows of 3 features, with Dropout: a seed's state."""
+    import keras
+
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential(
+        [
+            keras.Input((4, 3)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(
+        optimizer="adam",
+        loss="mse",
+        metrics=["mae"],
+        jit_compile=jit_compile,
+        steps_per_execution=2,
+    )
+    return model
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_training_on_gathered_windows_is_training_on_the_reference(
+    tmp_path: Path, jit_compile: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shuffled per epoch, batches of 8: Keras's `fit` over dlcli's executions of windows
+    gathered in the pipeline, and several epochs to one compiled program gathering them inside
+    it (validation too), each log and weight bit for bit as `fit` over the reference arrays;
+    then the test split scored (`score`: in the pipeline, and a few batches eagerly) to the
+    reference's figures."""
+    import keras
+
+    from dlcli.model import scoring
+    from dlcli.model.build import create_training_variables
+    from dlcli.train.loop import fit_epochs_at_once, training_data
+
+    splits, references = _splits_and_references(tmp_path, 1, 1, 2)
+    assert splits.validation is not None
+    (x, y), validation = references["train"], references["validation"]
+
+    def fitted(train_x: Any, **validation_data: Any) -> tuple[Any, dict[str, list[float]]]:
+        model = _window_model(jit_compile)
+        create_training_variables(model, x, y)
+        data = training_data(model, train_x, y, 8, True, replicas=1)
+        history = model.fit(**data, epochs=4, **validation_data, verbose=0).history
+        return model, history
+
+    reference, history = fitted(x, validation_data=validation, validation_batch_size=8)
+    gathered = splits.validation.x.batches(8, validation[1])  # as training validates
+    model, streamed = fitted(splits.train.x, validation_data=gathered)
+    at_once = _window_model(jit_compile)
+    create_training_variables(at_once, x, y)
+    recorded = keras.callbacks.History()
+    fit_epochs_at_once(
+        at_once,
+        splits.train.x,
+        y,
+        8,
+        True,
+        epochs=4,
+        first_epoch=0,
+        per_execution=3,
+        callbacks=[recorded],
+        executed=lambda: None,
+        validation=(splits.validation.x, validation[1]),
+    )
+    assert streamed == history and recorded.history == history
+    for trained in (model, at_once):
+        for ours, theirs in zip(trained.variables, reference.variables, strict=True):
+            assert np.array_equal(ours.numpy(), theirs.numpy()), ours.path
+    test_x, test_y = references["test"]
+    for batch_size in (2, 4):  # 13 batches: through the pipeline; 7: eagerly
+        monkeypatch.setattr(scoring, "BATCH_BYTES", batch_size)  # `least_batch` decides
+        scored = scoring.score(reference, splits.test.x, test_y, batch_size)
+        expected = scoring.score(reference, test_x, test_y, batch_size)
+        assert scored[0] == expected[0] and np.array_equal(scored[1], expected[1])
 
 
 def test_docstring_examples() -> None:
@@ -80,10 +291,11 @@ def test_splits_are_chronological_and_no_window_straddles_a_boundary(tmp_path: P
     )
     assert splits.validation is not None
     for split, first, last in ((splits.train, 0, 29), (splits.validation, 30, 39)):
-        assert split.x[0, :, 0].tolist() == [first, first + 2, first + 4]
+        assert _held(split)[0][0, :, 0].tolist() == [first, first + 2, first + 4]
         assert split.y[0] == 100 + first + 8 and split.y[-1] == 100 + last
         assert len(split) == last - first + 1 - 8
-    assert splits.test.x[:, 0, 0].tolist() == [40, 41] and splits.test.y.tolist() == [148, 149]
+    test_x, test_y = _held(splits.test)
+    assert test_x[:, 0, 0].tolist() == [40, 41] and test_y.tolist() == [148, 149]
     series = splits.info.windows
     assert series.mean == [14.5] and series.variance == pytest.approx([np.arange(30).var()])
     assert series.rows == {
@@ -118,7 +330,7 @@ def test_the_last_window_is_the_one_keras_cuts_last(tmp_path: Path) -> None:
     windows = WindowsSpec(sequence_length=3, sampling_rate=2, target="level", delay=4)
     last = last_window(path, ["step", "level"], windows)
     rows = np.stack([np.arange(20), 100 + np.arange(20)], axis=1).astype(np.float32)
-    keras_windows, _ = cut_windows(rows, None, windows)
+    keras_windows, _ = _reference(rows, None, windows)
     assert last.shape == (1, 3, 2)
     assert last[0].tolist() == keras_windows[-1].tolist() == [[15, 115], [17, 117], [19, 119]]
 
@@ -342,12 +554,15 @@ def test_killed_as_an_epoch_is_backed_up_then_resumed_is_the_uninterrupted_run(
     """Windows add no state of their own: cut again from the file on --resume, shuffled per
     epoch from the seed as any arrays. A run killed (SIGKILL, by strace) as it publishes the
     backup of epoch 3 resumes after epoch 2 and ends with the uninterrupted run's history and
-    test figures, byte for byte (Dropout included)."""
+    test figures, byte for byte (Dropout included). A callback (as configs/sunspots.yaml has)
+    makes each epoch a `fit` epoch of its own, backed up after it; without one these few
+    epochs run as one compiled program, backed up once."""
     _series(tmp_path / "series.csv", 60)
     spec = SERIES_SPEC.replace(
         "    - Dense: {units: 1}", "    - Dropout: {rate: 0.25}\n    - Dense: {units: 1}"
-    )
-    (tmp_path / "series.yaml").write_text(spec.replace("epochs: 3", "epochs: 5"))
+    ).replace("epochs: 3", "epochs: 5")
+    callback = "  callbacks:\n    - EarlyStopping: {monitor: val_mae, patience: 10}\n"
+    (tmp_path / "series.yaml").write_text(spec + callback)
     assert run_cli(["train", "series.yaml"], None, tmp_path).returncode == 0
     publish = tmp_path / "runs" / "series-2" / "backup" / ".partial"  # renamed to epoch-N
     killed = subprocess.run(

@@ -203,12 +203,26 @@ def resolve_path(path: str, base_dir: Path) -> Path:
     return resolved if resolved.is_absolute() else base_dir / resolved
 
 
-def digest(*arrays: np.ndarray) -> str:
-    """sha256 over the arrays' shapes, dtypes and bytes; names the data a model was trained on."""
+DIGEST_CHUNK_BYTES = 64 * 1024 * 1024  # a stream's examples are hashed this much at a time
+
+
+def digest(*arrays: Any) -> str:
+    """sha256 over the arrays' shapes, dtypes and bytes; names the data a model was trained on.
+
+    An `ExampleStream` (time windows) is hashed as the array it stands for would be, its
+    examples made a chunk at a time: the digest does not depend on how the data is held.
+    """
     import numpy as np
+
+    from dlcli.data.example_stream import ExampleStream
 
     hasher = hashlib.sha256()
     for array in arrays:
+        if isinstance(array, ExampleStream):
+            hasher.update(f"{array.dtype.str}{array.shape}".encode())
+            for chunk in array.chunks(DIGEST_CHUNK_BYTES):
+                hasher.update(chunk.data.cast("B"))
+            continue
         if array.dtype == object:  # a text column: its cells, each ended by a NUL
             hasher.update(f"text{array.shape}".encode())
             hasher.update("".join(f"{cell}\0" for cell in array.ravel()).encode())
@@ -223,8 +237,12 @@ def check_finite(name: str, array: Any) -> None:
     """Refuse NaN or Inf, naming the count and the first offending example."""
     import numpy as np
 
+    from dlcli.data.example_stream import ExampleStream
+
+    if isinstance(array, ExampleStream):
+        return  # image files decode to uint8; windows' rows were refused non-finite when read
     if not np.issubdtype(getattr(array, "dtype", np.float64), np.floating):
-        return  # whole numbers, or image files (decoded to uint8) that no one reads here
+        return  # whole numbers
     array = np.asarray(array)
     if not np.issubdtype(array.dtype, np.floating):
         return

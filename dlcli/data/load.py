@@ -114,6 +114,7 @@ def load_dataset(
     Returns:
         The splits and `DatasetInfo`: source, class names, image description, feature
         names, split sizes and the digest of the train and test arrays (for dlcli.json).
+        Time windows are always `dlcli.data.time_windows.Windows` in place of x.
 
     Raises:
         DataError: a file is missing or unreadable, arrays do not match, or a split leaves

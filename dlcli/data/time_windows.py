@@ -9,9 +9,9 @@ of the `features` columns (every column when `features` is not given), and its t
 `target` column at row s + (L - 1) r + d: `delay` rows after the window's last row. Windows
 start `sequence_stride` rows apart, from the split's first row. One window and its target take
 (L - 1) r + 1 + d rows; a forecast (`dlcli predict`) takes the last (L - 1) r + 1 rows of a file
-and forecasts d rows beyond its end. The windows are cut by
-`keras.utils.timeseries_dataset_from_array`, which pairs the window starting at s with
-`targets[s]`: the target column is handed to it shifted by (L - 1) r + d rows.
+and forecasts d rows beyond its end. These are the windows and targets, in the same order,
+that `keras.utils.timeseries_dataset_from_array` cuts when handed the target column shifted by
+(L - 1) r + d rows (it pairs the window starting at s with `targets[s]`).
 
 Splits are chronological: without validation or test files, the test rows are the last
 `round(rows * test_split)` rows of the training file, the validation rows the
@@ -24,26 +24,31 @@ the training rows (`Series`) are what the model's Normalization layer holds
 An empty cell is refused, naming its file, line and column: a gap in a series has no one
 right filling (the mean would be a step that never happened), so the file says what it is.
 Targets are numbers (regression); a classifier's target cells must be its class indices.
-Windows are held in memory: windows x sequence_length x features float32 values.
+
+Windows are never all in memory. A split's x is `Windows`: its rows (float32, as read) and the
+first row of each window, its key (an `ExampleStream`); a batch's windows are gathered from
+the rows inside the tf.data pipeline (`tf.gather` of s + r * range(L), no Python per window).
+Its targets are an array, one per window. Reading needs no Keras, so training reads the
+files once, on its reader thread, while TensorFlow loads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dlcli.data.common import DatasetInfo, Loaded, Split, resolve_path
 from dlcli.data.csv_tables import read_columns, read_rows
+from dlcli.data.example_stream import ExampleStream
 from dlcli.errors import DataError, DlcliError
 from dlcli.spec.messages import suggest
 
 if TYPE_CHECKING:
     from dlcli.spec.schema import CsvSource, DatasetSpec, WindowsSpec
-
-WINDOW_BATCH_SIZE = 4096  # windows taken from Keras's dataset at a time
 
 
 @dataclass(frozen=True)
@@ -110,19 +115,98 @@ def window_shape(source: CsvSource, base_dir: Path) -> tuple[int, int]:
     return source.windows.sequence_length, len(features)
 
 
+class Windows(ExampleStream):
+    """The windows of a split, gathered from its rows when a batch of them is needed.
+
+    It stands where an array of shape (windows, sequence_length, features) float32 would:
+    indexing picks windows, `decode` gathers them in memory with numpy, and `decoded` gathers
+    them in TensorFlow from their keys, the rows the windows start at.
+
+    Args:
+        rows: the split's rows, (rows, features) float32.
+        starts: the row each window starts at, in order.
+        sequence_length: the rows of a window.
+        sampling_rate: the rows from one of a window's rows to the next.
+
+    Example:
+        >>> windows = Windows(np.arange(8, dtype=np.float32)[:, None], np.array([0, 1, 3]), 3, 2)
+        >>> windows.shape, windows.decode(np.array([2]))[..., 0].tolist()
+        ((3, 3, 1), [[3.0, 5.0, 7.0]])
+    """
+
+    dtype = np.dtype(np.float32)
+    ndim = 3
+    in_graph = True
+
+    def __init__(
+        self, rows: np.ndarray, starts: np.ndarray, sequence_length: int, sampling_rate: int
+    ) -> None:
+        self.rows = rows
+        self.starts = starts.astype(np.int64, copy=False)
+        self.sequence_length = sequence_length
+        self.sampling_rate = sampling_rate
+        self.offsets = np.arange(sequence_length, dtype=np.int64) * sampling_rate
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def keys(self) -> np.ndarray:
+        return self.starts
+
+    def __getitem__(self, index: Any) -> Windows:
+        return Windows(self.rows, self.starts[index], self.sequence_length, self.sampling_rate)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self), self.sequence_length, int(self.rows.shape[1]))
+
+    def decode(self, positions: np.ndarray) -> np.ndarray:
+        """The windows at `positions`, shape (*positions' shape, sequence_length, features)."""
+        return self.rows[self.starts[positions][..., np.newaxis] + self.offsets]
+
+    def decoded(self) -> Callable[[Any], Any]:
+        """Starts into their windows: one `tf.gather` of the rows (held once, as a tensor in
+        host memory, where tf.data runs)."""
+        import tensorflow as tf
+
+        with tf.device("/cpu:0"):
+            rows, offsets = tf.constant(self.rows), tf.constant(self.offsets)
+
+        def decoded(starts: Any) -> Any:
+            return tf.gather(rows, tf.expand_dims(starts, -1) + offsets)
+
+        return decoded
+
+
+def cut_windows(values: np.ndarray, target: np.ndarray, windows: WindowsSpec) -> Split:
+    """The windows of rows `values` (rows, features) float32 and their targets from `target`
+    (rows,): x is `Windows`, y float32 (windows,).
+
+    Example:
+        >>> from dlcli.spec.schema import WindowsSpec
+        >>> rows = np.arange(12, dtype=np.float32)
+        >>> spec = WindowsSpec(sequence_length=3, sampling_rate=2, target="t", delay=4)
+        >>> split = cut_windows(rows[:, np.newaxis], 100 + rows, spec)
+        >>> split.x.keys.tolist(), split.y.tolist()
+        ([0, 1, 2, 3], [108.0, 109.0, 110.0, 111.0])
+    """
+    shift = window_rows(windows) - 1
+    starts = np.arange(0, max(len(values) - shift, 0), windows.sequence_stride, dtype=np.int64)
+    x = Windows(values, starts, windows.sequence_length, windows.sampling_rate)
+    return Split(x, target[starts + shift].astype(np.float32))
+
+
 def load_windows(dataset: DatasetSpec, base_dir: Path) -> Loaded:
     """Train, validation and test windows of a time series (see the module's docstring).
 
-    x is float32 of shape (windows, sequence_length, features), y float32 of shape (windows,).
-    The CSV files are read and checked first; the windows are cut on the main thread
-    (Keras: `import_keras` raises NeedsMainThread on another thread, and the caller reads again).
+    x is `Windows` (standing for float32 of shape (windows, sequence_length, features)), y
+    float32 of shape (windows,).
 
     Raises:
         DataError: one line: a missing column (with the nearest name), an empty or bad cell
             (file, line, column), or a split with fewer rows than one window needs.
     """
-    from dlcli.distribute.device import import_keras
-
     source = dataset.csv
     assert source is not None and source.windows is not None
     windows = source.windows
@@ -148,11 +232,7 @@ def load_windows(dataset: DatasetSpec, base_dir: Path) -> Loaded:
             for split, part in parts.items()
         },
     )
-    import_keras()  # NeedsMainThread on the reader thread
-    made = {
-        split: Split(*cut_windows(part.values, part.target, windows))
-        for split, part in parts.items()
-    }
+    made = {split: cut_windows(part.values, part.target, windows) for split, part in parts.items()}
     info = DatasetInfo(source=source.train, feature_names=list(features), windows=series)
     return made["train"], made.get("validation"), made.get("test"), info
 
@@ -208,40 +288,6 @@ def _split_rows(dataset: DatasetSpec, base_dir: Path, features: list[str]) -> di
     return parts
 
 
-def cut_windows(
-    values: np.ndarray, target: np.ndarray | None, windows: WindowsSpec
-) -> tuple[np.ndarray, np.ndarray]:
-    """The windows of rows `values` (rows, features) and their targets, by
-    `keras.utils.timeseries_dataset_from_array`; without `target`, the windows alone (and an
-    empty array of targets). Keras is imported: call on the main thread.
-
-    Example:
-        x, y = cut_windows(rows, rows[:, 0], windows)  # x: (windows, length, features)
-    """
-    import keras
-
-    shift = window_rows(windows) - 1
-    targets = None if target is None else target[shift:]
-    dataset = keras.utils.timeseries_dataset_from_array(
-        values,
-        targets,
-        sequence_length=windows.sequence_length,
-        sampling_rate=windows.sampling_rate,
-        sequence_stride=windows.sequence_stride,
-        shuffle=False,
-        batch_size=WINDOW_BATCH_SIZE,
-    )
-    xs, ys = [], []
-    for batch in dataset.as_numpy_iterator():
-        inputs, outputs = batch if target is not None else (batch, None)
-        xs.append(inputs)
-        if outputs is not None:
-            ys.append(outputs)
-    x = np.concatenate(xs).astype(np.float32, copy=False)
-    y = np.concatenate(ys).astype(np.float32, copy=False) if ys else np.empty(0, np.float32)
-    return x, y
-
-
 def last_window(
     path: Path,
     features: list[str],
@@ -263,8 +309,8 @@ def last_window(
             f"{path}: {len(values)} rows, but one window takes {needed}: (sequence_length "
             f"{windows.sequence_length} - 1) * sampling_rate {windows.sampling_rate} + 1"
         )
-    # the one window Keras would cut from these rows, taken without it: predict through
-    # onnxruntime loads no TensorFlow
+    # the last window of these rows, taken without TensorFlow: predict through onnxruntime
+    # loads none
     return values[len(values) - needed :: windows.sampling_rate][np.newaxis]
 
 

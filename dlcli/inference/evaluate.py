@@ -16,6 +16,7 @@ import numpy as np
 
 from dlcli.data.class_codes import as_class_indices
 from dlcli.data.common import Arrays, Splits, in_order, rows
+from dlcli.data.example_stream import ExampleStream
 from dlcli.errors import DataError, OutputError
 from dlcli.inference.choices import SPLITS
 from dlcli.inference.inputs import dataset_base_dir, file_dataset, split_source
@@ -413,8 +414,11 @@ def evaluate(
     examples = load_examples(info, path, split, data, skip_bad=skip_bad)
     if rows(examples.x) == 0:
         raise DataError(f"{data or examples.source}: the {examples.split} split holds no examples")
-    if exported:
-        x = with_channel_axes(examples.x, info.input_shapes())
+    if exported:  # a runtime takes arrays: a stream's examples (windows) are decoded whole
+        whole = examples.x
+        if isinstance(whole, ExampleStream):
+            whole = whole.decode(np.arange(len(whole)))
+        x = with_channel_axes(whole, info.input_shapes())
     else:
         model = artifact.load(checked).model
         if info.columns is not None and info.columns.encoded:  # raw columns, by name

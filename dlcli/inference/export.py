@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dlcli.data.common import Arrays, flat, rows, take
+from dlcli.data.example_stream import in_memory
 from dlcli.errors import ExportError, OutputError, UsageError
 from dlcli.inference.choices import FORMATS, QUANTIZATIONS
 from dlcli.inference.export_checks import (
@@ -193,7 +194,7 @@ def export_loaded(
 
     assert checked.info is not None
     chosen = np.random.default_rng(0).permutation(rows(x))[:SAMPLE_EXAMPLES]
-    x, y = take(x, chosen), take(y, chosen)
+    x, y = in_memory(x, chosen), take(y, chosen)
     reference = output_arrays(model.predict(x, batch_size=256, verbose=0))  # calls the model once
     started = time.perf_counter()
     notes: list[str] = []
@@ -314,7 +315,7 @@ def _litert_quantization(quantize: str, checked: Any, notes: list[str]) -> dict[
         notes.append(f"int8 with dynamic ranges: the training data cannot be read ({error})")
         return options
     chosen = np.random.default_rng(1).permutation(rows(train))[:REPRESENTATIVE_EXAMPLES]
-    sample = with_channel_axes(take(train, chosen), checked.info.input_shapes())
+    sample = with_channel_axes(in_memory(train, chosen), checked.info.input_shapes())
 
     def representative() -> Any:
         for index in range(rows(sample)):

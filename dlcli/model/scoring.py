@@ -48,27 +48,31 @@ def score(
     One pass of the model over x, in large batches (at least `least_batch`): the loss and
     metrics come from its outputs (`compute_loss`, `compute_metrics`, as Keras's `test_step`
     computes them), not from a second pass. A pass of a few batches runs eagerly, since
-    tracing it would cost more than it saves. Image files (`ImageFiles`) are decoded a batch at a
-    time. On several replicas, `evaluate` and `predict` run through the distribution strategy.
+    tracing it would cost more than it saves. A stream of examples (`ExampleStream`: image
+    files, windows) is decoded a batch at a time. On several replicas, `evaluate` and
+    `predict` run through the distribution strategy.
     """
-    from dlcli.data.image_stream import ImageFiles
+    from dlcli.data.example_stream import ExampleStream
 
     examples = len(y[0] if isinstance(y, list) else y)
     batch_size = _batch_size(model, least_batch, examples)
-    if isinstance(x, ImageFiles):  # decoded a batch at a time; the loss does not read x
+    streamed = isinstance(x, ExampleStream)  # the loss does not read x: scored without it
+    replicas = model.distribute_strategy.num_replicas_in_sync
+    eager = replicas == 1 and math.ceil(examples / batch_size) <= EAGER_BATCHES
+    if streamed and not eager:
         batches = x.batches(batch_size, strategy=model.distribute_strategy)  # a worker: its part
         predicted = model.predict(batches, verbose=0)
         scores = _scores(model, None, y, predicted)
-    elif model.distribute_strategy.num_replicas_in_sync > 1:
+    elif replicas > 1:
         metrics = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
         predicted = model.predict(x, batch_size=batch_size, verbose=0) if outputs else None
         scores = {name: float(value) for name, value in metrics.items()}
     else:
-        if math.ceil(examples / batch_size) <= EAGER_BATCHES:
+        if eager:
             predicted = _predict_eagerly(model, x, batch_size, examples)
         else:
             predicted = model.predict(x, batch_size=batch_size, verbose=0)
-        scores = _scores(model, x, y, predicted)
+        scores = _scores(model, None if streamed else x, y, predicted)
     if not outputs:
         return scores, None
     if isinstance(predicted, list | tuple):  # several outputs: an array each
@@ -77,18 +81,21 @@ def score(
 
 
 def _predict_eagerly(model: Any, x: Any, batch_size: int, examples: int) -> Any:
-    """The model's outputs for x (an array, or a list or mapping of them), `batch_size`
-    examples at a time, run op by op without tracing a program."""
+    """The model's outputs for x (an array, a list or mapping of them, or a stream of examples
+    decoded a batch at a time), `batch_size` examples at a time, run op by op without tracing a
+    program."""
     import keras
+
+    from dlcli.data.example_stream import ExampleStream
+
+    def batch(start: int) -> Any:
+        if isinstance(x, ExampleStream):
+            return x.decode(np.arange(start, min(start + batch_size, examples)))
+        return keras.tree.map_structure(itemgetter(slice(start, start + batch_size)), x)
 
     model.run_eagerly = True
     model.make_predict_function(force=True)
-    parts = [
-        model.predict_on_batch(
-            keras.tree.map_structure(itemgetter(slice(start, start + batch_size)), x)
-        )
-        for start in range(0, examples, batch_size)
-    ]
+    parts = [model.predict_on_batch(batch(start)) for start in range(0, examples, batch_size)]
     return keras.tree.map_structure(lambda *outputs: np.concatenate(outputs), *parts)
 
 

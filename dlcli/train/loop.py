@@ -31,12 +31,13 @@ def steps_per_execution(setting: int | str, examples: int, batch_size: int) -> i
     return divisor if 4 * divisor >= limit else limit
 
 
-# The decoded images of one execution (a stream of image files) take at most this much memory.
+# The decoded examples of one execution (a stream: image files, windows) take at most this
+# much memory.
 _DECODED_EXECUTION_BYTES = 64 * 1024 * 1024
 
 
-def decoded_steps(files: Any, batch_size: int) -> int:
-    """The most steps per execution whose decoded images fit `_DECODED_EXECUTION_BYTES`.
+def decoded_steps(stream: Any, batch_size: int) -> int:
+    """The most steps per execution whose decoded examples fit `_DECODED_EXECUTION_BYTES`.
 
     Example:
         >>> from dlcli.data.common import ImageInfo
@@ -45,7 +46,7 @@ def decoded_steps(files: Any, batch_size: int) -> int:
         >>> decoded_steps(files, 32)
         42
     """
-    per_example = int(np.prod(files.shape[1:]))
+    per_example = int(np.prod(stream.shape[1:])) * stream.dtype.itemsize
     return max(1, _DECODED_EXECUTION_BYTES // (batch_size * per_example))
 
 
@@ -74,37 +75,38 @@ def training_data(
     over all of its batches in one program. Keras still counts the steps, calls the callbacks
     and validates as it does with `steps_per_execution`.
 
-    Several replicas, data that is not plain arrays, too much of it for a shuffled copy, or not
-    `fused` (a Keras version the executions were not tested with): Keras's own adapter and loop.
-    Image files on several replicas come as a distributed dataset of which each worker decodes
-    only its replicas' share of every batch (`replica_batches`).
+    A stream of examples (`ExampleStream`: image files, windows) runs as its keys, decoded in
+    the pipeline. Several replicas, data that is not plain arrays, too much of it for a
+    shuffled copy, or not `fused` (a Keras version the executions were not tested with):
+    Keras's own adapter and loop. A stream on several replicas comes as a distributed dataset
+    of which each worker decodes only its replicas' share of every batch (`replica_batches`).
     `weights`, one per example, are the sample weights of the loss and metrics. A model of
     several inputs takes x as a mapping by input name; one of several outputs takes y, and
     `weights`, as lists in the order of its outputs.
     """
     import keras
 
-    from dlcli.data.image_stream import ImageFiles, replica_batches
+    from dlcli.data.example_stream import ExampleStream, replica_batches
 
-    files = x if isinstance(x, ImageFiles) else None
-    if files is not None:  # the files' indices stand for the images until they are decoded
-        x = np.arange(len(files), dtype=np.int64)
+    stream = x if isinstance(x, ExampleStream) else None
+    if stream is not None:  # a stream's keys stand for its examples until they are decoded
+        x = stream.keys
     structure = (x, y) if weights is None else (x, y, weights)
     arrays = keras.tree.flatten(structure)  # x, y and weights may each be a list or mapping
-    if files is not None and (not fused or replicas > 1):
+    if stream is not None and (not fused or replicas > 1):
         batches = _epochs_of_batches(arrays, batch_size, shuffle, first_epoch)
         if replicas > 1:
             dataset = model.distribute_strategy.distribute_datasets_from_function(
-                lambda context: replica_batches(batches, files, context)
+                lambda context: replica_batches(batches, stream, context)
             )
         else:
-            dataset = batches.map(files.decoded_map([0])).prefetch(2)
+            dataset = batches.map(stream.decoded_map([0])).prefetch(2)
         return {
             "x": dataset,
-            "steps_per_epoch": math.ceil(len(files) / batch_size),
+            "steps_per_epoch": math.ceil(len(stream) / batch_size),
             "shuffle": False,
         }
-    if files is None and not compiled_arrays(x, y, weights, replicas=replicas, fused=fused):
+    if stream is None and not compiled_arrays(x, y, weights, replicas=replicas, fused=fused):
         return {
             "x": x,
             "y": y,
@@ -135,7 +137,7 @@ def training_data(
         return model.get_metrics_result()  # what `train_step` returns, after the last step
 
     model.train_function = lambda iterator: execution(*next(iterator))
-    decoded = None if files is None else files.decoded_map([0, len(arrays)])
+    decoded = None if stream is None else stream.decoded_map([0, len(arrays)])
     dataset = executions(
         tuple(arrays), batch_size, shuffle, model.steps_per_execution, first_epoch, decoded
     )
@@ -179,8 +181,9 @@ def executions(
     stay uint8, 4x less to copy than float32; the model converts them.
 
     `decoded`, a tf.data map function, turns each execution's parts into what the step takes:
-    for image files (`ImageFiles.decoded_map`), the files' indices into their images, decoded
-    while the previous execution trains.
+    for a stream (`ExampleStream.decoded_map`), its keys into its examples (image files'
+    indices into their images, windows' first rows into their rows), made while the previous
+    execution trains.
     """
     import tensorflow as tf
 
@@ -227,8 +230,8 @@ def executions(
 
 def _epochs_of_batches(arrays: list[Any], batch_size: int, shuffle: bool, first_epoch: int) -> Any:
     """The batches of `arrays` for Keras's own loop, all epochs through one iterator: epoch e
-    in the order of the run's seed and e (as `executions`). For image files, `arrays[0]` holds
-    the files' indices, decoded by the caller's map."""
+    in the order of the run's seed and e (as `executions`). For a stream, `arrays[0]` holds its
+    keys, decoded by the caller's map."""
     import tensorflow as tf
 
     with tf.device("/cpu:0"):
@@ -251,6 +254,21 @@ def _epochs_of_batches(arrays: list[Any], batch_size: int, shuffle: bool, first_
         .flat_map(one_epoch)
         .with_options(options)
     )
+
+
+def _as_they_are(*parts: Any) -> tuple[Any, ...]:
+    return parts
+
+
+def _in_program(x: Any) -> tuple[Callable[..., tuple[Any, ...]], Any]:
+    """The function that makes a batch of x, y (and weights) what a step takes, and what a
+    compiled program takes for x: a stream's `decoded_map` and keys, or x as it is."""
+    from dlcli.data.example_stream import ExampleStream
+
+    if isinstance(x, ExampleStream):
+        assert x.in_graph, "a stream that Python decodes cannot run inside a compiled program"
+        return x.decoded_map([0]), x.keys
+    return _as_they_are, x
 
 
 def _base_seed() -> Any:
@@ -342,20 +360,34 @@ def fit_epochs_at_once(
     logs, `on_epoch_end` with all of them), so the history is the one `fit` would write; only
     then is `executed` called: the model now holds the last of those epochs' weights (the time
     for a backup). `epochs_per_execution` says when the callbacks allow it. Arguments as
-    `training_data`'s; `validation` is (x, y), batched as `fit` does, by `batch_size`.
+    `training_data`'s; `validation` is (x, y), batched as `fit` does, by `batch_size`. An x
+    that is a stream made by TensorFlow ops (`ExampleStream.in_graph`: windows) runs as its
+    keys, each batch's examples made inside the program.
     """
     import keras
     import tensorflow as tf
 
+    training_examples, x = _in_program(x)
     structure = (x, y) if weights is None else (x, y, weights)
     arrays = keras.tree.flatten(structure)
-    validation_arrays = keras.tree.flatten(validation) if validation is not None else []
+    validation_examples: Callable[..., tuple[Any, ...]] = _as_they_are
+    validation_arrays = []
+    if validation is not None:
+        validation_examples, validation_x = _in_program(validation[0])
+        validation = (validation_x, validation[1])
+        validation_arrays = keras.tree.flatten(validation)
     count, steps = len(arrays[0]), math.ceil(len(arrays[0]) / batch_size)
     base_seed = _base_seed()  # drawn where `training_data` draws it for the per-epoch path
     names: dict[str, list[str]] = {}  # the logs' names, training's and validation's, in order
 
-    def batches(parts: list[Any], run_step: Callable[[Any], Any], like: Any) -> None:
-        """`run_step` over `parts` in batches of `batch_size`, the partial one last, as `fit`."""
+    def batches(
+        parts: list[Any],
+        run_step: Callable[[Any], Any],
+        like: Any,
+        examples: Callable[..., tuple[Any, ...]],
+    ) -> None:
+        """`run_step` over `parts` in batches of `batch_size`, the partial one last, as `fit`;
+        `examples` makes each batch's parts what the step takes."""
         whole, rows = divmod(int(parts[0].shape[0]), batch_size)
         stacked = [
             tf.reshape(part[: whole * batch_size], (whole, batch_size, *part.shape[1:]))
@@ -363,14 +395,15 @@ def fit_epochs_at_once(
         ]
 
         def one_step(index: Any) -> Any:
-            run_step(keras.tree.pack_sequence_as(like, [part[index] for part in stacked]))
+            batch = examples(*[part[index] for part in stacked])
+            run_step(keras.tree.pack_sequence_as(like, list(batch)))
             return index + 1
 
         if whole:
             tf.while_loop(lambda i: i < whole, one_step, [0], parallel_iterations=1)
         if rows:
-            rest = [part[whole * batch_size :] for part in parts]
-            run_step(keras.tree.pack_sequence_as(like, rest))
+            rest = examples(*[part[whole * batch_size :] for part in parts])
+            run_step(keras.tree.pack_sequence_as(like, list(rest)))
 
     def results(kind: str) -> list[Any]:
         """The metrics' results now, as `fit` logs them (recording their names while traced)."""
@@ -387,12 +420,13 @@ def fit_epochs_at_once(
     @tf.function(jit_compile=model.jit_compile, autograph=False)
     def train_epoch(order: Any, *training: Any) -> None:
         reset_metrics()  # as `fit`, before each epoch
-        batches([tf.gather(part, order) for part in training], model.train_step, structure)
+        shuffled = [tf.gather(part, order) for part in training]
+        batches(shuffled, model.train_step, structure, training_examples)
 
     @tf.function(jit_compile=model.jit_compile, autograph=False)
     def validate(*validating: Any) -> None:
         reset_metrics()  # as `evaluate`: then every batch in order
-        batches(list(validating), model.test_step, validation)
+        batches(list(validating), model.test_step, validation, validation_examples)
 
     @tf.function(autograph=False)
     def execution(orders: Any, epochs_now: Any, *parts: Any) -> Any:

@@ -24,6 +24,7 @@ import numpy as np
 
 from dlcli.data.class_codes import codes_as_names
 from dlcli.data.common import Split, Splits, in_order, resolve_path, take
+from dlcli.data.example_stream import ExampleStream, in_memory
 from dlcli.data.image_stream import ImageFiles, first_failure
 from dlcli.data.load import check_files, load_dataset
 from dlcli.distribute.cluster import (
@@ -409,7 +410,7 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
     per_execution = steps_per_execution(
         spec.compile.steps_per_execution, len(splits.train), spec.fit.batch_size
     )
-    if isinstance(splits.train.x, ImageFiles) and spec.compile.steps_per_execution == "auto":
+    if isinstance(splits.train.x, ExampleStream) and spec.compile.steps_per_execution == "auto":
         per_execution = min(per_execution, decoded_steps(splits.train.x, spec.fit.batch_size))
     if cluster:
         spec, per_execution = workers.for_workers(spec, device, per_execution, notes)
@@ -439,8 +440,8 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
         notes.extend([note] if note else [])
     check_against_model(splits, model, spec.compile)
     train_x = splits.train.x
-    streamed = isinstance(train_x, ImageFiles)
-    if cluster and streamed:
+    streamed = isinstance(train_x, ExampleStream)
+    if cluster and isinstance(train_x, ImageFiles):
         notes.append(
             f"Image files sharded: each of the {cluster.size} workers decodes only its own part "
             "of every batch"
@@ -476,7 +477,7 @@ def _create_training_variables(model: Any, train: Split, device: Any) -> None:
     from dlcli.model.build import create_training_variables
 
     if device.strategy.num_replicas_in_sync == 1:
-        first = train.x.decode(np.arange(1)) if isinstance(train.x, ImageFiles) else train.x
+        first = in_memory(train.x, np.arange(1))
         create_training_variables(model, first, targets(model, train.y))
 
 
@@ -576,28 +577,25 @@ def _fit(
     y, weights = targets(model, splits.train.y), prepared.weights
     if weights is not None and isinstance(y, list):  # one weight per example, for each output
         weights = [weights] * len(y)
-    validation: Any = None
-    validation_batch_size: int | None = spec.fit.batch_size
-    if splits.validation is not None and isinstance(splits.validation.x, ImageFiles):
-        labels = targets(model, splits.validation.y)
-        validation = splits.validation.x.batches(
-            spec.fit.batch_size, labels, strategy=prepared.device.strategy
-        )
-        validation_batch_size = None  # a dataset comes in its own batches
-    elif splits.validation is not None:
-        validation = (splits.validation.x, targets(model, splits.validation.y))
-    in_memory = validation is None or validation_batch_size is not None  # not image files
     fine_tune = spec.fit.fine_tune
     at_once = epochs_per_execution(
         model,
         steps,
         steps_setting=spec.compile.steps_per_execution,
-        compiled=in_memory
-        and compiled_arrays(splits.train.x, y, weights, replicas=replicas, fused=fused),
+        compiled=_in_one_program(splits, y, weights, replicas=replicas, fused=fused),
         # the second phase of `fit.fine_tune` recompiles the model between two epochs
         callbacks_between_epochs=bool(more) or fine_tune is not None,
         validation_freq=spec.fit.validation_freq,
     )
+    validation: Any = None
+    validation_batch_size: int | None = spec.fit.batch_size
+    if splits.validation is not None:
+        validation = (splits.validation.x, targets(model, splits.validation.y))
+        if isinstance(validation[0], ExampleStream) and at_once == 1:  # `fit` takes a dataset
+            validation = validation[0].batches(
+                spec.fit.batch_size, validation[1], strategy=prepared.device.strategy
+            )
+            validation_batch_size = None  # a dataset comes in its own batches
     backups = backup.callback(run_dir, history, at_each_epoch=at_once == 1)
     backups.phase = restored.phase if restored else FIRST_PHASE
     callbacks = [backups, progress, *more]
@@ -685,6 +683,23 @@ def _fit(
     if cluster:
         view.note(workers.same_weights(prepared.device.strategy, cluster, model))
     return time.perf_counter() - started
+
+
+def _in_one_program(splits: Splits, y: Any, weights: Any, *, replicas: int, fused: bool) -> bool:
+    """Whether the training (and validation) data can run inside dlcli's compiled programs
+    (`compiled_arrays`): arrays, or streams whose examples TensorFlow ops make (windows) as
+    their keys; image files are decoded by Python, between programs."""
+
+    def in_program(x: Any) -> Any:
+        if isinstance(x, ExampleStream):
+            return x.keys if x.in_graph else None
+        return x
+
+    train_x = in_program(splits.train.x)
+    held = splits.validation
+    if train_x is None or (held is not None and in_program(held.x) is None):
+        return False
+    return compiled_arrays(train_x, y, weights, replicas=replicas, fused=fused)
 
 
 def _finish(
@@ -779,8 +794,8 @@ def _finish(
 
 
 def _in_memory(split: Split) -> Split:
-    """The split; of image files, the first `EXPORT_EXAMPLES` decoded (what an export checks)."""
-    if not isinstance(split.x, ImageFiles):
+    """The split; of a stream, the first `EXPORT_EXAMPLES` decoded (what an export checks)."""
+    if not isinstance(split.x, ExampleStream):
         return split
     chosen = np.arange(min(len(split), EXPORT_EXAMPLES))
     return Split(split.x.decode(chosen), take(split.y, chosen))
