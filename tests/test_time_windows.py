@@ -443,6 +443,12 @@ SPEC_MISTAKES = [
         "columns; leave out `inputs` (series.yaml, line 4)",
     ),
     (
+        _spec("    features:", "    missing: mean\n    features:"),
+        "`dataset.csv`: an empty cell of a time series is refused (its file, line and column "
+        "are named): a gap has no one right filling, so fill it in the file; leave out "
+        "`missing` (series.yaml, line 4)",
+    ),
+    (
         _spec("  csv:\n    train: series.csv", "  npz:\n    path: data.npz"),
         "`dataset`: `windows` cuts the ordered rows of a CSV table into time windows "
         "(`dataset.csv.windows`); the `npz` source has no columns (series.yaml, line 3)",

@@ -176,7 +176,7 @@ def load_csv(
         else _read_table(resolve_path(path, base_dir), columns, train.feature_names, keys, typed)
         for path in (source.validation, source.test)
     ]
-    missing, (filled, *others) = _missing(source.missing, fill, [train, *others])
+    missing, (filled, *others) = _missing(source.missing_policy, fill, [train, *others])
     assert filled is not None  # the training table is always there
     train = filled
     tables = [table for table in (train, *others) if table is not None]

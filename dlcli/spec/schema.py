@@ -261,12 +261,25 @@ class CsvSource(Strict):
     # {num_bins: 8}}`); the model then takes the encoded features (dlcli.model.feature_space)
     columns: dict[str, KerasObject] | None = Field(None, min_length=1)
     crosses: list[CrossSpec] | None = None  # FeatureSpace.cross of typed columns
-    missing: Literal["mean", "drop", "error"] = "mean"  # empty numeric cells (windows: refused)
+    # empty numeric cells: filled with the training mean when not given (`missing_policy`)
+    missing: Literal["mean", "drop", "error"] | None = None
     label_kind: Literal["indices", "names", "numbers"] | None = None  # None: inferred
     windows: WindowsSpec | None = None  # time windows over the ordered rows (a time series)
 
+    @property
+    def missing_policy(self) -> Literal["mean", "drop", "error"]:
+        """What is done with an empty numeric cell of a table: `missing`, or the mean."""
+        return self.missing or "mean"
+
     @model_validator(mode="after")
     def _one_kind_of_columns(self) -> CsvSource:
+        if self.windows is not None and self.missing is not None:
+            raise PydanticCustomError(
+                "csv_windows",
+                "an empty cell of a time series is refused (its file, line and column are "
+                "named): a gap has no one right filling, so fill it in the file; leave out "
+                "`missing`",
+            )
         if self.windows is not None:
             for key in ("label", "labels", "inputs", "columns", "weight", "label_kind"):
                 if getattr(self, key) is not None:
