@@ -65,6 +65,15 @@ def take(data: Arrays, index: Any) -> Arrays:
     return data[index]
 
 
+def in_memory(x: Any, positions: Any) -> Any:
+    """The examples of x at `positions` as arrays: a stream's decoded
+    (`dlcli.data.example_stream.ExampleStream`), an array's (or each array's of a mapping)
+    taken (`take`)."""
+    from dlcli.data.example_stream import ExampleStream
+
+    return x.decode(positions) if isinstance(x, ExampleStream) else take(x, positions)
+
+
 def in_order(data: Arrays, names: list[str]) -> Any:
     """The arrays of a mapping as the list of `names` (a model's outputs); an array as it is.
 

@@ -18,8 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from dlcli.data.common import take
-
 
 class ExampleStream(ABC):
     """The examples of a split, made from their keys when a batch of them is needed.
@@ -101,12 +99,6 @@ class ExampleStream(ABC):
         examples = max(1, chunk_bytes // max(example_bytes, 1))
         for first in range(0, len(self), examples):
             yield self.decode(np.arange(first, min(first + examples, len(self))))
-
-
-def in_memory(x: Any, positions: np.ndarray) -> Any:
-    """The examples of x at `positions` as arrays: a stream's decoded, an array's (or each
-    array's of a mapping) taken (`take`)."""
-    return x.decode(positions) if isinstance(x, ExampleStream) else take(x, positions)
 
 
 def replica_batches(global_batches: Any, stream: ExampleStream, context: Any) -> Any:

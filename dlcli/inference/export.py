@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dlcli.data.common import Arrays, flat, rows, take
-from dlcli.data.example_stream import in_memory
+from dlcli.data.common import Arrays, flat, in_memory, rows, take
 from dlcli.errors import ExportError, OutputError, UsageError
 from dlcli.inference.choices import FORMATS, QUANTIZATIONS
 from dlcli.inference.export_checks import (

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from dlcli.data.class_codes import codes_as_names
-from dlcli.data.common import Split, Splits, in_order, resolve_path, take
-from dlcli.data.example_stream import ExampleStream, in_memory
+from dlcli.data.common import Split, Splits, in_memory, in_order, resolve_path, take
+from dlcli.data.example_stream import ExampleStream
 from dlcli.data.image_stream import ImageFiles, first_failure
 from dlcli.data.load import check_files, load_dataset
 from dlcli.distribute.cluster import (
