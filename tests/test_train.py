@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -175,16 +176,30 @@ def test_unwritable_output_folder_is_reported_before_training(tmp_path: Path) ->
     assert "Error: cannot create" in result.stderr and "runs" in result.stderr
 
 
+def few_photos(folder: Path, copy: Path, per_class: int = 12) -> Path:
+    """The first `per_class` photos of each class folder of `folder`, copied under `copy`."""
+    for class_folder in sorted(path for path in folder.iterdir() if path.is_dir()):
+        (copy / class_folder.name).mkdir(parents=True)
+        for photo in sorted(class_folder.iterdir())[:per_class]:
+            shutil.copy(photo, copy / class_folder.name / photo.name)
+    return copy
+
+
 @pytest.mark.usefixtures("fake_keras_datasets")
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_every_shipped_config_trains(config: Path) -> None:
+def test_every_shipped_config_trains(config: Path, isolated: Path) -> None:
     """Every file in configs/ (the list is read from the folder, so a new config is started
-    here too) trains for one epoch on synthetic stand-ins of its dataset's shape (one epoch
-    of each phase for a config that fine-tunes in two)."""
+    here too) trains for one epoch (one of each phase for a config that fine-tunes in two) on
+    synthetic stand-ins of its dataset's shape, or on a few photos of each class of its own
+    photo folders (the whole folders: `test_the_photo_config_trains_on_its_whole_folders`)."""
     spec = yaml.safe_load(config.read_text())
     quick = ["--set", "fit.epochs=1"]
     if "fine_tune" in spec["fit"]:
         quick = ["--set", "fit.epochs=2", "--set", "fit.fine_tune.from_epoch=2"]
+    for split, folder in (spec["dataset"].get("images") or {}).items():
+        if split in ("train", "validation", "test"):
+            few = few_photos(config.parent / folder, isolated / "few" / split)
+            quick += ["--set", f"dataset.images.{split}={few}"]
     result = train(config, *quick)
     assert result.exit_code == 0, result.output
     run_dir = Path("runs") / f"{spec['name']}-1"
@@ -195,6 +210,16 @@ def test_every_shipped_config_trains(config: Path) -> None:
     assert (run_dir / "curves.png").stat().st_size > 1000
     if metadata["task"] in ("multiclass", "binary"):
         assert (run_dir / "confusion_matrix.png").is_file()
+
+
+@pytest.mark.slow
+def test_the_photo_config_trains_on_its_whole_folders() -> None:
+    """configs/photos_transfer.yaml, one epoch of each phase on all of its photos."""
+    config = REPO / "configs" / "photos_transfer.yaml"
+    result = train(config, "--set", "fit.epochs=2", "--set", "fit.fine_tune.from_epoch=2")
+    assert result.exit_code == 0, result.output
+    assert "Data: data/textures/train (train 461, test 192, validation 115)" in result.stderr
+    assert "Fine-tuning: `backbone` trained" in result.stderr
 
 
 @pytest.mark.parametrize(
