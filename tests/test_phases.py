@@ -79,17 +79,19 @@ def dlcli(folder: Path, *arguments: str, strace: list[str] | None = None) -> Any
     )
 
 
-def killed_at_backup(folder: Path, run: str, backup: int) -> Path:
-    """`dlcli train spec.yaml` killed (SIGKILL, strace's fault injection) as it opens the
-    weights file of its `backup`-th backup, on the main thread (3 openings a backup): the
-    backup before it is whole. The run folder."""
-    weights_file = folder / "runs" / run / "backup" / ".partial" / "weights.weights.h5"
+def killed_at_backup(folder: Path, output: str, backup: int) -> Path:
+    """`dlcli train spec.yaml` into the runs folder `output`, killed (SIGKILL, strace's fault
+    injection) as it opens the weights file of its `backup`-th backup, on the main thread (3
+    openings a backup): the backup before it is whole. The run folder."""
+    run = folder / output / "transfer-1"
+    weights_file = run / "backup" / ".partial" / "weights.weights.h5"
     strace = ["strace", "-f", "-qq", f"-P{weights_file}", "-e", "trace=openat"]
     strace += ["-e", f"inject=openat:signal=KILL:when={3 * (backup - 1) + 1}", "--"]
-    killed = dlcli(folder, "train", "spec.yaml", "--quiet", strace=strace)
+    arguments = ["train", "spec.yaml", "--quiet", "--set", f"output.dir={output}"]
+    killed = dlcli(folder, *arguments, strace=strace)
     assert killed.returncode in (-9, 137), killed.stderr[-2000:]
-    assert not (folder / "runs" / run / "model.keras").exists()
-    return folder / "runs" / run
+    assert not (run / "model.keras").exists()
+    return run
 
 
 def backup_state(run: Path) -> tuple[dict[str, Any], Path]:
@@ -114,20 +116,31 @@ def assert_same(after: list[np.ndarray], before: list[np.ndarray]) -> None:
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
-def test_two_phases_train_what_they_say_and_resume_to_the_same_weights(isolated: Path) -> None:
-    """The whole run: one history of 3 epochs; the backbone's BatchNormalization layers and all
-    but its last layers bitwise as in the file, some of its last layers trained. Killed after
-    epoch 1 (first phase, backbone bitwise as in the file) and after epoch 2 (second phase),
-    each --resume ends with bitwise the history and weights of the whole run. The finished
-    run trains on in its second phase."""
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """A folder with the photos, the backbone's file and the spec, and the run of all 3 epochs
+    never interrupted in it (runs/transfer-1); the backbone as made."""
+    folder = tmp_path_factory.mktemp("phases")
+    write_photos(folder / "photos")
+    made = write_backbone(folder / "backbone.weights.h5")
+    (folder / "spec.yaml").write_text(spec())
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.chdir(folder)
+    try:
+        whole = invoke(["train", "spec.yaml"])
+    finally:
+        monkeypatch.undo()
+    assert whole.exit_code == 0, whole.output
+    return folder, made, whole
+
+
+def test_two_phases_train_what_they_say(whole_run: tuple[Path, Any, Any]) -> None:
+    """One history of 3 epochs; the backbone's BatchNormalization layers and all but its last
+    layers bitwise as in the file, some of its last layers trained. The finished run trains on
+    in its second phase."""
     import keras
 
-    write_photos(isolated / "photos")
-    made = write_backbone(isolated / "backbone.weights.h5")
-    (isolated / "spec.yaml").write_text(spec())
-    whole = invoke(["train", "spec.yaml"])
-    assert whole.exit_code == 0, whole.output
+    folder, made, whole = whole_run
     normalizations = [
         layer for layer in made.layers if isinstance(layer, keras.layers.BatchNormalization)
     ]
@@ -136,7 +149,7 @@ def test_two_phases_train_what_they_say_and_resume_to_the_same_weights(isolated:
         f"{len(normalizations)} BatchNormalization layers kept frozen), with adam made anew at "
         "learning rate 0.001\n"
     ) in whole.stderr
-    first = isolated / "runs" / "transfer-1"
+    first = folder / "runs" / "transfer-1"
     epochs = [row.split(",")[0] for row in (first / "history.csv").read_text().splitlines()[1:]]
     assert epochs == ["1", "2", "3"]
     trained = keras.saving.load_model(first / "model.keras").get_layer("backbone").layers
@@ -151,32 +164,55 @@ def test_two_phases_train_what_they_say_and_resume_to_the_same_weights(isolated:
                 changed.append(before.name)
     assert changed == ["conv_pw_12", "conv_dw_13", "conv_pw_13"]  # with weights, in the last 10
 
-    run = killed_at_backup(isolated, "transfer-2", backup=2)
-    state, weights_file = backup_state(run)
-    assert (state["epoch"], state["phase"]) == (1, 1)
-    after_first_phase = built_model(isolated)
-    after_first_phase.load_weights(weights_file, skip_mismatch=True)
-    assert_same(after_first_phase.get_layer("backbone").get_weights(), made.get_weights())
-    resumed = dlcli(isolated, "train", "--resume", "runs/transfer-2")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "Resuming after epoch 1 of 3, from its backup\nFine-tuning: " in resumed.stderr
 
-    killed = killed_at_backup(isolated, "transfer-3", backup=3)
+def assert_resumed_as_whole(resumed: Path, whole: Path) -> None:
+    import keras
+
+    assert (resumed / "history.csv").read_text() == (whole / "history.csv").read_text()
+    from_resume = keras.saving.load_model(resumed / "model.keras").get_weights()
+    assert_same(from_resume, keras.saving.load_model(whole / "model.keras").get_weights())
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_killed_in_the_second_phase_resumes_to_the_same_weights(
+    whole_run: tuple[Path, Any, Any],
+) -> None:
+    """Killed after epoch 2 (its backup records phase 2), --resume enters the second phase
+    before loading the backup and ends with bitwise the history and weights of the whole run."""
+    folder, _, _ = whole_run
+    killed = killed_at_backup(folder, "second-phase", backup=3)
     state, _ = backup_state(killed)
     assert (state["epoch"], state["phase"]) == (2, 2)
-    resumed = dlcli(isolated, "train", "--resume", "runs/transfer-3")
+    resumed = dlcli(folder, "train", "--resume", str(killed))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Resuming after epoch 2 of 3, from its backup\nFine-tuning: " in resumed.stderr
+    assert_resumed_as_whole(killed, folder / "runs" / "transfer-1")
 
-    for again in (run, killed):
-        assert (again / "history.csv").read_text() == (first / "history.csv").read_text()
-        from_resume = keras.saving.load_model(again / "model.keras").get_weights()
-        assert_same(from_resume, keras.saving.load_model(first / "model.keras").get_weights())
 
-    more = invoke(["train", "--resume", str(first), "--set", "fit.epochs=4"])  # in phase 2
-    assert more.exit_code == 0, more.output
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_killed_in_the_first_phase_resumes_across_the_phases_to_the_same_weights(
+    whole_run: tuple[Path, Any, Any],
+) -> None:
+    """Killed after epoch 1 (first phase: the backbone bitwise as in the file), --resume crosses
+    into the second phase and ends with bitwise the history and weights of the whole run; the
+    finished run then trains on in its second phase."""
+    folder, made, _ = whole_run
+    run = killed_at_backup(folder, "first-phase", backup=2)
+    state, weights_file = backup_state(run)
+    assert (state["epoch"], state["phase"]) == (1, 1)
+    after_first_phase = built_model(folder)
+    after_first_phase.load_weights(weights_file, skip_mismatch=True)
+    assert_same(after_first_phase.get_layer("backbone").get_weights(), made.get_weights())
+    resumed = dlcli(folder, "train", "--resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Resuming after epoch 1 of 3, from its backup\nFine-tuning: " in resumed.stderr
+    assert_resumed_as_whole(run, folder / "runs" / "transfer-1")
+
+    more = dlcli(folder, "train", "--resume", str(run), "--set", "fit.epochs=4")
+    assert more.returncode == 0, more.stderr[-2000:]
     assert "Resuming after epoch 3 of 4, from its backup\nFine-tuning: " in more.stderr
-    assert (first / "history.csv").read_text().splitlines()[-1].startswith("4,")
+    assert (run / "history.csv").read_text().splitlines()[-1].startswith("4,")
 
 
 @pytest.mark.parametrize(
