@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from dlcli.errors import ConfigError, DataError
 from dlcli.spec.load import spec_from_text
 from dlcli.spec.schema import CsvSource
 
-from .helpers import REPO, run_cli
+from .helpers import REPO, invoke, run_cli
 
 PENGUINS = (REPO / "configs" / "penguins.yaml").read_text()
 WHERE = "configs/penguins.yaml"
@@ -108,8 +109,8 @@ def test_penguins_train_evaluate_predict_on_raw_rows(
 
 @pytest.mark.xdist_group("feature_columns_e2e")
 def test_class_codes_1_and_2_are_class_names(tmp_path: Path, user_env: dict[str, str]) -> None:
-    """Before: `train labels must be class indices 0..1 for a 2-unit output; ... the first is
-    2`. Now the codes are class names, said once, recorded and printed as written."""
+    """Labels coded 1 and 2 for a 2-unit output are class names, said once, recorded and
+    printed as written; `label_kind: indices` refuses them as indices beyond the output."""
     (tmp_path / "pets.csv").write_text(_pets(40, 0))
     (tmp_path / "pets_test.csv").write_text(_pets(20, 1))
     (tmp_path / "pets.yaml").write_text(PETS_SPEC)
@@ -143,6 +144,78 @@ def test_class_codes_1_and_2_are_class_names(tmp_path: Path, user_env: dict[str,
     assert refused.stderr.startswith(
         "Error: train labels must be class indices 0..1 for a 2-unit output;"
     ), refused.stderr
+
+
+def _coded_flowers(rows: int, seed: int, codes: tuple[int, ...] = (3, 5, 7)) -> str:
+    """Two measures; `kind` coded 3, 5 or 7 (the larger the first measure, the larger the code)
+    and `size`, a number, from them."""
+    rng = np.random.default_rng(seed)
+    lines = ["first,second,kind,size"]
+    for _ in range(rows):
+        index = int(rng.integers(len(codes)))
+        first, second = index + rng.normal(0, 0.1), rng.normal(0, 1)
+        lines.append(f"{first:.3f},{second:.3f},{codes[index]},{first + second:.3f}")
+    return "\n".join(lines) + "\n"
+
+
+TWO_OUTPUTS_SPEC = """\
+name: coded
+seed: 3
+dataset:
+  csv: {train: flowers.csv, test: flowers_test.csv, labels: {kind: kind, size: size}}
+model:
+  inputs: [{name: measures, shape: [2]}]
+  layers:
+    - Dense: {name: hidden, units: 16, activation: relu, from: measures}
+    - Dense: {name: kind, units: 3, activation: softmax, from: hidden}
+    - Dense: {name: size, units: 1, from: hidden}
+  outputs: [kind, size]
+compile:
+  optimizer: {Adam: {learning_rate: 0.05}}
+  loss: {kind: sparse_categorical_crossentropy, size: mse}
+  metrics: {kind: [accuracy]}
+fit: {epochs: 30, batch_size: 16}
+output: {onnx: false}
+"""
+
+
+def test_class_codes_of_one_output_of_several_are_its_class_names(tmp_path: Path) -> None:
+    """A graph model of two outputs whose classifier's labels are coded 3, 5 and 7: the codes
+    are that output's class names, said once, recorded, and printed by evaluate and predict;
+    a code the training labels lack is one line naming it."""
+    (tmp_path / "flowers.csv").write_text(_coded_flowers(90, 0))
+    (tmp_path / "flowers_test.csv").write_text(_coded_flowers(30, 1))
+    (tmp_path / "spec.yaml").write_text(TWO_OUTPUTS_SPEC)
+    trained = invoke(["train", "spec.yaml"])
+    assert trained.exit_code == 0, trained.output
+    assert trained.stderr.count("Labels: ") == 1
+    assert (
+        "Labels: the integer codes 3, 5, 7 of `kind` are class names (they are not the indices "
+        "of the 3-unit output `kind`); `dataset.csv.label_kind: indices` refuses them instead\n"
+    ) in trained.stderr
+    model = tmp_path / "runs" / "coded-1" / "model.keras"
+    with zipfile.ZipFile(model) as archive:
+        recorded = json.loads(archive.read("dlcli.json"))["outputs"]
+    assert recorded["kind"]["class_names"] == ["3", "5", "7"]
+    assert recorded["size"]["class_names"] is None
+    evaluated = invoke(["evaluate", str(model), "--data", "flowers_test.csv", "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    kind = json.loads(evaluated.stdout)["outputs"]["kind"]
+    assert list(kind["classes"]) == ["3", "5", "7"] and kind["metrics"]["accuracy"] >= 0.9
+    (tmp_path / "rows.csv").write_text("first,second\n0.0,0.5\n2.0,-0.5\n")
+    predicted = invoke(["predict", "rows.csv", "--json"])
+    assert predicted.exit_code == 0, predicted.output
+    rows = json.loads(predicted.stdout)["predictions"]
+    kinds = [row["top_k"][0]["label"] for row in rows if row["output"] == "kind"]
+    assert kinds == ["3", "7"]
+
+    (tmp_path / "flowers_test.csv").write_text(_coded_flowers(30, 1, codes=(3, 5, 9)))
+    refused = invoke(["train", "spec.yaml"])
+    assert refused.exit_code == 4
+    assert refused.stderr.splitlines()[-1] == (
+        "Error: the test labels hold the code 9, which the training labels do not have (their "
+        "codes are 3, 5, 7)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,14 +2,14 @@
 
 The UCR archive codes its classes 1 and 2, a survey 3, 5 and 7: such labels cannot be the
 indices 0..units-1 of the output, so they are class names, sorted by value, and the labels
-become the indices of those names. `dataset.csv.label_kind` says `indices` (keep today's
+become the indices of those names; in a model of several outputs, output by output. `dataset.csv.label_kind` says `indices` (keep today's
 refusal of an index beyond the output) or `names` (always names) instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dlcli.errors import DataError
 
@@ -32,11 +32,23 @@ def are_indices(labels: list[np.ndarray], units: int, task: str) -> bool:
     return all(array.size == 0 or (array.min() >= 0 and array.max() <= highest) for array in labels)
 
 
-def codes_as_names(splits: Splits, units: int, task: str, label: str) -> tuple[Splits, str | None]:
-    """The splits with integer class codes turned into class names, and the note that says so.
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """A classifier's output as its labels meet it: its units, its task and its label column."""
 
-    Nothing changes (and the note is None) unless the labels are integers (`info.integer_labels`)
-    of a classifier and are not the indices of its output.
+    units: int
+    task: str
+    column: str
+
+
+def codes_as_names(splits: Splits, heads: dict[str, Head]) -> tuple[Splits, list[str]]:
+    """The splits with integer class codes turned into class names, and a note for each output
+    whose labels were turned.
+
+    `heads` are the model's outputs by name ("" for a model of one output). An output's labels
+    change only where they are integers (`info.integer_labels`) of a classifier and are not the
+    indices of its units; its class names go to `info.class_names` (one output) or
+    `info.output_classes`.
 
     Raises:
         DataError: a validation or test code that the training labels do not have.
@@ -52,26 +64,53 @@ def codes_as_names(splits: Splits, units: int, task: str, label: str) -> tuple[S
         )
         if split is not None
     }
-    arrays = [np.asarray(split.y) for split in parts.values()]
-    if not splits.info.integer_labels or task not in ("multiclass", "binary"):
-        return splits, None
-    if are_indices(arrays, units, task):
-        return splits, None
-    codes = np.unique(np.asarray(splits.train.y))
-    names = [str(int(code)) for code in codes]
-    converted = {name: _indices(split.y, codes, name) for name, split in parts.items()}
-    replace = dataclasses.replace
-    train = replace(splits.train, y=converted["train"])
-    validation = splits.validation and replace(splits.validation, y=converted["validation"])
-    test = train if splits.test_is_train else replace(splits.test, y=converted["test"])
-    info = replace(splits.info, class_names=names)
-    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-    outputs = "one sigmoid unit" if task == "binary" else f"the {units}-unit output"
-    note = (
-        f"Labels: the integer codes {shown} of `{label}` are class names (they are not the "
-        f"indices of {outputs}); `dataset.csv.label_kind: indices` refuses them instead"
-    )
-    return replace(splits, train=train, validation=validation, test=test, info=info), note
+    classes: dict[str, list[str]] = {}
+    notes = []
+    for output, head in heads.items():
+        if output not in splits.info.integer_labels or head.task not in ("multiclass", "binary"):
+            continue
+        arrays = {name: np.asarray(_labels_of(split.y, output)) for name, split in parts.items()}
+        if are_indices(list(arrays.values()), head.units, head.task):
+            continue
+        codes = np.unique(arrays["train"])
+        parts = {
+            name: dataclasses.replace(
+                split, y=_with_labels(split.y, output, _indices(arrays[name], codes, name))
+            )
+            for name, split in parts.items()
+        }
+        classes[output] = names = [str(int(code)) for code in codes]
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        units = "one sigmoid unit" if head.task == "binary" else f"the {head.units}-unit output"
+        of_output = f" `{output}`" if output else ""
+        notes.append(
+            f"Labels: the integer codes {shown} of `{head.column}` are class names (they are not "
+            f"the indices of {units}{of_output}); `dataset.csv.label_kind: indices` refuses "
+            "them instead"
+        )
+    if not classes:
+        return splits, []
+    info = splits.info
+    if "" in classes:
+        info = dataclasses.replace(info, class_names=classes[""])
+    else:
+        info = dataclasses.replace(info, output_classes={**(info.output_classes or {}), **classes})
+    train = parts["train"]
+    return dataclasses.replace(
+        splits,
+        train=train,
+        validation=parts.get("validation"),
+        test=train if splits.test_is_train else parts["test"],
+        info=info,
+    ), notes
+
+
+def _labels_of(y: Any, output: str) -> Any:
+    return y if output == "" else y[output]
+
+
+def _with_labels(y: Any, output: str, labels: np.ndarray) -> Any:
+    return labels if output == "" else {**y, output: labels}
 
 
 def as_class_indices(y: np.ndarray, class_names: list[str], source: str) -> np.ndarray:

@@ -96,10 +96,11 @@ class DatasetInfo:
     skipped: int = 0  # unreadable files left out (image folders with skip_bad)
     # CSV tables: each feature column's kind (number, integer, string) where the spec types
     # columns (`dataset.csv.columns`); what was done about empty cells (csv_tables.Missing);
-    # whether the one label column held integers (class indices, or codes: data.class_codes)
+    # the outputs whose label column held integers (class indices, or codes:
+    # data.class_codes), "" naming the one output of a dataset of one label column
     column_kinds: dict[str, str] | None = None
     missing: Any = None
-    integer_labels: bool = False
+    integer_labels: frozenset[str] = frozenset()
     windows: Any = None  # time windows (dlcli.data.time_windows.Series): rows, statistics
 
 

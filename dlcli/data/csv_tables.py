@@ -207,7 +207,11 @@ def load_csv(
         if source.columns is None
         else {name: typed.get(name, "number") for name in train.feature_names},
         missing=missing,
-        integer_labels=outputs is None and kinds[label] == "integer",
+        integer_labels=frozenset(
+            output
+            for output, column in (outputs or {"": label}).items()
+            if kinds[column] == "integer"
+        ),
     )
     return split(train), validation, test, info
 

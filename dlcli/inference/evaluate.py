@@ -175,8 +175,18 @@ def load_examples(
 
 def _codes(info: ModelInfo, splits: Splits, y: Any, source: str) -> Any:
     """Integer labels of a model whose classes are integer codes (`1`, `2`): their indices."""
-    names = info.class_names
-    if not (splits.info.integer_labels and names and all(n.lstrip("-").isdigit() for n in names)):
+    integers = splits.info.integer_labels
+    if info.outputs is None or not isinstance(y, dict):
+        return _output_codes(info.class_names, "" in integers, y, source)
+    classes = {name: output.class_names for name, output in info.outputs.items()}
+    return {
+        name: _output_codes(classes.get(name), name in integers, labels, source)
+        for name, labels in y.items()
+    }
+
+
+def _output_codes(names: list[str] | None, integers: bool, y: Any, source: str) -> Any:
+    if not (integers and names and all(name.lstrip("-").isdigit() for name in names)):
         return y
     return as_class_indices(y, names, source)
 

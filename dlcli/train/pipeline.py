@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from dlcli.data.class_codes import codes_as_names
+from dlcli.data.class_codes import Head, codes_as_names
 from dlcli.data.common import Split, Splits, in_memory, in_order, resolve_path, take
 from dlcli.data.example_stream import ExampleStream
 from dlcli.data.image_stream import ImageFiles, first_failure
@@ -53,7 +53,7 @@ from dlcli.runs.record import (
     write_record,
 )
 from dlcli.spec.columns import typed_columns
-from dlcli.spec.schema import Spec
+from dlcli.spec.schema import CsvSource, Spec
 from dlcli.track.tracked import tracked
 from dlcli.train import backup, workers
 from dlcli.train.callbacks import (
@@ -433,11 +433,9 @@ def _prepare(spec: Spec, spec_dir: Path, *, skip_bad: bool, cluster: Cluster | N
     tasks = tasks_of(spec.compile.loss, model)
     task: ModelTask = next(iter(tasks.values())) if len(tasks) == 1 else "multioutput"
     csv = spec.dataset.csv
-    if csv is not None and csv.label_kind != "indices" and len(tasks) == 1:
-        units = int(model.output_shape[-1] or 1)
-        label = next(iter(csv.labels.values())) if csv.labels else csv.label or "label"
-        splits, note = codes_as_names(splits, units, task, label)
-        notes.extend([note] if note else [])
+    if csv is not None and csv.label_kind != "indices":
+        splits, codes_notes = codes_as_names(splits, _class_code_heads(csv, model, tasks))
+        notes.extend(codes_notes)
     check_against_model(splits, model, spec.compile)
     train_x = splits.train.x
     streamed = isinstance(train_x, ExampleStream)
@@ -487,6 +485,21 @@ def _second_phase(prepared: Prepared) -> str:
         note = enter_second_phase(prepared.model, prepared.spec)
         _create_training_variables(prepared.model, prepared.splits.train, prepared.device)
     return note
+
+
+def _class_code_heads(csv: CsvSource, model: Any, tasks: dict[str, Task]) -> dict[str, Head]:
+    """The model's outputs fed by the CSV's label columns, by output name ("" for one output)."""
+    outputs = describe_outputs(model)
+    if len(outputs) == 1:
+        (output,) = outputs
+        column = next(iter(csv.labels.values())) if csv.labels else csv.label or "label"
+        return {"": Head(output.units or 1, tasks[output.name], column)}
+    columns = csv.labels or {}
+    return {
+        output.name: Head(output.units or 1, tasks[output.name], columns[output.name])
+        for output in outputs
+        if output.name in columns
+    }
 
 
 def encode_columns(spec: Spec, splits: Splits, notes: list[str]) -> tuple[Splits, Any, Any]:
