@@ -2,8 +2,9 @@
 
 The UCR archive codes its classes 1 and 2, a survey 3, 5 and 7: such labels cannot be the
 indices 0..units-1 of the output, so they are class names, sorted by value, and the labels
-become the indices of those names; in a model of several outputs, output by output. `dataset.csv.label_kind` says `indices` (keep today's
-refusal of an index beyond the output) or `names` (always names) instead.
+become the indices of those names; in a model of several outputs, output by output.
+`dataset.csv.label_kind` says `indices` (keep today's refusal of an index beyond the output)
+or `names` (always names) instead.
 """
 
 from __future__ import annotations
