@@ -14,11 +14,14 @@ The last line on stdout is JSON: epoch_seconds, fit_seconds, decode_seconds, ima
 import json
 import sys
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import layers
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baseline_photos import convnet
 
 decode_started = time.perf_counter()
 train = keras.utils.image_dataset_from_directory(
@@ -30,17 +33,7 @@ labels = np.concatenate([y for _, y in batches])
 decode_seconds = time.perf_counter() - decode_started
 
 keras.utils.set_random_seed(1)
-inputs = keras.Input(shape=(128, 128, 3))
-x = layers.Rescaling(1 / 255)(inputs)
-x = layers.Conv2D(16, 3, activation="relu")(x)
-x = layers.MaxPooling2D(2)(x)
-x = layers.Conv2D(32, 3, activation="relu")(x)
-x = layers.MaxPooling2D(2)(x)
-x = layers.Conv2D(64, 3, activation="relu")(x)
-x = layers.GlobalAveragePooling2D()(x)
-outputs = layers.Dense(2, activation="softmax")(x)
-model = keras.Model(inputs, outputs)
-model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+model = convnet()
 
 epoch_times = []
 timer = keras.callbacks.LambdaCallback(
