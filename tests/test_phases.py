@@ -117,9 +117,9 @@ def assert_same(after: list[np.ndarray], before: list[np.ndarray]) -> None:
 
 
 @pytest.fixture(scope="module")
-def whole_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    """A folder with the photos, the backbone's file and the spec, and the run of all 3 epochs
-    never interrupted in it (runs/transfer-1); the backbone as made."""
+def whole_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any]:
+    """A folder with the photos, the backbone's file and the spec, with the run of all 3 epochs
+    never interrupted in it (runs/transfer-1); the backbone as made; that run's CLI result."""
     folder = tmp_path_factory.mktemp("phases")
     write_photos(folder / "photos")
     made = write_backbone(folder / "backbone.weights.h5")
@@ -136,8 +136,7 @@ def whole_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
 def test_two_phases_train_what_they_say(whole_run: tuple[Path, Any, Any]) -> None:
     """One history of 3 epochs; the backbone's BatchNormalization layers and all but its last
-    layers bitwise as in the file, some of its last layers trained. The finished run trains on
-    in its second phase."""
+    layers bitwise as in the file, some of its last layers trained."""
     import keras
 
     folder, made, whole = whole_run

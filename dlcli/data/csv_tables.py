@@ -156,7 +156,7 @@ def load_csv(
     # A mapping of one input or output reads as `features` or `label`: one array, not by name.
     inputs = source.inputs if source.inputs is not None and len(source.inputs) > 1 else None
     outputs = source.labels if source.labels is not None and len(source.labels) > 1 else None
-    label = next(iter(source.labels.values())) if source.labels else source.label or "label"
+    label = source.label_columns[0]
     columns = list(outputs.values()) if outputs else [label]
     features = source.features
     if source.inputs is not None:

@@ -194,7 +194,7 @@ def sequence_alone(column: str, others: str) -> str:
 def _label_problems(csv: CsvSource) -> Iterator[tuple[KeyPath, str]]:
     """A label or weight column that `columns` also types."""
     assert csv.columns is not None
-    labels = list(csv.labels.values()) if csv.labels else [csv.label or "label"]
+    labels = csv.label_columns
     for column in csv.columns:
         path: KeyPath = ("dataset", "csv", "columns", column)
         if column in labels:

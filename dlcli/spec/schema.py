@@ -271,6 +271,12 @@ class CsvSource(Strict):
         """What is done with an empty numeric cell of a table: `missing`, or the mean."""
         return self.missing or "mean"
 
+    @property
+    def label_columns(self) -> list[str]:
+        """The label columns in the order of the model's outputs: the values of `labels`, else
+        `label` (the column `label` when neither is given)."""
+        return list(self.labels.values()) if self.labels else [self.label or "label"]
+
     @model_validator(mode="after")
     def _one_kind_of_columns(self) -> CsvSource:
         if self.windows is not None and self.missing is not None:

@@ -492,8 +492,7 @@ def _class_code_heads(csv: CsvSource, model: Any, tasks: dict[str, Task]) -> dic
     outputs = describe_outputs(model)
     if len(outputs) == 1:
         (output,) = outputs
-        column = next(iter(csv.labels.values())) if csv.labels else csv.label or "label"
-        return {"": Head(output.units or 1, tasks[output.name], column)}
+        return {"": Head(output.units or 1, tasks[output.name], csv.label_columns[0])}
     columns = csv.labels or {}
     return {
         output.name: Head(output.units or 1, tasks[output.name], columns[output.name])
